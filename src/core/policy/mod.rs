@@ -1,0 +1,3 @@
+//! The policy language (SLA-SEMANTICS §1): TOML source → validated, compiled `PolicySet`.
+pub mod model;
+pub use model::*;

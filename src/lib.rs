@@ -1,0 +1,9 @@
+//! slawatch: real-time response-time SLA enforcement for support conversations.
+//!
+//! Module map:
+//! - `core`: the pure, deterministic SLA engine (policy language, calendars, clocks, timers,
+//!   watermarks, surge detection, snapshots). No I/O.
+//! - `codec`: protobuf / proto3-JSON ↔ domain conversion and input validation.
+//! - `proto`: generated code, used only by `codec`.
+pub mod core;
+pub mod proto;

@@ -7,3 +7,4 @@
 //! - `proto`: generated code, used only by `codec`.
 pub mod core;
 pub mod proto;
+pub mod telemetry;

@@ -1,5 +1,10 @@
 //! The pure SLA core: no Kafka, no tokio, no wall clock. Time is an input.
 pub mod calendar;
+pub mod clock;
+pub mod engine;
 pub mod model;
+pub mod plan;
 pub mod policy;
+pub mod surge;
+pub mod ticket;
 pub mod time;

@@ -1,0 +1,236 @@
+//! One clock's state and its due-time arithmetic.
+//!
+//! Every output of a clock is "the instant at which its counted time reaches X":
+//!
+//! | output                | X                              |
+//! |-----------------------|--------------------------------|
+//! | Warning f             | f · target                     |
+//! | Breach                | target                         |
+//! | Escalation level k    | target + ladder[k-1].after     |
+//! | ProgressReminder nth  | nth · every (since last reset) |
+//!
+//! Counted time runs in the clock's calendar and not while paused, so one function,
+//! [`instant_of`], gives every due time, and re-matching a ticket to another policy only
+//! re-evaluates X under the new spec (SLA-SEMANTICS §2 rules 2, 3, 6).
+//!
+//! Transitions (per event, in this order: stop/end, pause/resume, start):
+//!
+//! | state    | input                   | next state / effect                                |
+//! |----------|-------------------------|----------------------------------------------------|
+//! | Idle     | start matcher, allowed  | Running(start = t); FollowUpDue if follow-up clock |
+//! | Running  | stop matcher (deadline) | Stopped; Cleared if breached                       |
+//! | Running  | stop matcher (recurring)| Running, period reset (start = t, nth = 0)         |
+//! | Running  | end matcher (recurring) | Stopped                                            |
+//! | Running  | pause / resume          | paused interval opened / closed                    |
+//! | Running  | timer at due            | outputs whose X is reached                         |
+//! | Stopped  | start matcher, allowed  | Running again (unless `once` used this cycle)      |
+//! | any      | closed (not survivor)   | Cancelled, silently                                |
+//! | any      | reopen, `restart`       | Running(start = t), outputs re-armed               |
+use crate::core::calendar::Calendar;
+use crate::core::policy::{ClockKind, ClockSpec};
+use crate::core::time::{Dur, Ts};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ClockStatus {
+    #[default]
+    Idle,
+    Running,
+    Stopped,
+    Cancelled,
+}
+
+/// Paused intervals since the clock's start (rare, so boxed).
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Pauses {
+    pub closed: Vec<(Ts, Ts)>,
+    pub open: Option<Ts>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ClockState {
+    pub status: ClockStatus,
+    /// Started in this cycle (for `once`).
+    pub once_used: bool,
+    pub breached: bool,
+    /// Warnings fired, one bit per `warn_at` index.
+    pub warned: u8,
+    /// Ladder levels fired (a prefix of the ladder).
+    pub escalated: u8,
+    /// Recurring: reminders fired since the last reset.
+    pub nth: u32,
+    /// Start, or for a recurring clock the last reset.
+    pub start: Ts,
+    pub pauses: Option<Box<Pauses>>,
+}
+
+/// What a due item of a clock is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Item {
+    Warning(usize),
+    Breach,
+    Escalation(usize),
+    Reminder(u32),
+}
+
+impl ClockState {
+    pub fn is_running(&self) -> bool {
+        self.status == ClockStatus::Running
+    }
+    pub fn is_paused(&self) -> bool {
+        self.pauses.as_ref().is_some_and(|p| p.open.is_some())
+    }
+    /// Satisfies another clock's `after`: stopped, or breached while running.
+    pub fn done_or_breached(&self) -> bool {
+        self.status == ClockStatus::Stopped || (self.is_running() && self.breached)
+    }
+
+    /// (Re)starts the clock at `t`, re-arming all its outputs.
+    pub fn start_at(&mut self, t: Ts) {
+        *self = ClockState {
+            status: ClockStatus::Running,
+            once_used: true,
+            start: t,
+            ..ClockState::default()
+        };
+    }
+
+    pub fn pause_at(&mut self, t: Ts) {
+        let p = self.pauses.get_or_insert_with(Default::default);
+        if p.open.is_none() {
+            p.open = Some(t);
+        }
+    }
+
+    pub fn resume_at(&mut self, t: Ts) {
+        if let Some(p) = self.pauses.as_mut() {
+            if let Some(from) = p.open.take() {
+                if t > from {
+                    p.closed.push((from, t));
+                }
+            }
+        }
+    }
+
+    /// Counted time from the start to `t`, excluding pauses.
+    pub fn counted_until(&self, cal: &Calendar, t: Ts) -> Dur {
+        let mut acc = 0i64;
+        let mut seg = self.start;
+        if let Some(p) = &self.pauses {
+            for &(from, to) in &p.closed {
+                if t <= from {
+                    return Dur(acc + cal.counted(seg, t).0);
+                }
+                acc += cal.counted(seg, from).0;
+                seg = to;
+                if t <= to {
+                    return Dur(acc);
+                }
+            }
+            if let Some(from) = p.open {
+                return Dur(acc + cal.counted(seg, t.min(from)).0);
+            }
+        }
+        Dur(acc + cal.counted(seg, t).0)
+    }
+
+    /// The first instant at which counted time reaches `x`; `None` while paused short of it.
+    pub fn instant_of(&self, cal: &Calendar, x: Dur) -> Option<Ts> {
+        let mut acc = 0i64;
+        let mut seg = self.start;
+        if let Some(p) = &self.pauses {
+            for &(from, to) in &p.closed {
+                let c = cal.counted(seg, from).0;
+                if acc + c >= x.0 {
+                    return Some(cal.advance(seg, Dur(x.0 - acc)));
+                }
+                acc += c;
+                seg = to;
+            }
+            if let Some(from) = p.open {
+                let c = cal.counted(seg, from).0;
+                if acc + c >= x.0 {
+                    return Some(cal.advance(seg, Dur(x.0 - acc)));
+                }
+                return None;
+            }
+        }
+        Some(cal.advance(seg, Dur(x.0 - acc)))
+    }
+
+    /// The next output this clock owes, with the counted time X at which it falls due.
+    pub fn next_item(&self, spec: &ClockSpec) -> Option<(Item, Dur)> {
+        if !self.is_running() {
+            return None;
+        }
+        match spec.kind {
+            ClockKind::Recurring { every, .. } => Some((
+                Item::Reminder(self.nth + 1),
+                Dur(every.0.saturating_mul(self.nth as i64 + 1)),
+            )),
+            ClockKind::Deadline => {
+                for (i, f) in spec.warn_at.iter().enumerate() {
+                    if i < 8 && self.warned & (1 << i) == 0 {
+                        return Some((Item::Warning(i), spec.target.mul_f64(*f)));
+                    }
+                }
+                if !self.breached {
+                    return Some((Item::Breach, spec.target));
+                }
+                let k = self.escalated as usize;
+                spec.escalate
+                    .get(k)
+                    .map(|step| (Item::Escalation(k), Dur(spec.target.0 + step.after.0)))
+            }
+        }
+    }
+
+    /// Marks an item as emitted.
+    pub fn mark(&mut self, item: Item) {
+        match item {
+            Item::Warning(i) => self.warned |= 1 << i,
+            Item::Breach => self.breached = true,
+            Item::Escalation(k) => self.escalated = (k + 1) as u8,
+            Item::Reminder(n) => self.nth = n,
+        }
+    }
+
+    /// Due instant of the next item, if any (None while paused or not running).
+    pub fn next_due(&self, spec: &ClockSpec, cal: &Calendar) -> Option<Ts> {
+        let (_, x) = self.next_item(spec)?;
+        self.instant_of(cal, x)
+    }
+
+    /// The deadline (counted time = target) under `spec`, if reachable now.
+    pub fn deadline(&self, spec: &ClockSpec, cal: &Calendar) -> Option<Ts> {
+        self.instant_of(cal, spec.target)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pauses_shift_due_times() {
+        let cal = Calendar::always_open("24x7");
+        let mut c = ClockState::default();
+        c.start_at(Ts::from_secs(0));
+        c.pause_at(Ts::from_secs(10));
+        assert_eq!(c.instant_of(&cal, Dur::from_secs(30)), None);
+        assert_eq!(
+            c.instant_of(&cal, Dur::from_secs(5)),
+            Some(Ts::from_secs(5))
+        );
+        c.resume_at(Ts::from_secs(100));
+        assert_eq!(
+            c.instant_of(&cal, Dur::from_secs(30)),
+            Some(Ts::from_secs(120))
+        );
+        assert_eq!(c.counted_until(&cal, Ts::from_secs(50)), Dur::from_secs(10));
+        assert_eq!(
+            c.counted_until(&cal, Ts::from_secs(130)),
+            Dur::from_secs(40)
+        );
+    }
+}

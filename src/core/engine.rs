@@ -1,0 +1,710 @@
+//! The per-partition SLA engine: orders events by (occurred_at, event_id) behind the
+//! watermark, applies them to tickets, fires timers, buffers events of tickets not yet
+//! opened, frees closed and idle tickets, and (for `replay`) detects surges.
+//!
+//! Time only moves through [`Engine::advance_to`]; nothing here reads a clock.
+//! Events at time t apply once the watermark reaches t; timers due at d fire once the
+//! watermark passes d, so at equal times events always apply first (rule 4), whatever
+//! the batching. [`Engine::finish`] closes the input and fires timers at the final instant
+//! too.
+use crate::core::model::{Body, Event, SlaOutput, TicketAttrs};
+use crate::core::plan::{Plan, PlanKey};
+use crate::core::policy::{MatcherSet, Phase, PolicySet};
+use crate::core::surge::{SurgeDetector, SurgeState};
+use crate::core::ticket::{Observation, Sink, Ticket};
+use crate::core::time::{Dur, Ts};
+use compact_str::CompactString;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::sync::Arc;
+
+/// Engine limits and retention (event time). Defaults are SLA-SEMANTICS §2's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EngineConfig {
+    pub allowed_lateness: Dur,
+    pub preopen_max_tickets: usize,
+    pub preopen_max_age: Dur,
+    pub closed_retention: Dur,
+    pub idle_ttl: Dur,
+    /// Open tickets per partition; a new ticket beyond it is rejected with `capacity`.
+    pub max_open_tickets: usize,
+    /// Run surge detection inside this engine (replay; the Kafka runtime repartitions).
+    pub surge: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            allowed_lateness: Dur::from_secs(1),
+            preopen_max_tickets: 10_000,
+            preopen_max_age: Dur::from_secs(3600),
+            closed_retention: Dur::from_secs(7 * 86_400),
+            idle_ttl: Dur::from_secs(30 * 86_400),
+            max_open_tickets: usize::MAX,
+            surge: true,
+        }
+    }
+}
+
+/// Why the engine refused an event (it goes to the dead-letter topic with this reason).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// The ticket was never opened within the pre-open buffer's age bound.
+    PreopenExpired,
+    /// The pre-open buffer was full.
+    PreopenOverflow,
+    /// The partition holds `max_open_tickets` tickets.
+    Capacity,
+}
+
+impl RejectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::PreopenExpired => "preopen_expired",
+            RejectReason::PreopenOverflow => "preopen_overflow",
+            RejectReason::Capacity => "capacity",
+        }
+    }
+}
+
+/// Something worth a log line and a metric.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Notice {
+    IdleDropped { ticket: CompactString, last_event: Ts },
+}
+
+/// Everything one call emits. Outputs of one call are in rule-3 order.
+#[derive(Default, Debug)]
+pub struct Emitted {
+    pub outputs: Vec<SlaOutput>,
+    pub dead_letters: Vec<(Event, RejectReason)>,
+    pub observations: Vec<Observation>,
+    pub notices: Vec<Notice>,
+}
+
+impl Emitted {
+    pub fn clear(&mut self) {
+        self.outputs.clear();
+        self.dead_letters.clear();
+        self.observations.clear();
+        self.notices.clear();
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineStats {
+    pub applied: u64,
+    pub duplicates: u64,
+    pub late: u64,
+    pub second_opened: u64,
+    pub idle_dropped: u64,
+    pub freed: u64,
+    pub rejected: u64,
+}
+
+/// Plans are shared by every ticket with the same match, and by index so a ticket stays
+/// small and serialisable.
+#[derive(Debug)]
+struct PlanRegistry {
+    current: Arc<PolicySet>,
+    plans: Vec<Arc<Plan>>,
+    index: FxHashMap<(usize, Option<usize>, Vec<usize>), u32>,
+}
+
+impl PlanRegistry {
+    fn new(current: Arc<PolicySet>) -> Self {
+        PlanRegistry {
+            current,
+            plans: Vec::new(),
+            index: FxHashMap::default(),
+        }
+    }
+
+    fn intern(&mut self, plan: Plan) -> u32 {
+        let overlays: Vec<usize> = plan
+            .overlay_ids
+            .iter()
+            .filter_map(|id| plan.set.overlays.iter().position(|o| o.id == *id))
+            .collect();
+        let key = (Arc::as_ptr(&plan.set) as usize, plan.policy_index, overlays);
+        if let Some(&i) = self.index.get(&key) {
+            return i;
+        }
+        let i = self.plans.len() as u32;
+        self.plans.push(Arc::new(plan));
+        self.index.insert(key, i);
+        i
+    }
+
+    fn for_attrs(&mut self, set: &Arc<PolicySet>, attrs: &TicketAttrs) -> u32 {
+        self.intern(Plan::for_attrs(set, attrs))
+    }
+}
+
+#[derive(Debug, Default)]
+struct PreOpen {
+    by_ticket: FxHashMap<CompactString, Vec<Event>>,
+    /// (first event time, ticket) for expiry.
+    expiry: BTreeSet<(Ts, CompactString)>,
+}
+
+type PendingKey = (Ts, CompactString, u64);
+
+pub struct Engine {
+    cfg: EngineConfig,
+    registry: PlanRegistry,
+    index: FxHashMap<CompactString, u32>,
+    slots: Vec<Option<Ticket>>,
+    /// Scheduled due time per slot (Ts::MAX when none); stale heap entries are skipped.
+    due: Vec<Ts>,
+    free: Vec<u32>,
+    timers: BinaryHeap<Reverse<(Ts, u32)>>,
+    pending: BTreeMap<PendingKey, Event>,
+    seq: u64,
+    preopen: PreOpen,
+    watermark: Ts,
+    max_seen: Ts,
+    surge: Option<SurgeDetector>,
+    stats: EngineStats,
+}
+
+impl Engine {
+    pub fn new(policy: Arc<PolicySet>, cfg: EngineConfig) -> Engine {
+        let surge = cfg.surge.then(|| SurgeDetector::new(policy.surge.clone()));
+        Engine {
+            cfg,
+            registry: PlanRegistry::new(policy),
+            index: FxHashMap::default(),
+            slots: Vec::new(),
+            due: Vec::new(),
+            free: Vec::new(),
+            timers: BinaryHeap::new(),
+            pending: BTreeMap::new(),
+            seq: 0,
+            preopen: PreOpen::default(),
+            watermark: Ts::MIN,
+            max_seen: Ts::MIN,
+            surge,
+            stats: EngineStats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+    pub fn watermark(&self) -> Ts {
+        self.watermark
+    }
+    pub fn max_seen(&self) -> Ts {
+        self.max_seen
+    }
+    pub fn open_tickets(&self) -> usize {
+        self.index.len()
+    }
+    pub fn pending_events(&self) -> usize {
+        self.pending.len()
+    }
+    pub fn preopen_tickets(&self) -> usize {
+        self.preopen.by_ticket.len()
+    }
+    pub fn running_clocks(&self) -> usize {
+        self.slots.iter().flatten().map(|t| t.running_clocks()).sum()
+    }
+    pub fn active_surges(&self) -> usize {
+        self.surge.as_ref().map_or(0, |s| s.active())
+    }
+    pub fn ticket(&self, id: &str) -> Option<&Ticket> {
+        self.index
+            .get(id)
+            .and_then(|&s| self.slots[s as usize].as_ref())
+    }
+    /// The plan a ticket runs under (for read-only views such as the admin API).
+    pub fn plan_of(&self, t: &Ticket) -> &Plan {
+        &self.registry.plans[t.plan as usize]
+    }
+
+    /// Policy reload: tickets opened from now on use `policy`; open tickets keep theirs.
+    pub fn set_policy(&mut self, policy: Arc<PolicySet>) {
+        self.registry.current = policy;
+    }
+
+    /// The watermark events alone justify: max occurred_at seen − allowed lateness.
+    pub fn event_watermark(&self) -> Ts {
+        if self.max_seen == Ts::MIN {
+            Ts::MIN
+        } else {
+            self.max_seen.saturating_sub(self.cfg.allowed_lateness)
+        }
+    }
+
+    /// The earliest instant at which advancing the watermark would do something.
+    pub fn next_wakeup(&self) -> Option<Ts> {
+        let ev = self.pending.keys().next().map(|k| k.0);
+        let tm = self.peek_timer().map(|t| Ts(t.0.saturating_add(1)));
+        match (ev, tm) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn peek_timer(&self) -> Option<Ts> {
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// Accepts one validated event: buffered until the watermark reaches it, or applied at
+    /// once when late (below the watermark on arrival).
+    pub fn ingest(&mut self, ev: Event, out: &mut Emitted) {
+        if ev.occurred_at > self.max_seen {
+            self.max_seen = ev.occurred_at;
+        }
+        if ev.occurred_at < self.watermark {
+            self.stats.late += 1;
+            let start = out.outputs.len();
+            self.apply(ev, out);
+            self.run(self.watermark, false, out);
+            sort_outputs(&mut out.outputs[start..]);
+        } else {
+            self.seq += 1;
+            self.pending
+                .insert((ev.occurred_at, ev.event_id.clone(), self.seq), ev);
+        }
+    }
+
+    /// Advances the watermark to the event watermark (max seen − allowed lateness).
+    pub fn pump(&mut self, out: &mut Emitted) {
+        self.advance_to(self.event_watermark(), out);
+    }
+
+    /// Advances the (monotonic) watermark to `wm` and emits everything due.
+    pub fn advance_to(&mut self, wm: Ts, out: &mut Emitted) {
+        if wm > self.watermark {
+            self.watermark = wm;
+        }
+        let start = out.outputs.len();
+        self.run(self.watermark, false, out);
+        sort_outputs(&mut out.outputs[start..]);
+    }
+
+    /// End of input: the watermark moves to `until` (or the largest occurred_at) and
+    /// timers due at that very instant fire too.
+    pub fn finish(&mut self, until: Option<Ts>, out: &mut Emitted) {
+        let wm = until.unwrap_or(self.max_seen);
+        if wm > self.watermark {
+            self.watermark = wm;
+        }
+        let start = out.outputs.len();
+        self.run(self.watermark, true, out);
+        sort_outputs(&mut out.outputs[start..]);
+    }
+
+    fn run(&mut self, wm: Ts, inclusive: bool, out: &mut Emitted) {
+        loop {
+            let ev_t = self.pending.keys().next().map(|k| k.0).filter(|t| *t <= wm);
+            let tm_t = self
+                .peek_timer()
+                .filter(|t| *t < wm || (inclusive && *t <= wm));
+            let exp_t = self
+                .preopen
+                .expiry
+                .iter()
+                .next()
+                .map(|(t, _)| t.saturating_add(self.cfg.preopen_max_age))
+                .filter(|t| *t < wm);
+            // Surge boundaries up to the next event are evaluated before that event
+            // (its window excludes the boundary instant).
+            match (ev_t, tm_t) {
+                (Some(e), t) if t.is_none_or(|t| e <= t) => {
+                    if let Some(s) = self.surge.as_mut() {
+                        s.advance(e, false, &mut out.outputs);
+                    }
+                    let key = self.pending.keys().next().unwrap().clone();
+                    let ev = self.pending.remove(&key).unwrap();
+                    self.apply(ev, out);
+                }
+                (_, Some(t)) => {
+                    let Reverse((due, slot)) = self.timers.pop().unwrap();
+                    if self.due.get(slot as usize) == Some(&due) {
+                        self.due[slot as usize] = Ts::MAX;
+                        self.fire(slot, t, out);
+                    }
+                }
+                _ => {
+                    if exp_t.is_some() {
+                        self.expire_preopen(wm, out);
+                        continue;
+                    }
+                    break;
+                }
+            }
+        }
+        self.expire_preopen(wm, out);
+        if let Some(s) = self.surge.as_mut() {
+            s.advance(wm, inclusive, &mut out.outputs);
+        }
+    }
+
+    fn expire_preopen(&mut self, wm: Ts, out: &mut Emitted) {
+        while let Some((first, ticket)) = self.preopen.expiry.iter().next().cloned() {
+            if first.saturating_add(self.cfg.preopen_max_age) >= wm {
+                break;
+            }
+            self.preopen.expiry.remove(&(first, ticket.clone()));
+            if let Some(events) = self.preopen.by_ticket.remove(&ticket) {
+                self.stats.rejected += events.len() as u64;
+                out.dead_letters
+                    .extend(events.into_iter().map(|e| (e, RejectReason::PreopenExpired)));
+            }
+        }
+    }
+
+    fn fire(&mut self, slot: u32, at: Ts, out: &mut Emitted) {
+        let Some(ticket) = self.slots[slot as usize].as_mut() else {
+            return;
+        };
+        let plan = self.registry.plans[ticket.plan as usize].clone();
+        let mut sink = Sink {
+            outputs: &mut out.outputs,
+            observations: &mut out.observations,
+        };
+        ticket.fire_timers(&plan, at, &mut sink);
+        // Housekeeping: closed tombstones and idle tickets (event time).
+        if ticket.last_event.saturating_add(self.cfg.idle_ttl) <= at {
+            let id = ticket.id.clone();
+            let last_event = ticket.last_event;
+            self.stats.idle_dropped += 1;
+            out.notices.push(Notice::IdleDropped {
+                ticket: id.clone(),
+                last_event,
+            });
+            self.free_ticket(slot, &id);
+            return;
+        }
+        if let Some(closed) = ticket.closed_at {
+            if ticket.running_clocks() == 0
+                && closed.saturating_add(self.cfg.closed_retention) <= at
+            {
+                let id = ticket.id.clone();
+                self.stats.freed += 1;
+                self.free_ticket(slot, &id);
+                return;
+            }
+        }
+        self.schedule(slot);
+    }
+
+    fn free_ticket(&mut self, slot: u32, id: &str) {
+        self.index.remove(id);
+        self.slots[slot as usize] = None;
+        self.due[slot as usize] = Ts::MAX;
+        self.free.push(slot);
+    }
+
+    /// Recomputes a ticket's next due instant and queues a timer if it changed.
+    fn schedule(&mut self, slot: u32) {
+        let Some(ticket) = self.slots[slot as usize].as_ref() else {
+            return;
+        };
+        let plan = &self.registry.plans[ticket.plan as usize];
+        let mut next = ticket
+            .next_clock_due(plan)
+            .unwrap_or(Ts::MAX)
+            .min(ticket.last_event.saturating_add(self.cfg.idle_ttl));
+        if let Some(closed) = ticket.closed_at {
+            if ticket.running_clocks() == 0 {
+                next = next.min(closed.saturating_add(self.cfg.closed_retention));
+            }
+        }
+        if self.due[slot as usize] != next {
+            self.due[slot as usize] = next;
+            if next != Ts::MAX {
+                self.timers.push(Reverse((next, slot)));
+            }
+        }
+        if self.timers.len() > 2 * self.index.len() + 4096 {
+            self.compact_timers();
+        }
+    }
+
+    fn compact_timers(&mut self) {
+        let due = &self.due;
+        let live: Vec<_> = self
+            .timers
+            .drain()
+            .filter(|Reverse((t, s))| due[*s as usize] == *t)
+            .collect();
+        self.timers = BinaryHeap::from(live);
+    }
+
+    /// Applies one event in order (it has reached the watermark, or is late).
+    fn apply(&mut self, ev: Event, out: &mut Emitted) {
+        match self.index.get(ev.ticket_id.as_str()).copied() {
+            Some(slot) => self.apply_to(slot, &ev, out),
+            None => match &ev.body {
+                Body::Opened { .. } => self.open(ev, out),
+                _ => self.buffer_preopen(ev, out),
+            },
+        }
+    }
+
+    fn apply_to(&mut self, slot: u32, ev: &Event, out: &mut Emitted) {
+        let ticket = self.slots[slot as usize].as_mut().expect("indexed slot");
+        if ticket.check_and_record(&ev.event_id) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        if matches!(ev.body, Body::Opened { .. }) {
+            self.stats.second_opened += 1;
+            return;
+        }
+        self.stats.applied += 1;
+        let plan = self.registry.plans[ticket.plan as usize].clone();
+        let matches = MatcherSet::of_event(&ev.body);
+        let registry = &mut self.registry;
+        let set = plan.set.clone();
+        let mut rematch = |attrs: &TicketAttrs| {
+            let i = registry.for_attrs(&set, attrs);
+            (i, registry.plans[i as usize].clone())
+        };
+        let mut sink = Sink {
+            outputs: &mut out.outputs,
+            observations: &mut out.observations,
+        };
+        ticket.apply(ev, matches, &plan, &mut rematch, &mut sink);
+        self.schedule(slot);
+    }
+
+    fn open(&mut self, ev: Event, out: &mut Emitted) {
+        let Body::Opened {
+            channel,
+            category,
+            urgency,
+            tier,
+            team,
+        } = &ev.body
+        else {
+            unreachable!("open() takes an opened event")
+        };
+        if self.index.len() >= self.cfg.max_open_tickets {
+            self.stats.rejected += 1;
+            out.dead_letters.push((ev, RejectReason::Capacity));
+            return;
+        }
+        let attrs = TicketAttrs {
+            channel: *channel,
+            category: *category,
+            urgency: *urgency,
+            tier: *tier,
+            tenant: ev.tenant.clone(),
+            team: team.clone(),
+        };
+        let set = self.registry.current.clone();
+        let plan_index = self.registry.for_attrs(&set, &attrs);
+        let plan = self.registry.plans[plan_index as usize].clone();
+        let mut ticket = Ticket::open(&ev, attrs, plan_index, &plan);
+        ticket.check_and_record(&ev.event_id);
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.slots.push(None);
+                self.due.push(Ts::MAX);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.slots[slot as usize] = Some(ticket);
+        self.index.insert(ev.ticket_id.clone(), slot);
+        self.stats.applied += 1;
+        if let Some(s) = self.surge.as_mut() {
+            s.observe_opened(&ev.tenant, *channel, *category, ev.occurred_at);
+        }
+        // `opened` starts clocks and fires actions like any other event.
+        {
+            let ticket = self.slots[slot as usize].as_mut().unwrap();
+            let matches = MatcherSet::of_event(&ev.body);
+            let mut no_rematch = |_: &TicketAttrs| (plan_index, plan.clone());
+            let mut sink = Sink {
+                outputs: &mut out.outputs,
+                observations: &mut out.observations,
+            };
+            ticket.apply(&ev, matches, &plan, &mut no_rematch, &mut sink);
+        }
+        // Events that waited for this ticket apply now, in (occurred_at, event_id) order.
+        if let Some(mut waiting) = self.preopen.by_ticket.remove(ev.ticket_id.as_str()) {
+            let first = waiting.iter().map(|e| e.occurred_at).min().unwrap();
+            self.preopen.expiry.remove(&(first, ev.ticket_id.clone()));
+            waiting.sort_by(|a, b| {
+                (a.occurred_at, &a.event_id).cmp(&(b.occurred_at, &b.event_id))
+            });
+            for w in waiting {
+                self.apply_to(slot, &w, out);
+            }
+        }
+        self.schedule(slot);
+    }
+
+    fn buffer_preopen(&mut self, ev: Event, out: &mut Emitted) {
+        if let Some(list) = self.preopen.by_ticket.get_mut(ev.ticket_id.as_str()) {
+            list.push(ev);
+            return;
+        }
+        if self.preopen.by_ticket.len() >= self.cfg.preopen_max_tickets {
+            self.stats.rejected += 1;
+            out.dead_letters.push((ev, RejectReason::PreopenOverflow));
+            return;
+        }
+        self.preopen
+            .expiry
+            .insert((ev.occurred_at, ev.ticket_id.clone()));
+        self.preopen.by_ticket.insert(ev.ticket_id.clone(), vec![ev]);
+    }
+
+    /// Serialises the whole partition state (versioned, compact).
+    pub fn snapshot(&self) -> Vec<u8> {
+        let snap = SnapshotRef {
+            version: SNAPSHOT_VERSION,
+            watermark: self.watermark,
+            max_seen: self.max_seen,
+            seq: self.seq,
+            plans: self.registry.plans.iter().map(|p| p.key()).collect(),
+            tickets: self.slots.iter().flatten().collect(),
+            pending: self.pending.values().collect(),
+            preopen: self.preopen.by_ticket.values().flatten().collect(),
+            surge: self.surge.as_ref().map(|s| s.state()),
+            stats: &self.stats,
+        };
+        let mut bytes = SNAPSHOT_MAGIC.to_vec();
+        bytes.extend(postcard::to_stdvec(&snap).expect("snapshot serialises"));
+        bytes
+    }
+
+    /// Rebuilds an engine from [`Engine::snapshot`] bytes, binding tickets to `policy` by
+    /// policy and overlay ids.
+    pub fn restore(
+        policy: Arc<PolicySet>,
+        cfg: EngineConfig,
+        bytes: &[u8],
+    ) -> Result<Engine, SnapshotError> {
+        let body = bytes
+            .strip_prefix(SNAPSHOT_MAGIC)
+            .ok_or(SnapshotError::BadMagic)?;
+        let snap: SnapshotOwned =
+            postcard::from_bytes(body).map_err(|e| SnapshotError::Decode(e.to_string()))?;
+        if snap.version != SNAPSHOT_VERSION {
+            return Err(SnapshotError::UnsupportedVersion(snap.version));
+        }
+        let mut e = Engine::new(policy.clone(), cfg);
+        for key in &snap.plans {
+            let plan = Plan::from_key(&policy, key);
+            // Keep indices stable even when two keys resolve to the same plan.
+            let i = e.registry.plans.len() as u32;
+            let overlays: Vec<usize> = plan
+                .overlay_ids
+                .iter()
+                .filter_map(|id| policy.overlays.iter().position(|o| o.id == *id))
+                .collect();
+            e.registry
+                .index
+                .entry((Arc::as_ptr(&policy) as usize, plan.policy_index, overlays))
+                .or_insert(i);
+            e.registry.plans.push(Arc::new(plan));
+        }
+        e.watermark = snap.watermark;
+        e.max_seen = snap.max_seen;
+        e.seq = snap.seq;
+        e.stats = snap.stats;
+        for mut t in snap.tickets {
+            let plan = &e.registry.plans[t.plan as usize];
+            t.clocks.resize(plan.clocks.len(), Default::default());
+            let slot = e.slots.len() as u32;
+            e.index.insert(t.id.clone(), slot);
+            e.slots.push(Some(t));
+            e.due.push(Ts::MAX);
+            e.schedule(slot);
+        }
+        for ev in snap.pending {
+            e.seq += 0;
+            let key = (ev.occurred_at, ev.event_id.clone(), e.pending.len() as u64);
+            e.pending.insert(key, ev);
+        }
+        for ev in snap.preopen {
+            let first = e
+                .preopen
+                .by_ticket
+                .get(ev.ticket_id.as_str())
+                .map(|l| l[0].occurred_at);
+            match first {
+                Some(_) => e.preopen.by_ticket.get_mut(ev.ticket_id.as_str()).unwrap().push(ev),
+                None => {
+                    e.preopen.expiry.insert((ev.occurred_at, ev.ticket_id.clone()));
+                    e.preopen.by_ticket.insert(ev.ticket_id.clone(), vec![ev]);
+                }
+            }
+        }
+        if let (Some(state), true) = (snap.surge, e.cfg.surge) {
+            e.surge = Some(SurgeDetector::from_state(policy.surge.clone(), state));
+        }
+        Ok(e)
+    }
+
+    /// Ticket ids currently held, in no particular order.
+    pub fn ticket_ids(&self) -> impl Iterator<Item = &str> {
+        self.index.keys().map(|k| k.as_str())
+    }
+
+    /// Whether a ticket's phase is closed (tombstone).
+    pub fn is_closed(&self, id: &str) -> Option<bool> {
+        self.ticket(id).map(|t| t.phase == Phase::Closed)
+    }
+}
+
+const SNAPSHOT_MAGIC: &[u8] = b"SLAW";
+/// Bumped on any incompatible change of the snapshot layout; older versions are refused
+/// with a clear error rather than misread.
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SnapshotError {
+    #[error("not a slawatch snapshot (bad magic bytes)")]
+    BadMagic,
+    #[error("snapshot format version {0} is not supported (this build reads {SNAPSHOT_VERSION})")]
+    UnsupportedVersion(u32),
+    #[error("snapshot could not be decoded: {0}")]
+    Decode(String),
+}
+
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    version: u32,
+    watermark: Ts,
+    max_seen: Ts,
+    seq: u64,
+    plans: Vec<PlanKey>,
+    tickets: Vec<&'a Ticket>,
+    pending: Vec<&'a Event>,
+    preopen: Vec<&'a Event>,
+    surge: Option<&'a SurgeState>,
+    stats: &'a EngineStats,
+}
+
+#[derive(Deserialize)]
+struct SnapshotOwned {
+    version: u32,
+    watermark: Ts,
+    max_seen: Ts,
+    seq: u64,
+    plans: Vec<PlanKey>,
+    tickets: Vec<Ticket>,
+    pending: Vec<Event>,
+    preopen: Vec<Event>,
+    surge: Option<SurgeState>,
+    stats: EngineStats,
+}
+
+/// Rule 3 order: fired_at, ticket id, clock position, kind (stable for equal keys).
+pub fn sort_outputs(outputs: &mut [SlaOutput]) {
+    outputs.sort_by(|a, b| a.order_key().partial_cmp(&b.order_key()).unwrap());
+}

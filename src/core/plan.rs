@@ -1,0 +1,111 @@
+//! A ticket's resolved clock list: its policy's clocks followed by those of every matching
+//! overlay (an overlay clock whose id the policy already has is skipped: the policy's own
+//! definition wins). Plans are shared by all tickets with the same match.
+use crate::core::model::TicketAttrs;
+use crate::core::calendar::Calendar;
+use crate::core::policy::{ActionSpec, ClockSpec, PolicySet};
+use std::sync::Arc;
+
+#[derive(Debug)]
+pub struct Plan {
+    pub set: Arc<PolicySet>,
+    /// Empty when no policy matched (the ticket then only runs checks).
+    pub policy_id: Arc<str>,
+    pub policy_index: Option<usize>,
+    pub overlay_ids: Vec<Arc<str>>,
+    pub clocks: Vec<ClockSpec>,
+    /// `after` resolved to an index into `clocks`.
+    pub after: Vec<Option<usize>>,
+    pub actions: Vec<ActionSpec>,
+}
+
+/// Identifies a plan by names, so a snapshot can be restored under a reloaded policy file.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct PlanKey {
+    pub policy_id: String,
+    pub overlay_ids: Vec<String>,
+}
+
+impl Plan {
+    pub fn for_attrs(set: &Arc<PolicySet>, attrs: &TicketAttrs) -> Plan {
+        let policy_index = set.match_policy(attrs);
+        let overlays: Vec<usize> = set
+            .overlays
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.selector.matches(attrs))
+            .map(|(i, _)| i)
+            .collect();
+        Plan::build(set, policy_index, &overlays)
+    }
+
+    pub fn build(set: &Arc<PolicySet>, policy_index: Option<usize>, overlays: &[usize]) -> Plan {
+        let mut clocks: Vec<ClockSpec> = Vec::new();
+        let mut actions = Vec::new();
+        let mut policy_id: Arc<str> = "".into();
+        if let Some(pi) = policy_index {
+            let p = &set.policies[pi];
+            policy_id = p.id.clone();
+            clocks.extend(p.clocks.iter().cloned());
+            actions.extend(p.actions.iter().cloned());
+        }
+        let mut overlay_ids = Vec::new();
+        for &oi in overlays {
+            let o = &set.overlays[oi];
+            overlay_ids.push(o.id.clone());
+            for c in &o.clocks {
+                if !clocks.iter().any(|x| x.id == c.id) {
+                    clocks.push(c.clone());
+                }
+            }
+        }
+        let after = clocks
+            .iter()
+            .map(|c| {
+                c.after
+                    .as_ref()
+                    .and_then(|a| clocks.iter().position(|x| &x.id == a))
+            })
+            .collect();
+        Plan {
+            set: set.clone(),
+            policy_id,
+            policy_index,
+            overlay_ids,
+            clocks,
+            after,
+            actions,
+        }
+    }
+
+    pub fn key(&self) -> PlanKey {
+        PlanKey {
+            policy_id: self.policy_id.to_string(),
+            overlay_ids: self.overlay_ids.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// Rebuilds a plan by names under `set`; unknown names are dropped.
+    pub fn from_key(set: &Arc<PolicySet>, key: &PlanKey) -> Plan {
+        let policy_index = set
+            .policies
+            .iter()
+            .position(|p| *p.id == *key.policy_id);
+        let overlays: Vec<usize> = key
+            .overlay_ids
+            .iter()
+            .filter_map(|id| set.overlays.iter().position(|o| *o.id == **id))
+            .collect();
+        Plan::build(set, policy_index, &overlays)
+    }
+
+    pub fn calendar(&self, clock: usize) -> &Calendar {
+        self.set.calendar(self.clocks[clock].calendar)
+    }
+
+    pub fn same_match(&self, other: &Plan) -> bool {
+        self.policy_index == other.policy_index
+            && self.overlay_ids == other.overlay_ids
+            && Arc::ptr_eq(&self.set, &other.set)
+    }
+}

@@ -1,0 +1,499 @@
+//! One ticket's state and how an event or a timer changes it. Pure: the engine hands in
+//! the plan and collects what is emitted.
+use crate::core::clock::{ClockState, ClockStatus, Item};
+use crate::core::model::{
+    output_id, Body, Event, OutputBody, SlaOutput, TicketAttrs, Urgency,
+};
+use crate::core::plan::Plan;
+use crate::core::policy::{ClockKind, ClockSpec, Matcher, MatcherSet, OnReopen, Phase};
+use crate::core::time::{Dur, Ts};
+use compact_str::CompactString;
+use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
+use std::sync::Arc;
+
+/// A stopped deadline clock's counted time: what the SLA judged (for latency metrics and
+/// the replay summary).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observation {
+    pub policy_id: Arc<str>,
+    pub clock: Arc<str>,
+    pub rule_id: Arc<str>,
+    pub channel: crate::core::model::Channel,
+    pub urgency: Urgency,
+    pub counted: Dur,
+    pub breached: bool,
+    pub at: Ts,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Ticket {
+    pub id: CompactString,
+    pub attrs: TicketAttrs,
+    /// Index into the engine's plan registry.
+    pub plan: u32,
+    pub phase: Phase,
+    pub cycle: u32,
+    pub opened_at: Ts,
+    pub last_event: Ts,
+    pub closed_at: Option<Ts>,
+    pub clocks: Vec<ClockState>,
+    /// Hashes of the `clock` names of actions already fired (at most once per ticket).
+    pub actions_fired: SmallVec<[u64; 1]>,
+    /// Per check of the policy file: the last `since` event not yet judged.
+    pub check_since: SmallVec<[Option<Ts>; 1]>,
+    /// 64-bit hashes of every event id applied (rule 9 dedup).
+    pub seen: Vec<u64>,
+}
+
+/// Where a ticket's emissions go.
+pub struct Sink<'a> {
+    pub outputs: &'a mut Vec<SlaOutput>,
+    pub observations: &'a mut Vec<Observation>,
+}
+
+/// How an output's `fired_at` is set.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// A timer: `fired_at` = the item's own due time.
+    Timer,
+    /// Decided on an event at this time (re-match): `fired_at` = the event's time.
+    Event(Ts),
+}
+
+pub fn id_hash(event_id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(event_id.as_bytes())
+}
+
+impl Ticket {
+    pub fn open(ev: &Event, attrs: TicketAttrs, plan_index: u32, plan: &Plan) -> Ticket {
+        Ticket {
+            id: ev.ticket_id.clone(),
+            attrs,
+            plan: plan_index,
+            phase: Phase::Open,
+            cycle: 0,
+            opened_at: ev.occurred_at,
+            last_event: ev.occurred_at,
+            closed_at: None,
+            clocks: vec![ClockState::default(); plan.clocks.len()],
+            actions_fired: SmallVec::new(),
+            check_since: SmallVec::from_elem(None, plan.set.checks.len()),
+            seen: Vec::new(),
+        }
+    }
+
+    /// True when the event id was already applied; records it otherwise.
+    pub fn check_and_record(&mut self, event_id: &str) -> bool {
+        let h = id_hash(event_id);
+        if self.seen.contains(&h) {
+            return true;
+        }
+        self.seen.push(h);
+        false
+    }
+
+    pub fn running_clocks(&self) -> usize {
+        self.clocks.iter().filter(|c| c.is_running()).count()
+    }
+
+    /// The earliest due instant among the ticket's clocks.
+    pub fn next_clock_due(&self, plan: &Plan) -> Option<Ts> {
+        self.clocks
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.next_due(&plan.clocks[i], plan.calendar(i)))
+            .min()
+    }
+
+    /// Applies one event (not `opened` of a new ticket; not a duplicate). `rematch` is
+    /// called for `urgency_changed` with the new attributes and must return the new plan's
+    /// index and the plan itself (possibly the same).
+    pub fn apply(
+        &mut self,
+        ev: &Event,
+        matches: MatcherSet,
+        plan: &Arc<Plan>,
+        rematch: &mut dyn FnMut(&TicketAttrs) -> (u32, Arc<Plan>),
+        sink: &mut Sink,
+    ) {
+        let t = ev.occurred_at;
+        if t > self.last_event {
+            self.last_event = t;
+        }
+        let mut plan = plan.clone();
+
+        // 1. Phase, and reopen (rule 7).
+        let reopening = matches!(
+            ev.body,
+            Body::Reopened | Body::Feedback { satisfied: Some(false) }
+        ) && matches!(self.phase, Phase::Resolved | Phase::Closed);
+        self.phase = match (&ev.body, self.phase) {
+            (Body::WaitingOnCustomer, Phase::Open) => Phase::Waiting,
+            (Body::OnHold, Phase::Open) => Phase::OnHold,
+            (Body::CustomerMessage, Phase::Waiting) => Phase::Open,
+            (Body::Resumed, Phase::Waiting | Phase::OnHold) => Phase::Open,
+            (Body::Resolved, p) if p != Phase::Closed => Phase::Resolved,
+            (Body::Closed, _) => Phase::Closed,
+            _ if reopening => Phase::Open,
+            (_, p) => p,
+        };
+        if reopening {
+            self.cycle += 1;
+            self.closed_at = None;
+            for (i, c) in self.clocks.iter_mut().enumerate() {
+                let spec = &plan.clocks[i];
+                c.once_used = false;
+                if spec.follow_up && c.is_running() {
+                    c.status = ClockStatus::Cancelled;
+                }
+                if spec.on_reopen == OnReopen::Restart {
+                    c.start_at(t);
+                }
+            }
+        }
+
+        // 2. Re-match on urgency change (rule 6).
+        if let Body::UrgencyChanged(u) = ev.body {
+            let mut attrs = self.attrs.clone();
+            attrs.urgency = u;
+            let (new_index, new_plan) = rematch(&attrs);
+            self.attrs = attrs;
+            if new_index != self.plan {
+                self.rematch(t, new_index, &plan, &new_plan, sink);
+                plan = new_plan;
+            }
+        }
+
+        // 3. Stops (and recurring resets / ends) first.
+        for (i, c) in self.clocks.iter_mut().enumerate() {
+            if !c.is_running() {
+                continue;
+            }
+            let spec = &plan.clocks[i];
+            match spec.kind {
+                ClockKind::Recurring { end, .. } => {
+                    if end.hits(matches) {
+                        c.status = ClockStatus::Stopped;
+                    } else if spec.stop.hits(matches) {
+                        let paused = c.is_paused();
+                        c.start = t;
+                        c.nth = 0;
+                        c.pauses = None;
+                        if paused {
+                            c.pause_at(t);
+                        }
+                    }
+                }
+                ClockKind::Deadline => {
+                    if spec.stop.hits(matches) {
+                        let cal = plan.calendar(i);
+                        let counted = c.counted_until(cal, t);
+                        c.status = ClockStatus::Stopped;
+                        sink.observations.push(Observation {
+                            policy_id: plan.policy_id.clone(),
+                            clock: spec.id.clone(),
+                            rule_id: spec.rule.clone(),
+                            channel: self.attrs.channel,
+                            urgency: self.attrs.urgency.effective(),
+                            counted,
+                            breached: c.breached,
+                            at: t,
+                        });
+                        if c.breached {
+                            let deadline = deadline_of(c, spec, cal, t);
+                            let body = OutputBody::Cleared {
+                                overdue: Dur((counted.0 - spec.target.0).max(0)),
+                            };
+                            sink.outputs
+                                .push(clock_output(&self.id, &self.attrs, &plan, spec, body, deadline, t));
+                        }
+                    }
+                }
+            }
+        }
+
+        // 4. Pause / resume.
+        for (i, c) in self.clocks.iter_mut().enumerate() {
+            if !c.is_running() {
+                continue;
+            }
+            let spec = &plan.clocks[i];
+            if !c.is_paused() && spec.pause.hits(matches) {
+                c.pause_at(t);
+            } else if c.is_paused() && spec.resume.hits(matches) {
+                c.resume_at(t);
+            }
+        }
+
+        // 5. Close cancels all but survivors, silently (rule 8).
+        if matches!(ev.body, Body::Closed) {
+            self.closed_at = Some(t);
+            for (i, c) in self.clocks.iter_mut().enumerate() {
+                if c.is_running() && !plan.clocks[i].survives_close {
+                    c.status = ClockStatus::Cancelled;
+                }
+            }
+        }
+
+        // 6. Starts.
+        for i in 0..self.clocks.len() {
+            let spec = &plan.clocks[i];
+            let c = &self.clocks[i];
+            if c.is_running()
+                || !spec.start.hits(matches)
+                || (spec.once && c.once_used)
+                || !spec.phases.contains(self.phase)
+                || !self.after_satisfied(&plan, i)
+            {
+                continue;
+            }
+            self.clocks[i].start_at(t);
+            if spec.follow_up {
+                let cal = plan.calendar(i);
+                let deadline = deadline_of(&self.clocks[i], spec, cal, t);
+                sink.outputs.push(clock_output(
+                    &self.id,
+                    &self.attrs,
+                    &plan,
+                    spec,
+                    OutputBody::FollowUpDue,
+                    deadline,
+                    t,
+                ));
+            }
+        }
+
+        // 7. Actions (at most once per ticket).
+        self.fire_actions(&plan, matches, t, t, sink);
+
+        // 8. Checks: `on` judges against the last `since`, then `since` re-arms.
+        let checks = &plan.set.checks;
+        if self.check_since.len() < checks.len() {
+            self.check_since.resize(checks.len(), None);
+        }
+        for (k, check) in checks.iter().enumerate() {
+            if check.on.hits(matches) {
+                if let Some(since) = self.check_since[k] {
+                    let deadline = since.saturating_add(check.target);
+                    if t > deadline {
+                        let body = OutputBody::Breach {
+                            overdue: t.since(deadline),
+                        };
+                        sink.outputs.push(SlaOutput {
+                            event_id: output_id(&self.id, &plan.policy_id, &check.id, &body, deadline),
+                            ticket_id: self.id.clone(),
+                            tenant: self.attrs.tenant.clone(),
+                            policy_id: plan.policy_id.clone(),
+                            rule_id: check.rule.clone(),
+                            clock: check.id.clone(),
+                            deadline,
+                            target: Some(check.target),
+                            fired_at: t,
+                            body,
+                            clock_pos: check.position,
+                        });
+                        self.check_since[k] = None;
+                    }
+                }
+            }
+            if check.since.hits(matches) {
+                self.check_since[k] = Some(t);
+            }
+        }
+    }
+
+    fn after_satisfied(&self, plan: &Plan, i: usize) -> bool {
+        match plan.after[i] {
+            Some(j) => self.clocks[j].done_or_breached(),
+            None => plan.clocks[i].after.is_none(),
+        }
+    }
+
+    fn fire_actions(&mut self, plan: &Plan, matches: MatcherSet, deadline: Ts, t: Ts, sink: &mut Sink) {
+        for a in &plan.actions {
+            if !a.on.hits(matches) {
+                continue;
+            }
+            let h = id_hash(&a.clock);
+            if self.actions_fired.contains(&h) {
+                continue;
+            }
+            self.actions_fired.push(h);
+            let body = OutputBody::Escalation {
+                level: a.level,
+                notify: a.notify.clone(),
+                reason: a.reason.clone(),
+            };
+            sink.outputs.push(SlaOutput {
+                event_id: output_id(&self.id, &plan.policy_id, &a.clock, &body, deadline),
+                ticket_id: self.id.clone(),
+                tenant: self.attrs.tenant.clone(),
+                policy_id: plan.policy_id.clone(),
+                rule_id: a.rule.clone(),
+                clock: a.clock.clone(),
+                deadline,
+                target: None,
+                fired_at: t,
+                body,
+                clock_pos: a.position,
+            });
+        }
+    }
+
+    /// Rule 6: carry clocks by id, cancel old-only ones, start new-only `opened` clocks
+    /// retroactively, then fire whatever is past due at the change.
+    fn rematch(&mut self, t: Ts, new_index: u32, old: &Plan, new: &Plan, sink: &mut Sink) {
+        let mut clocks = vec![ClockState::default(); new.clocks.len()];
+        let mut carried = vec![false; new.clocks.len()];
+        for (ni, spec) in new.clocks.iter().enumerate() {
+            if let Some(oi) = old.clocks.iter().position(|c| c.id == spec.id) {
+                let mut st = std::mem::take(&mut self.clocks[oi]);
+                let old_spec = &old.clocks[oi];
+                let mut warned = 0u8;
+                for (nj, f) in spec.warn_at.iter().enumerate().take(8) {
+                    if let Some(oj) = old_spec.warn_at.iter().position(|g| g == f) {
+                        if oj < 8 && st.warned & (1 << oj) != 0 {
+                            warned |= 1 << nj;
+                        }
+                    }
+                }
+                st.warned = warned;
+                st.escalated = st.escalated.min(spec.escalate.len() as u8);
+                clocks[ni] = st;
+                carried[ni] = true;
+            }
+        }
+        self.clocks = clocks;
+        self.plan = new_index;
+        for ni in 0..new.clocks.len() {
+            let spec = &new.clocks[ni];
+            if !carried[ni]
+                && spec.start.contains(Matcher::Opened)
+                && spec.phases.contains(self.phase)
+                && self.after_satisfied(new, ni)
+            {
+                self.clocks[ni].start_at(self.opened_at);
+            }
+        }
+        for ni in 0..new.clocks.len() {
+            self.fire_clock(new, ni, t, Mode::Event(t), sink);
+        }
+        let opened = MatcherSet::of(&[Matcher::Opened]);
+        let opened_at = self.opened_at;
+        self.fire_actions(new, opened, opened_at, t, sink);
+    }
+
+    /// Fires every output of every clock due at or before `until` (a timer at `until`).
+    pub fn fire_timers(&mut self, plan: &Plan, until: Ts, sink: &mut Sink) {
+        for i in 0..self.clocks.len() {
+            self.fire_clock(plan, i, until, Mode::Timer, sink);
+        }
+    }
+
+    fn fire_clock(&mut self, plan: &Plan, i: usize, until: Ts, mode: Mode, sink: &mut Sink) {
+        let spec = &plan.clocks[i];
+        let cal = plan.calendar(i);
+        loop {
+            let c = &self.clocks[i];
+            let Some((item, x)) = c.next_item(spec) else {
+                return;
+            };
+            let Some(due) = c.instant_of(cal, x) else {
+                return;
+            };
+            if due > until {
+                return;
+            }
+            let fired_at = match mode {
+                Mode::Timer => due,
+                Mode::Event(t) => t,
+            };
+            let (body, deadline) = match item {
+                Item::Warning(w) => (
+                    OutputBody::Warning {
+                        fraction: spec.warn_at[w],
+                    },
+                    deadline_of(c, spec, cal, fired_at),
+                ),
+                Item::Breach => {
+                    let overdue = match mode {
+                        Mode::Timer => Dur::ZERO,
+                        Mode::Event(t) => Dur((c.counted_until(cal, t).0 - spec.target.0).max(0)),
+                    };
+                    (OutputBody::Breach { overdue }, due)
+                }
+                Item::Escalation(k) => (
+                    OutputBody::Escalation {
+                        level: k as u32 + 1,
+                        notify: spec.escalate[k].notify.clone(),
+                        reason: "breach".into(),
+                    },
+                    deadline_of(c, spec, cal, fired_at),
+                ),
+                Item::Reminder(nth) => {
+                    let every = match spec.kind {
+                        ClockKind::Recurring { every, .. } => every,
+                        ClockKind::Deadline => spec.target,
+                    };
+                    (
+                        OutputBody::ProgressReminder {
+                            nth,
+                            interval: every,
+                        },
+                        due,
+                    )
+                }
+            };
+            sink.outputs.push(clock_output(
+                &self.id,
+                &self.attrs,
+                plan,
+                spec,
+                body,
+                deadline,
+                fired_at,
+            ));
+            self.clocks[i].mark(item);
+        }
+    }
+}
+
+/// The clock's deadline; while paused, as if it resumed at `at`.
+fn deadline_of(c: &ClockState, spec: &ClockSpec, cal: &crate::core::calendar::Calendar, at: Ts) -> Ts {
+    match spec.kind {
+        ClockKind::Recurring { every, .. } => {
+            let x = Dur(every.0.saturating_mul(c.nth as i64 + 1));
+            c.instant_of(cal, x).unwrap_or(at)
+        }
+        ClockKind::Deadline => c.deadline(spec, cal).unwrap_or_else(|| {
+            let mut resumed = c.clone();
+            resumed.resume_at(at);
+            resumed.deadline(spec, cal).unwrap_or(at)
+        }),
+    }
+}
+
+fn clock_output(
+    ticket: &CompactString,
+    attrs: &TicketAttrs,
+    plan: &Plan,
+    spec: &ClockSpec,
+    body: OutputBody,
+    deadline: Ts,
+    fired_at: Ts,
+) -> SlaOutput {
+    SlaOutput {
+        event_id: output_id(ticket, &plan.policy_id, &spec.id, &body, deadline),
+        ticket_id: ticket.clone(),
+        tenant: attrs.tenant.clone(),
+        policy_id: plan.policy_id.clone(),
+        rule_id: spec.rule.clone(),
+        clock: spec.id.clone(),
+        deadline,
+        target: Some(spec.target),
+        fired_at,
+        body,
+        clock_pos: spec.position,
+    }
+}

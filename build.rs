@@ -28,6 +28,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     pbjson_build::Builder::new()
         .register_descriptors(&encoded)?
+        .ignore_unknown_fields()
+        .ignore_unknown_enum_variants()
         .build(&[".slawatch"])?;
     Ok(())
 }

@@ -168,6 +168,11 @@ pub struct Engine {
     max_seen: Ts,
     surge: Option<SurgeDetector>,
     stats: EngineStats,
+    /// Changelog tracking: slots changed and ids freed since the last `take_changes`.
+    track_changes: bool,
+    dirty: Vec<u32>,
+    is_dirty: Vec<bool>,
+    freed_ids: Vec<CompactString>,
 }
 
 impl Engine {
@@ -188,7 +193,131 @@ impl Engine {
             max_seen: Ts::MIN,
             surge,
             stats: EngineStats::default(),
+            track_changes: false,
+            dirty: Vec::new(),
+            is_dirty: Vec::new(),
+            freed_ids: Vec::new(),
         }
+    }
+
+    /// Turns on changelog tracking (the Kafka runtime's per-ticket state records).
+    pub fn track_changes(&mut self, on: bool) {
+        self.track_changes = on;
+    }
+
+    fn mark_dirty(&mut self, slot: u32) {
+        if !self.track_changes {
+            return;
+        }
+        let i = slot as usize;
+        if self.is_dirty.len() <= i {
+            self.is_dirty.resize(i + 1, false);
+        }
+        if !self.is_dirty[i] {
+            self.is_dirty[i] = true;
+            self.dirty.push(slot);
+        }
+    }
+
+    /// Tickets changed since the last call: `(ticket id, Some(record))`, or `None` when the
+    /// ticket was freed (a tombstone). Records are [`Engine::ticket_record`] bytes.
+    pub fn take_changes(&mut self) -> Vec<(CompactString, Option<Vec<u8>>)> {
+        let mut out = Vec::with_capacity(self.dirty.len() + self.freed_ids.len());
+        let mut live = FxHashMap::default();
+        for slot in std::mem::take(&mut self.dirty) {
+            self.is_dirty[slot as usize] = false;
+            if let Some(t) = self.slots[slot as usize].as_ref() {
+                live.insert(t.id.clone(), ());
+                out.push((t.id.clone(), Some(self.ticket_record(t))));
+            }
+        }
+        for id in std::mem::take(&mut self.freed_ids) {
+            if !live.contains_key(&id) {
+                out.push((id, None));
+            }
+        }
+        out
+    }
+
+    /// One ticket's state with its plan named (so it restores under any plan table).
+    pub fn ticket_record(&self, t: &Ticket) -> Vec<u8> {
+        let rec = TicketRecordRef {
+            version: SNAPSHOT_VERSION,
+            plan: self.registry.plans[t.plan as usize].key(),
+            ticket: t,
+        };
+        postcard::to_stdvec(&rec).expect("ticket serialises")
+    }
+
+    /// Partition-level state (watermark, pending and pre-open events, surge windows,
+    /// counters): small, written with every changelog commit.
+    pub fn partition_state(&self) -> Vec<u8> {
+        let snap = SnapshotRef {
+            version: SNAPSHOT_VERSION,
+            watermark: self.watermark,
+            max_seen: self.max_seen,
+            seq: self.seq,
+            plans: Vec::new(),
+            tickets: Vec::new(),
+            pending: self.pending.values().collect(),
+            preopen: self.preopen.by_ticket.values().flatten().collect(),
+            surge: self.surge.as_ref().map(|s| s.state()),
+            stats: &self.stats,
+        };
+        let mut bytes = SNAPSHOT_MAGIC.to_vec();
+        bytes.extend(postcard::to_stdvec(&snap).expect("partition state serialises"));
+        bytes
+    }
+
+    /// Rebuilds an engine from a changelog: the partition record (if any) and the latest
+    /// record of every live ticket.
+    pub fn restore_parts<'a>(
+        policy: Arc<PolicySet>,
+        cfg: EngineConfig,
+        partition_state: Option<&[u8]>,
+        tickets: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<Engine, SnapshotError> {
+        let mut e = match partition_state {
+            Some(bytes) => Engine::restore(policy.clone(), cfg, bytes)?,
+            None => Engine::new(policy.clone(), cfg),
+        };
+        let mut plan_of_key: FxHashMap<PlanKey, u32> = FxHashMap::default();
+        for bytes in tickets {
+            let rec: TicketRecordOwned = postcard::from_bytes(bytes)
+                .map_err(|err| SnapshotError::Decode(err.to_string()))?;
+            if rec.version != SNAPSHOT_VERSION {
+                return Err(SnapshotError::UnsupportedVersion(rec.version));
+            }
+            let plan = match plan_of_key.get(&rec.plan) {
+                Some(&p) => p,
+                None => {
+                    let p = e.registry.intern(Plan::from_key(&policy, &rec.plan));
+                    plan_of_key.insert(rec.plan.clone(), p);
+                    p
+                }
+            };
+            let mut t = rec.ticket;
+            t.plan = plan;
+            t.clocks
+                .resize(e.registry.plans[plan as usize].clocks.len(), Default::default());
+            if let Some(&old) = e.index.get(t.id.as_str()) {
+                e.slots[old as usize] = None;
+                e.free.push(old);
+            }
+            let slot = match e.free.pop() {
+                Some(s) => s,
+                None => {
+                    e.slots.push(None);
+                    e.due.push(Ts::MAX);
+                    (e.slots.len() - 1) as u32
+                }
+            };
+            e.index.insert(t.id.clone(), slot);
+            e.slots[slot as usize] = Some(t);
+            e.due[slot as usize] = Ts::MAX;
+            e.schedule(slot);
+        }
+        Ok(e)
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -367,37 +496,42 @@ impl Engine {
             return;
         };
         let plan = self.registry.plans[ticket.plan as usize].clone();
+        let before = out.outputs.len();
         let mut sink = Sink {
             outputs: &mut out.outputs,
             observations: &mut out.observations,
         };
         ticket.fire_timers(&plan, at, &mut sink);
+        let fired = out.outputs.len() != before;
         // Housekeeping: closed tombstones and idle tickets (event time).
-        if ticket.last_event.saturating_add(self.cfg.idle_ttl) <= at {
-            let id = ticket.id.clone();
-            let last_event = ticket.last_event;
+        let idle = ticket.last_event.saturating_add(self.cfg.idle_ttl) <= at;
+        let expired = ticket.closed_at.is_some_and(|closed| {
+            ticket.running_clocks() == 0
+                && closed.saturating_add(self.cfg.closed_retention) <= at
+        });
+        let (id, last_event) = (ticket.id.clone(), ticket.last_event);
+        if idle {
             self.stats.idle_dropped += 1;
             out.notices.push(Notice::IdleDropped {
                 ticket: id.clone(),
                 last_event,
             });
             self.free_ticket(slot, &id);
-            return;
-        }
-        if let Some(closed) = ticket.closed_at {
-            if ticket.running_clocks() == 0
-                && closed.saturating_add(self.cfg.closed_retention) <= at
-            {
-                let id = ticket.id.clone();
-                self.stats.freed += 1;
-                self.free_ticket(slot, &id);
-                return;
+        } else if expired {
+            self.stats.freed += 1;
+            self.free_ticket(slot, &id);
+        } else {
+            if fired {
+                self.mark_dirty(slot);
             }
+            self.schedule(slot);
         }
-        self.schedule(slot);
     }
 
     fn free_ticket(&mut self, slot: u32, id: &str) {
+        if self.track_changes {
+            self.freed_ids.push(CompactString::from(id));
+        }
         self.index.remove(id);
         self.slots[slot as usize] = None;
         self.due[slot as usize] = Ts::MAX;
@@ -475,6 +609,7 @@ impl Engine {
             observations: &mut out.observations,
         };
         ticket.apply(ev, matches, &plan, &mut rematch, &mut sink);
+        self.mark_dirty(slot);
         self.schedule(slot);
     }
 
@@ -517,6 +652,7 @@ impl Engine {
         };
         self.slots[slot as usize] = Some(ticket);
         self.index.insert(ev.ticket_id.clone(), slot);
+        self.mark_dirty(slot);
         self.stats.applied += 1;
         if let Some(s) = self.surge.as_mut() {
             s.observe_opened(&ev.tenant, *channel, *category, ev.occurred_at);
@@ -688,6 +824,20 @@ struct SnapshotRef<'a> {
     preopen: Vec<&'a Event>,
     surge: Option<&'a SurgeState>,
     stats: &'a EngineStats,
+}
+
+#[derive(Serialize)]
+struct TicketRecordRef<'a> {
+    version: u32,
+    plan: PlanKey,
+    ticket: &'a Ticket,
+}
+
+#[derive(Deserialize)]
+struct TicketRecordOwned {
+    version: u32,
+    plan: PlanKey,
+    ticket: Ticket,
 }
 
 #[derive(Deserialize)]

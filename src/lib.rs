@@ -5,6 +5,8 @@
 //!   watermarks, surge detection, snapshots). No I/O.
 //! - `codec`: protobuf / proto3-JSON ↔ domain conversion and input validation.
 //! - `proto`: generated code, used only by `codec`.
+pub mod codec;
 pub mod core;
 pub mod proto;
+pub mod replay;
 pub mod telemetry;

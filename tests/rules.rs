@@ -1,0 +1,433 @@
+//! Every timed rule of POLICY-RULES.md where SLA-SEMANTICS §3 places it, fired through the
+//! engine with exact outputs (E1–E8 in tests/examples.rs cover R1, R5, R9, R14, R18–R23).
+//! Times are UTC on 2024-03-04; 10:00 UTC is 18:00 in Asia/Shanghai, inside after-sales
+//! hours (08:30–24:00), so after-sales clocks of a few hours count like 24×7 here.
+mod support;
+use slawatch::core::engine::{EngineConfig, RejectReason};
+use slawatch::core::model::*;
+use support::*;
+
+fn chat(urgency: Urgency) -> Opened {
+    Opened {
+        channel: Channel::Chat,
+        urgency,
+        ..Opened::default()
+    }
+}
+
+fn clock_lines(r: &Run, clock: &str) -> Vec<String> {
+    r.outputs
+        .iter()
+        .filter(|o| &*o.clock == clock)
+        .map(line)
+        .collect()
+}
+
+#[test]
+fn r2_urgent_chat_first_response_30s_with_ladder() {
+    let p = default_policy();
+    let mut s = Scenario::new();
+    s.opened("A", "10:00:00", chat(Urgency::Urgent));
+    let r = run(&p, &s.events);
+    let d = "deadline=2024-03-04T10:00:30Z";
+    assert_eq!(
+        clock_lines(&r, "first_response"),
+        vec![
+            format!("A 2024-03-04T10:00:24Z warning R2 first_response {d} f=0.8"),
+            format!("A 2024-03-04T10:00:30Z breach R2 first_response {d} overdue=0s"),
+            format!("A 2024-03-04T10:00:30Z escalation R2 first_response {d} L1 [team_lead] breach"),
+            format!("A 2024-03-04T10:01:00Z escalation R2 first_response {d} L2 [supervisor] breach"),
+            format!("A 2024-03-04T10:02:00Z escalation R2 first_response {d} L3 [department_head] breach"),
+        ]
+    );
+    assert!(r.outputs.iter().all(|o| &*o.policy_id == "chat-urgent"));
+}
+
+#[test]
+fn r3_strict_preset_chat_inquiry_30s() {
+    let p = policy("deploy/policies/strict.toml");
+    let mut s = Scenario::new();
+    s.opened("A", "10:00:00", chat(Urgency::General));
+    let r = run(&p, &s.events);
+    assert_has(
+        &r.outputs,
+        &["A 2024-03-04T10:00:30Z breach R3 first_response deadline=2024-03-04T10:00:30Z overdue=0s"],
+    );
+}
+
+#[test]
+fn r4_complaint_first_feedback_5m_after_sales() {
+    let p = default_policy();
+    let mut s = Scenario::new();
+    s.opened(
+        "A",
+        "10:00:00",
+        Opened {
+            category: Category::Complaint,
+            ..Opened::default()
+        },
+    );
+    let r = run(&p, &s.events);
+    assert_has(
+        &r.outputs,
+        &[
+            "A 2024-03-04T10:04:00Z warning R4 first_response deadline=2024-03-04T10:05:00Z f=0.8",
+            "A 2024-03-04T10:05:00Z breach R4 first_response deadline=2024-03-04T10:05:00Z overdue=0s",
+        ],
+    );
+}
+
+#[test]
+fn r6_chat_next_response_3m_only_after_first_response() {
+    let p = default_policy();
+    let mut s = Scenario::new();
+    s.opened("A", "10:00:00", chat(Urgency::General))
+        // Before the first reply a customer message starts nothing (after = first_response).
+        .event("A", "10:00:05", Body::CustomerMessage)
+        .reply("A", "10:00:10", ReplyKind::Answer)
+        .event("A", "10:01:00", Body::CustomerMessage);
+    let r = run(&p, &s.events);
+    assert_eq!(
+        clock_lines(&r, "next_response")[..2],
+        [
+            "A 2024-03-04T10:03:24Z warning R6 next_response deadline=2024-03-04T10:04:00Z f=0.8".to_string(),
+            "A 2024-03-04T10:04:00Z breach R6 next_response deadline=2024-03-04T10:04:00Z overdue=0s".to_string(),
+        ]
+    );
+}
+
+#[test]
+fn r7_general_next_response_10m_and_cleared_after_breach() {
+    let p = default_policy();
+    let mut s = Scenario::new();
+    s.opened("A", "10:00:00", Opened::default())
+        .reply("A", "10:01:00", ReplyKind::Answer)
+        .event("A", "10:02:00", Body::CustomerMessage)
+        .reply("A", "10:12:30", ReplyKind::Answer);
+    let r = run(&p, &s.events);
+    assert_eq!(
+        clock_lines(&r, "next_response"),
+        vec![
+            "A 2024-03-04T10:10:00Z warning R7 next_response deadline=2024-03-04T10:12:00Z f=0.8",
+            "A 2024-03-04T10:12:00Z breach R7 next_response deadline=2024-03-04T10:12:00Z overdue=0s",
+            "A 2024-03-04T10:12:00Z escalation R7 next_response deadline=2024-03-04T10:12:00Z L1 [team_lead] breach",
+            "A 2024-03-04T10:12:30Z cleared R7 next_response deadline=2024-03-04T10:12:00Z overdue=30s",
+        ]
+    );
+}
+
+#[test]
+fn r8_eta_within_10m_of_first_response() {
+    let p = default_policy();
+    let mut s = Scenario::new();
+    s.opened("A", "10:00:00", chat(Urgency::General))
+        .reply("A", "10:00:10", ReplyKind::Answer);
+    let r = run(&p, &s.events);
+    assert_has(
+        &r.outputs,
+        &["A 2024-03-04T10:10:10Z breach R8 eta deadline=2024-03-04T10:10:10Z overdue=0s"],
+    );
+    // An ETA in time stops it.
+    let mut s = Scenario::new();
+    s.opened("B", "10:00:00", chat(Urgency::General))
+        .reply("B", "10:00:10", ReplyKind::Answer)
+        .reply("B", "10:05:00", ReplyKind::Eta);
+    let r = run(&p, &s.events);
+    assert!(clock_lines(&r, "eta").iter().all(|l| l.contains("warning")));
+}
+
+#[test]
+fn r10_progress_every_10m_after_eta_reset_by_progress_reply() {
+    let p = default_policy();
+    let mut s = Scenario::new();
+    s.opened("A", "10:00:00", chat(Urgency::General))
+        .reply("A", "10:00:10", ReplyKind::Answer)
+        .reply("A", "10:05:00", ReplyKind::Eta)
+        .reply("A", "10:20:00", ReplyKind::Progress)
+        .event("A", "10:45:00", Body::Resolved);
+    let r = run(&p, &s.events);
+    assert_eq!(
+        clock_lines(&r, "progress"),
+        vec![
+            "A 2024-03-04T10:15:00Z progress_reminder R10 progress deadline=2024-03-04T10:15:00Z nth=1",
+            "A 2024-03-04T10:30:00Z progress_reminder R10 progress deadline=2024-03-04T10:30:00Z nth=1",
+            "A 2024-03-04T10:40:00Z progress_reminder R10 progress deadline=2024-03-04T10:40:00Z nth=2",
+        ]
+    );
+}
+
+#[test]
+fn r11_supervisor_answers_escalation_within_5m() {
+    let p = default_policy();
+    let mut s = Scenario::new();
+    s.opened("A", "10:00:00", chat(Urgency::General))
+        .event("A", "10:01:00", Body::Escalated(Role::Supervisor));
+    let r = run(&p, &s.events);
+    assert_has(
+        &r.outputs,
+        &["A 2024-03-04T10:06:00Z breach R11 supervisor_answer deadline=2024-03-04T10:06:00Z overdue=0s"],
+    );
+    let mut s = Scenario::new();
+    s.opened("B", "10:00:00", chat(Urgency::General))
+        .event("B", "10:01:00", Body::Escalated(Role::Supervisor))
+        .event("B", "10:03:00", Body::EscalationAnswered(Role::Supervisor));
+    let r = run(&p, &s.events);
+    assert!(clock_lines(&r, "supervisor_answer").is_empty());
+}
+
+#[test]
+fn r12_cross_department_policy_file() {
+    let p = policy("tests/policies/r12_cross_department.toml");
+    let mut s = Scenario::new();
+    s.opened("A", "10:00:00", Opened::default())
+        .event("A", "10:00:00", Body::DepartmentRequested);
+    let r = run(&p, &s.events);
+    let got = lines(&r.outputs);
+    assert!(
+        got.iter().any(|l| l.starts_with("A 2024-03-04T10:15:00Z breach R12")),
+        "{got:#?}"
+    );
+    assert!(
+        got.iter().any(|l| l.starts_with("A 2024-03-04T12:00:00Z breach R12")),
+        "{got:#?}"
+    );
+}
+
+#[test]
+fn r13_handoff_to_department_30m() {
+    let p = default_policy();
+    let mut s = Scenario::new();
+    s.opened("A", "10:00:00", Opened::default())
+        .reply("A", "10:01:00", ReplyKind::Answer)
+        .event("A", "10:10:00", Body::DepartmentRequested);
+    let r = run(&p, &s.events);
+    assert_has(
+        &r.outputs,
+        &["A 2024-03-04T10:40:00Z breach R13 handoff deadline=2024-03-04T10:40:00Z overdue=0s"],
+    );
+}
+
+#[test]
+fn r14_first_solution_2h_after_handoff() {
+    let p = default_policy();
+    let mut s = Scenario::new();
+    s.opened("A", "10:00:00", Opened::default())
+        .reply("A", "10:01:00", ReplyKind::Answer)
+        .event("A", "10:10:00", Body::HandedToDepartment);
+    let r = run(&p, &s.events);
+    assert_has(
+        &r.outputs,
+        &["A 2024-03-04T12:10:00Z breach R14 first_solution deadline=2024-03-04T12:10:00Z overdue=0s"],
+    );
+}
+
+fn important() -> Opened {
+    Opened {
+        urgency: Urgency::Important,
+        ..Opened::default()
+    }
+}
+
+#[test]
+fn r15_important_reported_to_supervisor_15m() {
+    let p = default_policy();
+    let mut s = Scenario::new();
+    s.opened("A", "10:00:00", important());
+    let r = run(&p, &s.events);
+    assert_has(
+        &r.outputs,
+        &["A 2024-03-04T10:15:00Z breach R15 supervisor_report deadline=2024-03-04T10:15:00Z overdue=0s"],
+    );
+    let mut s = Scenario::new();
+    s.opened("B", "10:00:00", important())
+        .event("B", "10:10:00", Body::Escalated(Role::Supervisor));
+    let r = run(&p, &s.events);
+    assert!(clock_lines(&r, "supervisor_report")
+        .iter()
+        .all(|l| l.contains("warning")));
+}
+
+#[test]
+fn r16_department_start_4h_and_internal_progress_every_2h() {
+    let p = default_policy();
+    let mut s = Scenario::new();
+    s.opened("A", "10:00:00", important())
+        .event("A", "10:00:00", Body::HandedToDepartment);
+    let r = run(&p, &s.events);
+    assert_has(
+        &r.outputs,
+        &["A 2024-03-04T14:00:00Z breach R16 department_start deadline=2024-03-04T14:00:00Z overdue=0s"],
+    );
+    let mut s = Scenario::new();
+    s.opened("B", "10:00:00", important())
+        .event("B", "10:00:00", Body::HandedToDepartment)
+        .event("B", "10:30:00", Body::DepartmentStarted)
+        .event(
+            "B",
+            "11:00:00",
+            Body::AgentMessage {
+                kind: ReplyKind::Progress,
+                audience: Audience::Internal,
+            },
+        )
+        .event("B", "15:30:00", Body::Resolved);
+    let r = run(&p, &s.events);
+    // 11:00 resets; 13:00 missed; 15:00 missed (23:00 Shanghai, still open); resolved ends it.
+    assert_eq!(
+        clock_lines(&r, "internal_progress"),
+        vec![
+            "B 2024-03-04T13:00:00Z progress_reminder R16 internal_progress deadline=2024-03-04T13:00:00Z nth=1",
+            "B 2024-03-04T15:00:00Z progress_reminder R16 internal_progress deadline=2024-03-04T15:00:00Z nth=2",
+        ]
+    );
+}
+
+#[test]
+fn r17_important_resolution_24h_after_sales() {
+    let p = default_policy();
+    let mut s = Scenario::new();
+    s.opened("A", "10:00:00", important());
+    let r = run(&p, &s.events);
+    assert_has(
+        &r.outputs,
+        &["A 2024-03-06T03:00:00Z breach R17 resolution deadline=2024-03-06T03:00:00Z overdue=0s"],
+    );
+}
+
+#[test]
+fn r23_vip_overlay_follow_up_and_done_in_time() {
+    let p = default_policy();
+    let vip = Opened {
+        tier: Tier::Vip,
+        ..Opened::default()
+    };
+    let mut s = Scenario::new();
+    s.opened("A", "10:00:00", vip)
+        .event("A", "11:00:00", Body::Resolved);
+    let r = run(&p, &s.events);
+    assert_has(
+        &r.outputs,
+        &[
+            "A 2024-03-04T11:00:00Z follow_up_due R23 follow_up deadline=2024-03-05T11:00:00Z",
+            "A 2024-03-05T11:00:00Z breach R23 follow_up deadline=2024-03-05T11:00:00Z overdue=0s",
+        ],
+    );
+    assert!(r.outputs.iter().all(|o| &*o.policy_id == "general"));
+    let mut s = Scenario::new();
+    s.opened(
+        "B",
+        "10:00:00",
+        Opened {
+            tier: Tier::Vip,
+            ..Opened::default()
+        },
+    )
+    .event("B", "11:00:00", Body::Resolved)
+    .event("B", "20:00:00", Body::FollowUpDone);
+    let r = run(&p, &s.events);
+    assert_eq!(
+        clock_lines(&r, "follow_up"),
+        vec!["B 2024-03-04T11:00:00Z follow_up_due R23 follow_up deadline=2024-03-05T11:00:00Z"]
+    );
+}
+
+#[test]
+fn r24_root_cause_policy_file() {
+    let p = policy("tests/policies/r24_root_cause.toml");
+    let mut s = Scenario::new();
+    s.opened("A", "10:00:00", Opened::default())
+        .event("A", "11:00:00", Body::Resolved)
+        .event("A", "11:05:00", Body::Closed);
+    let r = run(&p, &s.events);
+    let got = lines(&r.outputs);
+    assert!(
+        got.iter()
+            .any(|l| l.starts_with("A 2024-03-05T11:00:00Z breach R24")),
+        "{got:#?}"
+    );
+}
+
+#[test]
+fn r25_misrouted_transfer_after_10s_breaches_on_the_event() {
+    let p = default_policy();
+    let mut s = Scenario::new();
+    s.opened("A", "10:00:00", chat(Urgency::General))
+        .event("A", "10:00:02", Body::Assigned)
+        .event("A", "10:00:17", Body::Transferred { misrouted: true })
+        .event("A", "10:00:20", Body::Assigned)
+        .event("A", "10:00:25", Body::Transferred { misrouted: true });
+    let r = run(&p, &s.events);
+    assert_eq!(
+        clock_lines(&r, "misroute"),
+        vec!["A 2024-03-04T10:00:17Z breach R25 misroute deadline=2024-03-04T10:00:12Z overdue=5s"]
+    );
+}
+
+#[test]
+fn r26_surge_started_and_ended_per_tenant_channel() {
+    let p = default_policy();
+    let mut s = Scenario::new();
+    // Baseline: one chat ticket a minute for 70 minutes, then 40 in 4 minutes.
+    for m in 0..70 {
+        s.opened(&format!("B{m}"), &format!("{:02}:{:02}:05", 9 + m / 60, m % 60), chat(Urgency::General));
+    }
+    for i in 0..40 {
+        let m = 70 + i / 10;
+        s.opened(
+            &format!("S{i}"),
+            &format!("{:02}:{:02}:{:02}", 9 + m / 60, m % 60, 10 + i % 10),
+            chat(Urgency::General),
+        );
+    }
+    let r = run(&p, &s.events);
+    let surge: Vec<_> = r.outputs.iter().filter(|o| &*o.rule_id == "R26").collect();
+    assert_eq!(surge.len(), 2, "{:#?}", lines(&r.outputs));
+    // At 10:12 the window [10:07, 10:12) holds 3 + 20 = 23 tickets (4.6/min) against a
+    // 1/min baseline over [09:07, 10:07): ratio 4.6 > 3 with ≥ 20 tickets.
+    assert_eq!(surge[0].fired_at, t("10:12:00"));
+    assert!(matches!(surge[0].body, OutputBody::SurgeStarted { channel: Channel::Chat, .. }));
+    assert!(matches!(surge[1].body, OutputBody::SurgeEnded { channel: Channel::Chat, .. }));
+    assert_eq!(&*surge[0].tenant, "acme");
+    assert!(surge[0].ticket_id.is_empty());
+}
+
+#[test]
+fn close_cancels_clocks_silently_and_tombstone_allows_reopen() {
+    let p = default_policy();
+    let mut s = Scenario::new();
+    s.opened("A", "10:00:00", chat(Urgency::General))
+        .reply("A", "10:00:10", ReplyKind::Solution)
+        .event("A", "10:00:20", Body::Resolved)
+        .event("A", "10:00:30", Body::Closed)
+        .event("A", "12:00:00", Body::Reopened);
+    let r = run(&p, &s.events);
+    // Only the restarted resolution clock fires (30 min after the reopen).
+    assert_has(
+        &r.outputs,
+        &["A 2024-03-04T12:30:00Z breach R9 resolution deadline=2024-03-04T12:30:00Z overdue=0s"],
+    );
+    assert!(r.outputs.iter().all(|o| o.fired_at >= t("12:00:00")), "{:#?}", lines(&r.outputs));
+}
+
+#[test]
+fn hygiene_duplicates_second_opened_and_preopen_buffer() {
+    let p = default_policy();
+    let mut s = Scenario::new();
+    // A reply that arrives before its ticket's opened (pre-open buffer), a duplicate id,
+    // and a second opened.
+    s.reply("A", "10:00:00", ReplyKind::Answer);
+    s.opened("A", "10:00:03", chat(Urgency::General));
+    let mut dup = s.events[0].clone();
+    dup.occurred_at = t("10:00:04");
+    s.events.push(dup);
+    s.opened("A", "10:00:05", chat(Urgency::Urgent));
+    // A ticket never opened: its events expire after 1 h to dead letters.
+    s.event("Z", "10:00:06", Body::CustomerMessage);
+    let until = t("12:00:00");
+    let r = run_until(&p, &s.events, until, EngineConfig::default());
+    // The buffered reply applied after the opening: first_response stopped, not breached.
+    assert!(clock_lines(&r, "first_response").is_empty(), "{:#?}", lines(&r.outputs));
+    assert_eq!(r.emitted.dead_letters.len(), 1);
+    assert_eq!(r.emitted.dead_letters[0].1, RejectReason::PreopenExpired);
+    assert_eq!(&*r.emitted.dead_letters[0].0.ticket_id, "Z");
+}

@@ -5,8 +5,11 @@
 //!   watermarks, surge detection, snapshots). No I/O.
 //! - `codec`: protobuf / proto3-JSON ↔ domain conversion and input validation.
 //! - `proto`: generated code, used only by `codec`.
+//! - `runtime`: the Kafka runtime (`slawatch run`, `slawatch demo`): consumer group, exactly-once
+//!   outputs, changelog restore, admin HTTP. See its module map.
 pub mod codec;
 pub mod core;
 pub mod proto;
 pub mod replay;
+pub mod runtime;
 pub mod telemetry;

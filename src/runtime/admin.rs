@@ -1,0 +1,192 @@
+//! The admin HTTP listener: `/metrics` (Prometheus text), `/healthz` (the processing thread
+//! runs), `/readyz` (every assigned partition is restored), `GET /tickets/{id}` (a
+//! ticket's live clocks and deadlines, answered by the processing thread). Read-only: there
+//! is no endpoint that changes anything.
+use crate::runtime::control::Control;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// How long `/tickets/{id}` waits for the processing thread.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Clone)]
+struct State {
+    control: Arc<Control>,
+    metrics: Option<PrometheusHandle>,
+}
+
+/// Binds `addr` and serves until the runtime stops. Returns the bound address (useful with
+/// port 0).
+pub async fn serve(
+    addr: SocketAddr,
+    control: Arc<Control>,
+    metrics: Option<PrometheusHandle>,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let state = State { control, metrics };
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let state = state.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, std::convert::Infallible>(handle(&state, req).await) }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(local)
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>, ct: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(ct));
+    r
+}
+
+async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    const PLAIN: &str = "text/plain; charset=utf-8";
+    const JSON: &str = "application/json";
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "read-only: GET only\n",
+            PLAIN,
+        );
+    }
+    let path = req.uri().path();
+    match path {
+        "/metrics" => match &state.metrics {
+            Some(h) => text(
+                StatusCode::OK,
+                h.render(),
+                "text/plain; version=0.0.4; charset=utf-8",
+            ),
+            None => text(
+                StatusCode::NOT_FOUND,
+                "no metrics recorder installed\n",
+                PLAIN,
+            ),
+        },
+        "/healthz" => {
+            if state.control.is_alive() {
+                text(StatusCode::OK, "ok\n", PLAIN)
+            } else {
+                let why = state
+                    .control
+                    .last_error()
+                    .unwrap_or_else(|| "processor not running".into());
+                text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"), PLAIN)
+            }
+        }
+        "/readyz" => {
+            let c = &state.control;
+            let body = format!(
+                "{{\"ready\":{},\"assigned_partitions\":{},\"restoring_partitions\":{}}}\n",
+                c.is_ready(),
+                c.assigned_partitions
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                c.restoring_partitions
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            );
+            let status = if c.is_ready() {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            text(status, body, JSON)
+        }
+        _ => {
+            if let Some(id) = path.strip_prefix("/tickets/") {
+                let id = percent_decode(id);
+                if id.is_empty() {
+                    return text(StatusCode::NOT_FOUND, "usage: /tickets/{id}\n", PLAIN);
+                }
+                let Some(rx) = state.control.query_ticket(id.clone()) else {
+                    return text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "processor not running\n",
+                        PLAIN,
+                    );
+                };
+                return match tokio::time::timeout(QUERY_TIMEOUT, rx).await {
+                    Ok(Ok(Some(v))) => text(StatusCode::OK, format!("{v}\n"), JSON),
+                    Ok(Ok(None)) => text(
+                        StatusCode::NOT_FOUND,
+                        format!(
+                            "{{\"error\":\"ticket {} is not held by this replica\"}}\n",
+                            serde_json::Value::String(id)
+                        ),
+                        JSON,
+                    ),
+                    _ => text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "processor did not answer\n",
+                        PLAIN,
+                    ),
+                };
+            }
+            text(
+                StatusCode::NOT_FOUND,
+                "endpoints: /metrics /healthz /readyz /tickets/{id}\n",
+                PLAIN,
+            )
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_percent_escapes() {
+        assert_eq!(percent_decode("T%2F1"), "T/1");
+        assert_eq!(percent_decode("abc"), "abc");
+        assert_eq!(percent_decode("a%2"), "a%2");
+    }
+}

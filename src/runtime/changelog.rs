@@ -1,0 +1,333 @@
+//! The state topic: a compacted changelog written in the same transaction as the outputs
+//! and the consumed offsets, and the restore that reads it back.
+//!
+//! # Records (state partition p holds input partition p's state)
+//! | key                         | value                                              |
+//! |-----------------------------|----------------------------------------------------|
+//! | `t/<input topic>/<ticket>`  | `Engine::ticket_record` (versioned postcard); NULL = freed (tombstone) |
+//! | `p/<input topic>`           | `Engine::partition_state`: watermark, pending and pre-open events, counters |
+//! | `s/<repartition topic>`     | [`SurgeRecord`]: the surge detector of repartition partition p |
+//!
+//! The input topic is part of the ticket key because several co-partitioned input topics
+//! each have their own engine per partition number, and a restore must know which engine a
+//! ticket belongs to (topic names cannot contain `/`, so the key splits unambiguously).
+//! Every format carries a version; older versions are read or refused with a named error,
+//! never misread.
+//!
+//! # Restore
+//! On assignment a worker thread (1) fetches the group's committed offsets of the
+//! partition (read_committed makes the broker wait until no transaction holds them), then
+//! (2) reads state partition p from the beginning to its end with a read_committed
+//! `assign`ed consumer, keeps the last record per key, and (3) builds the engines with
+//! `Engine::restore_parts`. The processing thread keeps the input partition paused until the
+//! result arrives, then seeks it to the committed offset and resumes it.
+use crate::core::engine::{Engine, EngineConfig, SnapshotError};
+use crate::core::policy::PolicySet;
+use crate::core::surge::{SurgeDetector, SurgeState};
+use crate::core::time::Ts;
+use crate::runtime::config::Config;
+use crate::runtime::kafka::reader_config;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Key of a ticket record.
+pub fn ticket_key(input_topic: &str, ticket: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(3 + input_topic.len() + ticket.len());
+    k.extend_from_slice(b"t/");
+    k.extend_from_slice(input_topic.as_bytes());
+    k.push(b'/');
+    k.extend_from_slice(ticket.as_bytes());
+    k
+}
+
+/// Key of an input partition's partition-level state.
+pub fn partition_key(input_topic: &str) -> Vec<u8> {
+    format!("p/{input_topic}").into_bytes()
+}
+
+/// Key of a surge partition's detector state.
+pub fn surge_key(repartition_topic: &str) -> Vec<u8> {
+    format!("s/{repartition_topic}").into_bytes()
+}
+
+pub const SURGE_RECORD_VERSION: u32 = 1;
+
+/// A surge partition's state in the changelog.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SurgeRecord {
+    pub version: u32,
+    pub watermark: Ts,
+    pub max_seen: Ts,
+    pub state: SurgeState,
+}
+
+impl SurgeRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("surge record serialises")
+    }
+    pub fn decode(bytes: &[u8]) -> Result<SurgeRecord, RestoreError> {
+        let r: SurgeRecord =
+            postcard::from_bytes(bytes).map_err(|e| RestoreError::Surge(e.to_string()))?;
+        if r.version != SURGE_RECORD_VERSION {
+            return Err(RestoreError::Surge(format!(
+                "surge record version {} is not supported (this build reads {SURGE_RECORD_VERSION})",
+                r.version
+            )));
+        }
+        Ok(r)
+    }
+}
+
+/// What to restore for one partition number.
+#[derive(Clone, Debug)]
+pub struct RestoreRequest {
+    pub partition: i32,
+    /// Input topics whose partition `partition` was assigned.
+    pub inputs: Vec<String>,
+    /// Whether the repartition topic's partition was assigned (surge state).
+    pub surge: bool,
+    /// `--rebuild-from-input`: ignore the inputs' state records (their keys are returned so
+    /// they can be tombstoned) and start the engines empty.
+    pub rebuild: bool,
+    /// Ties the answer to the assignment that asked (stale answers are dropped).
+    pub epoch: u64,
+}
+
+/// Everything a restore needs besides the request.
+#[derive(Clone)]
+pub struct RestoreEnv {
+    pub cfg: Config,
+    pub group_id: String,
+    pub state_topic: String,
+    pub repartition_topic: String,
+    pub policy: Arc<PolicySet>,
+    pub engine_cfg: EngineConfig,
+    /// Bound on one restore (committed offsets + reading the state partition).
+    pub timeout: Duration,
+}
+
+/// One restored input partition.
+pub struct RestoredInput {
+    pub topic: String,
+    pub engine: Engine,
+    /// The group's committed offset (next to consume); `None` = start from the beginning.
+    pub committed: Option<i64>,
+    /// With `rebuild`: ticket keys present in the state topic (to tombstone those the
+    /// rebuild does not recreate).
+    pub stale_keys: Vec<Vec<u8>>,
+    pub tickets: usize,
+}
+
+/// One restored surge partition.
+pub struct RestoredSurge {
+    pub record: Option<SurgeRecord>,
+    pub committed: Option<i64>,
+}
+
+pub struct RestoreResult {
+    pub partition: i32,
+    pub epoch: u64,
+    pub outcome: Result<(Vec<RestoredInput>, Option<RestoredSurge>), RestoreError>,
+    pub bytes: u64,
+    pub records: u64,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("restore consumer: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("restore of state partition {partition} did not finish within {timeout:?}")]
+    Timeout { partition: i32, timeout: Duration },
+    #[error("ticket or partition state of {topic}: {source}")]
+    Snapshot {
+        topic: String,
+        #[source]
+        source: SnapshotError,
+    },
+    #[error("surge state: {0}")]
+    Surge(String),
+}
+
+/// Runs one restore (blocking; call on a worker thread).
+pub fn restore(env: &RestoreEnv, req: &RestoreRequest) -> RestoreResult {
+    let started = Instant::now();
+    let mut bytes = 0u64;
+    let mut records = 0u64;
+    let outcome = run(env, req, &mut bytes, &mut records);
+    RestoreResult {
+        partition: req.partition,
+        epoch: req.epoch,
+        outcome,
+        bytes,
+        records,
+        elapsed: started.elapsed(),
+    }
+}
+
+fn run(
+    env: &RestoreEnv,
+    req: &RestoreRequest,
+    bytes: &mut u64,
+    records: &mut u64,
+) -> Result<(Vec<RestoredInput>, Option<RestoredSurge>), RestoreError> {
+    let deadline = Instant::now() + env.timeout;
+    let reader: BaseConsumer = reader_config(&env.cfg, &env.group_id).create()?;
+    let p = req.partition;
+    // 1. Committed offsets first: with read_committed the broker answers only once no open
+    //    transaction (e.g. of a crashed previous owner) holds offsets of the partition, and
+    //    by then the state records of that transaction are committed or aborted too.
+    let mut tpl = TopicPartitionList::new();
+    for t in &req.inputs {
+        tpl.add_partition(t, p);
+    }
+    if req.surge {
+        tpl.add_partition(&env.repartition_topic, p);
+    }
+    let committed = reader.committed_offsets(tpl, env.timeout)?;
+    let committed_of = |topic: &str| match committed.find_partition(topic, p).map(|e| e.offset()) {
+        Some(Offset::Offset(o)) if o >= 0 => Some(o),
+        _ => None,
+    };
+    // 2. The state partition, from the beginning to its end (last record per key wins).
+    let wanted_tickets: Vec<Vec<u8>> = req
+        .inputs
+        .iter()
+        .map(|t| {
+            let mut k = ticket_key(t, "");
+            k.shrink_to_fit();
+            k
+        })
+        .collect();
+    let wanted_parts: Vec<Vec<u8>> = req.inputs.iter().map(|t| partition_key(t)).collect();
+    let wanted_surge = surge_key(&env.repartition_topic);
+    let mut latest: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&env.state_topic, p, Offset::Beginning)?;
+    reader.assign(&tpl)?;
+    loop {
+        if Instant::now() > deadline {
+            return Err(RestoreError::Timeout {
+                partition: p,
+                timeout: env.timeout,
+            });
+        }
+        match reader.poll(Duration::from_millis(100)) {
+            None => continue,
+            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(e)) => {
+                // Transient (e.g. leader change): librdkafka retries; keep polling.
+                tracing::warn!(partition = p, error = %e, "state restore: consumer error");
+                continue;
+            }
+            Some(Ok(m)) => {
+                let Some(key) = m.key() else { continue };
+                let relevant = (req.surge && key == wanted_surge.as_slice())
+                    || wanted_parts.iter().any(|w| key == w.as_slice())
+                    || wanted_tickets.iter().any(|w| key.starts_with(w));
+                *records += 1;
+                *bytes += (key.len() + m.payload_len()) as u64;
+                if relevant {
+                    latest.insert(key.to_vec(), m.payload().map(|v| v.to_vec()));
+                }
+            }
+        }
+    }
+    drop(reader);
+    // 3. Build.
+    let mut out = Vec::with_capacity(req.inputs.len());
+    for (i, topic) in req.inputs.iter().enumerate() {
+        let prefix = &wanted_tickets[i];
+        if req.rebuild {
+            let stale_keys = latest
+                .iter()
+                .filter(|(k, v)| k.starts_with(prefix) && v.is_some())
+                .map(|(k, _)| k.clone())
+                .collect();
+            out.push(RestoredInput {
+                topic: topic.clone(),
+                engine: Engine::new(env.policy.clone(), env.engine_cfg.clone()),
+                committed: committed_of(topic),
+                stale_keys,
+                tickets: 0,
+            });
+            continue;
+        }
+        let part = latest.get(&wanted_parts[i]).and_then(|v| v.as_deref());
+        let tickets: Vec<&[u8]> = latest
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .filter_map(|(_, v)| v.as_deref())
+            .collect();
+        let n = tickets.len();
+        let engine =
+            Engine::restore_parts(env.policy.clone(), env.engine_cfg.clone(), part, tickets)
+                .map_err(|source| RestoreError::Snapshot {
+                    topic: topic.clone(),
+                    source,
+                })?;
+        out.push(RestoredInput {
+            topic: topic.clone(),
+            engine,
+            committed: committed_of(topic),
+            stale_keys: Vec::new(),
+            tickets: n,
+        });
+    }
+    let surge = if req.surge {
+        let record = match latest.get(&wanted_surge).and_then(|v| v.as_deref()) {
+            Some(b) => Some(SurgeRecord::decode(b)?),
+            None => None,
+        };
+        Some(RestoredSurge {
+            record,
+            committed: committed_of(&env.repartition_topic),
+        })
+    } else {
+        None
+    };
+    Ok((out, surge))
+}
+
+/// A detector from a restored record (or a fresh one).
+pub fn surge_detector(policy: &PolicySet, record: Option<&SurgeRecord>) -> SurgeDetector {
+    match record {
+        Some(r) => SurgeDetector::from_state(policy.surge.clone(), r.state.clone()),
+        None => SurgeDetector::new(policy.surge.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_split_unambiguously() {
+        assert_eq!(ticket_key("conv", "T/1"), b"t/conv/T/1".to_vec());
+        assert!(ticket_key("conv", "T1").starts_with(&ticket_key("conv", "")));
+        assert!(!ticket_key("conv2", "T1").starts_with(&ticket_key("conv", "")));
+        assert_eq!(partition_key("conv"), b"p/conv".to_vec());
+        assert_eq!(surge_key("rep"), b"s/rep".to_vec());
+    }
+
+    #[test]
+    fn surge_record_round_trip_and_version() {
+        let r = SurgeRecord {
+            version: SURGE_RECORD_VERSION,
+            watermark: Ts::from_secs(10),
+            max_seen: Ts::from_secs(11),
+            state: SurgeState::default(),
+        };
+        let back = SurgeRecord::decode(&r.encode()).unwrap();
+        assert_eq!(back.watermark, Ts::from_secs(10));
+        let mut old = r.clone();
+        old.version = 99;
+        assert!(SurgeRecord::decode(&old.encode()).is_err());
+    }
+}

@@ -1,0 +1,756 @@
+//! `slawatch run` configuration: a strict TOML file layered with environment variables.
+//!
+//! # Precedence
+//! **environment > file > built-in default**, key by key. A variable is named
+//! `SLAWATCH_<KEY>` for a top-level key (`SLAWATCH_BROKERS`, `SLAWATCH_GROUP_ID`) and
+//! `SLAWATCH_<SECTION>_<KEY>` for a key of a section (`SLAWATCH_TOPICS_PARTITIONS`,
+//! `SLAWATCH_ENGINE_IDLE_TTL_SECS`), upper case. Values are TOML values (`true`, `12`,
+//! `"x"`); a value that does not parse as TOML is taken as a string, and `input_topics`
+//! also takes a comma-separated list. `SLAWATCH_KAFKA_<NAME>` sets the librdkafka property
+//! `<name>` with `_` read as `.` (`SLAWATCH_KAFKA_SASL_PASSWORD` → `sasl.password`), which is
+//! how secrets should be passed. An unknown `SLAWATCH_…` variable is an error (typos must not
+//! silently fall back to defaults).
+//!
+//! # Strictness
+//! Every table is `deny_unknown_fields`; cross-field rules are checked by
+//! [`Config::validate`] with named errors ([`ConfigError`]). The `[kafka]` table is a raw
+//! librdkafka passthrough (`security.protocol`, `sasl.*`, `ssl.*`, `linger.ms`, …) that refuses
+//! the properties slawatch owns ([`OWNED_KAFKA_KEYS`]).
+//!
+//! deploy/slawatch.example.toml documents every key with its default.
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// librdkafka properties slawatch sets itself; `[kafka]` refuses them.
+pub const OWNED_KAFKA_KEYS: &[(&str, &str)] = &[
+    ("bootstrap.servers", "use `brokers`"),
+    ("metadata.broker.list", "use `brokers`"),
+    ("group.id", "use `group_id`"),
+    ("group.instance.id", "use `instance_id`"),
+    (
+        "transactional.id",
+        "derived from `group_id` and `instance_id`",
+    ),
+    ("transaction.timeout.ms", "use `transaction_timeout_ms`"),
+    (
+        "enable.auto.commit",
+        "offsets are committed with the outputs",
+    ),
+    (
+        "enable.auto.offset.store",
+        "offsets are committed with the outputs",
+    ),
+    ("isolation.level", "always read_committed"),
+    ("partition.assignment.strategy", "always cooperative-sticky"),
+    ("enable.idempotence", "always on"),
+    ("acks", "always all (idempotence)"),
+    ("auto.offset.reset", "always earliest"),
+    ("enable.partition.eof", "managed by slawatch"),
+];
+
+/// Output encoding of SLA events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// Canonical proto3 JSON (`content-type: application/json`).
+    #[default]
+    Json,
+    /// Binary protobuf `slawatch.v1.SlaEvent` (`content-type: application/x-protobuf`).
+    Protobuf,
+}
+
+/// The whole configuration. Field docs give the default.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Kafka bootstrap servers, `host:port[,host:port…]`. Required.
+    pub brokers: String,
+    /// Consumer group id; also the prefix of the transactional id. Default `slawatch`.
+    #[serde(default = "d_group_id")]
+    pub group_id: String,
+    /// This replica's stable identity: static group membership (`group.instance.id`) and the
+    /// transactional id `<group_id>-<instance_id>`, so a restarted replica fences its zombie
+    /// at once and rejoins without a rebalance. Must be unique per replica and stable across
+    /// restarts (a StatefulSet pod name). Default: `$HOSTNAME`, else `slawatch-0`.
+    #[serde(default = "d_instance_id")]
+    pub instance_id: String,
+    /// Input topics (conversation events keyed by ticket id). Several topics must have the
+    /// same partition count (co-partitioned). Default `["conversations"]`.
+    #[serde(default = "d_input_topics")]
+    pub input_topics: Vec<String>,
+    /// Policy file (TOML). Default `deploy/policies/default.toml`. Reloaded on SIGHUP.
+    #[serde(default = "d_policy_file")]
+    pub policy_file: PathBuf,
+    /// Allowed lateness of the watermark, ms (SLA-SEMANTICS rule 5). Default 1000.
+    #[serde(default = "d_allowed_lateness_ms")]
+    pub allowed_lateness_ms: u64,
+    /// How often the open transaction (outputs + state + offsets) is committed, ms. With
+    /// exactly-once this bounds how late a read_committed consumer sees an output.
+    /// Default 100.
+    #[serde(default = "d_commit_interval_ms")]
+    pub commit_interval_ms: u64,
+    /// Transactional consume→process→produce (exactly-once for read_committed readers).
+    /// `false`: idempotent producer, flush, then commit offsets (at-least-once). Default true.
+    #[serde(default = "d_true")]
+    pub exactly_once: bool,
+    /// `transaction.timeout.ms`, 1000–10000: how long read_committed readers can be held up
+    /// by a crashed replica's open transaction. Default 10000.
+    #[serde(default = "d_transaction_timeout_ms")]
+    pub transaction_timeout_ms: u64,
+    /// SLA event encoding: `json` or `protobuf`. Default `json`.
+    #[serde(default)]
+    pub output_format: OutputFormat,
+    /// Admin HTTP listener (`/metrics`, `/healthz`, `/readyz`, `/tickets/{id}`).
+    /// Default `127.0.0.1:9898`.
+    #[serde(default = "d_admin_listen")]
+    pub admin_listen: SocketAddr,
+    /// An event whose occurred_at is more than this ahead of its Kafka record timestamp is
+    /// dead-lettered (`clock_skew`), secs. Default 300.
+    #[serde(default = "d_max_clock_skew_secs")]
+    pub max_clock_skew_secs: u64,
+    /// Records larger than this are dead-lettered (`oversize`), bytes. Default 1048576.
+    #[serde(default = "d_max_record_bytes")]
+    pub max_record_bytes: usize,
+    /// Advance a caught-up partition's watermark with the wall clock (rule 5), so breaches
+    /// fire without traffic. `false` makes only event time move the watermark (timers then
+    /// fire only when later events arrive): for shadow replays of history and tests only.
+    /// Default true.
+    #[serde(default = "d_true")]
+    pub wall_clock_watermark: bool,
+    /// Bound on a graceful shutdown (final commit, leaving the group), ms. Default 10000.
+    #[serde(default = "d_shutdown_timeout_ms")]
+    pub shutdown_timeout_ms: u64,
+    /// Topic names and creation.
+    #[serde(default)]
+    pub topics: TopicsConfig,
+    /// Engine limits and retention (event time).
+    #[serde(default)]
+    pub engine: EngineLimits,
+    /// Raw librdkafka properties for every client (security, tuning). Keys slawatch owns
+    /// are refused.
+    #[serde(default)]
+    pub kafka: BTreeMap<String, String>,
+}
+
+/// `[topics]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicsConfig {
+    /// Breach and Cleared events. Default `sla.breaches`.
+    #[serde(default = "d_breaches")]
+    pub breaches: String,
+    /// Warning events. Default `sla.warnings`.
+    #[serde(default = "d_warnings")]
+    pub warnings: String,
+    /// Escalation events. Default `sla.escalations`.
+    #[serde(default = "d_escalations")]
+    pub escalations: String,
+    /// ProgressReminder and FollowUpDue events. Default `sla.reminders`.
+    #[serde(default = "d_reminders")]
+    pub reminders: String,
+    /// SurgeStarted and SurgeEnded events. Default `sla.surges`.
+    #[serde(default = "d_surges")]
+    pub surges: String,
+    /// Rejected input records with reason headers. Default `sla.dead-letters`.
+    #[serde(default = "d_dead_letters")]
+    pub dead_letters: String,
+    /// Compacted changelog of per-ticket and per-partition state; same partition count as
+    /// the input. Default `slawatch.state`.
+    #[serde(default = "d_state")]
+    pub state: String,
+    /// Internal topic of `opened` events re-keyed by tenant for surge detection; same
+    /// partition count as the input. Default `slawatch.surge-repartition`.
+    #[serde(default = "d_surge_repartition")]
+    pub surge_repartition: String,
+    /// Create missing topics at start-up. Default true.
+    #[serde(default = "d_true")]
+    pub create: bool,
+    /// Partitions of created input/state/repartition topics (an existing input topic's
+    /// count wins for the internal topics). Default 12.
+    #[serde(default = "d_partitions")]
+    pub partitions: i32,
+    /// Partitions of created output and dead-letter topics. Default 12.
+    #[serde(default = "d_partitions")]
+    pub output_partitions: i32,
+    /// Replication factor of created topics. Default 3.
+    #[serde(default = "d_replication")]
+    pub replication_factor: i32,
+}
+
+/// `[engine]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineLimits {
+    /// Tickets whose events wait for their `opened`, per partition. Default 10000.
+    #[serde(default = "d_preopen_max_tickets")]
+    pub preopen_max_tickets: usize,
+    /// How long (event time) such events wait, secs. Default 3600.
+    #[serde(default = "d_preopen_max_age_secs")]
+    pub preopen_max_age_secs: u64,
+    /// How long a closed ticket's tombstone is kept (event time), secs. Default 604800 (7 d).
+    #[serde(default = "d_closed_retention_secs")]
+    pub closed_retention_secs: u64,
+    /// Tickets without events for this long (event time) are dropped, secs.
+    /// Default 2592000 (30 d).
+    #[serde(default = "d_idle_ttl_secs")]
+    pub idle_ttl_secs: u64,
+    /// Open tickets per partition; beyond it new tickets are dead-lettered (`capacity`).
+    /// 0 = unlimited. Default 0.
+    #[serde(default)]
+    pub max_open_tickets_per_partition: usize,
+}
+
+fn d_group_id() -> String {
+    "slawatch".into()
+}
+fn d_instance_id() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|| "slawatch-0".into())
+}
+fn d_input_topics() -> Vec<String> {
+    vec!["conversations".into()]
+}
+fn d_policy_file() -> PathBuf {
+    "deploy/policies/default.toml".into()
+}
+fn d_allowed_lateness_ms() -> u64 {
+    1000
+}
+fn d_commit_interval_ms() -> u64 {
+    100
+}
+fn d_true() -> bool {
+    true
+}
+fn d_transaction_timeout_ms() -> u64 {
+    10_000
+}
+fn d_admin_listen() -> SocketAddr {
+    "127.0.0.1:9898".parse().unwrap()
+}
+fn d_max_clock_skew_secs() -> u64 {
+    300
+}
+fn d_max_record_bytes() -> usize {
+    1 << 20
+}
+fn d_shutdown_timeout_ms() -> u64 {
+    10_000
+}
+fn d_breaches() -> String {
+    "sla.breaches".into()
+}
+fn d_warnings() -> String {
+    "sla.warnings".into()
+}
+fn d_escalations() -> String {
+    "sla.escalations".into()
+}
+fn d_reminders() -> String {
+    "sla.reminders".into()
+}
+fn d_surges() -> String {
+    "sla.surges".into()
+}
+fn d_dead_letters() -> String {
+    "sla.dead-letters".into()
+}
+fn d_state() -> String {
+    "slawatch.state".into()
+}
+fn d_surge_repartition() -> String {
+    "slawatch.surge-repartition".into()
+}
+fn d_partitions() -> i32 {
+    12
+}
+fn d_replication() -> i32 {
+    3
+}
+fn d_preopen_max_tickets() -> usize {
+    10_000
+}
+fn d_preopen_max_age_secs() -> u64 {
+    3600
+}
+fn d_closed_retention_secs() -> u64 {
+    7 * 86_400
+}
+fn d_idle_ttl_secs() -> u64 {
+    30 * 86_400
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+impl Default for EngineLimits {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+
+/// Configuration errors, each naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("environment variable {var} does not name a configuration key")]
+    UnknownEnv { var: String },
+    #[error("[kafka] {key:?} is set by slawatch ({why}); remove it")]
+    OwnedKafkaKey { key: String, why: &'static str },
+    #[error("[kafka] {key:?}: {message}")]
+    KafkaProperty { key: String, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: &'static str, message: String },
+    #[error("topic {name:?} is used both as {first} and as {second}")]
+    TopicClash {
+        name: String,
+        first: &'static str,
+        second: &'static str,
+    },
+}
+
+/// Section tables that `SLAWATCH_<SECTION>_<KEY>` variables address.
+const SECTIONS: &[&str] = &["topics", "engine"];
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "brokers",
+    "group_id",
+    "instance_id",
+    "input_topics",
+    "policy_file",
+    "allowed_lateness_ms",
+    "commit_interval_ms",
+    "exactly_once",
+    "transaction_timeout_ms",
+    "output_format",
+    "admin_listen",
+    "max_clock_skew_secs",
+    "max_record_bytes",
+    "wall_clock_watermark",
+    "shutdown_timeout_ms",
+];
+const TOPICS_KEYS: &[&str] = &[
+    "breaches",
+    "warnings",
+    "escalations",
+    "reminders",
+    "surges",
+    "dead_letters",
+    "state",
+    "surge_repartition",
+    "create",
+    "partitions",
+    "output_partitions",
+    "replication_factor",
+];
+const ENGINE_KEYS: &[&str] = &[
+    "preopen_max_tickets",
+    "preopen_max_age_secs",
+    "closed_retention_secs",
+    "idle_ttl_secs",
+    "max_open_tickets_per_partition",
+];
+
+/// Environment variables the harness or the OS may set that are not configuration.
+const ENV_IGNORED: &[&str] = &["SLAWATCH_KAFKA_WATCH_STDIN", "SLAWATCH_LOG"];
+
+impl Config {
+    /// Reads `path`, applies the process environment, validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_sources(&text, &path.display().to_string(), std::env::vars())
+    }
+
+    /// Parses `text` (named `origin` in messages), overlays `env` (only `SLAWATCH_…`
+    /// variables are looked at), validates.
+    pub fn from_sources(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        let mut env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("SLAWATCH_") && !ENV_IGNORED.contains(&k.as_str()))
+            .collect();
+        env.sort();
+        for (var, value) in env {
+            apply_env(&mut table, &var, &value)?;
+        }
+        let cfg: Config =
+            Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
+                origin: format!("{origin} (with SLAWATCH_* overrides)"),
+                message: e.to_string(),
+            })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Cross-field rules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid =
+            |key: &'static str, message: String| Err(ConfigError::Invalid { key, message });
+        if self.brokers.trim().is_empty() {
+            return invalid("brokers", "must name at least one broker".into());
+        }
+        if self.input_topics.is_empty() {
+            return invalid("input_topics", "must list at least one topic".into());
+        }
+        if !valid_id(&self.group_id) {
+            return invalid(
+                "group_id",
+                format!("{:?} must be non-empty [A-Za-z0-9._-]", self.group_id),
+            );
+        }
+        if !valid_id(&self.instance_id) {
+            return invalid(
+                "instance_id",
+                format!("{:?} must be non-empty [A-Za-z0-9._-]", self.instance_id),
+            );
+        }
+        if self.commit_interval_ms == 0 || self.commit_interval_ms > 60_000 {
+            return invalid("commit_interval_ms", "must be within 1..=60000".into());
+        }
+        if !(1000..=10_000).contains(&self.transaction_timeout_ms) {
+            return invalid(
+                "transaction_timeout_ms",
+                "must be within 1000..=10000: a crashed replica's open transaction holds \
+                 read_committed readers up to this long"
+                    .into(),
+            );
+        }
+        if self.transaction_timeout_ms <= 2 * self.commit_interval_ms {
+            return invalid(
+                "transaction_timeout_ms",
+                format!(
+                    "must exceed twice commit_interval_ms ({} ms)",
+                    self.commit_interval_ms
+                ),
+            );
+        }
+        if self.allowed_lateness_ms > 86_400_000 {
+            return invalid("allowed_lateness_ms", "must be at most one day".into());
+        }
+        if self.max_record_bytes == 0 {
+            return invalid("max_record_bytes", "must be positive".into());
+        }
+        if self.shutdown_timeout_ms < 1000 {
+            return invalid("shutdown_timeout_ms", "must be at least 1000".into());
+        }
+        if self.topics.partitions < 1 || self.topics.output_partitions < 1 {
+            return invalid(
+                "topics.partitions",
+                "partition counts must be positive".into(),
+            );
+        }
+        if self.topics.replication_factor < 1 {
+            return invalid("topics.replication_factor", "must be positive".into());
+        }
+        if self.engine.preopen_max_tickets == 0 {
+            return invalid("engine.preopen_max_tickets", "must be positive".into());
+        }
+        // Topic names: valid and not used for two roles (outputs may share a topic).
+        let mut roles: Vec<(&str, &'static str)> = Vec::new();
+        for t in &self.input_topics {
+            roles.push((t, "an input topic"));
+        }
+        roles.push((&self.topics.state, "topics.state"));
+        roles.push((&self.topics.surge_repartition, "topics.surge_repartition"));
+        roles.push((&self.topics.dead_letters, "topics.dead_letters"));
+        let outputs = [
+            (&self.topics.breaches, "topics.breaches"),
+            (&self.topics.warnings, "topics.warnings"),
+            (&self.topics.escalations, "topics.escalations"),
+            (&self.topics.reminders, "topics.reminders"),
+            (&self.topics.surges, "topics.surges"),
+        ];
+        for (name, role) in roles.iter().chain(
+            outputs
+                .iter()
+                .map(|(n, r)| (n.as_str(), *r))
+                .collect::<Vec<_>>()
+                .iter(),
+        ) {
+            if !valid_topic(name) {
+                return Err(ConfigError::Invalid {
+                    key: role,
+                    message: format!("{name:?} is not a valid topic name"),
+                });
+            }
+        }
+        for (i, (a, ra)) in roles.iter().enumerate() {
+            for (b, rb) in roles.iter().skip(i + 1) {
+                if a == b {
+                    return Err(ConfigError::TopicClash {
+                        name: a.to_string(),
+                        first: ra,
+                        second: rb,
+                    });
+                }
+            }
+            for (b, rb) in &outputs {
+                if a == b {
+                    return Err(ConfigError::TopicClash {
+                        name: a.to_string(),
+                        first: ra,
+                        second: rb,
+                    });
+                }
+            }
+        }
+        for key in self.kafka.keys() {
+            if let Some((_, why)) = OWNED_KAFKA_KEYS.iter().find(|(k, _)| k == key) {
+                return Err(ConfigError::OwnedKafkaKey {
+                    key: key.clone(),
+                    why,
+                });
+            }
+        }
+        // librdkafka knows its properties: let it check names and values now.
+        for (key, value) in &self.kafka {
+            let mut c = rdkafka::ClientConfig::new();
+            c.set(key, value);
+            if let Err(e) = c.create_native_config() {
+                return Err(ConfigError::KafkaProperty {
+                    key: key.clone(),
+                    message: e.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The transactional id: `<group_id>-<instance_id>`.
+    pub fn transactional_id(&self) -> String {
+        format!("{}-{}", self.group_id, self.instance_id)
+    }
+
+    /// A human-readable summary of the effective settings (secrets in `[kafka]` masked).
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        use std::fmt::Write;
+        let _ = writeln!(s, "brokers              = {}", self.brokers);
+        let _ = writeln!(s, "group_id             = {}", self.group_id);
+        let _ = writeln!(s, "instance_id          = {}", self.instance_id);
+        let _ = writeln!(s, "transactional id     = {}", self.transactional_id());
+        let _ = writeln!(s, "input_topics         = {:?}", self.input_topics);
+        let _ = writeln!(s, "policy_file          = {}", self.policy_file.display());
+        let _ = writeln!(s, "allowed_lateness_ms  = {}", self.allowed_lateness_ms);
+        let _ = writeln!(s, "commit_interval_ms   = {}", self.commit_interval_ms);
+        let _ = writeln!(
+            s,
+            "guarantee            = {}",
+            if self.exactly_once {
+                "exactly-once (transactions)"
+            } else {
+                "at-least-once"
+            }
+        );
+        let _ = writeln!(s, "output_format        = {:?}", self.output_format);
+        let _ = writeln!(s, "admin_listen         = {}", self.admin_listen);
+        let t = &self.topics;
+        let _ = writeln!(
+            s,
+            "outputs              = breaches {} | warnings {} | escalations {} | reminders {} | surges {}",
+            t.breaches, t.warnings, t.escalations, t.reminders, t.surges
+        );
+        let _ = writeln!(s, "dead letters         = {}", t.dead_letters);
+        let _ = writeln!(
+            s,
+            "state / repartition  = {} / {}",
+            t.state, t.surge_repartition
+        );
+        for (k, v) in &self.kafka {
+            let secret = k.contains("password") || k.contains("secret") || k.contains("key");
+            let _ = writeln!(s, "kafka.{k:<15} = {}", if secret { "****" } else { v });
+        }
+        s
+    }
+}
+
+fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 200
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+/// Kafka's rule: 1–249 characters of `[A-Za-z0-9._-]`, not `.` or `..`.
+pub fn valid_topic(s: &str) -> bool {
+    valid_id(s) && s.len() <= 249 && s != "." && s != ".."
+}
+
+fn parse_env_value(key: &str, raw: &str) -> toml::Value {
+    if key == "input_topics" && !raw.trim_start().starts_with('[') {
+        return toml::Value::Array(
+            raw.split(',')
+                .map(|s| s.trim())
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_string()))
+                .collect(),
+        );
+    }
+    match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or(toml::Value::String(raw.to_string())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
+    let rest = var["SLAWATCH_".len()..].to_ascii_lowercase();
+    if let Some(prop) = rest.strip_prefix("kafka_") {
+        let key = prop.replace('_', ".");
+        let kafka = table
+            .entry("kafka")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if let toml::Value::Table(t) = kafka {
+            t.insert(key, toml::Value::String(value.to_string()));
+        }
+        return Ok(());
+    }
+    if TOP_LEVEL_KEYS.contains(&rest.as_str()) {
+        table.insert(rest.clone(), parse_env_value(&rest, value));
+        return Ok(());
+    }
+    for section in SECTIONS {
+        if let Some(key) = rest.strip_prefix(&format!("{section}_")) {
+            let known = match *section {
+                "topics" => TOPICS_KEYS,
+                _ => ENGINE_KEYS,
+            };
+            if known.contains(&key) {
+                let t = table
+                    .entry(section.to_string())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                if let toml::Value::Table(t) = t {
+                    t.insert(key.to_string(), parse_env_value(key, value));
+                }
+                return Ok(());
+            }
+        }
+    }
+    Err(ConfigError::UnknownEnv {
+        var: var.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_sources(
+            text,
+            "test.toml",
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults_fill_everything_but_brokers() {
+        let c = load("brokers = \"b:9092\"\ninstance_id = \"i1\"", &[]).unwrap();
+        assert_eq!(c.group_id, "slawatch");
+        assert_eq!(c.transactional_id(), "slawatch-i1");
+        assert_eq!(c.allowed_lateness_ms, 1000);
+        assert_eq!(c.commit_interval_ms, 100);
+        assert!(c.exactly_once);
+        assert_eq!(c.topics.breaches, "sla.breaches");
+        assert_eq!(c.topics.reminders, "sla.reminders");
+        assert_eq!(c.topics.state, "slawatch.state");
+        assert_eq!(c.engine.preopen_max_tickets, 10_000);
+        assert!(load("", &[]).is_err(), "brokers is required");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = load("brokers = \"b\"\nbrokerz = 1", &[]).unwrap_err();
+        assert!(e.to_string().contains("brokerz"), "{e}");
+        let e = load("brokers = \"b\"\n[topics]\nbreach = \"x\"", &[]).unwrap_err();
+        assert!(e.to_string().contains("breach"), "{e}");
+    }
+
+    #[test]
+    fn env_beats_file_beats_default() {
+        let c = load(
+            "brokers = \"file:1\"\ncommit_interval_ms = 250\n[topics]\npartitions = 3",
+            &[
+                ("SLAWATCH_BROKERS", "env:1"),
+                ("SLAWATCH_TOPICS_PARTITIONS", "6"),
+                ("SLAWATCH_EXACTLY_ONCE", "false"),
+                ("SLAWATCH_INPUT_TOPICS", "a,b"),
+                ("SLAWATCH_KAFKA_SASL_PASSWORD", "hunter2"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.brokers, "env:1");
+        assert_eq!(c.commit_interval_ms, 250);
+        assert_eq!(c.topics.partitions, 6);
+        assert!(!c.exactly_once);
+        assert_eq!(c.input_topics, vec!["a", "b"]);
+        assert_eq!(
+            c.kafka.get("sasl.password").map(|s| s.as_str()),
+            Some("hunter2")
+        );
+        assert!(c.summary().contains("****"));
+        let e = load("brokers = \"b\"", &[("SLAWATCH_COMIT_INTERVAL_MS", "5")]).unwrap_err();
+        assert!(matches!(e, ConfigError::UnknownEnv { .. }), "{e}");
+    }
+
+    #[test]
+    fn kafka_passthrough_refuses_owned_keys() {
+        let e = load("brokers = \"b\"\n[kafka]\n\"group.id\" = \"x\"", &[]).unwrap_err();
+        assert!(
+            matches!(e, ConfigError::OwnedKafkaKey { ref key, .. } if key == "group.id"),
+            "{e}"
+        );
+        let e = load(
+            "brokers = \"b\"\n[kafka]\n\"isolation.level\" = \"read_uncommitted\"",
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("read_committed"), "{e}");
+        let e = load(
+            "brokers = \"b\"\n[kafka]\n\"no.such.property\" = \"1\"",
+            &[],
+        )
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::KafkaProperty { .. }), "{e}");
+        load(
+            "brokers = \"b\"\n[kafka]\n\"security.protocol\" = \"ssl\"\n\"linger.ms\" = \"10\"",
+            &[],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn cross_field_rules_are_named() {
+        let e = load("brokers = \"b\"\ntransaction_timeout_ms = 60000", &[]).unwrap_err();
+        assert!(e.to_string().starts_with("transaction_timeout_ms"), "{e}");
+        let e = load("brokers = \"b\"\ninput_topics = [\"sla.breaches\"]", &[]).unwrap_err();
+        assert!(matches!(e, ConfigError::TopicClash { .. }), "{e}");
+        let e = load("brokers = \"b\"\ninput_topics = []", &[]).unwrap_err();
+        assert!(e.to_string().starts_with("input_topics"), "{e}");
+        let e = load("brokers = \"b\"\n[topics]\nstate = \"bad name\"", &[]).unwrap_err();
+        assert!(e.to_string().contains("not a valid topic"), "{e}");
+    }
+}

@@ -1,0 +1,1 @@
+//! `slawatch demo` (placeholder until written).

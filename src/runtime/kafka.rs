@@ -1,0 +1,121 @@
+//! librdkafka client settings slawatch owns, and small helpers around rust-rdkafka.
+use crate::runtime::config::Config;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake};
+
+/// Every client: brokers, then the `[kafka]` passthrough (security, tuning).
+pub fn base_config(cfg: &Config) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.brokers);
+    for (k, v) in &cfg.kafka {
+        c.set(k, v);
+    }
+    c
+}
+
+/// The processing consumer: static member of `group_id`, cooperative-sticky, manual
+/// offsets, read_committed, earliest when the group has no offset.
+pub fn consumer_config(cfg: &Config, group_id: &str) -> ClientConfig {
+    let mut c = base_config(cfg);
+    c.set("group.id", group_id)
+        .set("group.instance.id", &cfg.instance_id)
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false");
+    if !cfg.kafka.contains_key("session.timeout.ms") {
+        c.set("session.timeout.ms", "10000");
+    }
+    if !cfg.kafka.contains_key("heartbeat.interval.ms") {
+        c.set("heartbeat.interval.ms", "1000");
+    }
+    c
+}
+
+/// The output producer: transactional (`transactional.id` = `<group>-<instance>`) with
+/// exactly-once, else idempotent.
+pub fn producer_config(cfg: &Config, transactional_id: Option<&str>) -> ClientConfig {
+    let mut c = base_config(cfg);
+    c.set("enable.idempotence", "true").set("acks", "all");
+    if !cfg.kafka.contains_key("linger.ms") {
+        c.set("linger.ms", "2");
+    }
+    if let Some(id) = transactional_id {
+        c.set("transactional.id", id).set(
+            "transaction.timeout.ms",
+            cfg.transaction_timeout_ms.to_string(),
+        );
+    }
+    c
+}
+
+/// The state reader used during restores: no group membership (it only assigns), reads
+/// committed data to the end of the partition, and fetches the group's committed offsets.
+pub fn reader_config(cfg: &Config, group_id: &str) -> ClientConfig {
+    let mut c = base_config(cfg);
+    c.set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "true");
+    if !cfg.kafka.contains_key("fetch.max.bytes") {
+        c.set("fetch.max.bytes", "104857600");
+    }
+    if !cfg.kafka.contains_key("max.partition.fetch.bytes") {
+        c.set("max.partition.fetch.bytes", "52428800");
+    }
+    c
+}
+
+/// librdkafka's cached (low, high) watermarks of a partition, updated by every fetch
+/// response: no network round trip. `None` before the first fetch.
+pub fn cached_watermarks<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<(i64, i64)> {
+    use rdkafka::consumer::Consumer;
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid for the consumer's lifetime; the call only reads
+    // the partition's cached offsets under its lock.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    if err != rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || high < 0 {
+        return None;
+    }
+    Some((low, high))
+}
+
+/// Drives a future on this thread. rdkafka's admin futures are completed by librdkafka's
+/// threads, so no async runtime is needed.
+pub fn block_on<F: Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Arc::new(Unpark(std::thread::current())).into();
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(v) => return v,
+            Poll::Pending => std::thread::park(),
+        }
+    }
+}

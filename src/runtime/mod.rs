@@ -1,0 +1,32 @@
+//! The Kafka runtime: the thin I/O shell around the pure core.
+//!
+//! | module        | what                                                                    |
+//! |---------------|-------------------------------------------------------------------------|
+//! | [`config`]    | strict TOML config + `SLAWATCH_*` env overrides, `[kafka]` passthrough  |
+//! | [`topics`]    | topic names (`--dry-run` shadow prefix), routing by kind, creation/check|
+//! | [`kafka`]     | librdkafka settings slawatch owns; cached watermarks; `block_on`        |
+//! | [`records`]   | input hygiene, dead-letter headers, output keys and encodings           |
+//! | [`changelog`] | state-topic keys and formats; the restore of one partition              |
+//! | [`tasks`]     | per-partition state: an engine per input partition, a surge detector per repartition partition |
+//! | [`processor`] | the processing thread: poll loop, watermarks, transactions, rebalances  |
+//! | [`control`]   | shutdown / reload requests, readiness, ticket queries                   |
+//! | [`view`]      | the admin API's view of a ticket's clocks                               |
+//! | [`admin`]     | `/metrics`, `/healthz`, `/readyz`, `/tickets/{id}`                       |
+//! | [`clock`]     | where "now" comes from: wall, scaled (demo), manual (tests)             |
+//! | [`service`]   | `slawatch run`: config → telemetry → admin → processor → signals        |
+//! | [`traffic`]   | the demo's synthetic support traffic                                    |
+//! | [`demo`]      | `slawatch demo`: mock cluster + traffic + the same processor            |
+pub mod admin;
+pub mod changelog;
+pub mod clock;
+pub mod config;
+pub mod control;
+pub mod demo;
+pub mod kafka;
+pub mod processor;
+pub mod records;
+pub mod service;
+pub mod tasks;
+pub mod topics;
+pub mod traffic;
+pub mod view;

@@ -1,0 +1,1531 @@
+//! The processing thread: one `BaseConsumer` (cooperative-sticky, static membership,
+//! read_committed, manual offsets) and one producer (transactional with exactly-once,
+//! idempotent otherwise), one SLA engine per assigned input partition and one surge
+//! detector per assigned repartition partition.
+//!
+//! # The loop
+//! poll (timeout: the earliest of the next commit, the next engine wake-up of a caught-up
+//! partition, 50 ms) → for each record: input hygiene (dead letters), `Engine::ingest`, and
+//! for accepted `opened` events a record re-keyed by tenant into the repartition topic →
+//! after the batch: every partition's watermark moves to max(event watermark, and while
+//! caught up, wall clock − allowed lateness) and what fires is produced → every
+//! `commit_interval_ms`, the commit.
+//!
+//! # Commit (exactly-once)
+//! Changed tickets (`take_changes`) and the partition state go to the state topic (same
+//! partition number), in-flight deliveries are drained in 1 ms steps (a commit with records
+//! in flight costs ≥ 100 ms), the consumed offsets are added with
+//! `send_offsets_to_transaction`, and the transaction commits. An abortable error aborts and
+//! *resets*: every partition is paused, its state restored from the state topic and its
+//! input re-read from the committed offset, so memory never runs ahead of what Kafka holds.
+//! A fatal error (e.g. fenced by a newer replica with the same transactional id) stops the
+//! processor. Without exactly-once: outputs are flushed, then the state records, then the
+//! offsets are committed (at-least-once; a failed delivery also resets).
+//!
+//! # Rebalances
+//! The consumer context's callbacks run inside `poll` on this thread and share [`Core`]
+//! through a mutex that is never held across `poll`. Revoke: commit the open transaction
+//! (so the revoked partitions' outputs, state and offsets are committed), then drop their
+//! engines. Lost: abort, drop them, and reset the others (the abort discarded their
+//! uncommitted work too). Assign: commit what is open, pause the new partitions and restore
+//! each on a worker thread; the result is installed after a later poll: seek to the
+//! committed offset, resume. Readiness is true only when nothing is restoring.
+use crate::codec;
+use crate::core::engine::{Emitted, Engine, EngineConfig};
+use crate::core::model::{Body, SlaOutput};
+use crate::core::policy::PolicySet;
+use crate::core::ticket::Observation;
+use crate::core::time::{Dur, Ts};
+use crate::runtime::changelog::{
+    self, partition_key, surge_key as surge_state_key, ticket_key, RestoreEnv, RestoreRequest,
+    RestoreResult, SurgeRecord, SURGE_RECORD_VERSION,
+};
+use crate::runtime::clock::Clock;
+use crate::runtime::config::{Config, OutputFormat};
+use crate::runtime::control::{Control, TicketQuery};
+use crate::runtime::kafka::{cached_watermarks, consumer_config, producer_config};
+use crate::runtime::records::{self, check_input, InputLimits, CONTENT_TYPE};
+use crate::runtime::tasks::{InputTask, SurgeTask};
+use crate::runtime::topics::{ensure_topics, TopicError, Topics};
+use crate::runtime::view::ticket_view;
+use crate::telemetry;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaErrorCode;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Longest poll; bounds how long a query, a reload or a shutdown request waits.
+const IDLE_POLL: Duration = Duration::from_millis(50);
+/// Records handled between two watermark / commit checks.
+const MAX_BATCH: usize = 4096;
+/// Bound on one broker operation of the commit path.
+const OP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on one partition's restore.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Called with every observation (a stopped clock's counted time) and every output handed to
+/// the producer; the demo and the benchmarks use them.
+pub type ObservationHook = Arc<dyn Fn(&Observation) + Send + Sync>;
+pub type OutputHook = Arc<dyn Fn(&SlaOutput, Ts) + Send + Sync>;
+
+/// Everything the processor needs.
+pub struct ProcessorOptions {
+    pub cfg: Config,
+    pub topics: Topics,
+    pub policy: Arc<PolicySet>,
+    pub clock: Arc<dyn Clock>,
+    /// `--rebuild-from-input`: ignore the state topic; rebuild from the input's first offset
+    /// with outputs suppressed up to the committed offset.
+    pub rebuild_from_input: bool,
+    pub on_observation: Option<ObservationHook>,
+    /// Called with each output and the clock's `now` when it was handed to the producer.
+    pub on_output: Option<OutputHook>,
+}
+
+/// Errors that stop the processor.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessorError {
+    #[error(transparent)]
+    Topics(#[from] TopicError),
+    #[error("{what}: {source}")]
+    Kafka {
+        what: &'static str,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("fatal Kafka error: {0} (a newer replica with the same instance_id may have fenced this one)")]
+    Fatal(String),
+    #[error("processing thread panicked")]
+    Panicked,
+}
+
+fn kerr(what: &'static str) -> impl FnOnce(KafkaError) -> ProcessorError {
+    move |source| ProcessorError::Kafka { what, source }
+}
+
+/// A running processor.
+pub struct ProcessorHandle {
+    pub control: Arc<Control>,
+    thread: Option<std::thread::JoinHandle<Result<(), ProcessorError>>>,
+}
+
+impl ProcessorHandle {
+    /// Waits for the processing thread to end.
+    pub fn join(mut self) -> Result<(), ProcessorError> {
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(ProcessorError::Panicked),
+            None => Ok(()),
+        }
+    }
+    /// Requests a graceful stop and waits for it.
+    pub fn stop(self) -> Result<(), ProcessorError> {
+        self.control.request_shutdown();
+        self.join()
+    }
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+}
+
+impl Drop for ProcessorHandle {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            self.control.request_shutdown();
+            let _ = t.join();
+        }
+    }
+}
+
+/// Checks the topics, creates the clients (with exactly-once: `init_transactions`, which
+/// fences a zombie with the same transactional id), subscribes, and starts the processing
+/// thread.
+pub fn start(
+    opts: ProcessorOptions,
+    control: Arc<Control>,
+) -> Result<ProcessorHandle, ProcessorError> {
+    let cfg = &opts.cfg;
+    let report = ensure_topics(cfg, &opts.topics)?;
+    for w in &report.warnings {
+        tracing::warn!("{w}");
+    }
+    if !report.created.is_empty() {
+        tracing::info!(topics = ?report.created, "created topics");
+    }
+    let exactly_once = cfg.exactly_once;
+    let txn_id = opts.topics.transactional_id(&cfg.instance_id);
+    let producer: BaseProducer<ProducerCtx> =
+        producer_config(cfg, exactly_once.then_some(txn_id.as_str()))
+            .create_with_context(ProducerCtx::default())
+            .map_err(kerr("creating the producer"))?;
+    if exactly_once {
+        producer
+            .init_transactions(OP_TIMEOUT)
+            .map_err(kerr("init_transactions"))?;
+    }
+    register_policy(&opts.policy);
+    let (restore_tx, restore_rx) = mpsc::channel();
+    let engine_cfg = engine_config(cfg);
+    let core = Arc::new(Mutex::new(Core {
+        io: Io {
+            producer,
+            exactly_once,
+            txn_open: false,
+            pending: false,
+            broken: None,
+        },
+        cfg: cfg.clone(),
+        topics: opts.topics.clone(),
+        lateness: Dur::from_millis(cfg.allowed_lateness_ms as i64),
+        limits: InputLimits {
+            max_record_bytes: cfg.max_record_bytes,
+            max_clock_skew: Dur::from_secs(cfg.max_clock_skew_secs as i64),
+        },
+        output_format: cfg.output_format,
+        commit_interval: Duration::from_millis(cfg.commit_interval_ms),
+        engine_cfg,
+        policy: opts.policy.clone(),
+        clock: opts.clock.clone(),
+        rebuild: opts.rebuild_from_input,
+        rebuilt: HashSet::new(),
+        on_observation: opts.on_observation.clone(),
+        on_output: opts.on_output.clone(),
+        control: control.clone(),
+        inputs: HashMap::new(),
+        surges: HashMap::new(),
+        restoring: HashMap::new(),
+        epoch: 0,
+        restore_tx,
+        last_commit: Instant::now(),
+        out: Emitted::default(),
+        surge_out: Vec::new(),
+        fatal: None,
+        joined: false,
+        stray: 0,
+        last_metrics: Instant::now(),
+        last_clock_scan: Instant::now() - Duration::from_secs(60),
+    }));
+    let consumer: BaseConsumer<ConsumerCtx> = consumer_config(cfg, &opts.topics.group_id)
+        .create_with_context(ConsumerCtx { core: core.clone() })
+        .map_err(kerr("creating the consumer"))?;
+    let mut subscribed: Vec<&str> = opts.topics.inputs.iter().map(|s| s.as_str()).collect();
+    subscribed.push(&opts.topics.repartition);
+    consumer
+        .subscribe(&subscribed)
+        .map_err(kerr("subscribing"))?;
+    tracing::info!(
+        group = %opts.topics.group_id,
+        instance = %cfg.instance_id,
+        topics = ?subscribed,
+        guarantee = if exactly_once { "exactly-once" } else { "at-least-once" },
+        "processor started"
+    );
+    let query_rx = control.take_query_receiver();
+    let thread_control = control.clone();
+    let thread = std::thread::Builder::new()
+        .name("slawatch-processor".into())
+        .spawn(move || {
+            thread_control.alive.store(true, Ordering::SeqCst);
+            let r = run_loop(consumer, core, &thread_control, restore_rx, query_rx);
+            if let Err(e) = &r {
+                thread_control.set_error(e.to_string());
+                tracing::error!(error = %e, "processor stopped");
+            }
+            thread_control.ready.store(false, Ordering::SeqCst);
+            telemetry::set_ready(false);
+            thread_control.alive.store(false, Ordering::SeqCst);
+            r
+        })
+        .expect("spawn processing thread");
+    Ok(ProcessorHandle {
+        control,
+        thread: Some(thread),
+    })
+}
+
+/// The engine limits of a config (surge detection runs in the surge stage, not here).
+pub fn engine_config(cfg: &Config) -> EngineConfig {
+    let e = &cfg.engine;
+    EngineConfig {
+        allowed_lateness: Dur::from_millis(cfg.allowed_lateness_ms as i64),
+        preopen_max_tickets: e.preopen_max_tickets,
+        preopen_max_age: Dur::from_secs(e.preopen_max_age_secs as i64),
+        closed_retention: Dur::from_secs(e.closed_retention_secs as i64),
+        idle_ttl: Dur::from_secs(e.idle_ttl_secs as i64),
+        max_open_tickets: if e.max_open_tickets_per_partition == 0 {
+            usize::MAX
+        } else {
+            e.max_open_tickets_per_partition
+        },
+        surge: false,
+    }
+}
+
+fn register_policy(set: &PolicySet) {
+    for p in &set.policies {
+        telemetry::register_policy_series(&p.id, p.clocks.iter().map(|c| &*c.rule));
+    }
+}
+
+fn run_loop(
+    consumer: BaseConsumer<ConsumerCtx>,
+    core: Arc<Mutex<Core>>,
+    control: &Control,
+    restore_rx: mpsc::Receiver<RestoreResult>,
+    query_rx: Option<mpsc::Receiver<TicketQuery>>,
+) -> Result<(), ProcessorError> {
+    let result = loop {
+        if control.shutdown_requested() {
+            break Ok(());
+        }
+        let timeout = {
+            let mut c = core.lock().unwrap();
+            if let Some(set) = control.take_reload() {
+                c.reload(set);
+            }
+            while let Ok(r) = restore_rx.try_recv() {
+                c.install(&consumer, r);
+            }
+            if let Some(rx) = &query_rx {
+                while let Ok(q) = rx.try_recv() {
+                    let answer = c.query(&q.ticket_id);
+                    let _ = q.reply.send(answer);
+                }
+            }
+            if let Some(e) = c.fatal.take() {
+                break Err(e);
+            }
+            c.poll_timeout()
+        };
+        let mut msg = consumer.poll(timeout);
+        let mut n = 0;
+        loop {
+            match msg {
+                None => break,
+                Some(Ok(m)) => {
+                    core.lock().unwrap().on_message(&m);
+                    n += 1;
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
+                    core.lock().unwrap().fatal =
+                        Some(ProcessorError::Fatal(format!("consumer: {code}")));
+                    break;
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "consumer error");
+                    break;
+                }
+            }
+            if n >= MAX_BATCH {
+                break;
+            }
+            msg = consumer.poll(Duration::ZERO);
+        }
+        core.lock().unwrap().after_batch(&consumer);
+    };
+    // Graceful end: commit (or abort) what is open, then close the consumer (its revoke
+    // callback finds nothing left to commit). With static membership the group keeps the
+    // partitions for session.timeout.ms, so a restart within it causes no rebalance.
+    {
+        let mut c = core.lock().unwrap();
+        if result.is_ok() {
+            c.commit(&consumer);
+        } else {
+            c.abort_open();
+        }
+        c.inputs.clear();
+        c.surges.clear();
+    }
+    drop(consumer);
+    result
+}
+
+/// Delivery failures, counted by the producer's delivery callback.
+#[derive(Default)]
+pub struct ProducerCtx {
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for ProducerCtx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "producer error");
+    }
+}
+
+impl ProducerContext for ProducerCtx {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, m)) = result {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            let mut first = self.first_error.lock().unwrap();
+            if first.is_none() {
+                *first = Some(format!("delivery to {} failed: {e}", m.topic()));
+            }
+        }
+    }
+}
+
+struct ConsumerCtx {
+    core: Arc<Mutex<Core>>,
+}
+
+impl ClientContext for ConsumerCtx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "consumer error");
+    }
+}
+
+impl ConsumerContext for ConsumerCtx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let lost = consumer.assignment_lost();
+                self.core.lock().unwrap().on_revoke(consumer, tpl, lost);
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+            Rebalance::Assign(_) => {}
+        }
+    }
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            self.core.lock().unwrap().on_assign(consumer, tpl);
+        }
+    }
+}
+
+type Consumer = BaseConsumer<ConsumerCtx>;
+
+/// The producer side: sends records, opening a transaction lazily.
+struct Io {
+    producer: BaseProducer<ProducerCtx>,
+    exactly_once: bool,
+    txn_open: bool,
+    /// Records sent since the last commit.
+    pending: bool,
+    /// A send failed for another reason than a full queue: the commit must not happen.
+    broken: Option<String>,
+}
+
+impl Io {
+    fn send(
+        &mut self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        value: Option<&[u8]>,
+        headers: Option<OwnedHeaders>,
+    ) {
+        if self.broken.is_some() {
+            return;
+        }
+        if self.exactly_once && !self.txn_open {
+            if let Err(e) = self.producer.begin_transaction() {
+                self.broken = Some(format!("begin_transaction: {e}"));
+                return;
+            }
+            self.txn_open = true;
+        }
+        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).key(key);
+        if let Some(v) = value {
+            rec = rec.payload(v);
+        }
+        if let Some(p) = partition {
+            rec = rec.partition(p);
+        }
+        if let Some(h) = headers {
+            rec = rec.headers(h);
+        }
+        loop {
+            match self.producer.send(rec) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    rec = r;
+                    self.producer.poll(Duration::from_millis(1));
+                }
+                Err((e, _)) => {
+                    self.broken = Some(format!("producing to {topic}: {e}"));
+                    return;
+                }
+            }
+        }
+        self.pending = true;
+    }
+
+    /// Serves delivery reports without blocking.
+    fn serve(&self) {
+        for _ in 0..8 {
+            self.producer.poll(Duration::ZERO);
+        }
+    }
+
+    /// Waits (1 ms steps) until nothing is in flight.
+    fn drain(&self) -> Result<(), String> {
+        let deadline = Instant::now() + OP_TIMEOUT;
+        while self.producer.in_flight_count() > 0 {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{} records still undelivered after {OP_TIMEOUT:?}",
+                    self.producer.in_flight_count()
+                ));
+            }
+            self.producer.poll(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
+    /// The first failure since the last commit, if any.
+    fn failure(&self) -> Option<String> {
+        if let Some(b) = &self.broken {
+            return Some(b.clone());
+        }
+        let ctx = self.producer.context();
+        if ctx.failed.load(Ordering::SeqCst) > 0 {
+            return Some(
+                ctx.first_error
+                    .lock()
+                    .unwrap()
+                    .clone()
+                    .unwrap_or_else(|| "delivery failed".into()),
+            );
+        }
+        None
+    }
+
+    fn clear_failures(&mut self) {
+        self.broken = None;
+        let ctx = self.producer.context();
+        ctx.failed.store(0, Ordering::SeqCst);
+        *ctx.first_error.lock().unwrap() = None;
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Source {
+    Input(usize),
+    Surge,
+}
+
+/// How a commit failed.
+enum CommitFailure {
+    /// Abort (exactly-once) and reset every partition from the state topic.
+    Reset(String),
+    Fatal(String),
+}
+
+struct Core {
+    io: Io,
+    cfg: Config,
+    topics: Topics,
+    lateness: Dur,
+    limits: InputLimits,
+    output_format: OutputFormat,
+    commit_interval: Duration,
+    engine_cfg: EngineConfig,
+    policy: Arc<PolicySet>,
+    clock: Arc<dyn Clock>,
+    rebuild: bool,
+    /// Input partitions already rebuilt (a later reset restores them from the state topic).
+    rebuilt: HashSet<(usize, i32)>,
+    on_observation: Option<ObservationHook>,
+    on_output: Option<OutputHook>,
+    control: Arc<Control>,
+    inputs: HashMap<(usize, i32), InputTask>,
+    surges: HashMap<i32, SurgeTask>,
+    /// Partitions assigned and being restored → the epoch of their request.
+    restoring: HashMap<(Source, i32), u64>,
+    epoch: u64,
+    restore_tx: mpsc::Sender<RestoreResult>,
+    last_commit: Instant,
+    out: Emitted,
+    surge_out: Vec<SlaOutput>,
+    fatal: Option<ProcessorError>,
+    joined: bool,
+    /// Records of partitions without a task (should not happen: they are paused).
+    stray: u64,
+    last_metrics: Instant,
+    last_clock_scan: Instant,
+}
+
+impl Core {
+    fn input_index(&self, topic: &str) -> Option<usize> {
+        self.topics.inputs.iter().position(|t| t == topic)
+    }
+
+    fn wall_watermark(&self) -> Option<Ts> {
+        self.cfg
+            .wall_clock_watermark
+            .then(|| self.clock.now().saturating_sub(self.lateness))
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Records
+    // ---------------------------------------------------------------------------------
+
+    fn on_message(&mut self, m: &BorrowedMessage<'_>) {
+        self.control
+            .records_consumed
+            .fetch_add(1, Ordering::Relaxed);
+        if m.topic() == self.topics.repartition {
+            self.on_repartition_record(m);
+            return;
+        }
+        let Some(idx) = self.input_index(m.topic()) else {
+            self.stray += 1;
+            return;
+        };
+        let p = m.partition();
+        let offset = m.offset();
+        let Some(task) = self.inputs.get_mut(&(idx, p)) else {
+            self.stray += 1;
+            if self.stray.is_power_of_two() {
+                tracing::warn!(
+                    topic = m.topic(),
+                    partition = p,
+                    offset,
+                    "record of a partition not ready (ignored; it is re-read after its restore)"
+                );
+            }
+            return;
+        };
+        if let Some(next) = task.next_offset {
+            if offset < next {
+                return; // already processed (re-delivered after a seek)
+            }
+            if offset > next && !task.rebuilding() {
+                // Gaps are normal (transaction markers, compaction); note them at debug.
+                tracing::trace!(partition = p, offset, next, "offset gap");
+            }
+        }
+        task.next_offset = Some(offset + 1);
+        let suppressed = task.suppressed_at(offset);
+        let content_type = header(m, CONTENT_TYPE);
+        let checked = check_input(
+            m.key(),
+            m.payload(),
+            content_type,
+            m.timestamp().to_millis(),
+            &self.limits,
+        );
+        let topic = &self.topics.inputs[idx];
+        match checked {
+            Ok(acc) => {
+                telemetry::event_consumed(acc.format.into());
+                if acc.unknown_enums > 0 {
+                    telemetry::unknown_enum_values(acc.unknown_enums as u64);
+                }
+                let ev = acc.event;
+                if let Body::Opened { .. } = ev.body {
+                    // Re-key by tenant for surge detection (rule 10), in the same
+                    // transaction. A ticket already open (second `opened`, or a duplicate)
+                    // is not counted again.
+                    if !suppressed && task.engine.ticket(&ev.ticket_id).is_none() {
+                        let value = codec::event_to_protobuf(&ev);
+                        self.io.send(
+                            &self.topics.repartition,
+                            None,
+                            ev.tenant.as_bytes(),
+                            Some(&value),
+                            None,
+                        );
+                    }
+                }
+                task.engine.ingest(ev, &mut self.out);
+                task.changed = true;
+            }
+            Err(rej) => {
+                telemetry::event_consumed(rej.format.unwrap_or(codec::Format::Protobuf).into());
+                telemetry::event_rejected(rej.reason);
+                if !suppressed {
+                    let headers = records::dead_letter_headers(
+                        rej.reason,
+                        &rej.error,
+                        topic,
+                        p,
+                        Some(offset),
+                        content_type,
+                    );
+                    self.io.send(
+                        &self.topics.dead_letters,
+                        None,
+                        m.key().unwrap_or(&[]),
+                        m.payload(),
+                        Some(headers),
+                    );
+                    self.control
+                        .dead_letters_produced
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        if !self.out.outputs.is_empty() || !self.out.dead_letters.is_empty() {
+            let caught_up = task.caught_up;
+            self.emit(idx, p, suppressed, caught_up);
+        } else {
+            self.forward_observations();
+        }
+    }
+
+    fn on_repartition_record(&mut self, m: &BorrowedMessage<'_>) {
+        let p = m.partition();
+        let Some(s) = self.surges.get_mut(&p) else {
+            self.stray += 1;
+            return;
+        };
+        let offset = m.offset();
+        if s.next_offset.is_some_and(|n| offset < n) {
+            return;
+        }
+        s.next_offset = Some(offset + 1);
+        match codec::decode_protobuf(m.payload().unwrap_or(&[])) {
+            Ok(d) => {
+                if let Body::Opened {
+                    channel, category, ..
+                } = d.event.body
+                {
+                    s.detector.observe_opened(
+                        &d.event.tenant,
+                        channel,
+                        category,
+                        d.event.occurred_at,
+                    );
+                    if d.event.occurred_at > s.max_seen {
+                        s.max_seen = d.event.occurred_at;
+                    }
+                    s.dirty = true;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(partition = p, offset, error = %e, "undecodable repartition record skipped")
+            }
+        }
+    }
+
+    /// Produces what an engine emitted (outputs by kind, dead letters, metrics, hooks).
+    fn emit(&mut self, idx: usize, p: i32, suppressed: bool, caught_up: bool) {
+        let now = self.clock.now();
+        let topic_name = self.topics.inputs[idx].clone();
+        let mut out = std::mem::take(&mut self.out);
+        if !out.outputs.is_empty() || !out.dead_letters.is_empty() {
+            if let Some(t) = self.inputs.get_mut(&(idx, p)) {
+                t.changed = true;
+            }
+        }
+        if !suppressed {
+            for o in &out.outputs {
+                self.produce_output(o, now, caught_up);
+            }
+        }
+        for (ev, reason) in out.dead_letters.drain(..) {
+            let reason = records::engine_reason(reason);
+            telemetry::event_rejected(reason);
+            if suppressed {
+                continue;
+            }
+            let value = codec::event_to_protobuf(&ev);
+            let error = format!("rejected by the engine: {}", reason.as_str());
+            let headers = records::dead_letter_headers(
+                reason,
+                &error,
+                &topic_name,
+                p,
+                None,
+                Some(records::PROTOBUF.as_bytes()),
+            );
+            self.io.send(
+                &self.topics.dead_letters,
+                None,
+                ev.ticket_id.as_bytes(),
+                Some(&value),
+                Some(headers),
+            );
+            self.control
+                .dead_letters_produced
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        out.outputs.clear();
+        self.out = out;
+        self.forward_observations();
+    }
+
+    fn produce_output(&mut self, o: &SlaOutput, now: Ts, caught_up: bool) {
+        let (value, ct) = records::encode_output(o, self.output_format);
+        let key = records::output_key(o);
+        let headers = records::output_headers(ct, o.body.kind_name());
+        let topic = self.topics.for_output(&o.body).to_string();
+        self.io
+            .send(&topic, None, key.as_bytes(), Some(&value), Some(headers));
+        self.control
+            .outputs_produced
+            .fetch_add(1, Ordering::Relaxed);
+        telemetry::record_output(o);
+        if caught_up {
+            let due = o.fired_at.saturating_add(self.lateness);
+            telemetry::output_delay(now.since(due).to_std());
+        }
+        if let Some(h) = &self.on_output {
+            h(o, now);
+        }
+    }
+
+    fn forward_observations(&mut self) {
+        for obs in self.out.observations.drain(..) {
+            if let Some(kind) = telemetry::LatencyKind::from_clock_id(&obs.clock) {
+                telemetry::record_latency(
+                    kind,
+                    &obs.policy_id,
+                    obs.channel,
+                    obs.urgency,
+                    obs.counted.as_secs_f64(),
+                );
+            }
+            if let Some(h) = &self.on_observation {
+                h(&obs);
+            }
+        }
+        for n in self.out.notices.drain(..) {
+            let crate::core::engine::Notice::IdleDropped { ticket, last_event } = n;
+            telemetry::idle_tickets_dropped(1);
+            tracing::info!(ticket = %ticket, last_event = %last_event, "idle ticket dropped");
+        }
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Time
+    // ---------------------------------------------------------------------------------
+
+    fn after_batch(&mut self, consumer: &Consumer) {
+        self.refresh_positions(consumer);
+        self.advance_time();
+        self.io.serve();
+        if self.last_commit.elapsed() >= self.commit_interval {
+            self.commit(consumer);
+        }
+        if self.last_metrics.elapsed() >= Duration::from_secs(1) {
+            self.publish_metrics();
+        }
+        self.update_ready();
+    }
+
+    /// Caught-up detection: the consumer position (which moves past transaction markers)
+    /// against librdkafka's cached high watermark; no network call.
+    fn refresh_positions(&mut self, consumer: &Consumer) {
+        if self.inputs.is_empty() && self.surges.is_empty() {
+            return;
+        }
+        let positions = consumer.position().ok();
+        let pos_of = |topic: &str, p: i32| -> Option<i64> {
+            match positions.as_ref()?.find_partition(topic, p)?.offset() {
+                Offset::Offset(o) if o >= 0 => Some(o),
+                _ => None,
+            }
+        };
+        let caught = |pos: Option<i64>, wm: Option<(i64, i64)>| -> (bool, u64) {
+            match (pos, wm) {
+                (Some(pos), Some((_, high))) => (pos >= high, (high - pos).max(0) as u64),
+                (None, Some((low, high))) => (low == high, (high - low).max(0) as u64),
+                _ => (false, 0),
+            }
+        };
+        for t in self.inputs.values_mut() {
+            let topic = &self.topics.inputs[t.topic];
+            let pos = pos_of(topic, t.partition).or(t.next_offset);
+            let (c, lag) = caught(pos, cached_watermarks(consumer, topic, t.partition));
+            t.caught_up = c;
+            t.lag = lag;
+        }
+        for s in self.surges.values_mut() {
+            let pos = pos_of(&self.topics.repartition, s.partition).or(s.next_offset);
+            let (c, lag) = caught(
+                pos,
+                cached_watermarks(consumer, &self.topics.repartition, s.partition),
+            );
+            s.caught_up = c;
+            s.lag = lag;
+        }
+    }
+
+    /// Moves every partition's watermark (rule 5) and produces what fires.
+    fn advance_time(&mut self) {
+        let wall = self.wall_watermark();
+        let keys: Vec<(usize, i32)> = self.inputs.keys().copied().collect();
+        for key in keys {
+            let t = self.inputs.get_mut(&key).unwrap();
+            let wm = t.target_watermark(wall);
+            if wm <= t.engine.watermark() && t.engine.next_wakeup().is_none_or(|w| w > wm) {
+                continue;
+            }
+            t.engine.advance_to(wm, &mut self.out);
+            let suppressed = t.rebuilding();
+            let caught_up = t.caught_up;
+            if !self.out.outputs.is_empty()
+                || !self.out.dead_letters.is_empty()
+                || !self.out.observations.is_empty()
+                || !self.out.notices.is_empty()
+            {
+                self.emit(key.0, key.1, suppressed, caught_up);
+            }
+        }
+        let now = self.clock.now();
+        let lateness = self.lateness;
+        let parts: Vec<i32> = self.surges.keys().copied().collect();
+        for p in parts {
+            let s = self.surges.get_mut(&p).unwrap();
+            let wm = s.target_watermark(lateness, wall);
+            if wm <= s.watermark {
+                continue;
+            }
+            s.watermark = wm;
+            s.detector.advance(wm, false, &mut self.surge_out);
+            if self.surge_out.is_empty() {
+                continue;
+            }
+            s.dirty = true;
+            let caught_up = s.caught_up;
+            let outs = std::mem::take(&mut self.surge_out);
+            for o in &outs {
+                self.produce_output(o, now, caught_up);
+            }
+            self.surge_out = outs;
+            self.surge_out.clear();
+        }
+    }
+
+    /// How long the next poll may block.
+    fn poll_timeout(&self) -> Duration {
+        let mut d = IDLE_POLL;
+        if self.io.pending || self.io.txn_open || self.offsets_pending() {
+            d = d.min(
+                self.commit_interval
+                    .saturating_sub(self.last_commit.elapsed()),
+            );
+        }
+        if self.cfg.wall_clock_watermark {
+            for t in self.inputs.values() {
+                if !t.caught_up {
+                    continue;
+                }
+                if let Some(w) = t.engine.next_wakeup() {
+                    d = d.min(self.clock.real_time_until(w.saturating_add(self.lateness)));
+                }
+            }
+            const MINUTE: i64 = 60_000_000_000;
+            for s in self.surges.values() {
+                if !s.caught_up || s.watermark == Ts::MIN {
+                    continue;
+                }
+                let next_boundary = Ts((s.watermark.0.div_euclid(MINUTE) + 1) * MINUTE + 1);
+                d = d.min(
+                    self.clock
+                        .real_time_until(next_boundary.saturating_add(self.lateness)),
+                );
+            }
+        }
+        d
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Commit
+    // ---------------------------------------------------------------------------------
+
+    fn offsets_pending(&self) -> bool {
+        self.inputs
+            .values()
+            .any(|t| !t.rebuilding() && t.next_offset.is_some() && t.next_offset != t.committed)
+            || self
+                .surges
+                .values()
+                .any(|s| s.next_offset.is_some() && s.next_offset != s.committed)
+    }
+
+    fn offsets(&self) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for t in self.inputs.values() {
+            if t.rebuilding() {
+                continue;
+            }
+            if let Some(o) = t.next_offset {
+                if Some(o) != t.committed {
+                    let _ = tpl.add_partition_offset(
+                        &self.topics.inputs[t.topic],
+                        t.partition,
+                        Offset::Offset(o),
+                    );
+                }
+            }
+        }
+        for s in self.surges.values() {
+            if let Some(o) = s.next_offset {
+                if Some(o) != s.committed {
+                    let _ = tpl.add_partition_offset(
+                        &self.topics.repartition,
+                        s.partition,
+                        Offset::Offset(o),
+                    );
+                }
+            }
+        }
+        tpl
+    }
+
+    fn mark_committed(&mut self) {
+        for t in self.inputs.values_mut() {
+            if !t.rebuilding() {
+                t.committed = t.next_offset.or(t.committed);
+            }
+        }
+        for s in self.surges.values_mut() {
+            s.committed = s.next_offset.or(s.committed);
+        }
+    }
+
+    /// Sends changed tickets, partition states and surge states to the state topic.
+    fn write_state(&mut self) {
+        let state_topic = self.topics.state.clone();
+        for t in self.inputs.values_mut() {
+            if t.rebuilding() {
+                continue; // a rebuild writes its state once it reaches the committed offset
+            }
+            let topic = &self.topics.inputs[t.topic];
+            let p = t.partition;
+            let changes = t.engine.take_changes();
+            let mut stale = t.stale_keys.take();
+            for (id, rec) in changes {
+                let key = ticket_key(topic, &id);
+                if let Some(s) = stale.as_mut() {
+                    s.remove(&key);
+                }
+                self.io
+                    .send(&state_topic, Some(p), &key, rec.as_deref(), None);
+            }
+            if let Some(stale) = stale {
+                for key in stale {
+                    self.io.send(&state_topic, Some(p), &key, None, None);
+                }
+            }
+            if t.changed {
+                let ps = t.engine.partition_state();
+                self.io.send(
+                    &state_topic,
+                    Some(p),
+                    &partition_key(topic),
+                    Some(&ps),
+                    None,
+                );
+                t.changed = false;
+            }
+        }
+        let key = surge_state_key(&self.topics.repartition);
+        for s in self.surges.values_mut() {
+            if !s.dirty {
+                continue;
+            }
+            let rec = SurgeRecord {
+                version: SURGE_RECORD_VERSION,
+                watermark: s.watermark,
+                max_seen: s.max_seen,
+                state: s.detector.state().clone(),
+            };
+            self.io.send(
+                &state_topic,
+                Some(s.partition),
+                &key,
+                Some(&rec.encode()),
+                None,
+            );
+            s.dirty = false;
+        }
+    }
+
+    /// Commits what is open (outputs, state, offsets); on failure aborts and resets.
+    fn commit(&mut self, consumer: &Consumer) {
+        self.last_commit = Instant::now();
+        let state_dirty = self.inputs.values().any(|t| t.changed && !t.rebuilding())
+            || self.surges.values().any(|s| s.dirty);
+        if !self.io.pending && !self.io.txn_open && !state_dirty && !self.offsets_pending() {
+            return;
+        }
+        let started = Instant::now();
+        let r = if self.io.exactly_once {
+            self.commit_transaction(consumer)
+        } else {
+            self.commit_at_least_once(consumer)
+        };
+        match r {
+            Ok(()) => {
+                self.mark_committed();
+                self.io.pending = false;
+                self.control
+                    .transactions_committed
+                    .fetch_add(1, Ordering::Relaxed);
+                telemetry::transaction(telemetry::TxnOutcome::Committed, Some(started.elapsed()));
+            }
+            Err(CommitFailure::Fatal(e)) => {
+                self.fatal = Some(ProcessorError::Fatal(e));
+            }
+            Err(CommitFailure::Reset(e)) => {
+                tracing::warn!(error = %e, "commit failed; aborting and restoring every partition from the state topic");
+                self.abort_open();
+                self.reset_all(consumer);
+            }
+        }
+    }
+
+    fn commit_transaction(&mut self, consumer: &Consumer) -> Result<(), CommitFailure> {
+        self.write_state();
+        self.io.drain().map_err(CommitFailure::Reset)?;
+        if let Some(e) = self.io.failure() {
+            return Err(CommitFailure::Reset(e));
+        }
+        let offsets = self.offsets();
+        if !self.io.txn_open {
+            if offsets.count() == 0 {
+                return Ok(());
+            }
+            self.io
+                .producer
+                .begin_transaction()
+                .map_err(|e| classify("begin_transaction", e))?;
+            self.io.txn_open = true;
+        }
+        if offsets.count() > 0 {
+            let gm = consumer
+                .group_metadata()
+                .ok_or_else(|| CommitFailure::Reset("no consumer group metadata".into()))?;
+            self.io
+                .producer
+                .send_offsets_to_transaction(&offsets, &gm, OP_TIMEOUT)
+                .map_err(|e| classify("send_offsets_to_transaction", e))?;
+        }
+        let mut attempts = 0;
+        loop {
+            match self.io.producer.commit_transaction(OP_TIMEOUT) {
+                Ok(()) => break,
+                Err(KafkaError::Transaction(e)) if e.is_retriable() && attempts < 3 => {
+                    attempts += 1;
+                    tracing::warn!(error = %e, "commit_transaction retriable error; retrying");
+                }
+                Err(e) => return Err(classify("commit_transaction", e)),
+            }
+        }
+        self.io.txn_open = false;
+        Ok(())
+    }
+
+    fn commit_at_least_once(&mut self, consumer: &Consumer) -> Result<(), CommitFailure> {
+        // Outputs first: state that says "fired" must never be durable before the output.
+        self.io.drain().map_err(CommitFailure::Reset)?;
+        if let Some(e) = self.io.failure() {
+            return Err(CommitFailure::Reset(e));
+        }
+        self.write_state();
+        self.io.drain().map_err(CommitFailure::Reset)?;
+        if let Some(e) = self.io.failure() {
+            return Err(CommitFailure::Reset(e));
+        }
+        let offsets = self.offsets();
+        if offsets.count() > 0 {
+            consumer
+                .commit(&offsets, CommitMode::Sync)
+                .map_err(|e| CommitFailure::Reset(format!("committing offsets: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Aborts the open transaction (exactly-once) and forgets pending failures.
+    fn abort_open(&mut self) {
+        if self.io.exactly_once && self.io.txn_open {
+            match self.io.producer.abort_transaction(OP_TIMEOUT) {
+                Ok(()) => telemetry::transaction(telemetry::TxnOutcome::Aborted, None),
+                Err(e) => {
+                    if let KafkaError::Transaction(re) = &e {
+                        if re.is_fatal() {
+                            self.fatal =
+                                Some(ProcessorError::Fatal(format!("abort_transaction: {e}")));
+                        }
+                    }
+                    tracing::error!(error = %e, "abort_transaction failed");
+                }
+            }
+            self.io.txn_open = false;
+        }
+        self.io.pending = false;
+        self.io.clear_failures();
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Assignment and restore
+    // ---------------------------------------------------------------------------------
+
+    fn on_assign(&mut self, consumer: &Consumer, tpl: &TopicPartitionList) {
+        self.joined = true;
+        telemetry::rebalance(telemetry::RebalanceKind::Assign);
+        if tpl.count() == 0 {
+            self.update_ready();
+            return;
+        }
+        // Commit first: an open transaction of ours writing to a state partition would hold
+        // the restore reader at its last stable offset.
+        self.commit(consumer);
+        if let Err(e) = consumer.pause(tpl) {
+            tracing::error!(error = %e, "pausing newly assigned partitions failed");
+        }
+        let mut by_partition: HashMap<i32, (Vec<usize>, bool)> = HashMap::new();
+        for e in tpl.elements() {
+            let entry = by_partition.entry(e.partition()).or_default();
+            if e.topic() == self.topics.repartition {
+                entry.1 = true;
+            } else if let Some(i) = self.input_index(e.topic()) {
+                entry.0.push(i);
+            }
+        }
+        tracing::info!(partitions = tpl.count(), "assigned; restoring state");
+        for (p, (inputs, surge)) in by_partition {
+            self.request_restore(p, inputs, surge);
+        }
+        self.update_assigned(consumer);
+    }
+
+    fn on_revoke(&mut self, consumer: &Consumer, tpl: &TopicPartitionList, lost: bool) {
+        telemetry::rebalance(if lost {
+            telemetry::RebalanceKind::Lost
+        } else {
+            telemetry::RebalanceKind::Revoke
+        });
+        let mut reset_rest = false;
+        if lost {
+            // Our offsets can no longer be committed for these; the abort discards the
+            // uncommitted work of every partition, so the others are reset too.
+            if self.io.txn_open || self.io.pending {
+                self.abort_open();
+                reset_rest = true;
+            }
+        } else {
+            self.commit(consumer);
+        }
+        for e in tpl.elements() {
+            let p = e.partition();
+            if e.topic() == self.topics.repartition {
+                self.surges.remove(&p);
+                self.restoring.remove(&(Source::Surge, p));
+            } else if let Some(i) = self.input_index(e.topic()) {
+                self.inputs.remove(&(i, p));
+                self.restoring.remove(&(Source::Input(i), p));
+                telemetry::partition_revoked(p);
+            }
+        }
+        tracing::info!(partitions = tpl.count(), lost, "revoked");
+        if reset_rest {
+            self.reset_all(consumer);
+        }
+        self.update_assigned(consumer);
+        self.update_ready();
+    }
+
+    /// Drops every partition's in-memory state and restores it from the state topic (after
+    /// an abort: memory ran ahead of what Kafka holds).
+    fn reset_all(&mut self, consumer: &Consumer) {
+        let mut by_partition: HashMap<i32, (Vec<usize>, bool)> = HashMap::new();
+        let mut tpl = TopicPartitionList::new();
+        for (&(i, p), _) in self.inputs.iter() {
+            by_partition.entry(p).or_default().0.push(i);
+            tpl.add_partition(&self.topics.inputs[i], p);
+        }
+        for &p in self.surges.keys() {
+            by_partition.entry(p).or_default().1 = true;
+            tpl.add_partition(&self.topics.repartition, p);
+        }
+        self.inputs.clear();
+        self.surges.clear();
+        if tpl.count() == 0 {
+            return;
+        }
+        if let Err(e) = consumer.pause(&tpl) {
+            tracing::error!(error = %e, "pausing partitions for a reset failed");
+        }
+        for (p, (inputs, surge)) in by_partition {
+            self.request_restore(p, inputs, surge);
+        }
+        self.update_ready();
+    }
+
+    fn request_restore(&mut self, p: i32, inputs: Vec<usize>, surge: bool) {
+        self.epoch += 1;
+        let epoch = self.epoch;
+        for &i in &inputs {
+            self.restoring.insert((Source::Input(i), p), epoch);
+        }
+        if surge {
+            self.restoring.insert((Source::Surge, p), epoch);
+        }
+        let rebuild = self.rebuild && inputs.iter().any(|&i| !self.rebuilt.contains(&(i, p)));
+        let req = RestoreRequest {
+            partition: p,
+            inputs: inputs
+                .iter()
+                .map(|&i| self.topics.inputs[i].clone())
+                .collect(),
+            surge,
+            rebuild,
+            epoch,
+        };
+        let env = RestoreEnv {
+            cfg: self.cfg.clone(),
+            group_id: self.topics.group_id.clone(),
+            state_topic: self.topics.state.clone(),
+            repartition_topic: self.topics.repartition.clone(),
+            policy: self.policy.clone(),
+            engine_cfg: self.engine_cfg.clone(),
+            timeout: RESTORE_TIMEOUT,
+        };
+        let tx = self.restore_tx.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("slawatch-restore-{p}"))
+            .spawn(move || {
+                let r = changelog::restore(&env, &req);
+                let _ = tx.send(r);
+            });
+        if let Err(e) = spawned {
+            self.fatal = Some(ProcessorError::Fatal(format!(
+                "cannot spawn a restore thread: {e}"
+            )));
+        }
+        self.update_ready();
+    }
+
+    /// Installs a finished restore: engines in, seek to the committed offsets, resume.
+    fn install(&mut self, consumer: &Consumer, r: RestoreResult) {
+        let p = r.partition;
+        let (restored, surge) = match r.outcome {
+            Ok(x) => x,
+            Err(e) => {
+                let still_wanted = self.restoring.values().any(|&ep| ep == r.epoch);
+                if still_wanted {
+                    tracing::error!(partition = p, error = %e, "restore failed; retrying");
+                    let inputs: Vec<usize> = self
+                        .restoring
+                        .iter()
+                        .filter(|(k, &ep)| ep == r.epoch && k.1 == p)
+                        .filter_map(|(k, _)| match k.0 {
+                            Source::Input(i) => Some(i),
+                            Source::Surge => None,
+                        })
+                        .collect();
+                    let surge = self.restoring.get(&(Source::Surge, p)) == Some(&r.epoch);
+                    std::thread::sleep(Duration::from_millis(500));
+                    self.request_restore(p, inputs, surge);
+                }
+                return;
+            }
+        };
+        let mut tickets = 0u64;
+        let mut resume = TopicPartitionList::new();
+        for ri in restored {
+            let Some(i) = self.input_index(&ri.topic) else {
+                continue;
+            };
+            if self.restoring.get(&(Source::Input(i), p)) != Some(&r.epoch) {
+                continue; // revoked or superseded meanwhile
+            }
+            self.restoring.remove(&(Source::Input(i), p));
+            let rebuild = self.rebuild && !self.rebuilt.contains(&(i, p));
+            let mut engine: Engine = ri.engine;
+            engine.track_changes(true);
+            let mut task = InputTask::new(i, p, engine, ri.committed);
+            let start = if rebuild {
+                self.rebuilt.insert((i, p));
+                task.next_offset = None;
+                task.suppress_below = Some(ri.committed.unwrap_or(0));
+                task.stale_keys = Some(ri.stale_keys.into_iter().collect());
+                // Every rebuilt ticket is written when the rebuild goes live.
+                task.changed = true;
+                Offset::Beginning
+            } else {
+                ri.committed
+                    .map(Offset::Offset)
+                    .unwrap_or(Offset::Beginning)
+            };
+            tickets += ri.tickets as u64;
+            task.stats_seen = task.engine.stats().clone();
+            if let Err(e) = consumer.seek(&ri.topic, p, start, Duration::from_secs(10)) {
+                tracing::warn!(topic = %ri.topic, partition = p, error = %e, "seek after restore failed; resuming from the fetch position");
+            }
+            resume.add_partition(&ri.topic, p);
+            self.inputs.insert((i, p), task);
+        }
+        if let Some(rs) = surge {
+            if self.restoring.get(&(Source::Surge, p)) == Some(&r.epoch) {
+                self.restoring.remove(&(Source::Surge, p));
+                let detector = changelog::surge_detector(&self.policy, rs.record.as_ref());
+                let (watermark, max_seen) = rs
+                    .record
+                    .as_ref()
+                    .map(|r| (r.watermark, r.max_seen))
+                    .unwrap_or((Ts::MIN, Ts::MIN));
+                let start = rs
+                    .committed
+                    .map(Offset::Offset)
+                    .unwrap_or(Offset::Beginning);
+                if let Err(e) =
+                    consumer.seek(&self.topics.repartition, p, start, Duration::from_secs(10))
+                {
+                    tracing::warn!(partition = p, error = %e, "seek of the repartition topic failed");
+                }
+                resume.add_partition(&self.topics.repartition, p);
+                self.surges.insert(
+                    p,
+                    SurgeTask {
+                        partition: p,
+                        detector,
+                        max_seen,
+                        watermark,
+                        next_offset: rs.committed,
+                        committed: rs.committed,
+                        caught_up: false,
+                        lag: 0,
+                        dirty: false,
+                    },
+                );
+            }
+        }
+        if resume.count() > 0 {
+            if let Err(e) = consumer.resume(&resume) {
+                tracing::error!(partition = p, error = %e, "resuming a restored partition failed");
+            }
+            telemetry::restore_finished(r.elapsed, r.bytes, tickets);
+            self.control.restores.fetch_add(1, Ordering::Relaxed);
+            self.control
+                .restore_micros
+                .fetch_add(r.elapsed.as_micros() as u64, Ordering::Relaxed);
+            self.control
+                .restored_tickets
+                .fetch_add(tickets, Ordering::Relaxed);
+            tracing::info!(
+                partition = p,
+                tickets,
+                records = r.records,
+                bytes = r.bytes,
+                ms = r.elapsed.as_millis() as u64,
+                "restored"
+            );
+        }
+        self.update_ready();
+    }
+
+    fn update_assigned(&self, consumer: &Consumer) {
+        let n = consumer
+            .assignment()
+            .map(|a| {
+                a.elements()
+                    .iter()
+                    .filter(|e| e.topic() != self.topics.repartition)
+                    .count()
+            })
+            .unwrap_or(0);
+        self.control.assigned_partitions.store(n, Ordering::Relaxed);
+        telemetry::set_assigned_partitions(n as u64);
+    }
+
+    fn update_ready(&self) {
+        let restoring: HashSet<i32> = self.restoring.keys().map(|k| k.1).collect();
+        self.control
+            .restoring_partitions
+            .store(restoring.len(), Ordering::Relaxed);
+        telemetry::set_restoring_partitions(restoring.len() as u64);
+        let ready = self.joined && self.restoring.is_empty() && self.fatal.is_none();
+        if self.control.ready.swap(ready, Ordering::SeqCst) != ready {
+            telemetry::set_ready(ready);
+            tracing::info!(ready, "readiness changed");
+        }
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Admin, reload, metrics
+    // ---------------------------------------------------------------------------------
+
+    fn query(&self, ticket_id: &str) -> Option<serde_json::Value> {
+        self.inputs.values().find_map(|t| {
+            ticket_view(
+                &t.engine,
+                &self.topics.inputs[t.topic],
+                t.partition,
+                ticket_id,
+            )
+        })
+    }
+
+    fn reload(&mut self, set: Arc<PolicySet>) {
+        for t in self.inputs.values_mut() {
+            t.engine.set_policy(set.clone());
+        }
+        for s in self.surges.values_mut() {
+            s.detector = crate::core::surge::SurgeDetector::from_state(
+                set.surge.clone(),
+                s.detector.state().clone(),
+            );
+        }
+        register_policy(&set);
+        tracing::info!(
+            version = format!("{:016x}", set.version),
+            "policy reloaded; tickets opened from now on use it"
+        );
+        self.policy = set;
+    }
+
+    fn publish_metrics(&mut self) {
+        self.last_metrics = Instant::now();
+        let now = self.clock.now();
+        let scan_clocks = self.last_clock_scan.elapsed() >= Duration::from_secs(10);
+        if scan_clocks {
+            self.last_clock_scan = Instant::now();
+        }
+        for t in self.inputs.values_mut() {
+            let p = t.partition;
+            telemetry::set_open_tickets(p, t.engine.open_tickets() as u64);
+            telemetry::set_preopen_buffered(p, t.engine.preopen_tickets() as u64);
+            if t.engine.watermark() != Ts::MIN {
+                telemetry::set_watermark_delay(p, now.since(t.engine.watermark()).as_secs_f64());
+            }
+            telemetry::set_consumer_lag(p, t.lag);
+            if scan_clocks {
+                telemetry::set_running_clocks(p, t.engine.running_clocks() as u64);
+            }
+            let s = t.engine.stats().clone();
+            let d = |a: u64, b: u64| a.saturating_sub(b);
+            for _ in 0..d(s.duplicates, t.stats_seen.duplicates) {
+                telemetry::event_duplicate();
+            }
+            for _ in 0..d(s.late, t.stats_seen.late).min(1_000_000) {
+                telemetry::event_late();
+            }
+            for _ in 0..d(s.second_opened, t.stats_seen.second_opened) {
+                telemetry::second_opened_ignored();
+            }
+            t.stats_seen = s;
+        }
+    }
+}
+
+fn classify(what: &str, e: KafkaError) -> CommitFailure {
+    if let KafkaError::Transaction(re) = &e {
+        if re.is_fatal() {
+            return CommitFailure::Fatal(format!("{what}: {e}"));
+        }
+    }
+    CommitFailure::Reset(format!("{what}: {e}"))
+}
+
+fn header<'a>(m: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a [u8]> {
+    let h = m.headers()?;
+    h.iter()
+        .find(|h| h.key.eq_ignore_ascii_case(name))
+        .and_then(|h| h.value)
+}

@@ -1,0 +1,195 @@
+//! `slawatch run` and `slawatch config check`: configuration → telemetry → admin listener →
+//! processor, with signals: SIGTERM/SIGINT stop gracefully within `shutdown_timeout_ms`
+//! (a second one exits at once), SIGHUP reloads the policy file (validated first; tickets
+//! opened after the reload use it, open tickets keep the policy they were matched under).
+use crate::core::policy::parse::load_policy_file;
+use crate::core::policy::PolicySet;
+use crate::runtime::admin;
+use crate::runtime::clock::{Clock, WallClock};
+use crate::runtime::config::{Config, ConfigError};
+use crate::runtime::control::Control;
+use crate::runtime::processor::{self, ProcessorError, ProcessorOptions};
+use crate::runtime::topics::Topics;
+use crate::telemetry;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Options of `slawatch run`.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub config: PathBuf,
+    /// Shadow mode: every output, dead-letter and internal topic and the group get the
+    /// `shadow.` prefix.
+    pub dry_run: bool,
+    pub rebuild_from_input: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("policy file {path}:\n{diagnostics}")]
+    Policy { path: String, diagnostics: String },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("metrics: {0}")]
+    Telemetry(#[from] telemetry::TelemetryError),
+    #[error("cannot listen on {addr} for the admin API: {source}")]
+    Admin {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Processor(#[from] ProcessorError),
+    #[error("graceful shutdown did not finish within {0:?}")]
+    ShutdownTimeout(Duration),
+}
+
+/// Loads and validates a policy file.
+pub fn load_policy(path: &Path) -> Result<Arc<PolicySet>, RunError> {
+    load_policy_file(path)
+        .map(Arc::new)
+        .map_err(|d| RunError::Policy {
+            path: path.display().to_string(),
+            diagnostics: d
+                .iter()
+                .filter(|x| x.is_error())
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        })
+}
+
+/// `slawatch config check FILE`: the effective configuration (file + environment), the
+/// policy file's validity. Returns the printed report.
+pub fn config_check(path: &Path) -> Result<String, RunError> {
+    let cfg = Config::load(path)?;
+    let policy = load_policy(&cfg.policy_file)?;
+    let clocks: usize = policy.policies.iter().map(|p| p.clocks.len()).sum();
+    Ok(format!(
+        "{}: ok\n{}policy               = {} policies, {} clocks, version {:016x}\n",
+        path.display(),
+        cfg.summary(),
+        policy.policies.len(),
+        clocks,
+        policy.version
+    ))
+}
+
+/// Logging for the long-running commands (`RUST_LOG` filters; info by default).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// `slawatch run`: blocks until a signal stops it or the processor fails.
+pub fn run(opts: RunOptions) -> Result<(), RunError> {
+    let cfg = Config::load(&opts.config)?;
+    let policy = load_policy(&cfg.policy_file)?;
+    init_logging();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("slawatch-admin")
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+    let control = Control::new();
+    let metrics = rt
+        .block_on(async { telemetry::install_recorder(&telemetry::TelemetryOptions::default()) })?;
+    let addr = cfg.admin_listen;
+    let bound = rt
+        .block_on(admin::serve(addr, control.clone(), Some(metrics)))
+        .map_err(|source| RunError::Admin { addr, source })?;
+    let topics = Topics::new(&cfg, opts.dry_run);
+    tracing::info!(admin = %bound, dry_run = opts.dry_run, "slawatch {}\n{}", env!("CARGO_PKG_VERSION"), cfg.summary());
+    let clock: Arc<dyn Clock> = Arc::new(WallClock);
+    let handle = processor::start(
+        ProcessorOptions {
+            cfg: cfg.clone(),
+            topics,
+            policy,
+            clock,
+            rebuild_from_input: opts.rebuild_from_input,
+            on_observation: None,
+            on_output: None,
+        },
+        control.clone(),
+    )?;
+    rt.spawn(signals(control.clone(), cfg.policy_file.clone()));
+    wait(
+        handle,
+        &control,
+        Duration::from_millis(cfg.shutdown_timeout_ms),
+    )
+}
+
+/// Waits for the processor; after a shutdown request, at most `bound`.
+pub fn wait(
+    handle: processor::ProcessorHandle,
+    control: &Control,
+    bound: Duration,
+) -> Result<(), RunError> {
+    let mut asked: Option<Instant> = None;
+    while !handle.is_finished() {
+        if control.shutdown_requested() {
+            let since = *asked.get_or_insert_with(Instant::now);
+            if since.elapsed() > bound {
+                return Err(RunError::ShutdownTimeout(bound));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    handle.join()?;
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn signals(control: Arc<Control>, policy_file: PathBuf) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => stop(&control, "SIGTERM"),
+            _ = int.recv() => stop(&control, "SIGINT"),
+            _ = hup.recv() => {
+                let path = policy_file.clone();
+                match tokio::task::spawn_blocking(move || load_policy(&path)).await {
+                    Ok(Ok(set)) => {
+                        tracing::info!(file = %policy_file.display(), "SIGHUP: policy valid; reloading");
+                        control.reload_policy(set);
+                    }
+                    Ok(Err(e)) => tracing::error!(error = %e, "SIGHUP: policy invalid; keeping the current one"),
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: reload task failed"),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn signals(control: Arc<Control>, _policy_file: PathBuf) {
+    if tokio::signal::ctrl_c().await.is_ok() {
+        stop(&control, "Ctrl-C");
+    }
+}
+
+fn stop(control: &Control, what: &str) {
+    if control.shutdown_requested() {
+        tracing::warn!("{what} again: exiting at once");
+        std::process::exit(130);
+    }
+    tracing::info!("{what}: stopping (commit, leave the group)");
+    control.request_shutdown();
+}

@@ -1,0 +1,346 @@
+//! Topic names (with the shadow prefix of `--dry-run`), the routing of SLA events to their
+//! topic by kind, and the start-up check that creates missing topics and verifies partition
+//! counts.
+use crate::core::model::OutputBody;
+use crate::runtime::config::Config;
+use crate::runtime::kafka::{base_config, block_on};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Prefix of every topic, group and transactional id a `--dry-run` replica uses.
+pub const SHADOW_PREFIX: &str = "shadow.";
+
+/// The topics one replica reads and writes, and its group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Topics {
+    pub group_id: String,
+    pub inputs: Vec<String>,
+    pub breaches: String,
+    pub warnings: String,
+    pub escalations: String,
+    pub reminders: String,
+    pub surges: String,
+    pub dead_letters: String,
+    pub state: String,
+    pub repartition: String,
+}
+
+impl Topics {
+    /// Names from the config. With `dry_run` every output and dead-letter topic is
+    /// prefixed with `shadow.`, and so are the internal topics and the group id: a shadow
+    /// replica must never page anyone, nor share state, offsets or partitions with a live
+    /// one (it reads the input from the start under its own group).
+    pub fn new(cfg: &Config, dry_run: bool) -> Topics {
+        let p = |s: &str| {
+            if dry_run {
+                format!("{SHADOW_PREFIX}{s}")
+            } else {
+                s.to_string()
+            }
+        };
+        let t = &cfg.topics;
+        Topics {
+            group_id: p(&cfg.group_id),
+            inputs: cfg.input_topics.clone(),
+            breaches: p(&t.breaches),
+            warnings: p(&t.warnings),
+            escalations: p(&t.escalations),
+            reminders: p(&t.reminders),
+            surges: p(&t.surges),
+            dead_letters: p(&t.dead_letters),
+            state: p(&t.state),
+            repartition: p(&t.surge_repartition),
+        }
+    }
+
+    /// Where an SLA event goes: Breach and Cleared → breaches; Warning → warnings;
+    /// Escalation → escalations; ProgressReminder and FollowUpDue → reminders; surges →
+    /// surges.
+    pub fn for_output(&self, body: &OutputBody) -> &str {
+        match body {
+            OutputBody::Breach { .. } | OutputBody::Cleared { .. } => &self.breaches,
+            OutputBody::Warning { .. } => &self.warnings,
+            OutputBody::Escalation { .. } => &self.escalations,
+            OutputBody::ProgressReminder { .. } | OutputBody::FollowUpDue => &self.reminders,
+            OutputBody::SurgeStarted { .. } | OutputBody::SurgeEnded { .. } => &self.surges,
+        }
+    }
+
+    /// Distinct output topics (several kinds may share one).
+    pub fn outputs(&self) -> Vec<&str> {
+        let mut v = vec![
+            self.breaches.as_str(),
+            self.warnings.as_str(),
+            self.escalations.as_str(),
+            self.reminders.as_str(),
+            self.surges.as_str(),
+        ];
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// The transactional id `<group>-<instance>`.
+    pub fn transactional_id(&self, instance_id: &str) -> String {
+        format!("{}-{instance_id}", self.group_id)
+    }
+}
+
+/// Start-up topic problems.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error("cannot read cluster metadata: {0}")]
+    Metadata(#[source] KafkaError),
+    #[error("topic {topic} does not exist (set topics.create = true to create it)")]
+    Missing { topic: String },
+    #[error("creating topic {topic} failed: {reason}")]
+    Create { topic: String, reason: String },
+    #[error(
+        "input topics are not co-partitioned: {first} has {first_n} partitions, {other} has {other_n}"
+    )]
+    NotCoPartitioned {
+        first: String,
+        first_n: usize,
+        other: String,
+        other_n: usize,
+    },
+    #[error(
+        "{role} topic {topic} has {actual} partitions but the input has {expected}: \
+         its partition p holds input partition p's state; recreate it with {expected}"
+    )]
+    PartitionMismatch {
+        role: &'static str,
+        topic: String,
+        actual: usize,
+        expected: usize,
+    },
+}
+
+/// What the check found.
+#[derive(Clone, Debug)]
+pub struct TopicReport {
+    /// Partitions of every input topic (and of the state and repartition topics).
+    pub partitions: usize,
+    pub created: Vec<String>,
+    /// Non-fatal findings, e.g. a state topic that is not compacted.
+    pub warnings: Vec<String>,
+}
+
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Creates missing topics (when `cfg.topics.create`) and checks partition counts: input
+/// topics co-partitioned; the state and repartition topics with the input's count.
+pub fn ensure_topics(cfg: &Config, topics: &Topics) -> Result<TopicReport, TopicError> {
+    let admin: AdminClient<DefaultClientContext> =
+        base_config(cfg).create().map_err(TopicError::Metadata)?;
+    let mut report = TopicReport {
+        partitions: 0,
+        created: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let existing = partition_counts(&admin)?;
+    // Inputs first: they fix the partition count.
+    let mut input_n: Option<(String, usize)> = None;
+    for t in &topics.inputs {
+        let n = match existing.get(t) {
+            Some(&n) => n,
+            None => {
+                create(cfg, &admin, t, cfg.topics.partitions, &[], &mut report)?;
+                cfg.topics.partitions as usize
+            }
+        };
+        match &input_n {
+            None => input_n = Some((t.clone(), n)),
+            Some((first, first_n)) if *first_n != n => {
+                return Err(TopicError::NotCoPartitioned {
+                    first: first.clone(),
+                    first_n: *first_n,
+                    other: t.clone(),
+                    other_n: n,
+                })
+            }
+            _ => {}
+        }
+    }
+    let n = input_n
+        .map(|(_, n)| n)
+        .unwrap_or(cfg.topics.partitions as usize);
+    report.partitions = n;
+    for (role, topic, config) in [
+        (
+            "state",
+            &topics.state,
+            &[
+                ("cleanup.policy", "compact"),
+                ("min.compaction.lag.ms", "0"),
+            ][..],
+        ),
+        (
+            "surge repartition",
+            &topics.repartition,
+            &[("retention.ms", "604800000")][..],
+        ),
+    ] {
+        match existing.get(topic) {
+            Some(&actual) if actual != n => {
+                return Err(TopicError::PartitionMismatch {
+                    role,
+                    topic: topic.clone(),
+                    actual,
+                    expected: n,
+                })
+            }
+            Some(_) => {}
+            None => create(cfg, &admin, topic, n as i32, config, &mut report)?,
+        }
+    }
+    let mut others: Vec<&str> = topics.outputs();
+    others.push(&topics.dead_letters);
+    for t in others {
+        if !existing.contains_key(t) {
+            create(
+                cfg,
+                &admin,
+                t,
+                cfg.topics.output_partitions,
+                &[],
+                &mut report,
+            )?;
+        }
+    }
+    // A state topic that is not compacted grows forever: say so (not fatal; some clusters
+    // forbid DescribeConfigs).
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    if let Ok(results) =
+        block_on(admin.describe_configs([&ResourceSpecifier::Topic(&topics.state)], &opts))
+    {
+        if let Some(Ok(resource)) = results.into_iter().next() {
+            let policy = resource
+                .entries
+                .iter()
+                .find(|e| e.name == "cleanup.policy")
+                .and_then(|e| e.value.clone())
+                .unwrap_or_default();
+            if !policy.contains("compact") {
+                report.warnings.push(format!(
+                    "state topic {} has cleanup.policy={policy:?}; it should be compact",
+                    topics.state
+                ));
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn partition_counts(
+    admin: &AdminClient<DefaultClientContext>,
+) -> Result<BTreeMap<String, usize>, TopicError> {
+    let md = admin
+        .inner()
+        .fetch_metadata(None, ADMIN_TIMEOUT)
+        .map_err(TopicError::Metadata)?;
+    Ok(md
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        .map(|t| (t.name().to_string(), t.partitions().len()))
+        .collect())
+}
+
+fn create(
+    cfg: &Config,
+    admin: &AdminClient<DefaultClientContext>,
+    topic: &str,
+    partitions: i32,
+    config: &[(&str, &str)],
+    report: &mut TopicReport,
+) -> Result<(), TopicError> {
+    if !cfg.topics.create {
+        return Err(TopicError::Missing {
+            topic: topic.to_string(),
+        });
+    }
+    let mut nt = NewTopic::new(
+        topic,
+        partitions,
+        TopicReplication::Fixed(cfg.topics.replication_factor),
+    );
+    for (k, v) in config {
+        nt = nt.set(k, v);
+    }
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(ADMIN_TIMEOUT))
+        .request_timeout(Some(ADMIN_TIMEOUT));
+    let results = block_on(admin.create_topics([&nt], &opts)).map_err(|e| TopicError::Create {
+        topic: topic.to_string(),
+        reason: e.to_string(),
+    })?;
+    for r in results {
+        match r {
+            Ok(_) => report.created.push(topic.to_string()),
+            // Another replica created it meanwhile.
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => {
+                return Err(TopicError::Create {
+                    topic: topic.to_string(),
+                    reason: code.to_string(),
+                })
+            }
+        }
+    }
+    // Wait until the metadata shows leaders, so the first produce does not race creation.
+    let deadline = std::time::Instant::now() + ADMIN_TIMEOUT;
+    while std::time::Instant::now() < deadline {
+        let ok = admin
+            .inner()
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .ok()
+            .and_then(|md| {
+                md.topics().iter().find(|t| t.name() == topic).map(|t| {
+                    t.error().is_none()
+                        && t.partitions().len() == partitions as usize
+                        && t.partitions()
+                            .iter()
+                            .all(|p| p.error().is_none() && p.leader() >= 0)
+                })
+            })
+            .unwrap_or(false);
+        if ok {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(TopicError::Create {
+        topic: topic.to_string(),
+        reason: "no partition leaders after creation".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_and_shadow_prefix() {
+        let cfg = Config::from_sources("brokers = \"b\"", "t", Vec::new()).unwrap();
+        let t = Topics::new(&cfg, false);
+        assert_eq!(
+            t.for_output(&OutputBody::Cleared {
+                overdue: Default::default()
+            }),
+            "sla.breaches"
+        );
+        assert_eq!(t.for_output(&OutputBody::FollowUpDue), "sla.reminders");
+        assert_eq!(t.outputs().len(), 5);
+        let s = Topics::new(&cfg, true);
+        assert_eq!(s.breaches, "shadow.sla.breaches");
+        assert_eq!(s.dead_letters, "shadow.sla.dead-letters");
+        assert_eq!(s.state, "shadow.slawatch.state");
+        assert_eq!(s.group_id, "shadow.slawatch");
+        assert_eq!(s.inputs, vec!["conversations"]);
+    }
+}

@@ -1,0 +1,1 @@
+//! Synthetic traffic for the demo (placeholder until written).

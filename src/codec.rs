@@ -392,7 +392,7 @@ pub fn output_to_proto(o: &SlaOutput) -> pb::SlaEvent {
         }),
     };
     pb::SlaEvent {
-        event_id: o.event_id.clone(),
+        event_id: o.event_id.to_string(),
         ticket_id: o.ticket_id.to_string(),
         tenant: o.tenant.to_string(),
         policy_id: o.policy_id.to_string(),

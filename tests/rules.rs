@@ -431,3 +431,19 @@ fn hygiene_duplicates_second_opened_and_preopen_buffer() {
     assert_eq!(r.emitted.dead_letters[0].1, RejectReason::PreopenExpired);
     assert_eq!(&*r.emitted.dead_letters[0].0.ticket_id, "Z");
 }
+
+#[test]
+fn eta_given_with_the_first_reply_opens_no_eta_clock() {
+    let p = default_policy();
+    let mut s = Scenario::new();
+    s.opened("A", "10:00:00", chat(Urgency::General))
+        .reply("A", "10:00:10", ReplyKind::Eta)
+        .reply("A", "10:01:00", ReplyKind::Answer);
+    let r = run(&p, &s.events);
+    assert!(clock_lines(&r, "eta").is_empty(), "{:#?}", clock_lines(&r, "eta"));
+    // The ETA started the progress clock (R10): reminders every 10 min from 10:00:10.
+    assert_eq!(
+        clock_lines(&r, "progress")[0],
+        "A 2024-03-04T10:10:10Z progress_reminder R10 progress deadline=2024-03-04T10:10:10Z nth=1"
+    );
+}

@@ -17,7 +17,7 @@ use compact_str::CompactString;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeSet, BinaryHeap};
 use std::sync::Arc;
 
 /// Engine limits and retention (event time). Defaults are SLA-SEMANTICS §2's.
@@ -150,7 +150,33 @@ struct PreOpen {
     expiry: BTreeSet<(Ts, CompactString)>,
 }
 
-type PendingKey = (Ts, CompactString, u64);
+/// An event waiting for the watermark, ordered by (occurred_at, event_id, arrival).
+struct Pending {
+    seq: u64,
+    event: Event,
+}
+
+impl Pending {
+    fn key(&self) -> (Ts, &str, u64) {
+        (self.event.occurred_at, self.event.event_id.as_str(), self.seq)
+    }
+}
+impl PartialEq for Pending {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Pending {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
+}
 
 pub struct Engine {
     cfg: EngineConfig,
@@ -161,7 +187,7 @@ pub struct Engine {
     due: Vec<Ts>,
     free: Vec<u32>,
     timers: BinaryHeap<Reverse<(Ts, u32)>>,
-    pending: BTreeMap<PendingKey, Event>,
+    pending: BinaryHeap<Reverse<Pending>>,
     seq: u64,
     preopen: PreOpen,
     watermark: Ts,
@@ -186,7 +212,7 @@ impl Engine {
             due: Vec::new(),
             free: Vec::new(),
             timers: BinaryHeap::new(),
-            pending: BTreeMap::new(),
+            pending: BinaryHeap::new(),
             seq: 0,
             preopen: PreOpen::default(),
             watermark: Ts::MIN,
@@ -259,7 +285,7 @@ impl Engine {
             seq: self.seq,
             plans: Vec::new(),
             tickets: Vec::new(),
-            pending: self.pending.values().collect(),
+            pending: self.pending_sorted(),
             preopen: self.preopen.by_ticket.values().flatten().collect(),
             surge: self.surge.as_ref().map(|s| s.state()),
             stats: &self.stats,
@@ -373,7 +399,7 @@ impl Engine {
 
     /// The earliest instant at which advancing the watermark would do something.
     pub fn next_wakeup(&self) -> Option<Ts> {
-        let ev = self.pending.keys().next().map(|k| k.0);
+        let ev = self.pending.peek().map(|p| p.0.event.occurred_at);
         let tm = self.peek_timer().map(|t| Ts(t.0.saturating_add(1)));
         match (ev, tm) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -399,8 +425,10 @@ impl Engine {
             sort_outputs(&mut out.outputs[start..]);
         } else {
             self.seq += 1;
-            self.pending
-                .insert((ev.occurred_at, ev.event_id.clone(), self.seq), ev);
+            self.pending.push(Reverse(Pending {
+                seq: self.seq,
+                event: ev,
+            }));
         }
     }
 
@@ -433,7 +461,11 @@ impl Engine {
 
     fn run(&mut self, wm: Ts, inclusive: bool, out: &mut Emitted) {
         loop {
-            let ev_t = self.pending.keys().next().map(|k| k.0).filter(|t| *t <= wm);
+            let ev_t = self
+                .pending
+                .peek()
+                .map(|p| p.0.event.occurred_at)
+                .filter(|t| *t <= wm);
             let tm_t = self
                 .peek_timer()
                 .filter(|t| *t < wm || (inclusive && *t <= wm));
@@ -451,9 +483,8 @@ impl Engine {
                     if let Some(s) = self.surge.as_mut() {
                         s.advance(e, false, &mut out.outputs);
                     }
-                    let key = self.pending.keys().next().unwrap().clone();
-                    let ev = self.pending.remove(&key).unwrap();
-                    self.apply(ev, out);
+                    let Reverse(p) = self.pending.pop().expect("peeked");
+                    self.apply(p.event, out);
                 }
                 (_, Some(t)) => {
                     let Reverse((due, slot)) = self.timers.pop().unwrap();
@@ -538,7 +569,10 @@ impl Engine {
         self.free.push(slot);
     }
 
-    /// Recomputes a ticket's next due instant and queues a timer if it changed.
+    /// Recomputes a ticket's next due instant and queues a timer when it is earlier than the
+    /// one already queued. A queued timer later found early is harmless (it fires nothing
+    /// and reschedules), so a due time that moves later costs no heap push: most events
+    /// move deadlines later or stop clocks.
     fn schedule(&mut self, slot: u32) {
         let Some(ticket) = self.slots[slot as usize].as_ref() else {
             return;
@@ -553,14 +587,12 @@ impl Engine {
                 next = next.min(closed.saturating_add(self.cfg.closed_retention));
             }
         }
-        if self.due[slot as usize] != next {
+        if next < self.due[slot as usize] {
             self.due[slot as usize] = next;
-            if next != Ts::MAX {
-                self.timers.push(Reverse((next, slot)));
+            self.timers.push(Reverse((next, slot)));
+            if self.timers.len() > 2 * self.index.len() + 4096 {
+                self.compact_timers();
             }
-        }
-        if self.timers.len() > 2 * self.index.len() + 4096 {
-            self.compact_timers();
         }
     }
 
@@ -698,6 +730,13 @@ impl Engine {
         self.preopen.by_ticket.insert(ev.ticket_id.clone(), vec![ev]);
     }
 
+    /// Pending events in application order (snapshots must not depend on heap layout).
+    fn pending_sorted(&self) -> Vec<&Event> {
+        let mut v: Vec<&Pending> = self.pending.iter().map(|r| &r.0).collect();
+        v.sort();
+        v.into_iter().map(|p| &p.event).collect()
+    }
+
     /// Serialises the whole partition state (versioned, compact).
     pub fn snapshot(&self) -> Vec<u8> {
         let snap = SnapshotRef {
@@ -707,7 +746,7 @@ impl Engine {
             seq: self.seq,
             plans: self.registry.plans.iter().map(|p| p.key()).collect(),
             tickets: self.slots.iter().flatten().collect(),
-            pending: self.pending.values().collect(),
+            pending: self.pending_sorted(),
             preopen: self.preopen.by_ticket.values().flatten().collect(),
             surge: self.surge.as_ref().map(|s| s.state()),
             stats: &self.stats,
@@ -761,10 +800,11 @@ impl Engine {
             e.due.push(Ts::MAX);
             e.schedule(slot);
         }
-        for ev in snap.pending {
-            e.seq += 0;
-            let key = (ev.occurred_at, ev.event_id.clone(), e.pending.len() as u64);
-            e.pending.insert(key, ev);
+        for (i, ev) in snap.pending.into_iter().enumerate() {
+            e.pending.push(Reverse(Pending {
+                seq: i as u64,
+                event: ev,
+            }));
         }
         for ev in snap.preopen {
             let first = e

@@ -164,7 +164,7 @@ pub enum Body {
 #[derive(Clone, Debug, PartialEq)]
 pub struct SlaOutput {
     /// Deterministic id (see `output_id`).
-    pub event_id: String,
+    pub event_id: OutputId,
     /// Empty for surge events.
     pub ticket_id: CompactString,
     pub tenant: CompactString,
@@ -242,15 +242,6 @@ impl OutputBody {
             OutputBody::Cleared { .. } => "cleared",
         }
     }
-    /// The discriminating part of the id: level, nth or fraction.
-    fn id_detail(&self) -> String {
-        match self {
-            OutputBody::Warning { fraction } => format!("{fraction}"),
-            OutputBody::Escalation { level, .. } => level.to_string(),
-            OutputBody::ProgressReminder { nth, .. } => nth.to_string(),
-            _ => String::new(),
-        }
-    }
 }
 
 impl SlaOutput {
@@ -265,23 +256,47 @@ impl SlaOutput {
     }
 }
 
-/// `event_id` of an output: xxh3-128 of (ticket or surge key, policy, clock, kind, deadline,
-/// level | nth | fraction), as 32 lower-case hex digits. Stable across versions and replays.
+/// An output's deterministic id: 128 bits, written as 32 lower-case hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OutputId(pub u128);
+
+impl std::fmt::Display for OutputId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+impl std::fmt::Debug for OutputId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+/// `event_id` of an output: xxh3-128 of (ticket or surge key, policy, clock, kind, deadline
+/// in Unix nanoseconds, level | nth | fraction), fields joined by 0x1F. Stable across
+/// versions and replays, so consumers can drop duplicates.
 pub fn output_id(
     ticket_or_key: &str,
     policy: &str,
     clock: &str,
     body: &OutputBody,
     deadline: Ts,
-) -> String {
-    let material = format!(
-        "{ticket_or_key}\u{1f}{policy}\u{1f}{clock}\u{1f}{}\u{1f}{}\u{1f}{}",
-        body.kind_name(),
-        deadline.0,
-        body.id_detail()
-    );
-    format!(
-        "{:032x}",
-        xxhash_rust::xxh3::xxh3_128(material.as_bytes())
-    )
+) -> OutputId {
+    use std::io::Write;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for part in [ticket_or_key, policy, clock, body.kind_name()] {
+        h.update(part.as_bytes());
+        h.update(b"\x1f");
+    }
+    let mut buf = [0u8; 64];
+    let mut cur = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cur, "{}\x1f", deadline.0);
+    let _ = match body {
+        OutputBody::Warning { fraction } => write!(cur, "{fraction}"),
+        OutputBody::Escalation { level, .. } => write!(cur, "{level}"),
+        OutputBody::ProgressReminder { nth, .. } => write!(cur, "{nth}"),
+        _ => Ok(()),
+    };
+    let n = cur.position() as usize;
+    h.update(&buf[..n]);
+    OutputId(h.digest128())
 }

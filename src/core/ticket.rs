@@ -236,10 +236,22 @@ impl Ticket {
             }
         }
 
-        // 6. Starts.
+        // 6. Starts. A deadline clock does not start on an event that is itself what the
+        // clock awaits (its own stop matcher): a first reply that already carries the ETA
+        // must not open an `eta` clock demanding another one. It still uses up `once`.
         for i in 0..self.clocks.len() {
             let spec = &plan.clocks[i];
             let c = &self.clocks[i];
+            if !c.is_running()
+                && spec.kind == ClockKind::Deadline
+                && spec.start.hits(matches)
+                && spec.stop.hits(matches)
+            {
+                if spec.once && spec.phases.contains(self.phase) {
+                    self.clocks[i].once_used = true;
+                }
+                continue;
+            }
             if c.is_running()
                 || !spec.start.hits(matches)
                 || (spec.once && c.once_used)

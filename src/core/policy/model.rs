@@ -63,12 +63,27 @@ impl Matcher {
         (Matcher::EscalatedAgent, "escalated:agent"),
         (Matcher::EscalatedTeamLead, "escalated:team_lead"),
         (Matcher::EscalatedSupervisor, "escalated:supervisor"),
-        (Matcher::EscalatedDepartmentHead, "escalated:department_head"),
+        (
+            Matcher::EscalatedDepartmentHead,
+            "escalated:department_head",
+        ),
         (Matcher::EscalationAnswered, "escalation_answered"),
-        (Matcher::EscalationAnsweredAgent, "escalation_answered:agent"),
-        (Matcher::EscalationAnsweredTeamLead, "escalation_answered:team_lead"),
-        (Matcher::EscalationAnsweredSupervisor, "escalation_answered:supervisor"),
-        (Matcher::EscalationAnsweredDepartmentHead, "escalation_answered:department_head"),
+        (
+            Matcher::EscalationAnsweredAgent,
+            "escalation_answered:agent",
+        ),
+        (
+            Matcher::EscalationAnsweredTeamLead,
+            "escalation_answered:team_lead",
+        ),
+        (
+            Matcher::EscalationAnsweredSupervisor,
+            "escalation_answered:supervisor",
+        ),
+        (
+            Matcher::EscalationAnsweredDepartmentHead,
+            "escalation_answered:department_head",
+        ),
         (Matcher::DepartmentRequested, "department_requested"),
         (Matcher::HandedToDepartment, "handed_to_department"),
         (Matcher::DepartmentStarted, "department_started"),
@@ -166,9 +181,7 @@ impl MatcherSet {
             Body::EscalationAnswered(role) => match role {
                 Role::Agent => set(&[M::EscalationAnswered, M::EscalationAnsweredAgent]),
                 Role::TeamLead => set(&[M::EscalationAnswered, M::EscalationAnsweredTeamLead]),
-                Role::Supervisor => {
-                    set(&[M::EscalationAnswered, M::EscalationAnsweredSupervisor])
-                }
+                Role::Supervisor => set(&[M::EscalationAnswered, M::EscalationAnsweredSupervisor]),
                 Role::DepartmentHead => {
                     set(&[M::EscalationAnswered, M::EscalationAnsweredDepartmentHead])
                 }
@@ -194,7 +207,9 @@ impl MatcherSet {
 }
 
 /// Ticket phases (SLA-SEMANTICS §1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[repr(u8)]
 pub enum Phase {
     #[default]

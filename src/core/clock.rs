@@ -57,8 +57,9 @@ pub struct ClockState {
     pub warned: u8,
     /// Ladder levels fired (a prefix of the ladder).
     pub escalated: u8,
-    /// Recurring: reminders fired since the last reset.
-    pub nth: u32,
+    /// Recurring: reminders fired since the last reset (a clock that reaches 65 535 missed
+    /// periods — 455 days at 10 min — ends; idle tickets are dropped long before).
+    pub nth: u16,
     /// Start, or for a recurring clock the last reset.
     pub start: Ts,
     pub pauses: Option<Box<Pauses>>,
@@ -165,7 +166,7 @@ impl ClockState {
         }
         match spec.kind {
             ClockKind::Recurring { every, .. } => Some((
-                Item::Reminder(self.nth + 1),
+                Item::Reminder(self.nth as u32 + 1),
                 Dur(every.0.saturating_mul(self.nth as i64 + 1)),
             )),
             ClockKind::Deadline => {
@@ -191,7 +192,12 @@ impl ClockState {
             Item::Warning(i) => self.warned |= 1 << i,
             Item::Breach => self.breached = true,
             Item::Escalation(k) => self.escalated = (k + 1) as u8,
-            Item::Reminder(n) => self.nth = n,
+            Item::Reminder(n) => {
+                self.nth = n.min(u16::MAX as u32) as u16;
+                if self.nth == u16::MAX {
+                    self.status = ClockStatus::Stopped;
+                }
+            }
         }
     }
 

@@ -10,6 +10,7 @@
 use crate::core::model::{Body, Event, SlaOutput, TicketAttrs};
 use crate::core::plan::{Plan, PlanKey};
 use crate::core::policy::{MatcherSet, Phase, PolicySet};
+use crate::core::store::TicketStore;
 use crate::core::surge::{SurgeDetector, SurgeState};
 use crate::core::ticket::{Observation, Sink, Ticket};
 use crate::core::time::{Dur, Ts};
@@ -181,11 +182,7 @@ impl Ord for Pending {
 pub struct Engine {
     cfg: EngineConfig,
     registry: PlanRegistry,
-    index: FxHashMap<CompactString, u32>,
-    slots: Vec<Option<Ticket>>,
-    /// Scheduled due time per slot (Ts::MAX when none); stale heap entries are skipped.
-    due: Vec<Ts>,
-    free: Vec<u32>,
+    tickets: TicketStore,
     timers: BinaryHeap<Reverse<(Ts, u32)>>,
     pending: BinaryHeap<Reverse<Pending>>,
     seq: u64,
@@ -207,10 +204,7 @@ impl Engine {
         Engine {
             cfg,
             registry: PlanRegistry::new(policy),
-            index: FxHashMap::default(),
-            slots: Vec::new(),
-            due: Vec::new(),
-            free: Vec::new(),
+            tickets: TicketStore::default(),
             timers: BinaryHeap::new(),
             pending: BinaryHeap::new(),
             seq: 0,
@@ -252,7 +246,7 @@ impl Engine {
         let mut live = FxHashMap::default();
         for slot in std::mem::take(&mut self.dirty) {
             self.is_dirty[slot as usize] = false;
-            if let Some(t) = self.slots[slot as usize].as_ref() {
+            if let Some(t) = self.tickets.get(slot) {
                 live.insert(t.id.clone(), ());
                 out.push((t.id.clone(), Some(self.ticket_record(t))));
             }
@@ -326,21 +320,10 @@ impl Engine {
             t.plan = plan;
             t.clocks
                 .resize(e.registry.plans[plan as usize].clocks.len(), Default::default());
-            if let Some(&old) = e.index.get(t.id.as_str()) {
-                e.slots[old as usize] = None;
-                e.free.push(old);
+            if let Some(old) = e.tickets.slot_of(t.id.as_str()) {
+                e.tickets.remove(old);
             }
-            let slot = match e.free.pop() {
-                Some(s) => s,
-                None => {
-                    e.slots.push(None);
-                    e.due.push(Ts::MAX);
-                    (e.slots.len() - 1) as u32
-                }
-            };
-            e.index.insert(t.id.clone(), slot);
-            e.slots[slot as usize] = Some(t);
-            e.due[slot as usize] = Ts::MAX;
+            let slot = e.tickets.insert(t);
             e.schedule(slot);
         }
         Ok(e)
@@ -359,7 +342,7 @@ impl Engine {
         self.max_seen
     }
     pub fn open_tickets(&self) -> usize {
-        self.index.len()
+        self.tickets.len()
     }
     pub fn pending_events(&self) -> usize {
         self.pending.len()
@@ -368,15 +351,13 @@ impl Engine {
         self.preopen.by_ticket.len()
     }
     pub fn running_clocks(&self) -> usize {
-        self.slots.iter().flatten().map(|t| t.running_clocks()).sum()
+        self.tickets.iter().map(|t| t.running_clocks()).sum()
     }
     pub fn active_surges(&self) -> usize {
         self.surge.as_ref().map_or(0, |s| s.active())
     }
     pub fn ticket(&self, id: &str) -> Option<&Ticket> {
-        self.index
-            .get(id)
-            .and_then(|&s| self.slots[s as usize].as_ref())
+        self.tickets.slot_of(id).and_then(|s| self.tickets.get(s))
     }
     /// The plan a ticket runs under (for read-only views such as the admin API).
     pub fn plan_of(&self, t: &Ticket) -> &Plan {
@@ -488,8 +469,8 @@ impl Engine {
                 }
                 (_, Some(t)) => {
                     let Reverse((due, slot)) = self.timers.pop().unwrap();
-                    if self.due.get(slot as usize) == Some(&due) {
-                        self.due[slot as usize] = Ts::MAX;
+                    if self.tickets.get(slot).is_some() && self.tickets.due(slot) == due {
+                        self.tickets.set_due(slot, Ts::MAX);
                         self.fire(slot, t, out);
                     }
                 }
@@ -523,7 +504,7 @@ impl Engine {
     }
 
     fn fire(&mut self, slot: u32, at: Ts, out: &mut Emitted) {
-        let Some(ticket) = self.slots[slot as usize].as_mut() else {
+        let Some(ticket) = self.tickets.get_mut(slot) else {
             return;
         };
         let plan = self.registry.plans[ticket.plan as usize].clone();
@@ -563,10 +544,7 @@ impl Engine {
         if self.track_changes {
             self.freed_ids.push(CompactString::from(id));
         }
-        self.index.remove(id);
-        self.slots[slot as usize] = None;
-        self.due[slot as usize] = Ts::MAX;
-        self.free.push(slot);
+        self.tickets.remove(slot);
     }
 
     /// Recomputes a ticket's next due instant and queues a timer when it is earlier than the
@@ -574,7 +552,7 @@ impl Engine {
     /// and reschedules), so a due time that moves later costs no heap push: most events
     /// move deadlines later or stop clocks.
     fn schedule(&mut self, slot: u32) {
-        let Some(ticket) = self.slots[slot as usize].as_ref() else {
+        let Some(ticket) = self.tickets.get(slot) else {
             return;
         };
         let plan = &self.registry.plans[ticket.plan as usize];
@@ -587,28 +565,28 @@ impl Engine {
                 next = next.min(closed.saturating_add(self.cfg.closed_retention));
             }
         }
-        if next < self.due[slot as usize] {
-            self.due[slot as usize] = next;
+        if next < self.tickets.due(slot) {
+            self.tickets.set_due(slot, next);
             self.timers.push(Reverse((next, slot)));
-            if self.timers.len() > 2 * self.index.len() + 4096 {
+            if self.timers.len() > 2 * self.tickets.len() + 4096 {
                 self.compact_timers();
             }
         }
     }
 
     fn compact_timers(&mut self) {
-        let due = &self.due;
+        let tickets = &self.tickets;
         let live: Vec<_> = self
             .timers
             .drain()
-            .filter(|Reverse((t, s))| due[*s as usize] == *t)
+            .filter(|Reverse((t, s))| tickets.get(*s).is_some() && tickets.due(*s) == *t)
             .collect();
         self.timers = BinaryHeap::from(live);
     }
 
     /// Applies one event in order (it has reached the watermark, or is late).
     fn apply(&mut self, ev: Event, out: &mut Emitted) {
-        match self.index.get(ev.ticket_id.as_str()).copied() {
+        match self.tickets.slot_of(ev.ticket_id.as_str()) {
             Some(slot) => self.apply_to(slot, &ev, out),
             None => match &ev.body {
                 Body::Opened { .. } => self.open(ev, out),
@@ -618,7 +596,7 @@ impl Engine {
     }
 
     fn apply_to(&mut self, slot: u32, ev: &Event, out: &mut Emitted) {
-        let ticket = self.slots[slot as usize].as_mut().expect("indexed slot");
+        let ticket = self.tickets.get_mut(slot).expect("indexed slot");
         if ticket.check_and_record(&ev.event_id) {
             self.stats.duplicates += 1;
             return;
@@ -656,7 +634,7 @@ impl Engine {
         else {
             unreachable!("open() takes an opened event")
         };
-        if self.index.len() >= self.cfg.max_open_tickets {
+        if self.tickets.len() >= self.cfg.max_open_tickets {
             self.stats.rejected += 1;
             out.dead_letters.push((ev, RejectReason::Capacity));
             return;
@@ -674,16 +652,7 @@ impl Engine {
         let plan = self.registry.plans[plan_index as usize].clone();
         let mut ticket = Ticket::open(&ev, attrs, plan_index, &plan);
         ticket.check_and_record(&ev.event_id);
-        let slot = match self.free.pop() {
-            Some(s) => s,
-            None => {
-                self.slots.push(None);
-                self.due.push(Ts::MAX);
-                (self.slots.len() - 1) as u32
-            }
-        };
-        self.slots[slot as usize] = Some(ticket);
-        self.index.insert(ev.ticket_id.clone(), slot);
+        let slot = self.tickets.insert(ticket);
         self.mark_dirty(slot);
         self.stats.applied += 1;
         if let Some(s) = self.surge.as_mut() {
@@ -691,7 +660,7 @@ impl Engine {
         }
         // `opened` starts clocks and fires actions like any other event.
         {
-            let ticket = self.slots[slot as usize].as_mut().unwrap();
+            let ticket = self.tickets.get_mut(slot).unwrap();
             let matches = MatcherSet::of_event(&ev.body);
             let mut no_rematch = |_: &TicketAttrs| (plan_index, plan.clone());
             let mut sink = Sink {
@@ -745,7 +714,7 @@ impl Engine {
             max_seen: self.max_seen,
             seq: self.seq,
             plans: self.registry.plans.iter().map(|p| p.key()).collect(),
-            tickets: self.slots.iter().flatten().collect(),
+            tickets: self.tickets.iter().collect(),
             pending: self.pending_sorted(),
             preopen: self.preopen.by_ticket.values().flatten().collect(),
             surge: self.surge.as_ref().map(|s| s.state()),
@@ -794,10 +763,7 @@ impl Engine {
         for mut t in snap.tickets {
             let plan = &e.registry.plans[t.plan as usize];
             t.clocks.resize(plan.clocks.len(), Default::default());
-            let slot = e.slots.len() as u32;
-            e.index.insert(t.id.clone(), slot);
-            e.slots.push(Some(t));
-            e.due.push(Ts::MAX);
+            let slot = e.tickets.insert(t);
             e.schedule(slot);
         }
         for (i, ev) in snap.pending.into_iter().enumerate() {
@@ -828,7 +794,7 @@ impl Engine {
 
     /// Ticket ids currently held, in no particular order.
     pub fn ticket_ids(&self) -> impl Iterator<Item = &str> {
-        self.index.keys().map(|k| k.as_str())
+        self.tickets.iter().map(|t| t.id.as_str())
     }
 
     /// Whether a ticket's phase is closed (tombstone).

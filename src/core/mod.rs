@@ -4,6 +4,7 @@ pub mod clock;
 pub mod engine;
 pub mod model;
 pub mod plan;
+pub mod store;
 pub mod policy;
 pub mod surge;
 pub mod ticket;

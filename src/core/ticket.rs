@@ -89,6 +89,11 @@ impl Ticket {
         if self.seen.contains(&h) {
             return true;
         }
+        // Exact growth: a ticket sees ~10 events; doubling would waste a third of the
+        // dedup memory, the dominant part of an open ticket.
+        if self.seen.len() == self.seen.capacity() {
+            self.seen.reserve_exact(if self.seen.len() < 8 { 2 } else { 4 });
+        }
         self.seen.push(h);
         false
     }

@@ -22,11 +22,83 @@ struct Cli {
 enum Command {
     /// Replays conversation events through a policy and writes the SLA events.
     Replay(ReplayArgs),
+    /// Converts a real ticket event log (CSV, gzip or not) into ConversationEvent JSON lines
+    /// for `replay`; exits 3 when malformed rows were skipped.
+    Convert {
+        /// Which log: uci (ServiceNow incident log) or helpdesk (Italian help desk).
+        #[arg(long, value_parser = ["uci", "helpdesk"])]
+        from: String,
+        /// CSV file, gzip-compressed or not.
+        #[arg(long)]
+        input: PathBuf,
+        /// Output file, or - for standard output.
+        #[arg(long, default_value = "-")]
+        output: String,
+        /// Tenant of the events (default: the source's name).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Keep the events the engine would drop (after 30 days idle or 7 days closed).
+        #[arg(long)]
+        keep_all: bool,
+    },
     /// Policy files.
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Runs the Kafka service: consumes conversation events, publishes SLA events.
+    Run(RunArgs),
+    /// Configuration files of `run`.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// A self-contained demo: in-process mock Kafka, synthetic traffic, the real processor.
+    Demo(DemoArgs),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validates a config file (with the SLAWATCH_* environment applied) and its policy file;
+    /// prints the effective settings.
+    Check { file: PathBuf },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Config file (TOML); see deploy/slawatch.example.toml.
+    #[arg(long)]
+    config: PathBuf,
+    /// Shadow mode: outputs, dead letters, internal topics and the group get the `shadow.`
+    /// prefix, so replaying history through the live path can never page anyone.
+    #[arg(long)]
+    dry_run: bool,
+    /// Ignore the state topic and rebuild state from the input topic's first offset
+    /// (outputs suppressed up to the committed offset).
+    #[arg(long)]
+    rebuild_from_input: bool,
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Event-time speed-up: simulated seconds per real second.
+    #[arg(long, default_value_t = 120.0)]
+    speed: f64,
+    /// How long the demo runs (real time), e.g. 60s, 5m.
+    #[arg(long, default_value = "60s")]
+    duration: String,
+    /// New tickets per simulated minute.
+    #[arg(long, default_value_t = 15.0)]
+    tickets_per_min: f64,
+    /// Admin/metrics listen address (a free port is taken when busy).
+    #[arg(long, default_value = "127.0.0.1:9898")]
+    admin_listen: std::net::SocketAddr,
+    /// Policy file.
+    #[arg(long, default_value = "deploy/policies/default.toml")]
+    policy: PathBuf,
+    /// Random seed of the traffic generator.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
 }
 
 #[derive(Subcommand)]
@@ -74,9 +146,21 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Replay(args) => run_replay(args),
+        Command::Convert {
+            from,
+            input,
+            output,
+            tenant,
+            keep_all,
+        } => run_convert(&from, &input, &output, tenant, keep_all),
         Command::Policy {
             command: PolicyCommand::Check { file },
         } => run_policy_check(&file),
+        Command::Run(args) => run_service(args),
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => run_config_check(&file),
+        Command::Demo(args) => run_demo(args),
     };
     match result {
         Ok(code) => code,
@@ -160,6 +244,60 @@ fn run_policy_check(path: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
+fn run_convert(
+    from: &str,
+    input: &Path,
+    output: &str,
+    tenant: Option<String>,
+    keep_all: bool,
+) -> anyhow::Result<ExitCode> {
+    use slawatch::convert::{self, ConvertOptions, Source};
+    let source =
+        Source::parse(from).ok_or_else(|| Usage(format!("--from: unknown source {from:?}")))?;
+    let file = std::fs::File::open(input)
+        .map_err(|e| Usage(format!("cannot open input {}: {e}", input.display())))?;
+    let opts = ConvertOptions {
+        tenant,
+        keep_all,
+        ..Default::default()
+    };
+    let conv = convert::convert(source, convert::decompress(file)?, &opts)
+        .with_context(|| format!("converting {}", input.display()))?;
+    let mut out: Box<dyn Write> = if output == "-" {
+        Box::new(BufWriter::with_capacity(1 << 20, std::io::stdout().lock()))
+    } else {
+        Box::new(BufWriter::with_capacity(
+            1 << 20,
+            std::fs::File::create(output).with_context(|| format!("cannot create output {output}"))?,
+        ))
+    };
+    convert::write_json_lines(&conv.events, &mut out)?;
+    out.flush()?;
+    let s = &conv.stats;
+    for e in &s.errors {
+        eprintln!("{}: {e} (row skipped)", input.display());
+    }
+    if s.skipped > s.errors.len() as u64 {
+        eprintln!("... and {} more skipped rows", s.skipped - s.errors.len() as u64);
+    }
+    eprintln!(
+        "{}: {} rows ({} skipped) -> {} cases, {} events; {} cases ended at an idle or post-close gap ({} events dropped); {} rows clamped to the opening",
+        input.display(),
+        s.rows,
+        s.skipped,
+        s.cases,
+        s.events,
+        s.truncated_cases,
+        s.dropped_events,
+        s.clamped_rows
+    );
+    Ok(if s.skipped > 0 {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let policy = load_policy(&args.policy)?;
     let until = args
@@ -224,4 +362,46 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
+    use slawatch::runtime::service::{run, RunError, RunOptions};
+    match run(RunOptions {
+        config: args.config,
+        dry_run: args.dry_run,
+        rebuild_from_input: args.rebuild_from_input,
+    }) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e @ (RunError::Config(_) | RunError::Policy { .. })) => Err(Usage(e.to_string()).into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn run_config_check(file: &Path) -> anyhow::Result<ExitCode> {
+    match slawatch::runtime::service::config_check(file) {
+        Ok(report) => {
+            print!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("{}: {e}", file.display());
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let duration = Dur::parse(&args.duration).map_err(|e| Usage(format!("--duration: {e}")))?;
+    if !(args.speed > 0.0) || !(args.tickets_per_min > 0.0) {
+        return Err(Usage("--speed and --tickets-per-min must be positive".into()).into());
+    }
+    slawatch::runtime::demo::run(slawatch::runtime::demo::DemoOptions {
+        speed: args.speed,
+        duration: duration.to_std(),
+        tickets_per_min: args.tickets_per_min,
+        admin_listen: args.admin_listen,
+        policy_file: args.policy,
+        seed: args.seed,
+    })?;
+    Ok(ExitCode::SUCCESS)
 }

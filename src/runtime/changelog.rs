@@ -155,6 +155,20 @@ pub enum RestoreError {
     Surge(String),
 }
 
+/// The restore reader's context: end-of-partition is how it knows it is done, not an error.
+pub struct ReaderCtx;
+
+impl rdkafka::ClientContext for ReaderCtx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_))
+            && !matches!(&error, KafkaError::Global(c) if *c == rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+        {
+            tracing::warn!(%error, reason, "state restore reader error");
+        }
+    }
+}
+impl rdkafka::consumer::ConsumerContext for ReaderCtx {}
+
 /// Runs one restore (blocking; call on a worker thread).
 pub fn restore(env: &RestoreEnv, req: &RestoreRequest) -> RestoreResult {
     let started = Instant::now();
@@ -178,7 +192,8 @@ fn run(
     records: &mut u64,
 ) -> Result<(Vec<RestoredInput>, Option<RestoredSurge>), RestoreError> {
     let deadline = Instant::now() + env.timeout;
-    let reader: BaseConsumer = reader_config(&env.cfg, &env.group_id).create()?;
+    let reader: BaseConsumer<ReaderCtx> =
+        reader_config(&env.cfg, &env.group_id).create_with_context(ReaderCtx)?;
     let p = req.partition;
     // 1. Committed offsets first: with read_committed the broker answers only once no open
     //    transaction (e.g. of a crashed previous owner) holds offsets of the partition, and

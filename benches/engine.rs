@@ -75,8 +75,9 @@ fn ticket_events(i: u64, rng: &mut Rng, open_span_secs: i64, base: i64) -> Vec<E
         t += 10 + rng.below(400) as i64;
         push(t, reply(rng.below(4)));
     }
-    t += 60 + rng.below(3600) as i64;
-    push(t, Body::Resolved);
+    // Resolution a day later, so there is an instant at which every ticket is open with
+    // nine events applied (the memory measurement point).
+    push(base + 2 * 86_400 + rng.below(3600) as i64, Body::Resolved);
     evs
 }
 
@@ -102,7 +103,7 @@ fn main() {
     }
     all.sort_by_key(|(t, _)| *t);
     let events = all.len();
-    let first_phase_end = Ts::from_secs(base + open_span + 1);
+    let first_phase_end = Ts::from_secs(base + 2 * 86_400 - 1);
     let split = all.partition_point(|(t, _)| *t <= first_phase_end);
 
     let rss_before = rss_bytes();
@@ -122,8 +123,9 @@ fn main() {
             let open = engine.open_tickets();
             let rss = rss_bytes().saturating_sub(rss_before);
             println!(
-                "phase 1: {open} open tickets ({} events applied), RSS +{:.1} MiB = {:.0} bytes per open ticket (timers armed, dedup state)",
-                split,
+                "memory: {open} open tickets, {:.1} events each, {} running clocks: RSS +{:.1} MiB = {:.0} bytes per open ticket (timers armed, dedup state)",
+                split as f64 / open.max(1) as f64,
+                engine.running_clocks(),
                 rss as f64 / (1 << 20) as f64,
                 rss as f64 / open.max(1) as f64
             );

@@ -20,18 +20,31 @@ const WAIT: Duration = Duration::from_secs(30);
 fn round_trip_through_a_created_topic() {
     let bs = bootstrap();
     let topic = unique_name("harness-roundtrip");
-    create_topic(&bs, &topic, 3, &[("retention.ms", "3600000"), ("cleanup.policy", "delete")]);
+    create_topic(
+        &bs,
+        &topic,
+        3,
+        &[("retention.ms", "3600000"), ("cleanup.policy", "delete")],
+    );
 
     let config = topic_config(&bs, &topic);
-    let get = |k: &str| config.iter().find(|(n, _)| n == k).and_then(|(_, v)| v.clone());
+    let get = |k: &str| {
+        config
+            .iter()
+            .find(|(n, _)| n == k)
+            .and_then(|(_, v)| v.clone())
+    };
     assert_eq!(get("retention.ms").as_deref(), Some("3600000"));
 
-    let records: Vec<(String, String)> = (0..30).map(|i| (format!("k{}", i % 7), format!("v{i}"))).collect();
+    let records: Vec<(String, String)> = (0..30)
+        .map(|i| (format!("k{}", i % 7), format!("v{i}")))
+        .collect();
     produce(&bs, &topic, &records);
 
     let consumer = read_committed_consumer(&bs, &unique_name("harness-roundtrip-g"), &[&topic]);
     let got = collect_messages(&consumer, records.len(), WAIT);
-    let got: BTreeSet<(String, String)> = got.iter().map(|m| (key_str(m), payload_str(m))).collect();
+    let got: BTreeSet<(String, String)> =
+        got.iter().map(|m| (key_str(m), payload_str(m))).collect();
     let want: BTreeSet<(String, String)> = records.into_iter().collect();
     assert_eq!(got, want);
     // Nothing extra.
@@ -46,10 +59,13 @@ async fn read_committed_sees_committed_transactions_only() {
 
     let producer: FutureProducer = transactional_producer(&bs, &unique_name("harness-txn-id"));
     async fn send(p: &FutureProducer, topic: &str, payload: String) {
-        p.send(FutureRecord::to(topic).key("k").payload(&payload), Duration::from_secs(0))
-            .await
-            .map_err(|(e, _)| e)
-            .expect("delivery");
+        p.send(
+            FutureRecord::to(topic).key("k").payload(&payload),
+            Duration::from_secs(0),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("delivery");
     }
 
     // Committed batch.
@@ -75,18 +91,28 @@ async fn read_committed_sees_committed_transactions_only() {
     let topic2 = topic.clone();
     let (committed, uncommitted) = tokio::task::spawn_blocking(move || {
         let reader = read_committed_consumer(&bs2, &unique_name("harness-txn-rc"), &[&topic2]);
-        let committed: Vec<String> = collect_messages(&reader, 6, WAIT).iter().map(payload_str).collect();
+        let committed: Vec<String> = collect_messages(&reader, 6, WAIT)
+            .iter()
+            .map(payload_str)
+            .collect();
         let extra = try_collect_messages(&reader, 1, Duration::from_millis(500));
 
         // The aborted records really are in the log: read_uncommitted shows them.
-        let uncommitted_reader: BaseConsumer = consumer_config(&bs2, &unique_name("harness-txn-ru"))
-            .set("isolation.level", "read_uncommitted")
-            .create()
-            .unwrap();
+        let uncommitted_reader: BaseConsumer =
+            consumer_config(&bs2, &unique_name("harness-txn-ru"))
+                .set("isolation.level", "read_uncommitted")
+                .create()
+                .unwrap();
         uncommitted_reader.subscribe(&[&topic2]).unwrap();
-        let uncommitted: Vec<String> =
-            collect_messages(&uncommitted_reader, 11, WAIT).iter().map(payload_str).collect();
-        assert!(extra.is_empty(), "read_committed saw more: {:?}", extra.iter().map(payload_str).collect::<Vec<_>>());
+        let uncommitted: Vec<String> = collect_messages(&uncommitted_reader, 11, WAIT)
+            .iter()
+            .map(payload_str)
+            .collect();
+        assert!(
+            extra.is_empty(),
+            "read_committed saw more: {:?}",
+            extra.iter().map(payload_str).collect::<Vec<_>>()
+        );
         (committed, uncommitted)
     })
     .await
@@ -95,7 +121,14 @@ async fn read_committed_sees_committed_transactions_only() {
     let mut want: Vec<String> = (0..5).map(|i| format!("committed-{i}")).collect();
     want.push("end".into());
     assert_eq!(committed, want);
-    assert_eq!(uncommitted.iter().filter(|p| p.starts_with("aborted-")).count(), 5, "{uncommitted:?}");
+    assert_eq!(
+        uncommitted
+            .iter()
+            .filter(|p| p.starts_with("aborted-"))
+            .count(),
+        5,
+        "{uncommitted:?}"
+    );
 }
 
 #[test]
@@ -106,43 +139,64 @@ fn offsets_sent_to_a_transaction_are_committed_with_it() {
     let group = unique_name("harness-eos-g");
     create_topic(&bs, &input, 1, &[]);
     create_topic(&bs, &output, 1, &[]);
-    let records: Vec<(String, String)> = (0..10).map(|i| ("k".to_string(), format!("in-{i}"))).collect();
+    let records: Vec<(String, String)> = (0..10)
+        .map(|i| ("k".to_string(), format!("in-{i}")))
+        .collect();
     produce(&bs, &input, &records);
 
     let producer: BaseProducer = transactional_producer(&bs, &unique_name("harness-eos-txn"));
     let offsets_at = |next: i64| {
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&input, 0, Offset::Offset(next)).unwrap();
+        tpl.add_partition_offset(&input, 0, Offset::Offset(next))
+            .unwrap();
         tpl
     };
 
     {
         let consumer = read_committed_consumer(&bs, &group, &[&input]);
         let first = collect_messages(&consumer, 4, WAIT);
-        assert_eq!(first.iter().map(|m| m.offset()).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+        assert_eq!(
+            first.iter().map(|m| m.offset()).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3]
+        );
         let cgm = consumer.group_metadata().expect("group metadata");
 
         // Process 0..=3 and commit outputs + input offset 4 atomically.
         producer.begin_transaction().unwrap();
         for m in &first {
             producer
-                .send(BaseRecord::to(&output).key("k").payload(&format!("out-{}", payload_str(m))))
+                .send(
+                    BaseRecord::to(&output)
+                        .key("k")
+                        .payload(&format!("out-{}", payload_str(m))),
+                )
                 .unwrap();
         }
-        producer.send_offsets_to_transaction(&offsets_at(4), &cgm, WAIT).unwrap();
+        producer
+            .send_offsets_to_transaction(&offsets_at(4), &cgm, WAIT)
+            .unwrap();
         producer.commit_transaction(WAIT).unwrap();
         assert_eq!(committed_offset(&bs, &group, &input, 0), Some(4));
 
         // Process 4..=7 but abort: neither the outputs nor offset 8 may stick.
         let second = collect_messages(&consumer, 4, WAIT);
-        assert_eq!(second.iter().map(|m| m.offset()).collect::<Vec<_>>(), vec![4, 5, 6, 7]);
+        assert_eq!(
+            second.iter().map(|m| m.offset()).collect::<Vec<_>>(),
+            vec![4, 5, 6, 7]
+        );
         producer.begin_transaction().unwrap();
         for m in &second {
             producer
-                .send(BaseRecord::to(&output).key("k").payload(&format!("out-{}", payload_str(m))))
+                .send(
+                    BaseRecord::to(&output)
+                        .key("k")
+                        .payload(&format!("out-{}", payload_str(m))),
+                )
                 .unwrap();
         }
-        producer.send_offsets_to_transaction(&offsets_at(8), &cgm, WAIT).unwrap();
+        producer
+            .send_offsets_to_transaction(&offsets_at(8), &cgm, WAIT)
+            .unwrap();
         producer.flush(WAIT).unwrap();
         producer.abort_transaction(WAIT).unwrap();
         assert_eq!(committed_offset(&bs, &group, &input, 0), Some(4));
@@ -157,9 +211,17 @@ fn offsets_sent_to_a_transaction_are_committed_with_it() {
 
     // Only the committed transaction's outputs are visible.
     producer.begin_transaction().unwrap();
-    producer.send(BaseRecord::to(&output).key("k").payload("end")).unwrap();
+    producer
+        .send(BaseRecord::to(&output).key("k").payload("end"))
+        .unwrap();
     producer.commit_transaction(WAIT).unwrap();
     let reader = read_committed_consumer(&bs, &unique_name("harness-eos-rc"), &[&output]);
-    let out: Vec<String> = collect_messages(&reader, 5, WAIT).iter().map(payload_str).collect();
-    assert_eq!(out, vec!["out-in-0", "out-in-1", "out-in-2", "out-in-3", "end"]);
+    let out: Vec<String> = collect_messages(&reader, 5, WAIT)
+        .iter()
+        .map(payload_str)
+        .collect();
+    assert_eq!(
+        out,
+        vec!["out-in-0", "out-in-1", "out-in-2", "out-in-3", "end"]
+    );
 }

@@ -72,7 +72,8 @@ fn start_broker() -> Result<String, String> {
     let run_dir = base.join(format!("kafka-{}", std::process::id()));
     std::fs::create_dir_all(&run_dir).map_err(|e| format!("mkdir {}: {e}", run_dir.display()))?;
     let log_path = run_dir.join("start.log");
-    let log = std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let log =
+        std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
 
     let mut child = Command::new("bash")
         .arg(&script)
@@ -90,8 +91,14 @@ fn start_broker() -> Result<String, String> {
     // so processes spawned by tests do not inherit it.
     let watch_pipe = child.stdin.take();
     let mut out = String::new();
-    let read = child.stdout.take().expect("piped stdout").read_to_string(&mut out);
-    let status = child.wait().map_err(|e| format!("waiting for broker.sh: {e}"))?;
+    let read = child
+        .stdout
+        .take()
+        .expect("piped stdout")
+        .read_to_string(&mut out);
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for broker.sh: {e}"))?;
     let log_text = std::fs::read_to_string(&log_path).unwrap_or_default();
     if let Err(e) = read {
         return Err(format!("reading broker.sh output: {e}\n{log_text}"));
@@ -117,16 +124,25 @@ fn start_broker() -> Result<String, String> {
 /// Removes `kafka-<pid>` run directories of test processes that no longer exist (their
 /// brokers were stopped by their watchdogs; only logs remain).
 fn prune_dead_run_dirs(base: &Path) {
-    let Ok(entries) = std::fs::read_dir(base) else { return };
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("kafka-")) else { continue };
-        let Ok(pid) = pid.parse::<u32>() else { continue };
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("kafka-")) else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
         let broker_alive = std::fs::read_to_string(entry.path().join("broker.pid"))
             .ok()
             .map(|p| Path::new("/proc").join(p.trim()).exists())
             .unwrap_or(false);
-        if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() && !broker_alive {
+        if pid != std::process::id()
+            && !Path::new("/proc").join(pid.to_string()).exists()
+            && !broker_alive
+        {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
@@ -137,14 +153,18 @@ fn prune_dead_run_dirs(base: &Path) {
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     format!("{prefix}-{}-{n}-{nanos:09}", std::process::id())
 }
 
 /// Settings every client of the test broker gets.
 pub fn client_config(bootstrap: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap).set("broker.address.family", "v4");
+    c.set("bootstrap.servers", bootstrap)
+        .set("broker.address.family", "v4");
     c
 }
 
@@ -157,7 +177,9 @@ pub fn create_topic(bootstrap: &str, name: &str, partitions: i32, config: &[(&st
     for (k, v) in config {
         topic = topic.set(k, v);
     }
-    let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT)).request_timeout(Some(TIMEOUT));
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(TIMEOUT))
+        .request_timeout(Some(TIMEOUT));
     let results = block_on(admin.create_topics([&topic], &opts))
         .unwrap_or_else(|e| panic!("create_topics({name}) failed: {e}"));
     for r in results {
@@ -175,14 +197,19 @@ pub fn create_topic(bootstrap: &str, name: &str, partitions: i32, config: &[(&st
                 md.topics().iter().find(|t| t.name() == name).map(|t| {
                     t.error().is_none()
                         && t.partitions().len() == partitions as usize
-                        && t.partitions().iter().all(|p| p.error().is_none() && p.leader() >= 0)
+                        && t.partitions()
+                            .iter()
+                            .all(|p| p.error().is_none() && p.leader() >= 0)
                 })
             })
             .unwrap_or(false);
         if ready {
             return;
         }
-        assert!(Instant::now() < deadline, "topic {name} has no leader after {TIMEOUT:?}");
+        assert!(
+            Instant::now() < deadline,
+            "topic {name} has no leader after {TIMEOUT:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -198,7 +225,11 @@ pub fn topic_config(bootstrap: &str, name: &str) -> Vec<(String, Option<String>)
         .next()
         .expect("one resource")
         .unwrap_or_else(|code| panic!("describe_configs({name}): {code:?}"));
-    resource.entries.into_iter().map(|e| (e.name, e.value)).collect()
+    resource
+        .entries
+        .into_iter()
+        .map(|e| (e.name, e.value))
+        .collect()
 }
 
 pub fn admin_client(bootstrap: &str) -> AdminClient<DefaultClientContext> {
@@ -250,7 +281,10 @@ pub fn produce<K: AsRef<[u8]>, V: AsRef<[u8]>>(bootstrap: &str, topic: &str, rec
         loop {
             match producer.send(record) {
                 Ok(()) => break,
-                Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                Err((
+                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    r,
+                )) => {
                     record = r;
                     producer.poll(Duration::from_millis(10));
                 }
@@ -258,8 +292,14 @@ pub fn produce<K: AsRef<[u8]>, V: AsRef<[u8]>>(bootstrap: &str, topic: &str, rec
             }
         }
     }
-    producer.flush(TIMEOUT).unwrap_or_else(|e| panic!("flushing to {topic}: {e}"));
-    assert_eq!(producer.in_flight_count(), 0, "undelivered records to {topic}");
+    producer
+        .flush(TIMEOUT)
+        .unwrap_or_else(|e| panic!("flushing to {topic}: {e}"));
+    assert_eq!(
+        producer.in_flight_count(),
+        0,
+        "undelivered records to {topic}"
+    );
 }
 
 /// Consumer config: group `group_id`, `isolation.level=read_committed`, start from the
@@ -278,8 +318,12 @@ pub fn consumer_config(bootstrap: &str, group_id: &str) -> ClientConfig {
 
 /// A read_committed [`BaseConsumer`] of group `group_id`, subscribed to `topics`.
 pub fn read_committed_consumer(bootstrap: &str, group_id: &str, topics: &[&str]) -> BaseConsumer {
-    let consumer: BaseConsumer = consumer_config(bootstrap, group_id).create().expect("consumer");
-    consumer.subscribe(topics).unwrap_or_else(|e| panic!("subscribe {topics:?}: {e}"));
+    let consumer: BaseConsumer = consumer_config(bootstrap, group_id)
+        .create()
+        .expect("consumer");
+    consumer
+        .subscribe(topics)
+        .unwrap_or_else(|e| panic!("subscribe {topics:?}: {e}"));
     consumer
 }
 
@@ -299,11 +343,19 @@ pub fn collect_messages(consumer: &BaseConsumer, n: usize, timeout: Duration) ->
 
 /// Polls until `n` messages arrived or `timeout` passed; returns what arrived (for
 /// asserting that nothing more comes).
-pub fn try_collect_messages(consumer: &BaseConsumer, n: usize, timeout: Duration) -> Vec<OwnedMessage> {
+pub fn try_collect_messages(
+    consumer: &BaseConsumer,
+    n: usize,
+    timeout: Duration,
+) -> Vec<OwnedMessage> {
     poll_messages(consumer, n, timeout).0
 }
 
-fn poll_messages(consumer: &BaseConsumer, n: usize, timeout: Duration) -> (Vec<OwnedMessage>, Vec<String>) {
+fn poll_messages(
+    consumer: &BaseConsumer,
+    n: usize,
+    timeout: Duration,
+) -> (Vec<OwnedMessage>, Vec<String>) {
     let deadline = Instant::now() + timeout;
     let mut msgs = Vec::with_capacity(n);
     let mut errors: Vec<String> = Vec::new();
@@ -329,14 +381,24 @@ fn poll_messages(consumer: &BaseConsumer, n: usize, timeout: Duration) -> (Vec<O
 }
 
 /// The offset committed by `group_id` for `topic`/`partition`, if any.
-pub fn committed_offset(bootstrap: &str, group_id: &str, topic: &str, partition: i32) -> Option<i64> {
-    let consumer: BaseConsumer = consumer_config(bootstrap, group_id).create().expect("consumer");
+pub fn committed_offset(
+    bootstrap: &str,
+    group_id: &str,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    let consumer: BaseConsumer = consumer_config(bootstrap, group_id)
+        .create()
+        .expect("consumer");
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(topic, partition);
     let committed = consumer
         .committed_offsets(tpl, TIMEOUT)
         .unwrap_or_else(|e| panic!("committed offsets of {group_id}: {e}"));
-    match committed.find_partition(topic, partition).map(|p| p.offset()) {
+    match committed
+        .find_partition(topic, partition)
+        .map(|p| p.offset())
+    {
         Some(Offset::Offset(o)) => Some(o),
         _ => None,
     }
@@ -344,16 +406,27 @@ pub fn committed_offset(bootstrap: &str, group_id: &str, topic: &str, partition:
 
 /// Payload as UTF-8 (lossy); "" for none.
 pub fn payload_str(m: &OwnedMessage) -> String {
-    m.payload().map(|p| String::from_utf8_lossy(p).into_owned()).unwrap_or_default()
+    m.payload()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .unwrap_or_default()
 }
 
 /// Key as UTF-8 (lossy); "" for none.
 pub fn key_str(m: &OwnedMessage) -> String {
-    m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default()
+    m.key()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .unwrap_or_default()
 }
 
 fn describe(m: &OwnedMessage) -> String {
-    format!("{}[{}]@{} {}={}", m.topic(), m.partition(), m.offset(), key_str(m), payload_str(m))
+    format!(
+        "{}[{}]@{} {}={}",
+        m.topic(),
+        m.partition(),
+        m.offset(),
+        key_str(m),
+        payload_str(m)
+    )
 }
 
 /// Drives a future to completion on this thread. rdkafka's admin futures are completed

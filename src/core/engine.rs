@@ -318,8 +318,12 @@ impl Engine {
             };
             let mut t = rec.ticket;
             t.plan = plan;
-            t.clocks
-                .resize(e.registry.plans[plan as usize].clocks.len(), Default::default());
+            let n = e.registry.plans[plan as usize].clocks.len();
+            if t.clocks.len() != n {
+                let mut v = std::mem::take(&mut t.clocks).into_vec();
+                v.resize(n, Default::default());
+                t.clocks = v.into_boxed_slice();
+            }
             if let Some(old) = e.tickets.slot_of(t.id.as_str()) {
                 e.tickets.remove(old);
             }
@@ -762,7 +766,11 @@ impl Engine {
         e.stats = snap.stats;
         for mut t in snap.tickets {
             let plan = &e.registry.plans[t.plan as usize];
-            t.clocks.resize(plan.clocks.len(), Default::default());
+            if t.clocks.len() != plan.clocks.len() {
+                let mut v = std::mem::take(&mut t.clocks).into_vec();
+                v.resize(plan.clocks.len(), Default::default());
+                t.clocks = v.into_boxed_slice();
+            }
             let slot = e.tickets.insert(t);
             e.schedule(slot);
         }

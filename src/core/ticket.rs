@@ -9,7 +9,6 @@ use crate::core::policy::{ClockKind, ClockSpec, Matcher, MatcherSet, OnReopen, P
 use crate::core::time::{Dur, Ts};
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
-use smallvec::SmallVec;
 use std::sync::Arc;
 
 /// A stopped deadline clock's counted time: what the SLA judged (for latency metrics and
@@ -37,13 +36,20 @@ pub struct Ticket {
     pub opened_at: Ts,
     pub last_event: Ts,
     pub closed_at: Option<Ts>,
-    pub clocks: Vec<ClockState>,
-    /// Hashes of the `clock` names of actions already fired (at most once per ticket).
-    pub actions_fired: SmallVec<[u64; 1]>,
-    /// Per check of the policy file: the last `since` event not yet judged.
-    pub check_since: SmallVec<[Option<Ts>; 1]>,
+    pub clocks: Box<[ClockState]>,
+    /// Rarely used state, allocated on first use (most tickets never need it).
+    pub extras: Option<Box<Extras>>,
     /// 64-bit hashes of every event id applied (rule 9 dedup).
     pub seen: Vec<u64>,
+}
+
+/// Ticket state most tickets never need: kept out of line so an open ticket stays small.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Extras {
+    /// Hashes of the `clock` names of actions already fired (at most once per ticket).
+    pub actions_fired: Vec<u64>,
+    /// Per check of the policy file: the last `since` event not yet judged.
+    pub check_since: Vec<Option<Ts>>,
 }
 
 /// Where a ticket's emissions go.
@@ -76,9 +82,8 @@ impl Ticket {
             opened_at: ev.occurred_at,
             last_event: ev.occurred_at,
             closed_at: None,
-            clocks: vec![ClockState::default(); plan.clocks.len()],
-            actions_fired: SmallVec::new(),
-            check_since: SmallVec::from_elem(None, plan.set.checks.len()),
+            clocks: vec![ClockState::default(); plan.clocks.len()].into_boxed_slice(),
+            extras: None,
             seen: Vec::new(),
         }
     }
@@ -96,6 +101,23 @@ impl Ticket {
         }
         self.seen.push(h);
         false
+    }
+
+    fn check_since(&self, k: usize) -> Option<Ts> {
+        self.extras
+            .as_ref()
+            .and_then(|x| x.check_since.get(k).copied().flatten())
+    }
+
+    fn set_check_since(&mut self, k: usize, v: Option<Ts>) {
+        if v.is_none() && self.extras.is_none() {
+            return;
+        }
+        let x = self.extras.get_or_insert_with(Default::default);
+        if x.check_since.len() <= k {
+            x.check_since.resize(k + 1, None);
+        }
+        x.check_since[k] = v;
     }
 
     pub fn running_clocks(&self) -> usize {
@@ -286,12 +308,9 @@ impl Ticket {
 
         // 8. Checks: `on` judges against the last `since`, then `since` re-arms.
         let checks = &plan.set.checks;
-        if self.check_since.len() < checks.len() {
-            self.check_since.resize(checks.len(), None);
-        }
         for (k, check) in checks.iter().enumerate() {
             if check.on.hits(matches) {
-                if let Some(since) = self.check_since[k] {
+                if let Some(since) = self.check_since(k) {
                     let deadline = since.saturating_add(check.target);
                     if t > deadline {
                         let body = OutputBody::Breach {
@@ -310,12 +329,12 @@ impl Ticket {
                             body,
                             clock_pos: check.position,
                         });
-                        self.check_since[k] = None;
+                        self.set_check_since(k, None);
                     }
                 }
             }
             if check.since.hits(matches) {
-                self.check_since[k] = Some(t);
+                self.set_check_since(k, Some(t));
             }
         }
     }
@@ -333,10 +352,11 @@ impl Ticket {
                 continue;
             }
             let h = id_hash(&a.clock);
-            if self.actions_fired.contains(&h) {
+            let extras = self.extras.get_or_insert_with(Default::default);
+            if extras.actions_fired.contains(&h) {
                 continue;
             }
-            self.actions_fired.push(h);
+            extras.actions_fired.push(h);
             let body = OutputBody::Escalation {
                 level: a.level,
                 notify: a.notify.clone(),
@@ -381,7 +401,7 @@ impl Ticket {
                 carried[ni] = true;
             }
         }
-        self.clocks = clocks;
+        self.clocks = clocks.into_boxed_slice();
         self.plan = new_index;
         for ni in 0..new.clocks.len() {
             let spec = &new.clocks[ni];

@@ -32,9 +32,17 @@ trap 'rm -rf "$tmp"' EXIT
 
 echo "fetch-jars: resolving Kafka jars into $libs ..." >&2
 start=$SECONDS
-# -f: the POM lives here, whatever the caller's working directory.
-mvn -B -q -Dstyle.color=never -f "$pom" dependency:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$tmp" >&2
+# -f: the POM lives here, whatever the caller's working directory. Up to 3 tries: a
+# transient registry hiccup should not fail a CI run.
+for try in 1 2 3; do
+    if mvn -B -q -Dstyle.color=never -f "$pom" dependency:copy-dependencies \
+        -DincludeScope=runtime -DoutputDirectory="$tmp" >&2; then
+        break
+    fi
+    ((try < 3)) || { echo "fetch-jars: mvn failed 3 times" >&2; exit 1; }
+    echo "fetch-jars: mvn failed (try $try); retrying in 5 s" >&2
+    sleep 5
+done
 n=$(find "$tmp" -maxdepth 1 -name '*.jar' | wc -l)
 if ! compgen -G "$tmp/kafka_2.13-*.jar" >/dev/null || ! compgen -G "$tmp/log4j-core-*.jar" >/dev/null; then
     echo "fetch-jars: copy-dependencies finished but kafka_2.13 / log4j-core jars are missing" >&2

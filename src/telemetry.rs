@@ -1521,7 +1521,7 @@ mod tests {
             register_policy_series("chat", ["R1", "R6"]);
             set_build_info("test");
             let out = SlaOutput {
-                event_id: "x".into(),
+                event_id: crate::core::model::OutputId(0),
                 ticket_id: "t-1".into(),
                 tenant: "acme".into(),
                 policy_id: Arc::from("chat"),

@@ -8,7 +8,7 @@
 #    only when something is missing;
 # 2. pre-fetches the Apache Kafka 4.3.1 jars from Maven Central (scripts/kafka/fetch-jars.sh,
 #    cached in ~/.cache/slawatch and ~/.m2);
-# 3. runs the test suite with the exact command README.md gives.
+# 3. runs `cargo test --release --all-targets`.
 # Integration tests start their own single-node Kafka broker (tests/common/kafka.rs).
 set -euo pipefail
 
@@ -68,7 +68,7 @@ if ((${#missing[@]})); then
 else
     echo "nothing to install"
 fi
-command -v cargo >/dev/null || { echo "cargo not found: a Rust toolchain >= 1.85 is required" >&2; exit 1; }
+command -v cargo >/dev/null || { echo "cargo not found: a Rust toolchain >= 1.88 is required" >&2; exit 1; }
 # (sed, not head: head would exit early and SIGPIPE the writer under pipefail)
 java -version 2>&1 | sed -n 1p
 mvn -B -v 2>/dev/null | sed -n -e "s/\x1b\[[0-9;]*m//g" -e 1p

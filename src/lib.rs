@@ -8,6 +8,7 @@
 //! - `runtime`: the Kafka runtime (`slawatch run`, `slawatch demo`): consumer group, exactly-once
 //!   outputs, changelog restore, admin HTTP. See its module map.
 pub mod codec;
+pub mod convert;
 pub mod core;
 pub mod proto;
 pub mod replay;

@@ -268,7 +268,8 @@ fn run_convert(
     } else {
         Box::new(BufWriter::with_capacity(
             1 << 20,
-            std::fs::File::create(output).with_context(|| format!("cannot create output {output}"))?,
+            std::fs::File::create(output)
+                .with_context(|| format!("cannot create output {output}"))?,
         ))
     };
     convert::write_json_lines(&conv.events, &mut out)?;
@@ -278,7 +279,10 @@ fn run_convert(
         eprintln!("{}: {e} (row skipped)", input.display());
     }
     if s.skipped > s.errors.len() as u64 {
-        eprintln!("... and {} more skipped rows", s.skipped - s.errors.len() as u64);
+        eprintln!(
+            "... and {} more skipped rows",
+            s.skipped - s.errors.len() as u64
+        );
     }
     eprintln!(
         "{}: {} rows ({} skipped) -> {} cases, {} events; {} cases ended at an idle or post-close gap ({} events dropped); {} rows clamped to the opening",

@@ -62,7 +62,7 @@ fn ticket_events(i: u64, rng: &mut Rng, open_span_secs: i64, base: i64) -> Vec<E
     push(t, Body::Opened { channel, category, urgency, tier, team: "".into() });
     push(t + 1, Body::AutoReply);
     // First reply: mostly quick, with a tail that breaches.
-    let first = if rng.below(10) == 0 { 600 + rng.below(3600) } else { 5 + rng.below(50) };
+    let first = if rng.below(10) == 0 { 300 + rng.below(900) } else { 5 + rng.below(50) };
     let reply = |k: u64| Body::AgentMessage {
         kind: match k { 0 => ReplyKind::Eta, 1 => ReplyKind::Progress, 2 => ReplyKind::Solution, _ => ReplyKind::Answer },
         audience: Audience::Customer,
@@ -70,14 +70,14 @@ fn ticket_events(i: u64, rng: &mut Rng, open_span_secs: i64, base: i64) -> Vec<E
     t += open_span_secs + first as i64; // after every ticket is open
     push(t, reply(3));
     for _ in 0..3 {
-        t += 30 + rng.below(600) as i64;
+        t += 30 + rng.below(120) as i64;
         push(t, Body::CustomerMessage);
-        t += 10 + rng.below(400) as i64;
+        t += 10 + rng.below(90) as i64;
         push(t, reply(rng.below(4)));
     }
-    // Resolution a day later, so there is an instant at which every ticket is open with
-    // nine events applied (the memory measurement point).
-    push(base + 2 * 86_400 + rng.below(3600) as i64, Body::Resolved);
+    // Resolution after every ticket has had its ninth event, so there is an instant at which
+    // all tickets are open with nine events applied (the memory measurement point).
+    push(base + 2 * open_span_secs + 1500 + rng.below(900) as i64, Body::Resolved);
     evs
 }
 
@@ -92,7 +92,7 @@ fn main() {
             .expect("default policy"),
     );
     let base = 1_709_546_400; // 2024-03-04T10:00:00Z
-    let open_span = 3600;
+    let open_span = 600;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     // Pre-encode as protobuf (decode is part of the measured work), in time order.
     let mut all: Vec<(Ts, Vec<u8>)> = Vec::with_capacity(tickets as usize * 10);
@@ -103,7 +103,7 @@ fn main() {
     }
     all.sort_by_key(|(t, _)| *t);
     let events = all.len();
-    let first_phase_end = Ts::from_secs(base + 2 * 86_400 - 1);
+    let first_phase_end = Ts::from_secs(base + 2 * open_span + 1499);
     let split = all.partition_point(|(t, _)| *t <= first_phase_end);
 
     let rss_before = rss_bytes();

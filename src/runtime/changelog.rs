@@ -1,12 +1,20 @@
-//! The state topic: a compacted changelog written in the same transaction as the outputs
-//! and the consumed offsets, and the restore that reads it back.
+//! The state topics: compacted changelogs written in the same transaction as the outputs
+//! and the consumed offsets, and the restore that reads them back.
 //!
-//! # Records (state partition p holds input partition p's state)
+//! # Records
+//! State topic, partition p = input partition p's state:
+//!
 //! | key                         | value                                              |
 //! |-----------------------------|----------------------------------------------------|
 //! | `t/<input topic>/<ticket>`  | `Engine::ticket_record` (versioned postcard); NULL = freed (tombstone) |
 //! | `p/<input topic>`           | `Engine::partition_state`: watermark, pending and pre-open events, counters |
-//! | `s/<repartition topic>`     | [`SurgeRecord`]: the surge detector of repartition partition p |
+//!
+//! Surge-state topic, partition p = repartition partition p's detector (kept apart so the
+//! surge stage, a consumer group of its own, restores without scanning ticket state):
+//!
+//! | key                         | value                                              |
+//! |-----------------------------|----------------------------------------------------|
+//! | `s/<repartition topic>`     | [`SurgeRecord`] (versioned postcard)                |
 //!
 //! The input topic is part of the ticket key because several co-partitioned input topics
 //! each have their own engine per partition number, and a restore must know which engine a
@@ -17,9 +25,9 @@
 //! # Restore
 //! On assignment a worker thread (1) fetches the group's committed offsets of the
 //! partition (read_committed makes the broker wait until no transaction holds them), then
-//! (2) reads state partition p from the beginning to its end with a read_committed
+//! (2) reads the state partition from the beginning to its end with a read_committed
 //! `assign`ed consumer, keeps the last record per key, and (3) builds the engines with
-//! `Engine::restore_parts`. The processing thread keeps the input partition paused until the
+//! `Engine::restore_parts` (or the surge detector). The processing thread keeps the input partition paused until the
 //! result arrives, then seeks it to the committed offset and resumes it.
 use crate::core::engine::{Engine, EngineConfig, SnapshotError};
 use crate::core::policy::PolicySet;
@@ -51,7 +59,7 @@ pub fn partition_key(input_topic: &str) -> Vec<u8> {
     format!("p/{input_topic}").into_bytes()
 }
 
-/// Key of a surge partition's detector state.
+/// Key of a surge partition's detector state (in the surge-state topic).
 pub fn surge_key(repartition_topic: &str) -> Vec<u8> {
     format!("s/{repartition_topic}").into_bytes()
 }
@@ -104,8 +112,10 @@ pub struct RestoreRequest {
 pub struct RestoreEnv {
     pub cfg: Config,
     pub group_id: String,
+    pub surge_group_id: String,
     pub state_topic: String,
     pub repartition_topic: String,
+    pub surge_state_topic: String,
     pub policy: Arc<PolicySet>,
     pub engine_cfg: EngineConfig,
     /// Bound on one restore (committed offsets + reading the state partition).
@@ -192,39 +202,144 @@ fn run(
     records: &mut u64,
 ) -> Result<(Vec<RestoredInput>, Option<RestoredSurge>), RestoreError> {
     let deadline = Instant::now() + env.timeout;
-    let reader: BaseConsumer<ReaderCtx> =
-        reader_config(&env.cfg, &env.group_id).create_with_context(ReaderCtx)?;
     let p = req.partition;
+    let mut out = Vec::with_capacity(req.inputs.len());
+    if !req.inputs.is_empty() {
+        let prefixes: Vec<Vec<u8>> = req.inputs.iter().map(|t| ticket_key(t, "")).collect();
+        let parts: Vec<Vec<u8>> = req.inputs.iter().map(|t| partition_key(t)).collect();
+        let (committed, latest) = read_partition(
+            env,
+            &env.group_id,
+            &req.inputs,
+            &env.state_topic,
+            p,
+            deadline,
+            |key| {
+                parts.iter().any(|w| key == w.as_slice())
+                    || prefixes.iter().any(|w| key.starts_with(w))
+            },
+            bytes,
+            records,
+        )?;
+        let started = Instant::now();
+        for (i, topic) in req.inputs.iter().enumerate() {
+            let prefix = &prefixes[i];
+            let committed = committed.get(topic).copied().flatten();
+            if req.rebuild {
+                let stale_keys = latest
+                    .iter()
+                    .filter(|(k, v)| k.starts_with(prefix) && v.is_some())
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                out.push(RestoredInput {
+                    topic: topic.clone(),
+                    engine: Engine::new(env.policy.clone(), env.engine_cfg.clone()),
+                    committed,
+                    stale_keys,
+                    tickets: 0,
+                });
+                continue;
+            }
+            let part = latest.get(&parts[i]).and_then(|v| v.as_deref());
+            let tickets: Vec<&[u8]> = latest
+                .iter()
+                .filter(|(k, _)| k.starts_with(prefix))
+                .filter_map(|(_, v)| v.as_deref())
+                .collect();
+            let n = tickets.len();
+            let engine =
+                Engine::restore_parts(env.policy.clone(), env.engine_cfg.clone(), part, tickets)
+                    .map_err(|source| RestoreError::Snapshot {
+                        topic: topic.clone(),
+                        source,
+                    })?;
+            out.push(RestoredInput {
+                topic: topic.clone(),
+                engine,
+                committed,
+                stale_keys: Vec::new(),
+                tickets: n,
+            });
+        }
+        tracing::debug!(
+            partition = p,
+            build_ms = started.elapsed().as_millis() as u64,
+            "engines built"
+        );
+    }
+    let surge = if req.surge {
+        let key = surge_key(&env.repartition_topic);
+        let (committed, latest) = read_partition(
+            env,
+            &env.surge_group_id,
+            std::slice::from_ref(&env.repartition_topic),
+            &env.surge_state_topic,
+            p,
+            deadline,
+            |k| k == key.as_slice(),
+            bytes,
+            records,
+        )?;
+        let record = match latest.get(&key).and_then(|v| v.as_deref()) {
+            Some(b) => Some(SurgeRecord::decode(b)?),
+            None => None,
+        };
+        Some(RestoredSurge {
+            record,
+            committed: committed.get(&env.repartition_topic).copied().flatten(),
+        })
+    } else {
+        None
+    };
+    Ok((out, surge))
+}
+
+type Latest = HashMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// Fetches `group`'s committed offsets of `sources` partition `p`, then reads partition `p`
+/// of `state_topic` from the beginning to its end keeping the last value of each key
+/// `wanted` accepts.
+#[allow(clippy::too_many_arguments)]
+fn read_partition(
+    env: &RestoreEnv,
+    group: &str,
+    sources: &[String],
+    state_topic: &str,
+    p: i32,
+    deadline: Instant,
+    wanted: impl Fn(&[u8]) -> bool,
+    bytes: &mut u64,
+    records: &mut u64,
+) -> Result<(HashMap<String, Option<i64>>, Latest), RestoreError> {
+    let reader: BaseConsumer<ReaderCtx> =
+        reader_config(&env.cfg, group).create_with_context(ReaderCtx)?;
     // 1. Committed offsets first: with read_committed the broker answers only once no open
     //    transaction (e.g. of a crashed previous owner) holds offsets of the partition, and
     //    by then the state records of that transaction are committed or aborted too.
+    let t0 = Instant::now();
     let mut tpl = TopicPartitionList::new();
-    for t in &req.inputs {
+    for t in sources {
         tpl.add_partition(t, p);
     }
-    if req.surge {
-        tpl.add_partition(&env.repartition_topic, p);
-    }
-    let committed = reader.committed_offsets(tpl, env.timeout)?;
-    let committed_of = |topic: &str| match committed.find_partition(topic, p).map(|e| e.offset()) {
-        Some(Offset::Offset(o)) if o >= 0 => Some(o),
-        _ => None,
-    };
-    // 2. The state partition, from the beginning to its end (last record per key wins).
-    let wanted_tickets: Vec<Vec<u8>> = req
-        .inputs
+    let committed_tpl = reader.committed_offsets(tpl, env.timeout)?;
+    let committed: HashMap<String, Option<i64>> = sources
         .iter()
         .map(|t| {
-            let mut k = ticket_key(t, "");
-            k.shrink_to_fit();
-            k
+            let o = match committed_tpl.find_partition(t, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) if o >= 0 => Some(o),
+                _ => None,
+            };
+            (t.clone(), o)
         })
         .collect();
-    let wanted_parts: Vec<Vec<u8>> = req.inputs.iter().map(|t| partition_key(t)).collect();
-    let wanted_surge = surge_key(&env.repartition_topic);
-    let mut latest: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
+    let t_committed = t0.elapsed();
+    // 2. The state partition, from the beginning to its end (last record per key wins).
+    let mut latest: Latest = HashMap::new();
+    // Know the partition's leader before assigning: otherwise librdkafka's first offset
+    // lookup fails and is retried only after 500 ms.
+    reader.fetch_metadata(Some(state_topic), env.timeout)?;
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&env.state_topic, p, Offset::Beginning)?;
+    tpl.add_partition_offset(state_topic, p, Offset::Beginning)?;
     reader.assign(&tpl)?;
     loop {
         if Instant::now() > deadline {
@@ -237,77 +352,29 @@ fn run(
             None => continue,
             Some(Err(KafkaError::PartitionEOF(_))) => break,
             Some(Err(e)) => {
-                // Transient (e.g. leader change): librdkafka retries; keep polling.
+                // Transient (e.g. a leader change): librdkafka retries; keep polling.
                 tracing::warn!(partition = p, error = %e, "state restore: consumer error");
                 continue;
             }
             Some(Ok(m)) => {
                 let Some(key) = m.key() else { continue };
-                let relevant = (req.surge && key == wanted_surge.as_slice())
-                    || wanted_parts.iter().any(|w| key == w.as_slice())
-                    || wanted_tickets.iter().any(|w| key.starts_with(w));
                 *records += 1;
                 *bytes += (key.len() + m.payload_len()) as u64;
-                if relevant {
+                if wanted(key) {
                     latest.insert(key.to_vec(), m.payload().map(|v| v.to_vec()));
                 }
             }
         }
     }
-    drop(reader);
-    // 3. Build.
-    let mut out = Vec::with_capacity(req.inputs.len());
-    for (i, topic) in req.inputs.iter().enumerate() {
-        let prefix = &wanted_tickets[i];
-        if req.rebuild {
-            let stale_keys = latest
-                .iter()
-                .filter(|(k, v)| k.starts_with(prefix) && v.is_some())
-                .map(|(k, _)| k.clone())
-                .collect();
-            out.push(RestoredInput {
-                topic: topic.clone(),
-                engine: Engine::new(env.policy.clone(), env.engine_cfg.clone()),
-                committed: committed_of(topic),
-                stale_keys,
-                tickets: 0,
-            });
-            continue;
-        }
-        let part = latest.get(&wanted_parts[i]).and_then(|v| v.as_deref());
-        let tickets: Vec<&[u8]> = latest
-            .iter()
-            .filter(|(k, _)| k.starts_with(prefix))
-            .filter_map(|(_, v)| v.as_deref())
-            .collect();
-        let n = tickets.len();
-        let engine =
-            Engine::restore_parts(env.policy.clone(), env.engine_cfg.clone(), part, tickets)
-                .map_err(|source| RestoreError::Snapshot {
-                    topic: topic.clone(),
-                    source,
-                })?;
-        out.push(RestoredInput {
-            topic: topic.clone(),
-            engine,
-            committed: committed_of(topic),
-            stale_keys: Vec::new(),
-            tickets: n,
-        });
-    }
-    let surge = if req.surge {
-        let record = match latest.get(&wanted_surge).and_then(|v| v.as_deref()) {
-            Some(b) => Some(SurgeRecord::decode(b)?),
-            None => None,
-        };
-        Some(RestoredSurge {
-            record,
-            committed: committed_of(&env.repartition_topic),
-        })
-    } else {
-        None
-    };
-    Ok((out, surge))
+    tracing::debug!(
+        topic = state_topic,
+        partition = p,
+        committed_ms = t_committed.as_millis() as u64,
+        read_ms = (t0.elapsed() - t_committed).as_millis() as u64,
+        keys = latest.len(),
+        "state partition read"
+    );
+    Ok((committed, latest))
 }
 
 /// A detector from a restored record (or a fresh one).

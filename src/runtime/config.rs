@@ -164,6 +164,10 @@ pub struct TopicsConfig {
     /// partition count as the input. Default `slawatch.surge-repartition`.
     #[serde(default = "d_surge_repartition")]
     pub surge_repartition: String,
+    /// Compacted changelog of the surge detectors, one record per repartition partition;
+    /// same partition count as the repartition topic. Default `slawatch.surge-state`.
+    #[serde(default = "d_surge_state")]
+    pub surge_state: String,
     /// Create missing topics at start-up. Default true.
     #[serde(default = "d_true")]
     pub create: bool,
@@ -266,6 +270,9 @@ fn d_state() -> String {
 fn d_surge_repartition() -> String {
     "slawatch.surge-repartition".into()
 }
+fn d_surge_state() -> String {
+    "slawatch.surge-state".into()
+}
 fn d_partitions() -> i32 {
     12
 }
@@ -350,6 +357,7 @@ const TOPICS_KEYS: &[&str] = &[
     "dead_letters",
     "state",
     "surge_repartition",
+    "surge_state",
     "create",
     "partitions",
     "output_partitions",
@@ -474,6 +482,7 @@ impl Config {
         }
         roles.push((&self.topics.state, "topics.state"));
         roles.push((&self.topics.surge_repartition, "topics.surge_repartition"));
+        roles.push((&self.topics.surge_state, "topics.surge_state"));
         roles.push((&self.topics.dead_letters, "topics.dead_letters"));
         let outputs = [
             (&self.topics.breaches, "topics.breaches"),
@@ -575,8 +584,8 @@ impl Config {
         let _ = writeln!(s, "dead letters         = {}", t.dead_letters);
         let _ = writeln!(
             s,
-            "state / repartition  = {} / {}",
-            t.state, t.surge_repartition
+            "state / repartition  = {} / {} / {}",
+            t.state, t.surge_repartition, t.surge_state
         );
         for (k, v) in &self.kafka {
             let secret = k.contains("password") || k.contains("secret") || k.contains("key");

@@ -28,7 +28,10 @@ pub struct Control {
     pub ready: AtomicBool,
     /// The processing thread runs.
     pub alive: AtomicBool,
+    /// Input partitions assigned.
     pub assigned_partitions: AtomicUsize,
+    /// Repartition-topic partitions assigned (the surge stage).
+    pub assigned_surge_partitions: AtomicUsize,
     pub restoring_partitions: AtomicUsize,
     pub transactions_committed: AtomicU64,
     pub records_consumed: AtomicU64,
@@ -52,6 +55,7 @@ impl Control {
             ready: AtomicBool::new(false),
             alive: AtomicBool::new(false),
             assigned_partitions: AtomicUsize::new(0),
+            assigned_surge_partitions: AtomicUsize::new(0),
             restoring_partitions: AtomicUsize::new(0),
             transactions_committed: AtomicU64::new(0),
             records_consumed: AtomicU64::new(0),

@@ -97,7 +97,7 @@ create = false
     cfg.admin_listen = opts.admin_listen;
     cfg.policy_file = opts.policy_file.clone();
     let topics = Topics::new(&cfg, false);
-    for t in [&topics.state, &topics.repartition] {
+    for t in [&topics.state, &topics.repartition, &topics.surge_state] {
         mock.create_topic(t, PARTITIONS, 1)?;
     }
     mock.create_topic(INPUT, PARTITIONS, 1)?;

@@ -64,6 +64,11 @@ pub fn reader_config(cfg: &Config, group_id: &str) -> ClientConfig {
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "true");
+    // End-of-partition is only known from a fetch response; do not let the broker hold the
+    // last, empty fetch for the default 500 ms.
+    if !cfg.kafka.contains_key("fetch.wait.max.ms") {
+        c.set("fetch.wait.max.ms", "10");
+    }
     if !cfg.kafka.contains_key("fetch.max.bytes") {
         c.set("fetch.max.bytes", "104857600");
     }

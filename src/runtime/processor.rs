@@ -211,17 +211,36 @@ pub fn start(
         stray: 0,
         last_metrics: Instant::now(),
         last_clock_scan: Instant::now() - Duration::from_secs(60),
+        consumers: None,
     }));
-    let consumer: BaseConsumer<ConsumerCtx> = consumer_config(cfg, &opts.topics.group_id)
-        .create_with_context(ConsumerCtx { core: core.clone() })
-        .map_err(kerr("creating the consumer"))?;
-    let mut subscribed: Vec<&str> = opts.topics.inputs.iter().map(|s| s.as_str()).collect();
-    subscribed.push(&opts.topics.repartition);
-    consumer
-        .subscribe(&subscribed)
-        .map_err(kerr("subscribing"))?;
+    let main: Arc<Consumer> = Arc::new(
+        consumer_config(cfg, &opts.topics.group_id)
+            .create_with_context(ConsumerCtx {
+                core: core.clone(),
+                role: Role::Input,
+            })
+            .map_err(kerr("creating the consumer"))?,
+    );
+    let surge: Arc<Consumer> = Arc::new(
+        consumer_config(cfg, &opts.topics.surge_group_id)
+            .create_with_context(ConsumerCtx {
+                core: core.clone(),
+                role: Role::Surge,
+            })
+            .map_err(kerr("creating the surge consumer"))?,
+    );
+    let subscribed: Vec<&str> = opts.topics.inputs.iter().map(|s| s.as_str()).collect();
+    main.subscribe(&subscribed).map_err(kerr("subscribing"))?;
+    surge
+        .subscribe(&[&opts.topics.repartition])
+        .map_err(kerr("subscribing to the repartition topic"))?;
+    core.lock().unwrap().consumers = Some(Consumers {
+        main: main.clone(),
+        surge: surge.clone(),
+    });
     tracing::info!(
         group = %opts.topics.group_id,
+        surge_group = %opts.topics.surge_group_id,
         instance = %cfg.instance_id,
         topics = ?subscribed,
         guarantee = if exactly_once { "exactly-once" } else { "at-least-once" },
@@ -233,7 +252,7 @@ pub fn start(
         .name("slawatch-processor".into())
         .spawn(move || {
             thread_control.alive.store(true, Ordering::SeqCst);
-            let r = run_loop(consumer, core, &thread_control, restore_rx, query_rx);
+            let r = run_loop(main, surge, core, &thread_control, restore_rx, query_rx);
             if let Err(e) = &r {
                 thread_control.set_error(e.to_string());
                 tracing::error!(error = %e, "processor stopped");
@@ -275,7 +294,8 @@ fn register_policy(set: &PolicySet) {
 }
 
 fn run_loop(
-    consumer: BaseConsumer<ConsumerCtx>,
+    main: Arc<Consumer>,
+    surge: Arc<Consumer>,
     core: Arc<Mutex<Core>>,
     control: &Control,
     restore_rx: mpsc::Receiver<RestoreResult>,
@@ -291,7 +311,7 @@ fn run_loop(
                 c.reload(set);
             }
             while let Ok(r) = restore_rx.try_recv() {
-                c.install(&consumer, r);
+                c.install(r);
             }
             if let Some(rx) = &query_rx {
                 while let Ok(q) = rx.try_recv() {
@@ -304,48 +324,58 @@ fn run_loop(
             }
             c.poll_timeout()
         };
-        let mut msg = consumer.poll(timeout);
-        let mut n = 0;
-        loop {
-            match msg {
-                None => break,
-                Some(Ok(m)) => {
-                    core.lock().unwrap().on_message(&m);
-                    n += 1;
-                }
-                Some(Err(KafkaError::PartitionEOF(_))) => {}
-                Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
-                    core.lock().unwrap().fatal =
-                        Some(ProcessorError::Fatal(format!("consumer: {code}")));
-                    break;
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "consumer error");
-                    break;
-                }
-            }
-            if n >= MAX_BATCH {
-                break;
-            }
-            msg = consumer.poll(Duration::ZERO);
-        }
-        core.lock().unwrap().after_batch(&consumer);
+        // The input consumer may block for the timeout; the surge stage's consumer is then
+        // drained without blocking (surges work on minute boundaries).
+        poll_batch(&main, &core, timeout);
+        poll_batch(&surge, &core, Duration::ZERO);
+        core.lock().unwrap().after_batch();
     };
-    // Graceful end: commit (or abort) what is open, then close the consumer (its revoke
-    // callback finds nothing left to commit). With static membership the group keeps the
+    // Graceful end: commit (or abort) what is open, then close the consumers (their revoke
+    // callbacks find nothing left to commit). With static membership the group keeps the
     // partitions for session.timeout.ms, so a restart within it causes no rebalance.
     {
         let mut c = core.lock().unwrap();
         if result.is_ok() {
-            c.commit(&consumer);
+            c.commit();
         } else {
             c.abort_open();
         }
         c.inputs.clear();
         c.surges.clear();
+        c.consumers = None;
     }
-    drop(consumer);
+    drop(main);
+    drop(surge);
     result
+}
+
+/// Polls up to [`MAX_BATCH`] records (the first poll may wait `timeout`).
+fn poll_batch(consumer: &Consumer, core: &Mutex<Core>, timeout: Duration) {
+    let mut msg = consumer.poll(timeout);
+    let mut n = 0;
+    loop {
+        match msg {
+            None => break,
+            Some(Ok(m)) => {
+                core.lock().unwrap().on_message(&m);
+                n += 1;
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
+            Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
+                core.lock().unwrap().fatal =
+                    Some(ProcessorError::Fatal(format!("consumer: {code}")));
+                break;
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "consumer error");
+                break;
+            }
+        }
+        if n >= MAX_BATCH {
+            break;
+        }
+        msg = consumer.poll(Duration::ZERO);
+    }
 }
 
 /// Delivery failures, counted by the producer's delivery callback.
@@ -374,8 +404,24 @@ impl ProducerContext for ProducerCtx {
     }
 }
 
+/// Which stage a consumer feeds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// Input topics → SLA engines.
+    Input,
+    /// The repartition topic → surge detectors (consumer group `<group>.surge`).
+    Surge,
+}
+
 struct ConsumerCtx {
     core: Arc<Mutex<Core>>,
+    role: Role,
+}
+
+#[derive(Clone)]
+struct Consumers {
+    main: Arc<Consumer>,
+    surge: Arc<Consumer>,
 }
 
 impl ClientContext for ConsumerCtx {
@@ -389,15 +435,20 @@ impl ConsumerContext for ConsumerCtx {
         match rebalance {
             Rebalance::Revoke(tpl) => {
                 let lost = consumer.assignment_lost();
-                self.core.lock().unwrap().on_revoke(consumer, tpl, lost);
+                self.core
+                    .lock()
+                    .unwrap()
+                    .on_revoke(consumer, self.role, tpl, lost);
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
             Rebalance::Assign(_) => {}
         }
     }
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            self.core.lock().unwrap().on_assign(consumer, tpl);
+        match rebalance {
+            Rebalance::Assign(tpl) => self.core.lock().unwrap().on_assign(consumer, tpl),
+            Rebalance::Revoke(_) => self.core.lock().unwrap().update_assigned(),
+            Rebalance::Error(_) => {}
         }
     }
 }
@@ -553,6 +604,9 @@ struct Core {
     stray: u64,
     last_metrics: Instant,
     last_clock_scan: Instant,
+    /// Both consumers, for the commit path (which needs both groups' metadata) and for
+    /// pausing, seeking and resuming; `None` once shutting down.
+    consumers: Option<Consumers>,
 }
 
 impl Core {
@@ -802,12 +856,12 @@ impl Core {
     // Time
     // ---------------------------------------------------------------------------------
 
-    fn after_batch(&mut self, consumer: &Consumer) {
-        self.refresh_positions(consumer);
+    fn after_batch(&mut self) {
+        self.refresh_positions();
         self.advance_time();
         self.io.serve();
         if self.last_commit.elapsed() >= self.commit_interval {
-            self.commit(consumer);
+            self.commit();
         }
         if self.last_metrics.elapsed() >= Duration::from_secs(1) {
             self.publish_metrics();
@@ -817,12 +871,27 @@ impl Core {
 
     /// Caught-up detection: the consumer position (which moves past transaction markers)
     /// against librdkafka's cached high watermark; no network call.
-    fn refresh_positions(&mut self, consumer: &Consumer) {
-        if self.inputs.is_empty() && self.surges.is_empty() {
+    fn refresh_positions(&mut self) {
+        let Some(c) = self.consumers.clone() else {
             return;
-        }
-        let positions = consumer.position().ok();
+        };
+        let main_pos = if self.inputs.is_empty() {
+            None
+        } else {
+            c.main.position().ok()
+        };
+        let surge_pos = if self.surges.is_empty() {
+            None
+        } else {
+            c.surge.position().ok()
+        };
+        let repartition = self.topics.repartition.clone();
         let pos_of = |topic: &str, p: i32| -> Option<i64> {
+            let positions = if topic == repartition {
+                &surge_pos
+            } else {
+                &main_pos
+            };
             match positions.as_ref()?.find_partition(topic, p)?.offset() {
                 Offset::Offset(o) if o >= 0 => Some(o),
                 _ => None,
@@ -838,7 +907,7 @@ impl Core {
         for t in self.inputs.values_mut() {
             let topic = &self.topics.inputs[t.topic];
             let pos = pos_of(topic, t.partition).or(t.next_offset);
-            let (c, lag) = caught(pos, cached_watermarks(consumer, topic, t.partition));
+            let (c, lag) = caught(pos, cached_watermarks(&*c.main, topic, t.partition));
             t.caught_up = c;
             t.lag = lag;
         }
@@ -846,7 +915,7 @@ impl Core {
             let pos = pos_of(&self.topics.repartition, s.partition).or(s.next_offset);
             let (c, lag) = caught(
                 pos,
-                cached_watermarks(consumer, &self.topics.repartition, s.partition),
+                cached_watermarks(&*c.surge, &self.topics.repartition, s.partition),
             );
             s.caught_up = c;
             s.lag = lag;
@@ -946,8 +1015,10 @@ impl Core {
                 .any(|s| s.next_offset.is_some() && s.next_offset != s.committed)
     }
 
-    fn offsets(&self) -> TopicPartitionList {
+    /// Offsets to commit: (the input group's, the surge group's).
+    fn offsets(&self) -> (TopicPartitionList, TopicPartitionList) {
         let mut tpl = TopicPartitionList::new();
+        let mut surge = TopicPartitionList::new();
         for t in self.inputs.values() {
             if t.rebuilding() {
                 continue;
@@ -965,7 +1036,7 @@ impl Core {
         for s in self.surges.values() {
             if let Some(o) = s.next_offset {
                 if Some(o) != s.committed {
-                    let _ = tpl.add_partition_offset(
+                    let _ = surge.add_partition_offset(
                         &self.topics.repartition,
                         s.partition,
                         Offset::Offset(o),
@@ -973,7 +1044,7 @@ impl Core {
                 }
             }
         }
-        tpl
+        (tpl, surge)
     }
 
     fn mark_committed(&mut self) {
@@ -1024,6 +1095,7 @@ impl Core {
             }
         }
         let key = surge_state_key(&self.topics.repartition);
+        let surge_state_topic = self.topics.surge_state.clone();
         for s in self.surges.values_mut() {
             if !s.dirty {
                 continue;
@@ -1035,7 +1107,7 @@ impl Core {
                 state: s.detector.state().clone(),
             };
             self.io.send(
-                &state_topic,
+                &surge_state_topic,
                 Some(s.partition),
                 &key,
                 Some(&rec.encode()),
@@ -1046,7 +1118,10 @@ impl Core {
     }
 
     /// Commits what is open (outputs, state, offsets); on failure aborts and resets.
-    fn commit(&mut self, consumer: &Consumer) {
+    fn commit(&mut self) {
+        let Some(consumers) = self.consumers.clone() else {
+            return;
+        };
         self.last_commit = Instant::now();
         let state_dirty = self.inputs.values().any(|t| t.changed && !t.rebuilding())
             || self.surges.values().any(|s| s.dirty);
@@ -1055,9 +1130,9 @@ impl Core {
         }
         let started = Instant::now();
         let r = if self.io.exactly_once {
-            self.commit_transaction(consumer)
+            self.commit_transaction(&consumers)
         } else {
-            self.commit_at_least_once(consumer)
+            self.commit_at_least_once(&consumers)
         };
         match r {
             Ok(()) => {
@@ -1074,20 +1149,20 @@ impl Core {
             Err(CommitFailure::Reset(e)) => {
                 tracing::warn!(error = %e, "commit failed; aborting and restoring every partition from the state topic");
                 self.abort_open();
-                self.reset_all(consumer);
+                self.reset_all();
             }
         }
     }
 
-    fn commit_transaction(&mut self, consumer: &Consumer) -> Result<(), CommitFailure> {
+    fn commit_transaction(&mut self, c: &Consumers) -> Result<(), CommitFailure> {
         self.write_state();
         self.io.drain().map_err(CommitFailure::Reset)?;
         if let Some(e) = self.io.failure() {
             return Err(CommitFailure::Reset(e));
         }
-        let offsets = self.offsets();
+        let (offsets, surge_offsets) = self.offsets();
         if !self.io.txn_open {
-            if offsets.count() == 0 {
+            if offsets.count() == 0 && surge_offsets.count() == 0 {
                 return Ok(());
             }
             self.io
@@ -1096,13 +1171,16 @@ impl Core {
                 .map_err(|e| classify("begin_transaction", e))?;
             self.io.txn_open = true;
         }
-        if offsets.count() > 0 {
+        for (tpl, consumer) in [(&offsets, &c.main), (&surge_offsets, &c.surge)] {
+            if tpl.count() == 0 {
+                continue;
+            }
             let gm = consumer
                 .group_metadata()
                 .ok_or_else(|| CommitFailure::Reset("no consumer group metadata".into()))?;
             self.io
                 .producer
-                .send_offsets_to_transaction(&offsets, &gm, OP_TIMEOUT)
+                .send_offsets_to_transaction(tpl, &gm, OP_TIMEOUT)
                 .map_err(|e| classify("send_offsets_to_transaction", e))?;
         }
         let mut attempts = 0;
@@ -1120,7 +1198,7 @@ impl Core {
         Ok(())
     }
 
-    fn commit_at_least_once(&mut self, consumer: &Consumer) -> Result<(), CommitFailure> {
+    fn commit_at_least_once(&mut self, c: &Consumers) -> Result<(), CommitFailure> {
         // Outputs first: state that says "fired" must never be durable before the output.
         self.io.drain().map_err(CommitFailure::Reset)?;
         if let Some(e) = self.io.failure() {
@@ -1131,11 +1209,13 @@ impl Core {
         if let Some(e) = self.io.failure() {
             return Err(CommitFailure::Reset(e));
         }
-        let offsets = self.offsets();
-        if offsets.count() > 0 {
-            consumer
-                .commit(&offsets, CommitMode::Sync)
-                .map_err(|e| CommitFailure::Reset(format!("committing offsets: {e}")))?;
+        let (offsets, surge_offsets) = self.offsets();
+        for (tpl, consumer) in [(&offsets, &c.main), (&surge_offsets, &c.surge)] {
+            if tpl.count() > 0 {
+                consumer
+                    .commit(tpl, CommitMode::Sync)
+                    .map_err(|e| CommitFailure::Reset(format!("committing offsets: {e}")))?;
+            }
         }
         Ok(())
     }
@@ -1174,7 +1254,7 @@ impl Core {
         }
         // Commit first: an open transaction of ours writing to a state partition would hold
         // the restore reader at its last stable offset.
-        self.commit(consumer);
+        self.commit();
         if let Err(e) = consumer.pause(tpl) {
             tracing::error!(error = %e, "pausing newly assigned partitions failed");
         }
@@ -1191,10 +1271,16 @@ impl Core {
         for (p, (inputs, surge)) in by_partition {
             self.request_restore(p, inputs, surge);
         }
-        self.update_assigned(consumer);
+        self.update_assigned();
     }
 
-    fn on_revoke(&mut self, consumer: &Consumer, tpl: &TopicPartitionList, lost: bool) {
+    fn on_revoke(
+        &mut self,
+        _consumer: &Consumer,
+        role: Role,
+        tpl: &TopicPartitionList,
+        lost: bool,
+    ) {
         telemetry::rebalance(if lost {
             telemetry::RebalanceKind::Lost
         } else {
@@ -1209,7 +1295,7 @@ impl Core {
                 reset_rest = true;
             }
         } else {
-            self.commit(consumer);
+            self.commit();
         }
         for e in tpl.elements() {
             let p = e.partition();
@@ -1222,34 +1308,41 @@ impl Core {
                 telemetry::partition_revoked(p);
             }
         }
-        tracing::info!(partitions = tpl.count(), lost, "revoked");
+        tracing::info!(partitions = tpl.count(), lost, stage = ?role, "revoked");
         if reset_rest {
-            self.reset_all(consumer);
+            self.reset_all();
         }
-        self.update_assigned(consumer);
+        self.update_assigned();
         self.update_ready();
     }
 
     /// Drops every partition's in-memory state and restores it from the state topic (after
     /// an abort: memory ran ahead of what Kafka holds).
-    fn reset_all(&mut self, consumer: &Consumer) {
+    fn reset_all(&mut self) {
+        let Some(c) = self.consumers.clone() else {
+            self.inputs.clear();
+            self.surges.clear();
+            return;
+        };
         let mut by_partition: HashMap<i32, (Vec<usize>, bool)> = HashMap::new();
         let mut tpl = TopicPartitionList::new();
+        let mut surge_tpl = TopicPartitionList::new();
         for (&(i, p), _) in self.inputs.iter() {
             by_partition.entry(p).or_default().0.push(i);
             tpl.add_partition(&self.topics.inputs[i], p);
         }
         for &p in self.surges.keys() {
             by_partition.entry(p).or_default().1 = true;
-            tpl.add_partition(&self.topics.repartition, p);
+            surge_tpl.add_partition(&self.topics.repartition, p);
         }
         self.inputs.clear();
         self.surges.clear();
-        if tpl.count() == 0 {
-            return;
-        }
-        if let Err(e) = consumer.pause(&tpl) {
-            tracing::error!(error = %e, "pausing partitions for a reset failed");
+        for (t, consumer) in [(&tpl, &c.main), (&surge_tpl, &c.surge)] {
+            if t.count() > 0 {
+                if let Err(e) = consumer.pause(t) {
+                    tracing::error!(error = %e, "pausing partitions for a reset failed");
+                }
+            }
         }
         for (p, (inputs, surge)) in by_partition {
             self.request_restore(p, inputs, surge);
@@ -1280,8 +1373,10 @@ impl Core {
         let env = RestoreEnv {
             cfg: self.cfg.clone(),
             group_id: self.topics.group_id.clone(),
+            surge_group_id: self.topics.surge_group_id.clone(),
             state_topic: self.topics.state.clone(),
             repartition_topic: self.topics.repartition.clone(),
+            surge_state_topic: self.topics.surge_state.clone(),
             policy: self.policy.clone(),
             engine_cfg: self.engine_cfg.clone(),
             timeout: RESTORE_TIMEOUT,
@@ -1302,7 +1397,10 @@ impl Core {
     }
 
     /// Installs a finished restore: engines in, seek to the committed offsets, resume.
-    fn install(&mut self, consumer: &Consumer, r: RestoreResult) {
+    fn install(&mut self, r: RestoreResult) {
+        let Some(c) = self.consumers.clone() else {
+            return;
+        };
         let p = r.partition;
         let (restored, surge) = match r.outcome {
             Ok(x) => x,
@@ -1328,6 +1426,7 @@ impl Core {
         };
         let mut tickets = 0u64;
         let mut resume = TopicPartitionList::new();
+        let mut resume_surge = TopicPartitionList::new();
         for ri in restored {
             let Some(i) = self.input_index(&ri.topic) else {
                 continue;
@@ -1355,7 +1454,7 @@ impl Core {
             };
             tickets += ri.tickets as u64;
             task.stats_seen = task.engine.stats().clone();
-            if let Err(e) = consumer.seek(&ri.topic, p, start, Duration::from_secs(10)) {
+            if let Err(e) = c.main.seek(&ri.topic, p, start, Duration::from_secs(10)) {
                 tracing::warn!(topic = %ri.topic, partition = p, error = %e, "seek after restore failed; resuming from the fetch position");
             }
             resume.add_partition(&ri.topic, p);
@@ -1375,11 +1474,12 @@ impl Core {
                     .map(Offset::Offset)
                     .unwrap_or(Offset::Beginning);
                 if let Err(e) =
-                    consumer.seek(&self.topics.repartition, p, start, Duration::from_secs(10))
+                    c.surge
+                        .seek(&self.topics.repartition, p, start, Duration::from_secs(10))
                 {
                     tracing::warn!(partition = p, error = %e, "seek of the repartition topic failed");
                 }
-                resume.add_partition(&self.topics.repartition, p);
+                resume_surge.add_partition(&self.topics.repartition, p);
                 self.surges.insert(
                     p,
                     SurgeTask {
@@ -1396,9 +1496,13 @@ impl Core {
                 );
             }
         }
-        if resume.count() > 0 {
-            if let Err(e) = consumer.resume(&resume) {
-                tracing::error!(partition = p, error = %e, "resuming a restored partition failed");
+        if resume.count() + resume_surge.count() > 0 {
+            for (t, consumer) in [(&resume, &c.main), (&resume_surge, &c.surge)] {
+                if t.count() > 0 {
+                    if let Err(e) = consumer.resume(t) {
+                        tracing::error!(partition = p, error = %e, "resuming a restored partition failed");
+                    }
+                }
             }
             telemetry::restore_finished(r.elapsed, r.bytes, tickets);
             self.control.restores.fetch_add(1, Ordering::Relaxed);
@@ -1420,17 +1524,14 @@ impl Core {
         self.update_ready();
     }
 
-    fn update_assigned(&self, consumer: &Consumer) {
-        let n = consumer
-            .assignment()
-            .map(|a| {
-                a.elements()
-                    .iter()
-                    .filter(|e| e.topic() != self.topics.repartition)
-                    .count()
-            })
-            .unwrap_or(0);
+    fn update_assigned(&self) {
+        let Some(c) = &self.consumers else { return };
+        let count = |consumer: &Consumer| consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        let (n, surge) = (count(&c.main), count(&c.surge));
         self.control.assigned_partitions.store(n, Ordering::Relaxed);
+        self.control
+            .assigned_surge_partitions
+            .store(surge, Ordering::Relaxed);
         telemetry::set_assigned_partitions(n as u64);
     }
 

@@ -18,6 +18,10 @@ pub const SHADOW_PREFIX: &str = "shadow.";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Topics {
     pub group_id: String,
+    /// The surge stage's consumer group: `<group_id>.surge`. A group of its own so each
+    /// stage's partitions are balanced across replicas independently (cooperative-sticky
+    /// balances the total partition count of a member, not each topic's).
+    pub surge_group_id: String,
     pub inputs: Vec<String>,
     pub breaches: String,
     pub warnings: String,
@@ -27,6 +31,7 @@ pub struct Topics {
     pub dead_letters: String,
     pub state: String,
     pub repartition: String,
+    pub surge_state: String,
 }
 
 impl Topics {
@@ -45,6 +50,7 @@ impl Topics {
         let t = &cfg.topics;
         Topics {
             group_id: p(&cfg.group_id),
+            surge_group_id: p(&format!("{}.surge", cfg.group_id)),
             inputs: cfg.input_topics.clone(),
             breaches: p(&t.breaches),
             warnings: p(&t.warnings),
@@ -54,6 +60,7 @@ impl Topics {
             dead_letters: p(&t.dead_letters),
             state: p(&t.state),
             repartition: p(&t.surge_repartition),
+            surge_state: p(&t.surge_state),
         }
     }
 
@@ -84,7 +91,7 @@ impl Topics {
         v
     }
 
-    /// The transactional id `<group>-<instance>`.
+    /// Transactional ids are per replica: `<group>-<instance>`.
     pub fn transactional_id(&self, instance_id: &str) -> String {
         format!("{}-{instance_id}", self.group_id)
     }
@@ -183,6 +190,14 @@ pub fn ensure_topics(cfg: &Config, topics: &Topics) -> Result<TopicReport, Topic
             "surge repartition",
             &topics.repartition,
             &[("retention.ms", "604800000")][..],
+        ),
+        (
+            "surge state",
+            &topics.surge_state,
+            &[
+                ("cleanup.policy", "compact"),
+                ("min.compaction.lag.ms", "0"),
+            ][..],
         ),
     ] {
         match existing.get(topic) {
@@ -341,6 +356,8 @@ mod tests {
         assert_eq!(s.dead_letters, "shadow.sla.dead-letters");
         assert_eq!(s.state, "shadow.slawatch.state");
         assert_eq!(s.group_id, "shadow.slawatch");
+        assert_eq!(s.surge_group_id, "shadow.slawatch.surge");
+        assert_eq!(t.surge_state, "slawatch.surge-state");
         assert_eq!(s.inputs, vec!["conversations"]);
     }
 }

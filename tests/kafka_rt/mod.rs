@@ -57,6 +57,12 @@ impl Names {
 
 /// A config for the test broker with every topic named after `names`.
 pub fn config(names: &Names, instance: &str, exactly_once: bool, extra: &str) -> Config {
+    let text = config_text(names, instance, exactly_once, extra);
+    Config::from_sources(&text, "test config", Vec::new()).expect("test config")
+}
+
+/// The TOML of [`config`].
+pub fn config_text(names: &Names, instance: &str, exactly_once: bool, extra: &str) -> String {
     let p = &names.prefix;
     let text = format!(
         r#"
@@ -91,7 +97,7 @@ replication_factor = 1
         input = names.input,
         policy = repo_path("deploy/policies/default.toml").display(),
     );
-    Config::from_sources(&text, "test config", Vec::new()).expect("test config")
+    text
 }
 
 pub fn output_topics(names: &Names) -> Vec<String> {
@@ -162,6 +168,12 @@ pub fn sorted(mut events: Vec<Event>) -> Vec<Event> {
 /// Produces events keyed by ticket id; `json_every`: every n-th as proto3 JSON (0 = none).
 pub fn produce_events(topic: &str, events: &[Event], json_every: usize) {
     let producer: BaseProducer = producer_config(&bootstrap()).create().expect("producer");
+    produce_with(&producer, topic, events, json_every);
+    producer.flush(TIMEOUT).expect("flush");
+}
+
+/// [`produce_events`] with a given producer (not flushed).
+pub fn produce_with(producer: &BaseProducer, topic: &str, events: &[Event], json_every: usize) {
     for (i, ev) in events.iter().enumerate() {
         let json = json_every > 0 && i % json_every == 0;
         let value = if json {
@@ -178,9 +190,8 @@ pub fn produce_events(topic: &str, events: &[Event], json_every: usize) {
                 value: Some("application/json"),
             }));
         }
-        send(&producer, rec);
+        send(producer, rec);
     }
-    producer.flush(TIMEOUT).expect("flush");
 }
 
 pub fn send(producer: &BaseProducer, mut rec: BaseRecord<'_, [u8], [u8]>) {

@@ -12,6 +12,7 @@ use crate::core::plan::{Plan, PlanKey};
 use crate::core::policy::{MatcherSet, Phase, PolicySet};
 use crate::core::store::TicketStore;
 use crate::core::surge::{SurgeDetector, SurgeState};
+use crate::core::timers::TimerQueue;
 use crate::core::ticket::{Observation, Sink, Ticket};
 use crate::core::time::{Dur, Ts};
 use compact_str::CompactString;
@@ -183,7 +184,7 @@ pub struct Engine {
     cfg: EngineConfig,
     registry: PlanRegistry,
     tickets: TicketStore,
-    timers: BinaryHeap<Reverse<(Ts, u32)>>,
+    timers: TimerQueue,
     pending: BinaryHeap<Reverse<Pending>>,
     seq: u64,
     preopen: PreOpen,
@@ -205,7 +206,7 @@ impl Engine {
             cfg,
             registry: PlanRegistry::new(policy),
             tickets: TicketStore::default(),
-            timers: BinaryHeap::new(),
+            timers: TimerQueue::default(),
             pending: BinaryHeap::new(),
             seq: 0,
             preopen: PreOpen::default(),
@@ -393,7 +394,7 @@ impl Engine {
     }
 
     fn peek_timer(&self) -> Option<Ts> {
-        self.timers.peek().map(|Reverse((t, _))| *t)
+        self.timers.peek_cached()
     }
 
     /// Accepts one validated event: buffered until the watermark reaches it, or applied at
@@ -452,7 +453,8 @@ impl Engine {
                 .map(|p| p.0.event.occurred_at)
                 .filter(|t| *t <= wm);
             let tm_t = self
-                .peek_timer()
+                .timers
+                .peek()
                 .filter(|t| *t < wm || (inclusive && *t <= wm));
             let exp_t = self
                 .preopen
@@ -472,7 +474,7 @@ impl Engine {
                     self.apply(p.event, out);
                 }
                 (_, Some(t)) => {
-                    let Reverse((due, slot)) = self.timers.pop().unwrap();
+                    let (due, slot) = self.timers.pop().expect("peeked");
                     if self.tickets.get(slot).is_some() && self.tickets.due(slot) == due {
                         self.tickets.set_due(slot, Ts::MAX);
                         self.fire(slot, t, out);
@@ -571,7 +573,7 @@ impl Engine {
         }
         if next < self.tickets.due(slot) {
             self.tickets.set_due(slot, next);
-            self.timers.push(Reverse((next, slot)));
+            self.timers.push(next, slot);
             if self.timers.len() > 2 * self.tickets.len() + 4096 {
                 self.compact_timers();
             }
@@ -580,12 +582,8 @@ impl Engine {
 
     fn compact_timers(&mut self) {
         let tickets = &self.tickets;
-        let live: Vec<_> = self
-            .timers
-            .drain()
-            .filter(|Reverse((t, s))| tickets.get(*s).is_some() && tickets.due(*s) == *t)
-            .collect();
-        self.timers = BinaryHeap::from(live);
+        self.timers
+            .retain(|t, s| tickets.get(s).is_some() && tickets.due(s) == t);
     }
 
     /// Applies one event in order (it has reached the watermark, or is late).

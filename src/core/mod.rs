@@ -9,3 +9,4 @@ pub mod policy;
 pub mod surge;
 pub mod ticket;
 pub mod time;
+pub mod timers;

@@ -252,8 +252,9 @@ mod tests {
         let mut out = Vec::new();
         d.advance(at(200, 0), false, &mut out);
         let kinds: Vec<_> = out.iter().map(|o| (o.body.kind_name(), o.fired_at)).collect();
-        // Channel: starts at 75 (window 70..75 = 50 tickets vs baseline 1/min).
-        assert_eq!(kinds[0], ("surge_started", at(75, 0)));
+        // Channel: starts at 72 (window [67, 72) = 3 + 20 = 23 tickets, 4.6/min, against a
+        // 1/min baseline: ratio > 3 with ≥ 20 tickets).
+        assert_eq!(kinds[0], ("surge_started", at(72, 0)));
         assert!(kinds.iter().filter(|k| k.0 == "surge_started").count() == 1);
         assert!(kinds.iter().any(|k| k.0 == "surge_ended"));
         assert!(out.iter().all(|o| o.rule_id.as_ref() == "R26"));

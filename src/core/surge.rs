@@ -255,7 +255,11 @@ mod tests {
         // Channel: starts at 72 (window [67, 72) = 3 + 20 = 23 tickets, 4.6/min, against a
         // 1/min baseline: ratio > 3 with ≥ 20 tickets).
         assert_eq!(kinds[0], ("surge_started", at(72, 0)));
-        assert!(kinds.iter().filter(|k| k.0 == "surge_started").count() == 1);
+        let channel_starts = out
+            .iter()
+            .filter(|o| matches!(o.body, OutputBody::SurgeStarted { channel: Channel::Chat, .. }))
+            .count();
+        assert_eq!(channel_starts, 1, "one event per transition");
         assert!(kinds.iter().any(|k| k.0 == "surge_ended"));
         assert!(out.iter().all(|o| o.rule_id.as_ref() == "R26"));
         // Complaint category: only 50 complaints, no baseline (floor 1/min): ratio 10 > 3,

@@ -388,7 +388,7 @@ fn run_config_check(file: &Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            println!("{}: {e}", file.display());
+            println!("{e}");
             Ok(ExitCode::from(1))
         }
     }

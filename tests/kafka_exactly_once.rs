@@ -2,7 +2,8 @@
 //! it is consuming and committing, a new process with the same instance id (and so the same
 //! transactional id) takes over, and a read_committed reader then sees exactly replay's SLA
 //! events — none missing, none twice — although the killed process had written outputs of
-//! a transaction that never committed. Finally SIGTERM stops the second process gracefully.
+//! a transaction that never committed. Then SIGHUP reloads the policy and SIGTERM stops the
+//! second process gracefully.
 mod common;
 mod kafka_rt;
 
@@ -184,6 +185,22 @@ fn sigkill_mid_transaction_loses_nothing_and_duplicates_nothing() {
         uncommitted.len()
     );
     assert_same_outputs(&committed, &want);
+
+    // SIGHUP reloads the (valid) policy file without stopping anything.
+    assert!(Command::new("kill")
+        .args(["-HUP", &second.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    wait_for("the reload to be logged", Duration::from_secs(10), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("policy reloaded")
+    });
+    assert!(
+        second.try_wait().unwrap().is_none(),
+        "SIGHUP must not stop slawatch"
+    );
 
     // Graceful stop: SIGTERM → commit, leave, exit 0 within the shutdown bound.
     let stop = Instant::now();

@@ -361,7 +361,13 @@ fn read_partition(
                 *records += 1;
                 *bytes += (key.len() + m.payload_len()) as u64;
                 if wanted(key) {
-                    latest.insert(key.to_vec(), m.payload().map(|v| v.to_vec()));
+                    let value = m.payload().map(|v| v.to_vec());
+                    match latest.get_mut(key) {
+                        Some(slot) => *slot = value,
+                        None => {
+                            latest.insert(key.to_vec(), value);
+                        }
+                    }
                 }
             }
         }

@@ -573,7 +573,14 @@ impl Config {
                 "at-least-once"
             }
         );
-        let _ = writeln!(s, "output_format        = {:?}", self.output_format);
+        let _ = writeln!(
+            s,
+            "output_format        = {}",
+            match self.output_format {
+                OutputFormat::Json => "json",
+                OutputFormat::Protobuf => "protobuf",
+            }
+        );
         let _ = writeln!(s, "admin_listen         = {}", self.admin_listen);
         let t = &self.topics;
         let _ = writeln!(
@@ -589,7 +596,12 @@ impl Config {
         );
         for (k, v) in &self.kafka {
             let secret = k.contains("password") || k.contains("secret") || k.contains("key");
-            let _ = writeln!(s, "kafka.{k:<15} = {}", if secret { "****" } else { v });
+            let _ = writeln!(
+                s,
+                "{:<20} = {}",
+                format!("kafka.{k}"),
+                if secret { "****" } else { v }
+            );
         }
         s
     }

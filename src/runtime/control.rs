@@ -41,8 +41,22 @@ pub struct Control {
     pub restores: AtomicU64,
     pub restore_micros: AtomicU64,
     pub restored_tickets: AtomicU64,
+    /// Processing-loop accounting (for benchmarks): iterations, microseconds in input
+    /// polls that returned nothing, in polls that returned records (incl. handling them),
+    /// and in the after-batch work (watermarks, commits).
+    pub loop_iterations: AtomicU64,
+    pub idle_poll_micros: AtomicU64,
+    pub busy_poll_micros: AtomicU64,
+    pub after_batch_micros: AtomicU64,
+    /// Of which: moving watermarks and producing what fires.
+    pub advance_micros: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// Durations of the most recent commits (for reports and benchmarks).
+    commit_times: Mutex<std::collections::VecDeque<std::time::Duration>>,
 }
+
+/// Commit durations kept by [`Control::record_commit`].
+const COMMIT_TIMES_KEPT: usize = 100_000;
 
 impl Control {
     pub fn new() -> Arc<Control> {
@@ -64,7 +78,13 @@ impl Control {
             restores: AtomicU64::new(0),
             restore_micros: AtomicU64::new(0),
             restored_tickets: AtomicU64::new(0),
+            loop_iterations: AtomicU64::new(0),
+            idle_poll_micros: AtomicU64::new(0),
+            busy_poll_micros: AtomicU64::new(0),
+            after_batch_micros: AtomicU64::new(0),
+            advance_micros: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            commit_times: Mutex::new(std::collections::VecDeque::new()),
         })
     }
 
@@ -106,6 +126,38 @@ impl Control {
     }
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::SeqCst)
+    }
+
+    /// One loop iteration: records handled, time in the input poll (incl. handling), time in
+    /// the rest (surge poll, watermarks, commit).
+    pub(crate) fn loop_stats(
+        &self,
+        records: usize,
+        poll: std::time::Duration,
+        rest: std::time::Duration,
+    ) {
+        self.loop_iterations.fetch_add(1, Ordering::Relaxed);
+        if records == 0 {
+            self.idle_poll_micros
+                .fetch_add(poll.as_micros() as u64, Ordering::Relaxed);
+        } else {
+            self.busy_poll_micros
+                .fetch_add(poll.as_micros() as u64, Ordering::Relaxed);
+        }
+        self.after_batch_micros
+            .fetch_add(rest.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub fn record_commit(&self, d: std::time::Duration) {
+        let mut q = self.commit_times.lock().unwrap();
+        if q.len() == COMMIT_TIMES_KEPT {
+            q.pop_front();
+        }
+        q.push_back(d);
+    }
+    /// The most recent commit durations, oldest first.
+    pub fn commit_times(&self) -> Vec<std::time::Duration> {
+        self.commit_times.lock().unwrap().iter().copied().collect()
     }
 
     pub fn set_error(&self, e: String) {

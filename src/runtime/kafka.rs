@@ -41,7 +41,12 @@ pub fn consumer_config(cfg: &Config, group_id: &str) -> ClientConfig {
 /// exactly-once, else idempotent.
 pub fn producer_config(cfg: &Config, transactional_id: Option<&str>) -> ClientConfig {
     let mut c = base_config(cfg);
-    c.set("enable.idempotence", "true").set("acks", "all");
+    // Only failed deliveries are reported: a successful one is freed as soon as it is
+    // acknowledged, instead of counting against the producer queue until a poll serves its
+    // report (with many partitions that throttled the processing thread on QueueFull).
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("delivery.report.only.error", "true");
     if !cfg.kafka.contains_key("linger.ms") {
         c.set("linger.ms", "2");
     }

@@ -326,9 +326,13 @@ fn run_loop(
         };
         // The input consumer may block for the timeout; the surge stage's consumer is then
         // drained without blocking (surges work on minute boundaries).
-        poll_batch(&main, &core, timeout);
+        let t0 = Instant::now();
+        let n = poll_batch(&main, &core, timeout);
+        let t1 = Instant::now();
         poll_batch(&surge, &core, Duration::ZERO);
         core.lock().unwrap().after_batch();
+        let t2 = Instant::now();
+        control.loop_stats(n, t1 - t0, t2 - t1);
     };
     // Graceful end: commit (or abort) what is open, then close the consumers (their revoke
     // callbacks find nothing left to commit). With static membership the group keeps the
@@ -350,7 +354,7 @@ fn run_loop(
 }
 
 /// Polls up to [`MAX_BATCH`] records (the first poll may wait `timeout`).
-fn poll_batch(consumer: &Consumer, core: &Mutex<Core>, timeout: Duration) {
+fn poll_batch(consumer: &Consumer, core: &Mutex<Core>, timeout: Duration) -> usize {
     let mut msg = consumer.poll(timeout);
     let mut n = 0;
     loop {
@@ -376,6 +380,7 @@ fn poll_batch(consumer: &Consumer, core: &Mutex<Core>, timeout: Duration) {
         }
         msg = consumer.poll(Duration::ZERO);
     }
+    n
 }
 
 /// Delivery failures, counted by the producer's delivery callback.
@@ -500,7 +505,8 @@ impl Io {
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     rec = r;
-                    self.producer.poll(Duration::from_millis(1));
+                    self.serve();
+                    std::thread::sleep(Duration::from_micros(200));
                 }
                 Err((e, _)) => {
                     self.broken = Some(format!("producing to {topic}: {e}"));
@@ -513,24 +519,30 @@ impl Io {
 
     /// Serves delivery reports without blocking.
     fn serve(&self) {
-        for _ in 0..8 {
+        for _ in 0..4 {
             self.producer.poll(Duration::ZERO);
         }
     }
 
-    /// Waits (1 ms steps) until nothing is in flight.
+    /// Waits until nothing is in flight, serving delivery reports in short steps. (A
+    /// `commit_transaction` with records in flight waits in 100 ms steps; and rust-rdkafka's
+    /// `poll(1 ms)` busy-loops for its sub-millisecond remainder, which on a small box takes
+    /// the CPU the broker and librdkafka's threads need — so: serve, then sleep 200 µs.)
     fn drain(&self) -> Result<(), String> {
         let deadline = Instant::now() + OP_TIMEOUT;
-        while self.producer.in_flight_count() > 0 {
+        loop {
+            self.serve();
+            if self.producer.in_flight_count() == 0 {
+                return Ok(());
+            }
             if Instant::now() > deadline {
                 return Err(format!(
                     "{} records still undelivered after {OP_TIMEOUT:?}",
                     self.producer.in_flight_count()
                 ));
             }
-            self.producer.poll(Duration::from_millis(1));
+            std::thread::sleep(Duration::from_micros(200));
         }
-        Ok(())
     }
 
     /// The first failure since the last commit, if any.
@@ -638,6 +650,13 @@ impl Core {
         };
         let p = m.partition();
         let offset = m.offset();
+        if self
+            .inputs
+            .get(&(idx, p))
+            .is_some_and(|t| t.suppress_below.is_some_and(|s| offset >= s))
+        {
+            self.finish_rebuild((idx, p));
+        }
         let Some(task) = self.inputs.get_mut(&(idx, p)) else {
             self.stray += 1;
             if self.stray.is_power_of_two() {
@@ -814,9 +833,9 @@ impl Core {
         let (value, ct) = records::encode_output(o, self.output_format);
         let key = records::output_key(o);
         let headers = records::output_headers(ct, o.body.kind_name());
-        let topic = self.topics.for_output(&o.body).to_string();
+        let topic = self.topics.for_output(&o.body);
         self.io
-            .send(&topic, None, key.as_bytes(), Some(&value), Some(headers));
+            .send(topic, None, key.as_bytes(), Some(&value), Some(headers));
         self.control
             .outputs_produced
             .fetch_add(1, Ordering::Relaxed);
@@ -857,8 +876,12 @@ impl Core {
     // ---------------------------------------------------------------------------------
 
     fn after_batch(&mut self) {
+        let t = Instant::now();
         self.refresh_positions();
         self.advance_time();
+        self.control
+            .advance_micros
+            .fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
         self.io.serve();
         if self.last_commit.elapsed() >= self.commit_interval {
             self.commit();
@@ -904,9 +927,15 @@ impl Core {
                 _ => (false, 0),
             }
         };
+        let mut rebuilt: Vec<(usize, i32)> = Vec::new();
         for t in self.inputs.values_mut() {
             let topic = &self.topics.inputs[t.topic];
             let pos = pos_of(topic, t.partition).or(t.next_offset);
+            if let (Some(s), Some(pos)) = (t.suppress_below, pos.max(t.next_offset)) {
+                if pos >= s {
+                    rebuilt.push((t.topic, t.partition));
+                }
+            }
             let (c, lag) = caught(pos, cached_watermarks(&*c.main, topic, t.partition));
             t.caught_up = c;
             t.lag = lag;
@@ -920,6 +949,29 @@ impl Core {
             s.caught_up = c;
             s.lag = lag;
         }
+        for key in rebuilt {
+            self.finish_rebuild(key);
+        }
+    }
+
+    /// `--rebuild-from-input` reached the committed offset: first advance the engine, still
+    /// suppressed, to the watermark the lost replica had reached with the same input (its
+    /// event watermark), so what it published is not published again; from here on the
+    /// partition is live and its whole rebuilt state is written with the next commit.
+    /// (Outputs the lost replica had fired from the wall clock beyond that watermark can be
+    /// published a second time: the rebuild is at-least-once in that window.)
+    fn finish_rebuild(&mut self, key: (usize, i32)) {
+        let Some(t) = self.inputs.get_mut(&key) else {
+            return;
+        };
+        if t.suppress_below.take().is_none() {
+            return;
+        }
+        t.engine.pump(&mut self.out);
+        t.changed = true;
+        let caught_up = t.caught_up;
+        self.emit(key.0, key.1, true, caught_up);
+        tracing::info!(topic = %self.topics.inputs[key.0], partition = key.1, "rebuild reached the committed offset; live");
     }
 
     /// Moves every partition's watermark (rule 5) and produces what fires.
@@ -1141,7 +1193,9 @@ impl Core {
                 self.control
                     .transactions_committed
                     .fetch_add(1, Ordering::Relaxed);
-                telemetry::transaction(telemetry::TxnOutcome::Committed, Some(started.elapsed()));
+                let took = started.elapsed();
+                self.control.record_commit(took);
+                telemetry::transaction(telemetry::TxnOutcome::Committed, Some(took));
             }
             Err(CommitFailure::Fatal(e)) => {
                 self.fatal = Some(ProcessorError::Fatal(e));
@@ -1442,7 +1496,8 @@ impl Core {
             let start = if rebuild {
                 self.rebuilt.insert((i, p));
                 task.next_offset = None;
-                task.suppress_below = Some(ri.committed.unwrap_or(0));
+                // Nothing committed: nothing was published, nothing to suppress.
+                task.suppress_below = ri.committed.filter(|&c| c > 0);
                 task.stale_keys = Some(ri.stale_keys.into_iter().collect());
                 // Every rebuilt ticket is written when the rebuild goes live.
                 task.changed = true;

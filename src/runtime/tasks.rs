@@ -53,12 +53,10 @@ impl InputTask {
         self.suppress_below.is_some_and(|s| offset < s)
     }
 
-    /// Whether the partition is still below the rebuild's starting point.
+    /// Whether the partition is still below the rebuild's starting point (the processor
+    /// clears `suppress_below` when it gets there).
     pub fn rebuilding(&self) -> bool {
-        match self.suppress_below {
-            None => false,
-            Some(s) => self.next_offset.is_none_or(|n| n < s),
-        }
+        self.suppress_below.is_some()
     }
 
     /// The watermark this partition should be at now.

@@ -139,6 +139,15 @@ pub struct TopicReport {
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Settings of created state topics: compacted, with segments that roll often enough for
+/// the cleaner to keep restores short (the active segment is never compacted).
+const STATE_TOPIC_CONFIG: &[(&str, &str)] = &[
+    ("cleanup.policy", "compact"),
+    ("min.compaction.lag.ms", "0"),
+    ("segment.ms", "3600000"),
+    ("segment.bytes", "134217728"),
+];
+
 /// Creates missing topics (when `cfg.topics.create`) and checks partition counts: input
 /// topics co-partitioned; the state and repartition topics with the input's count.
 pub fn ensure_topics(cfg: &Config, topics: &Topics) -> Result<TopicReport, TopicError> {
@@ -178,27 +187,13 @@ pub fn ensure_topics(cfg: &Config, topics: &Topics) -> Result<TopicReport, Topic
         .unwrap_or(cfg.topics.partitions as usize);
     report.partitions = n;
     for (role, topic, config) in [
-        (
-            "state",
-            &topics.state,
-            &[
-                ("cleanup.policy", "compact"),
-                ("min.compaction.lag.ms", "0"),
-            ][..],
-        ),
+        ("state", &topics.state, STATE_TOPIC_CONFIG),
         (
             "surge repartition",
             &topics.repartition,
             &[("retention.ms", "604800000")][..],
         ),
-        (
-            "surge state",
-            &topics.surge_state,
-            &[
-                ("cleanup.policy", "compact"),
-                ("min.compaction.lag.ms", "0"),
-            ][..],
-        ),
+        ("surge state", &topics.surge_state, STATE_TOPIC_CONFIG),
     ] {
         match existing.get(topic) {
             Some(&actual) if actual != n => {

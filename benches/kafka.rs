@@ -1,0 +1,563 @@
+//! The Kafka runtime against a real Apache Kafka broker (tests/common/kafka.rs starts one, or
+//! `KAFKA_BOOTSTRAP`): `cargo bench --bench kafka`. Prints
+//! - the drain rate of a pre-loaded backlog with exactly-once on and off (events/s),
+//! - commit latency (p50/p99/max),
+//! - breach latency after deadline + allowed lateness: emitted (handed to the producer) and
+//!   visible (received by a read_committed consumer), p50/p99/max,
+//! - restore time of N open tickets and RSS per open ticket.
+//!
+//! Sizes: `SLAWATCH_BENCH_EVENTS` (backlog, default 1 000 000), `SLAWATCH_BENCH_TICKETS`
+//! (restore, default 1 000 000), `SLAWATCH_BENCH_PARTITIONS` (default 6);
+//! `SLAWATCH_BENCH_ONLY=alo,eos,latency,restore` picks parts. Under
+//! `cargo test --all-targets` (no `--bench` argument) it runs nothing.
+#[path = "../tests/common/kafka.rs"]
+#[allow(dead_code)]
+mod kafka;
+
+use kafka::*;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use slawatch::codec;
+use slawatch::core::model::*;
+use slawatch::core::time::{Dur, Ts};
+use slawatch::runtime::clock::{Clock, ManualClock, WallClock};
+use slawatch::runtime::config::Config;
+use slawatch::runtime::control::Control;
+use slawatch::runtime::processor::{self, ProcessorHandle, ProcessorOptions};
+use slawatch::runtime::topics::Topics;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    if std::env::var_os("RUST_LOG").is_some() {
+        slawatch::runtime::service::init_logging();
+    }
+    let events = env_usize("SLAWATCH_BENCH_EVENTS", 1_000_000);
+    let tickets = env_usize("SLAWATCH_BENCH_TICKETS", 1_000_000);
+    let partitions = env_usize("SLAWATCH_BENCH_PARTITIONS", 6) as i32;
+    let bs = bootstrap();
+    println!("broker {bs}; backlog {events} events; restore {tickets} tickets; {partitions} partitions\n");
+    let only = std::env::var("SLAWATCH_BENCH_ONLY").unwrap_or_default();
+    let run = |what: &str| only.is_empty() || only.split(',').any(|o| o == what);
+    if run("engine") {
+        engine_only(events, partitions);
+    }
+    if run("alo") {
+        drain(&bs, events, partitions, false);
+    }
+    if run("eos") {
+        drain(&bs, events, partitions, true);
+    }
+    if run("latency") {
+        latency(&bs, partitions, 2000);
+    }
+    if run("restore") {
+        restore(&bs, tickets, partitions);
+    }
+}
+
+fn policy() -> Arc<slawatch::core::policy::PolicySet> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/policies/default.toml");
+    Arc::new(slawatch::core::policy::parse::load_policy_file(&path).expect("policy"))
+}
+
+fn config(bs: &str, prefix: &str, partitions: i32, eos: bool, extra: &str) -> Config {
+    let text = format!(
+        r#"
+brokers = "{bs}"
+group_id = "{prefix}.g"
+instance_id = "bench"
+input_topics = ["{prefix}.in"]
+exactly_once = {eos}
+commit_interval_ms = 100
+{extra}
+[topics]
+breaches = "{prefix}.breaches"
+warnings = "{prefix}.warnings"
+escalations = "{prefix}.escalations"
+reminders = "{prefix}.reminders"
+surges = "{prefix}.surges"
+dead_letters = "{prefix}.dlq"
+state = "{prefix}.state"
+surge_repartition = "{prefix}.rep"
+surge_state = "{prefix}.surge-state"
+partitions = {partitions}
+output_partitions = {partitions}
+replication_factor = 1
+[kafka]
+"broker.address.family" = "v4"
+"#
+    );
+    Config::from_sources(&text, "bench", Vec::new()).expect("config")
+}
+
+fn start(
+    cfg: &Config,
+    clock: Arc<dyn Clock>,
+    on_output: Option<processor::OutputHook>,
+) -> ProcessorHandle {
+    processor::start(
+        ProcessorOptions {
+            cfg: cfg.clone(),
+            topics: Topics::new(cfg, false),
+            policy: policy(),
+            clock,
+            rebuild_from_input: false,
+            on_observation: None,
+            on_output,
+        },
+        Control::new(),
+    )
+    .expect("processor")
+}
+
+fn fast_producer(bs: &str) -> BaseProducer {
+    producer_config(bs)
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("compression.type", "lz4")
+        .create()
+        .expect("producer")
+}
+
+fn send(p: &BaseProducer, mut rec: BaseRecord<'_, [u8], [u8]>) {
+    loop {
+        match p.send(rec) {
+            Ok(()) => return,
+            Err((_, r)) => {
+                rec = r;
+                p.poll(Duration::from_millis(1));
+            }
+        }
+    }
+}
+
+fn preload(bs: &str, topic: &str, events: &[Event]) -> Duration {
+    let started = Instant::now();
+    let p = fast_producer(bs);
+    for ev in events {
+        let v = codec::event_to_protobuf(ev);
+        send(
+            &p,
+            BaseRecord::to(topic)
+                .key(ev.ticket_id.as_bytes())
+                .payload(v.as_slice()),
+        );
+    }
+    p.flush(Duration::from_secs(120)).expect("flush");
+    started.elapsed()
+}
+
+fn committed_total(bs: &str, group: &str, topic: &str, partitions: i32) -> i64 {
+    let c: BaseConsumer = consumer_config(bs, group).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = c.committed_offsets(tpl, TIMEOUT).unwrap();
+    got.elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum()
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[(((p * sorted.len() as f64).ceil() as usize).max(1) - 1).min(sorted.len() - 1)]
+}
+
+fn summary(mut v: Vec<f64>) -> String {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    format!(
+        "p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  (n = {})",
+        pct(&v, 0.5),
+        pct(&v, 0.99),
+        v.last().copied().unwrap_or(f64::NAN),
+        v.len()
+    )
+}
+
+/// A realistic backlog from the demo's traffic generator.
+fn backlog(n: usize) -> Vec<Event> {
+    use slawatch::runtime::traffic::{Traffic, TrafficOptions};
+    let origin = Ts::parse_rfc3339("2024-03-04T01:00:00Z").unwrap();
+    let mut gen = Traffic::new(
+        origin,
+        TrafficOptions {
+            tickets_per_min: 400.0,
+            seed: 5,
+            surges: vec![],
+            id_prefix: "D".into(),
+        },
+    );
+    let mut out = Vec::with_capacity(n + 10_000);
+    let mut t = origin;
+    while out.len() < n {
+        t = t.saturating_add(Dur::from_secs(600));
+        gen.until(t, &mut out);
+    }
+    out.truncate(n);
+    out
+}
+
+/// The same backlog through the engines alone (no Kafka): decode, ingest, advance per
+/// batch, encode outputs — the processing thread's share of the work.
+fn engine_only(n: usize, partitions: i32) {
+    use slawatch::core::engine::{Emitted, Engine};
+    let events = backlog(n);
+    let encoded: Vec<Vec<u8>> = events.iter().map(codec::event_to_protobuf).collect();
+    let cfg =
+        slawatch::runtime::processor::engine_config(&config("x:1", "x", partitions, false, ""));
+    let mut engines: Vec<Engine> = (0..partitions)
+        .map(|_| {
+            let mut e = Engine::new(policy(), cfg.clone());
+            e.track_changes(true);
+            e
+        })
+        .collect();
+    let mut out = Emitted::default();
+    let started = Instant::now();
+    let (mut t_decode, mut t_ingest, mut t_advance, mut t_encode, mut t_changes) = (
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+    );
+    let mut outputs = 0usize;
+    let mut bytes = 0usize;
+    for (chunk_i, chunk) in encoded.chunks(4096).enumerate() {
+        let t = Instant::now();
+        let decoded: Vec<Event> = chunk
+            .iter()
+            .map(|b| codec::decode_protobuf(b).unwrap().event)
+            .collect();
+        t_decode += t.elapsed();
+        let t = Instant::now();
+        for ev in decoded {
+            let p =
+                (xxhash_rust::xxh3::xxh3_64(ev.ticket_id.as_bytes()) % partitions as u64) as usize;
+            engines[p].ingest(ev, &mut out);
+        }
+        t_ingest += t.elapsed();
+        for e in engines.iter_mut() {
+            let t = Instant::now();
+            e.pump(&mut out);
+            t_advance += t.elapsed();
+            let t = Instant::now();
+            for o in &out.outputs {
+                bytes += codec::output_to_json(o).len();
+            }
+            outputs += out.outputs.len();
+            out.clear();
+            t_encode += t.elapsed();
+        }
+        if chunk_i % 24 == 23 {
+            let t = Instant::now();
+            for e in engines.iter_mut() {
+                bytes += e
+                    .take_changes()
+                    .iter()
+                    .map(|(_, r)| r.as_ref().map_or(0, |r| r.len()))
+                    .sum::<usize>();
+                bytes += e.partition_state().len();
+            }
+            t_changes += t.elapsed();
+        }
+    }
+    let took = started.elapsed();
+    println!(
+        "engines alone: {:.0} events/s ({n} events, {outputs} outputs, {:.2} s): decode {:.2} s, ingest {:.2} s, advance {:.2} s, JSON encode {:.2} s, changelog {:.2} s ({} MB)",
+        n as f64 / took.as_secs_f64(),
+        took.as_secs_f64(),
+        t_decode.as_secs_f64(),
+        t_ingest.as_secs_f64(),
+        t_advance.as_secs_f64(),
+        t_encode.as_secs_f64(),
+        t_changes.as_secs_f64(),
+        bytes / 1_000_000
+    );
+}
+
+fn drain(bs: &str, n: usize, partitions: i32, eos: bool) {
+    let prefix = unique_name(if eos { "bench-eos" } else { "bench-alo" });
+    let cfg = config(bs, &prefix, partitions, eos, "");
+    let input = format!("{prefix}.in");
+    create_topic(bs, &input, partitions, &[]);
+    let events = backlog(n);
+    let load = preload(bs, &input, &events);
+    println!(
+        "drain ({}): {} events pre-loaded in {:.1} s",
+        if eos { "exactly-once" } else { "at-least-once" },
+        n,
+        load.as_secs_f64()
+    );
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Ts::from_secs(0)));
+    let started = Instant::now();
+    let h = start(&cfg, clock, None);
+    while !h.control.is_ready() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let ready = started.elapsed();
+    let group = format!("{prefix}.g");
+    loop {
+        if committed_total(bs, &group, &input, partitions) >= n as i64 {
+            break;
+        }
+        assert!(
+            !h.is_finished(),
+            "processor died: {:?}",
+            h.control.last_error()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = started.elapsed() - ready;
+    let commits: Vec<f64> = h
+        .control
+        .commit_times()
+        .iter()
+        .map(|d| d.as_secs_f64() * 1e3)
+        .collect();
+    println!(
+        "  {:.0} events/s ({} events in {:.2} s after {:.2} s start-up); {} outputs, {} commits",
+        n as f64 / took.as_secs_f64(),
+        n,
+        took.as_secs_f64(),
+        ready.as_secs_f64(),
+        h.control.outputs_produced.load(Ordering::Relaxed),
+        commits.len()
+    );
+    println!("  commit time under load: {}", summary(commits));
+    let c = &h.control;
+    println!(
+        "  loop: {} iterations; {:.2} s polling with records, {:.2} s idle polls, {:.2} s after-batch ({:.2} s watermarks and outputs, {:.2} s commits)",
+        c.loop_iterations.load(Ordering::Relaxed),
+        c.busy_poll_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        c.idle_poll_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        c.after_batch_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        c.advance_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        c.commit_times().iter().map(|d| d.as_secs_f64()).sum::<f64>(),
+    );
+    h.stop().unwrap();
+}
+
+fn latency(bs: &str, partitions: i32, n: usize) {
+    let prefix = unique_name("bench-lat");
+    let cfg = config(bs, &prefix, partitions, true, "");
+    let input = format!("{prefix}.in");
+    let emitted: Arc<Mutex<Vec<f64>>> = Arc::new(Mutex::new(Vec::new()));
+    let lateness = Dur::from_secs(1);
+    let hook: processor::OutputHook = {
+        let emitted = emitted.clone();
+        Arc::new(move |o: &SlaOutput, now: Ts| {
+            if matches!(o.body, OutputBody::Breach { .. }) && &*o.clock == "first_response" {
+                let due = o.fired_at.saturating_add(lateness);
+                emitted.lock().unwrap().push(now.since(due).0 as f64 / 1e6);
+            }
+        })
+    };
+    let h = start(&cfg, Arc::new(WallClock), Some(hook));
+    while !h.control.is_ready() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The visible side: a read_committed reader of the breaches topic, on its own thread.
+    let breaches = format!("{prefix}.breaches");
+    let reader_thread = {
+        let bs = bs.to_string();
+        std::thread::spawn(move || {
+            let reader: BaseConsumer = consumer_config(&bs, &unique_name("lat-reader"))
+                .create()
+                .unwrap();
+            let mut tpl = TopicPartitionList::new();
+            for p in 0..partitions {
+                tpl.add_partition_offset(&breaches, p, Offset::Beginning)
+                    .unwrap();
+            }
+            reader.assign(&tpl).unwrap();
+            let mut visible = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(90);
+            while visible.len() < n && Instant::now() < deadline {
+                if let Some(Ok(m)) = reader.poll(Duration::from_millis(100)) {
+                    let now = WallClock.now();
+                    let v: serde_json::Value =
+                        serde_json::from_slice(m.payload().unwrap()).unwrap();
+                    if v["clock"] == "first_response" {
+                        let fired = Ts::parse_rfc3339(v["firedAt"].as_str().unwrap()).unwrap();
+                        visible.push(now.since(fired.saturating_add(lateness)).0 as f64 / 1e6);
+                    }
+                }
+            }
+            visible
+        })
+    };
+    // Chat tickets opened 55 s ago (first response due in 5 s), one every 5 ms: their
+    // breaches come due one by one while the partitions are caught up.
+    let p = producer_config(bs)
+        .set("linger.ms", "1")
+        .create::<BaseProducer>()
+        .unwrap();
+    let t0 = WallClock.now();
+    for i in 0..n {
+        let at = WallClock.now().saturating_sub(Dur::from_secs(55));
+        let ev = Event {
+            event_id: format!("L{i}-1").into(),
+            ticket_id: format!("L{i}").into(),
+            occurred_at: at,
+            tenant: "acme".into(),
+            body: Body::Opened {
+                channel: Channel::Chat,
+                category: Category::Inquiry,
+                urgency: Urgency::General,
+                tier: Tier::Standard,
+                team: "".into(),
+            },
+        };
+        let v = codec::event_to_protobuf(&ev);
+        send(
+            &p,
+            BaseRecord::to(&input)
+                .key(ev.ticket_id.as_bytes())
+                .payload(v.as_slice()),
+        );
+        p.poll(Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    p.flush(TIMEOUT).unwrap();
+    let visible = reader_thread.join().unwrap();
+    println!(
+        "breach latency after deadline + allowed lateness ({} chat tickets over {:.1} s, exactly-once, commit interval 100 ms):",
+        n,
+        WallClock.now().since(t0).as_secs_f64()
+    );
+    println!(
+        "  emitted (handed to the producer): {}",
+        summary(emitted.lock().unwrap().clone())
+    );
+    println!("  visible (read_committed consumer): {}", summary(visible));
+    let commits: Vec<f64> = h
+        .control
+        .commit_times()
+        .iter()
+        .map(|d| d.as_secs_f64() * 1e3)
+        .collect();
+    println!("  commit time at this load: {}", summary(commits));
+    h.stop().unwrap();
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+fn restore(bs: &str, n: usize, partitions: i32) {
+    let prefix = unique_name("bench-restore");
+    let cfg = config(bs, &prefix, partitions, true, "");
+    let input = format!("{prefix}.in");
+    create_topic(bs, &input, partitions, &[]);
+    // n open tickets: an email inquiry opened and answered (first_response stopped,
+    // next_response idle, resolution running).
+    let origin = Ts::parse_rfc3339("2024-03-04T01:00:00Z").unwrap();
+    let mut events = Vec::with_capacity(2 * n);
+    for i in 0..n {
+        let at = origin.saturating_add(Dur::from_millis(i as i64));
+        let id: compact_str::CompactString = format!("O{i}").into();
+        events.push(Event {
+            event_id: format!("O{i}-1").into(),
+            ticket_id: id.clone(),
+            occurred_at: at,
+            tenant: "acme".into(),
+            body: Body::Opened {
+                channel: Channel::Email,
+                category: Category::Inquiry,
+                urgency: Urgency::General,
+                tier: Tier::Standard,
+                team: "".into(),
+            },
+        });
+        events.push(Event {
+            event_id: format!("O{i}-2").into(),
+            ticket_id: id,
+            occurred_at: at.saturating_add(Dur::from_secs(30)),
+            tenant: "acme".into(),
+            body: Body::AgentMessage {
+                kind: ReplyKind::Answer,
+                audience: Audience::Customer,
+            },
+        });
+    }
+    events.sort_by_key(|e| e.occurred_at);
+    preload(bs, &input, &events);
+    drop(events);
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Ts::from_secs(0)));
+    let rss0 = rss_bytes();
+    let a = start(&cfg, clock.clone(), None);
+    let group = format!("{prefix}.g");
+    while committed_total(bs, &group, &input, partitions) < 2 * n as i64 {
+        assert!(
+            !a.is_finished(),
+            "processor died: {:?}",
+            a.control.last_error()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rss1 = rss_bytes();
+    println!(
+        "open tickets: {n} held; RSS grew {:.0} MB, {:.0} bytes per open ticket (engine + allocator + librdkafka buffers)",
+        (rss1.saturating_sub(rss0)) as f64 / 1e6,
+        rss1.saturating_sub(rss0) as f64 / n as f64
+    );
+    a.stop().unwrap();
+    let started = Instant::now();
+    let b = start(&cfg, clock, None);
+    while !b.control.is_ready() || b.control.restored_tickets.load(Ordering::Relaxed) < n as u64 {
+        assert!(
+            !b.is_finished(),
+            "processor died: {:?}",
+            b.control.last_error()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "restore did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let took = started.elapsed();
+    let restores = b.control.restores.load(Ordering::Relaxed).max(1);
+    println!(
+        "restore: {} tickets in {:.2} s from process start to ready ({:.2} s per million; {} partitions restored in parallel, {:.2} s each on average)",
+        b.control.restored_tickets.load(Ordering::Relaxed),
+        took.as_secs_f64(),
+        took.as_secs_f64() * 1e6 / n as f64,
+        restores,
+        b.control.restore_micros.load(Ordering::Relaxed) as f64 / restores as f64 / 1e6
+    );
+    b.stop().unwrap();
+}

@@ -164,7 +164,14 @@ EOF
 }
 
 random_cluster_id() { # 16 random bytes, URL-safe base64 without padding (Kafka's Uuid form)
-    head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'
+    # One starting with '-' would be read as an option by StorageTool's argument parser
+    # (1 start in 64 failed that way), so draw again.
+    local id
+    while :; do
+        id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+        [[ "$id" != -* ]] && break
+    done
+    printf '%s' "$id"
 }
 
 write_config() {

@@ -380,6 +380,20 @@ fn poll_messages(
     (msgs, errors)
 }
 
+fn is_retriable(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::NotCoordinator
+                | C::CoordinatorLoadInProgress
+                | C::CoordinatorNotAvailable
+                | C::RequestTimedOut
+                | C::OperationTimedOut
+        )
+    )
+}
+
 /// The offset committed by `group_id` for `topic`/`partition`, if any.
 pub fn committed_offset(
     bootstrap: &str,
@@ -392,9 +406,18 @@ pub fn committed_offset(
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(topic, partition);
-    let committed = consumer
-        .committed_offsets(tpl, TIMEOUT)
-        .unwrap_or_else(|e| panic!("committed offsets of {group_id}: {e}"));
+    // The group coordinator may be moving or still loading right after a crash or a
+    // rebalance (NotCoordinator, CoordinatorLoadInProgress): retry those within TIMEOUT.
+    let deadline = Instant::now() + TIMEOUT;
+    let committed = loop {
+        match consumer.committed_offsets(tpl.clone(), TIMEOUT) {
+            Ok(c) => break c,
+            Err(e) if Instant::now() < deadline && is_retriable(&e) => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("committed offsets of {group_id}: {e}"),
+        }
+    };
     match committed
         .find_partition(topic, partition)
         .map(|p| p.offset())

@@ -757,7 +757,7 @@ mod tests {
         .unwrap_err();
         assert!(matches!(e, ConfigError::KafkaProperty { .. }), "{e}");
         load(
-            "brokers = \"b\"\n[kafka]\n\"security.protocol\" = \"ssl\"\n\"linger.ms\" = \"10\"",
+            "brokers = \"b\"\n[kafka]\n\"security.protocol\" = \"plaintext\"\n\"linger.ms\" = \"10\"",
             &[],
         )
         .unwrap();

@@ -430,17 +430,7 @@ impl Producing {
 /// without failing the test; each occurrence is printed as a KNOWN RUNTIME GAP. Once the
 /// runtime feeds the metric, the test fails until the entry is removed, so a fixed gap is
 /// held to the full standard from then on.
-const KNOWN_RUNTIME_GAPS: &[(&str, &str)] = &[
-    (
-        "slawatch_event_to_decision_seconds",
-        "never recorded: src/runtime/processor.rs does not call telemetry::event_to_decision",
-    ),
-    (
-        "slawatch_surges_active",
-        "never set: src/runtime/processor.rs does not call telemetry::set_surges_active \
-         (SurgeDetector::active() is unused)",
-    ),
-];
+const KNOWN_RUNTIME_GAPS: &[(&str, &str)] = &[];
 
 fn known_gap(expr: &str) -> Option<&'static str> {
     KNOWN_RUNTIME_GAPS

@@ -222,6 +222,20 @@ impl SurgeDetector {
         }
     }
 
+    /// Active surges by dimension: (channel, complaint category).
+    pub fn active_by_dimension(&self) -> (usize, usize) {
+        let mut n = (0, 0);
+        for ((_, dim), s) in &self.state.series {
+            if s.active {
+                match dim {
+                    Dimension::Channel(_) => n.0 += 1,
+                    Dimension::Category(_) => n.1 += 1,
+                }
+            }
+        }
+        n
+    }
+
     /// Active surges (for the gauge).
     pub fn active(&self) -> usize {
         self.state.series.values().filter(|s| s.active).count()

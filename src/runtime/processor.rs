@@ -9,7 +9,7 @@
 //! for accepted `opened` events a record re-keyed by tenant into the repartition topic →
 //! after the batch: every partition's watermark moves to max(event watermark, and while
 //! caught up, wall clock − allowed lateness) and what fires is produced → every
-//! `commit_interval_ms`, the commit.
+//! `commit_interval_ms` (10× that while every partition drains a backlog), the commit.
 //!
 //! # Commit (exactly-once)
 //! Changed tickets (`take_changes`) and the partition state go to the state topic (same
@@ -356,12 +356,15 @@ fn run_loop(
 /// Polls up to [`MAX_BATCH`] records (the first poll may wait `timeout`).
 fn poll_batch(consumer: &Consumer, core: &Mutex<Core>, timeout: Duration) -> usize {
     let mut msg = consumer.poll(timeout);
+    let polled = Instant::now();
     let mut n = 0;
     loop {
         match msg {
             None => break,
             Some(Ok(m)) => {
                 core.lock().unwrap().on_message(&m);
+                // From the poll that returned the record to the engine having taken it in.
+                telemetry::event_to_decision(polled.elapsed());
                 n += 1;
             }
             Some(Err(KafkaError::PartitionEOF(_))) => {}
@@ -883,7 +886,7 @@ impl Core {
             .advance_micros
             .fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
         self.io.serve();
-        if self.last_commit.elapsed() >= self.commit_interval {
+        if self.last_commit.elapsed() >= self.effective_commit_interval() {
             self.commit();
         }
         if self.last_metrics.elapsed() >= Duration::from_secs(1) {
@@ -1020,12 +1023,28 @@ impl Core {
         }
     }
 
+    /// `commit_interval_ms`, or while every assigned partition is draining a backlog (none
+    /// caught up: start-up, recovery) ten times that, at most a quarter of the transaction
+    /// timeout: nobody waits for outputs that are late anyway, and fewer commits mean fewer
+    /// pipeline stalls and fewer changelog records (a ticket changed by several events in
+    /// one commit is written once).
+    fn effective_commit_interval(&self) -> Duration {
+        let lagging = !self.inputs.is_empty() && self.inputs.values().all(|t| !t.caught_up);
+        if lagging {
+            (self.commit_interval * 10)
+                .min(Duration::from_millis(self.cfg.transaction_timeout_ms / 4))
+                .max(self.commit_interval)
+        } else {
+            self.commit_interval
+        }
+    }
+
     /// How long the next poll may block.
     fn poll_timeout(&self) -> Duration {
         let mut d = IDLE_POLL;
         if self.io.pending || self.io.txn_open || self.offsets_pending() {
             d = d.min(
-                self.commit_interval
+                self.effective_commit_interval()
                     .saturating_sub(self.last_commit.elapsed()),
             );
         }
@@ -1181,6 +1200,12 @@ impl Core {
             return;
         }
         let started = Instant::now();
+        tracing::debug!(
+            caught_up = self.inputs.values().filter(|t| t.caught_up).count(),
+            partitions = self.inputs.len(),
+            interval_ms = self.effective_commit_interval().as_millis() as u64,
+            "commit"
+        );
         let r = if self.io.exactly_once {
             self.commit_transaction(&consumers)
         } else {
@@ -1667,6 +1692,14 @@ impl Core {
             }
             t.stats_seen = s;
         }
+        let (mut by_channel, mut by_category) = (0, 0);
+        for s in self.surges.values() {
+            let (ch, cat) = s.detector.active_by_dimension();
+            by_channel += ch;
+            by_category += cat;
+        }
+        telemetry::set_surges_active(telemetry::SurgeDimension::Channel, by_channel as u64);
+        telemetry::set_surges_active(telemetry::SurgeDimension::Category, by_category as u64);
     }
 }
 

@@ -43,9 +43,18 @@ fn ticket_events(i: u64, rng: &mut Rng, open_span_secs: i64, base: i64) -> Vec<E
     let tenant: compact_str::CompactString = format!("tenant{}", i % 50).into();
     let channel = Channel::ALL[rng.below(5) as usize];
     let category = Category::ALL[rng.below(5) as usize];
-    let urgency = [Urgency::General, Urgency::General, Urgency::General, Urgency::Important, Urgency::Urgent]
-        [rng.below(5) as usize];
-    let tier = if rng.below(20) == 0 { Tier::Vip } else { Tier::Standard };
+    let urgency = [
+        Urgency::General,
+        Urgency::General,
+        Urgency::General,
+        Urgency::Important,
+        Urgency::Urgent,
+    ][rng.below(5) as usize];
+    let tier = if rng.below(20) == 0 {
+        Tier::Vip
+    } else {
+        Tier::Standard
+    };
     let mut t = base + (rng.below(open_span_secs as u64) as i64);
     let mut evs = Vec::with_capacity(10);
     let mut n = 0;
@@ -59,12 +68,30 @@ fn ticket_events(i: u64, rng: &mut Rng, open_span_secs: i64, base: i64) -> Vec<E
             body,
         });
     };
-    push(t, Body::Opened { channel, category, urgency, tier, team: "".into() });
+    push(
+        t,
+        Body::Opened {
+            channel,
+            category,
+            urgency,
+            tier,
+            team: "".into(),
+        },
+    );
     push(t + 1, Body::AutoReply);
     // First reply: mostly quick, with a tail that breaches.
-    let first = if rng.below(10) == 0 { 300 + rng.below(900) } else { 5 + rng.below(50) };
+    let first = if rng.below(10) == 0 {
+        300 + rng.below(900)
+    } else {
+        5 + rng.below(50)
+    };
     let reply = |k: u64| Body::AgentMessage {
-        kind: match k { 0 => ReplyKind::Eta, 1 => ReplyKind::Progress, 2 => ReplyKind::Solution, _ => ReplyKind::Answer },
+        kind: match k {
+            0 => ReplyKind::Eta,
+            1 => ReplyKind::Progress,
+            2 => ReplyKind::Solution,
+            _ => ReplyKind::Answer,
+        },
         audience: Audience::Customer,
     };
     t += open_span_secs + first as i64; // after every ticket is open
@@ -77,7 +104,10 @@ fn ticket_events(i: u64, rng: &mut Rng, open_span_secs: i64, base: i64) -> Vec<E
     }
     // Resolution after every ticket has had its ninth event, so there is an instant at which
     // all tickets are open with nine events applied (the memory measurement point).
-    push(base + 2 * open_span_secs + 1500 + rng.below(900) as i64, Body::Resolved);
+    push(
+        base + 2 * open_span_secs + 1500 + rng.below(900) as i64,
+        Body::Resolved,
+    );
     evs
 }
 
@@ -88,8 +118,11 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(if full { 1_000_000 } else { 20_000 });
     let policy = Arc::new(
-        load_policy_file(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/policies/default.toml")))
-            .expect("default policy"),
+        load_policy_file(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/policies/default.toml"
+        )))
+        .expect("default policy"),
     );
     let base = 1_709_546_400; // 2024-03-04T10:00:00Z
     let open_span = 600;
@@ -107,7 +140,13 @@ fn main() {
     let split = all.partition_point(|(t, _)| *t <= first_phase_end);
 
     let rss_before = rss_bytes();
-    let mut engine = Engine::new(policy, EngineConfig { surge: true, ..EngineConfig::default() });
+    let mut engine = Engine::new(
+        policy,
+        EngineConfig {
+            surge: true,
+            ..EngineConfig::default()
+        },
+    );
     let mut out = Emitted::default();
     let mut outputs = 0usize;
     let started = Instant::now();
@@ -131,7 +170,10 @@ fn main() {
             );
         }
     }
-    engine.finish(Some(all.last().unwrap().0.saturating_add(Dur::from_secs(86_400))), &mut out);
+    engine.finish(
+        Some(all.last().unwrap().0.saturating_add(Dur::from_secs(86_400))),
+        &mut out,
+    );
     outputs += out.outputs.len();
     let elapsed = started.elapsed();
     println!(

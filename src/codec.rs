@@ -2,8 +2,7 @@
 //! `ConversationEvent` with the input hygiene of SLA-SEMANTICS §2 rule 9, and encoding of
 //! `SlaEvent`. The only module that touches generated code.
 use crate::core::model::{
-    Audience, Body, Category, Channel, Event, OutputBody, ReplyKind, Role, SlaOutput, Tier,
-    Urgency,
+    Audience, Body, Category, Channel, Event, OutputBody, ReplyKind, Role, SlaOutput, Tier, Urgency,
 };
 use crate::core::time::{Dur, Ts};
 use crate::proto::v1 as pb;
@@ -24,7 +23,12 @@ impl Format {
         let Some(ct) = ct else {
             return Ok(Format::Protobuf);
         };
-        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let mime = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         match mime.as_str() {
             "application/json" => Ok(Format::Json),
             "application/x-protobuf" | "application/protobuf" | "" => Ok(Format::Protobuf),
@@ -44,7 +48,10 @@ impl Format {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error("undecodable {format}: {detail}")]
-    Undecodable { format: &'static str, detail: String },
+    Undecodable {
+        format: &'static str,
+        detail: String,
+    },
     #[error("unsupported content type {0:?}")]
     ContentType(String),
     #[error("missing {0}")]
@@ -139,7 +146,10 @@ fn enum_or_unknown<T: Default>(v: i32, conv: fn(i32) -> Option<T>, unknown: &mut
 
 /// Validates and converts (rule 9): ticket id, event id, timestamp and body are required;
 /// `urgency_changed` to UNSPECIFIED and `escalated` to an UNSPECIFIED role are refused.
-pub fn from_proto(msg: pb::ConversationEvent, raw_json: Option<&[u8]>) -> Result<Decoded, DecodeError> {
+pub fn from_proto(
+    msg: pb::ConversationEvent,
+    raw_json: Option<&[u8]>,
+) -> Result<Decoded, DecodeError> {
     use pb::conversation_event::Body as B;
     if msg.ticket_id.is_empty() {
         return Err(DecodeError::MissingField("ticket_id"));
@@ -481,7 +491,10 @@ mod tests {
             let err = decode_json(line).unwrap_err();
             assert_eq!(err.reason(), *reason, "{}", String::from_utf8_lossy(line));
         }
-        assert_eq!(decode_protobuf(&[0xff, 0xff, 0xff]).unwrap_err().reason(), "undecodable");
+        assert_eq!(
+            decode_protobuf(&[0xff, 0xff, 0xff]).unwrap_err().reason(),
+            "undecodable"
+        );
     }
 
     #[test]

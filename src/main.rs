@@ -12,7 +12,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "slawatch", version, about = "Real-time response-time SLA enforcement on Kafka")]
+#[command(
+    name = "slawatch",
+    version,
+    about = "Real-time response-time SLA enforcement on Kafka"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -238,7 +242,10 @@ fn run_policy_check(path: &Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         _ => {
-            println!("{}: {errors} error(s), {warnings} warning(s)", path.display());
+            println!(
+                "{}: {errors} error(s), {warnings} warning(s)",
+                path.display()
+            );
             Ok(ExitCode::from(1))
         }
     }
@@ -310,8 +317,8 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         .map(Ts::parse_rfc3339)
         .transpose()
         .map_err(|e| Usage(format!("--until: {e}")))?;
-    let allowed_lateness =
-        Dur::parse(&args.allowed_lateness).map_err(|e| Usage(format!("--allowed-lateness: {e}")))?;
+    let allowed_lateness = Dur::parse(&args.allowed_lateness)
+        .map_err(|e| Usage(format!("--allowed-lateness: {e}")))?;
     let opts = ReplayOptions {
         format: match args.format {
             InputFormat::Json => Format::Json,
@@ -376,7 +383,9 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
         rebuild_from_input: args.rebuild_from_input,
     }) {
         Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(e @ (RunError::Config(_) | RunError::Policy { .. })) => Err(Usage(e.to_string()).into()),
+        Err(e @ (RunError::Config(_) | RunError::Policy { .. })) => {
+            Err(Usage(e.to_string()).into())
+        }
         Err(e) => Err(e.into()),
     }
 }

@@ -92,7 +92,9 @@ impl Summary {
             )
         });
         for (rule, (met, breached, reminders)) in rules {
-            s.push_str(&format!("{rule:<6} {met:>8} {breached:>9} {reminders:>10}\n"));
+            s.push_str(&format!(
+                "{rule:<6} {met:>8} {breached:>9} {reminders:>10}\n"
+            ));
         }
         s
     }
@@ -192,7 +194,11 @@ pub fn replay(
             }
             Err(e) => {
                 report.rejected += 1;
-                let what = if opts.format == Format::Json { "line" } else { "record" };
+                let what = if opts.format == Format::Json {
+                    "line"
+                } else {
+                    "record"
+                };
                 writeln!(errors, "{what} {}: {} ({e})", report.lines, e.reason())?;
             }
         }

@@ -30,12 +30,22 @@ fn e1_chat_inquiry_auto_reply_does_not_stop_first_response() {
         ],
     );
     // The first-response outputs are exactly those five.
-    let fr = r.outputs.iter().filter(|o| &*o.clock == "first_response").count();
+    let fr = r
+        .outputs
+        .iter()
+        .filter(|o| &*o.clock == "first_response")
+        .count();
     assert_eq!(fr, 5, "{:#?}", lines(&r.outputs));
     // And the order at 10:01:00 is breach before escalation L1.
     let at = lines(&r.outputs);
-    let b = at.iter().position(|l| l.contains("10:01:00Z breach R1")).unwrap();
-    let e = at.iter().position(|l| l.contains("10:01:00Z escalation R1")).unwrap();
+    let b = at
+        .iter()
+        .position(|l| l.contains("10:01:00Z breach R1"))
+        .unwrap();
+    let e = at
+        .iter()
+        .position(|l| l.contains("10:01:00Z escalation R1"))
+        .unwrap();
     assert!(b < e);
 }
 
@@ -54,7 +64,11 @@ fn e2_chat_urgent_reply_in_time() {
     )
     .reply("T2", "10:00:20", ReplyKind::Answer);
     let r = run(&p, &s.events);
-    assert_none(&r.outputs, |o| &*o.clock == "first_response", "first_response output");
+    assert_none(
+        &r.outputs,
+        |o| &*o.clock == "first_response",
+        "first_response output",
+    );
     let obs: Vec<_> = r
         .observations
         .iter()
@@ -107,7 +121,11 @@ fn e4_email_urgent_escalation_reminders_resolution() {
             "T4 2024-03-04T14:00:00Z breach R21 resolution deadline=2024-03-04T14:00:00Z overdue=0s",
         ],
     );
-    assert_none(&r.outputs, |o| &*o.clock == "first_response", "first_response output");
+    assert_none(
+        &r.outputs,
+        |o| &*o.clock == "first_response",
+        "first_response output",
+    );
     // Reminders never breach or escalate.
     assert_none(
         &r.outputs,
@@ -193,8 +211,11 @@ fn e7_complaint_follow_up_survives_close() {
 fn e8_urgency_change_rematches() {
     let p = default_policy();
     let mut s = Scenario::new();
-    s.opened("T8", "10:00:00", Opened::default())
-        .event("T8", "10:02:00", Body::UrgencyChanged(Urgency::Urgent));
+    s.opened("T8", "10:00:00", Opened::default()).event(
+        "T8",
+        "10:02:00",
+        Body::UrgencyChanged(Urgency::Urgent),
+    );
     let r = run(&p, &s.events);
     assert_has(
         &r.outputs,

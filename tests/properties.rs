@@ -61,7 +61,13 @@ fn scenario() -> impl Strategy<Value = Vec<Event>> {
         (
             0i64..600,
             opened_strategy(),
-            proptest::collection::vec((prop_oneof![0i64..120, 0i64..7200, 0i64..90_000], body_strategy()), 0..12),
+            proptest::collection::vec(
+                (
+                    prop_oneof![0i64..120, 0i64..7200, 0i64..90_000],
+                    body_strategy(),
+                ),
+                0..12,
+            ),
         ),
         1..5,
     )
@@ -91,7 +97,12 @@ fn scenario() -> impl Strategy<Value = Vec<Event>> {
 }
 
 fn until(events: &[Event]) -> Ts {
-    events.iter().map(|e| e.occurred_at).max().unwrap().saturating_add(Dur::from_secs(3 * 86_400))
+    events
+        .iter()
+        .map(|e| e.occurred_at)
+        .max()
+        .unwrap()
+        .saturating_add(Dur::from_secs(3 * 86_400))
 }
 
 /// Feeds `events` pumping every `batch` events.
@@ -105,7 +116,10 @@ fn run_batched(events: &[Event], batch: usize) -> Vec<String> {
         }
     }
     engine.finish(Some(until(events)), &mut out);
-    out.outputs.iter().map(|o| format!("{} {}", o.event_id, line(o))).collect()
+    out.outputs
+        .iter()
+        .map(|o| format!("{} {}", o.event_id, line(o)))
+        .collect()
 }
 
 proptest! {

@@ -160,8 +160,11 @@ fn r10_progress_every_10m_after_eta_reset_by_progress_reply() {
 fn r11_supervisor_answers_escalation_within_5m() {
     let p = default_policy();
     let mut s = Scenario::new();
-    s.opened("A", "10:00:00", chat(Urgency::General))
-        .event("A", "10:01:00", Body::Escalated(Role::Supervisor));
+    s.opened("A", "10:00:00", chat(Urgency::General)).event(
+        "A",
+        "10:01:00",
+        Body::Escalated(Role::Supervisor),
+    );
     let r = run(&p, &s.events);
     assert_has(
         &r.outputs,
@@ -184,11 +187,13 @@ fn r12_cross_department_policy_file() {
     let r = run(&p, &s.events);
     let got = lines(&r.outputs);
     assert!(
-        got.iter().any(|l| l.starts_with("A 2024-03-04T10:15:00Z breach R12")),
+        got.iter()
+            .any(|l| l.starts_with("A 2024-03-04T10:15:00Z breach R12")),
         "{got:#?}"
     );
     assert!(
-        got.iter().any(|l| l.starts_with("A 2024-03-04T12:00:00Z breach R12")),
+        got.iter()
+            .any(|l| l.starts_with("A 2024-03-04T12:00:00Z breach R12")),
         "{got:#?}"
     );
 }
@@ -239,8 +244,11 @@ fn r15_important_reported_to_supervisor_15m() {
         &["A 2024-03-04T10:15:00Z breach R15 supervisor_report deadline=2024-03-04T10:15:00Z overdue=0s"],
     );
     let mut s = Scenario::new();
-    s.opened("B", "10:00:00", important())
-        .event("B", "10:10:00", Body::Escalated(Role::Supervisor));
+    s.opened("B", "10:00:00", important()).event(
+        "B",
+        "10:10:00",
+        Body::Escalated(Role::Supervisor),
+    );
     let r = run(&p, &s.events);
     assert!(clock_lines(&r, "supervisor_report")
         .iter()
@@ -369,7 +377,11 @@ fn r26_surge_started_and_ended_per_tenant_channel() {
     let mut s = Scenario::new();
     // Baseline: one chat ticket a minute for 70 minutes, then 40 in 4 minutes.
     for m in 0..70 {
-        s.opened(&format!("B{m}"), &format!("{:02}:{:02}:05", 9 + m / 60, m % 60), chat(Urgency::General));
+        s.opened(
+            &format!("B{m}"),
+            &format!("{:02}:{:02}:05", 9 + m / 60, m % 60),
+            chat(Urgency::General),
+        );
     }
     for i in 0..40 {
         let m = 70 + i / 10;
@@ -385,8 +397,20 @@ fn r26_surge_started_and_ended_per_tenant_channel() {
     // At 10:12 the window [10:07, 10:12) holds 3 + 20 = 23 tickets (4.6/min) against a
     // 1/min baseline over [09:07, 10:07): ratio 4.6 > 3 with ≥ 20 tickets.
     assert_eq!(surge[0].fired_at, t("10:12:00"));
-    assert!(matches!(surge[0].body, OutputBody::SurgeStarted { channel: Channel::Chat, .. }));
-    assert!(matches!(surge[1].body, OutputBody::SurgeEnded { channel: Channel::Chat, .. }));
+    assert!(matches!(
+        surge[0].body,
+        OutputBody::SurgeStarted {
+            channel: Channel::Chat,
+            ..
+        }
+    ));
+    assert!(matches!(
+        surge[1].body,
+        OutputBody::SurgeEnded {
+            channel: Channel::Chat,
+            ..
+        }
+    ));
     assert_eq!(&*surge[0].tenant, "acme");
     assert!(surge[0].ticket_id.is_empty());
 }
@@ -406,7 +430,11 @@ fn close_cancels_clocks_silently_and_tombstone_allows_reopen() {
         &r.outputs,
         &["A 2024-03-04T12:30:00Z breach R9 resolution deadline=2024-03-04T12:30:00Z overdue=0s"],
     );
-    assert!(r.outputs.iter().all(|o| o.fired_at >= t("12:00:00")), "{:#?}", lines(&r.outputs));
+    assert!(
+        r.outputs.iter().all(|o| o.fired_at >= t("12:00:00")),
+        "{:#?}",
+        lines(&r.outputs)
+    );
 }
 
 #[test]
@@ -426,7 +454,11 @@ fn hygiene_duplicates_second_opened_and_preopen_buffer() {
     let until = t("12:00:00");
     let r = run_until(&p, &s.events, until, EngineConfig::default());
     // The buffered reply applied after the opening: first_response stopped, not breached.
-    assert!(clock_lines(&r, "first_response").is_empty(), "{:#?}", lines(&r.outputs));
+    assert!(
+        clock_lines(&r, "first_response").is_empty(),
+        "{:#?}",
+        lines(&r.outputs)
+    );
     assert_eq!(r.emitted.dead_letters.len(), 1);
     assert_eq!(r.emitted.dead_letters[0].1, RejectReason::PreopenExpired);
     assert_eq!(&*r.emitted.dead_letters[0].0.ticket_id, "Z");
@@ -440,7 +472,11 @@ fn eta_given_with_the_first_reply_opens_no_eta_clock() {
         .reply("A", "10:00:10", ReplyKind::Eta)
         .reply("A", "10:01:00", ReplyKind::Answer);
     let r = run(&p, &s.events);
-    assert!(clock_lines(&r, "eta").is_empty(), "{:#?}", clock_lines(&r, "eta"));
+    assert!(
+        clock_lines(&r, "eta").is_empty(),
+        "{:#?}",
+        clock_lines(&r, "eta")
+    );
     // The ETA started the progress clock (R10): reminders every 10 min from 10:00:10.
     assert_eq!(
         clock_lines(&r, "progress")[0],

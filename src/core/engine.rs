@@ -12,9 +12,9 @@ use crate::core::plan::{Plan, PlanKey};
 use crate::core::policy::{MatcherSet, Phase, PolicySet};
 use crate::core::store::TicketStore;
 use crate::core::surge::{SurgeDetector, SurgeState};
-use crate::core::timers::TimerQueue;
 use crate::core::ticket::{Observation, Sink, Ticket};
 use crate::core::time::{Dur, Ts};
+use crate::core::timers::TimerQueue;
 use compact_str::CompactString;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -74,7 +74,10 @@ impl RejectReason {
 /// Something worth a log line and a metric.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Notice {
-    IdleDropped { ticket: CompactString, last_event: Ts },
+    IdleDropped {
+        ticket: CompactString,
+        last_event: Ts,
+    },
 }
 
 /// Everything one call emits. Outputs of one call are in rule-3 order.
@@ -160,7 +163,11 @@ struct Pending {
 
 impl Pending {
     fn key(&self) -> (Ts, &str, u64) {
-        (self.event.occurred_at, self.event.event_id.as_str(), self.seq)
+        (
+            self.event.occurred_at,
+            self.event.event_id.as_str(),
+            self.seq,
+        )
     }
 }
 impl PartialEq for Pending {
@@ -503,8 +510,11 @@ impl Engine {
             self.preopen.expiry.remove(&(first, ticket.clone()));
             if let Some(events) = self.preopen.by_ticket.remove(&ticket) {
                 self.stats.rejected += events.len() as u64;
-                out.dead_letters
-                    .extend(events.into_iter().map(|e| (e, RejectReason::PreopenExpired)));
+                out.dead_letters.extend(
+                    events
+                        .into_iter()
+                        .map(|e| (e, RejectReason::PreopenExpired)),
+                );
             }
         }
     }
@@ -524,8 +534,7 @@ impl Engine {
         // Housekeeping: closed tombstones and idle tickets (event time).
         let idle = ticket.last_event.saturating_add(self.cfg.idle_ttl) <= at;
         let expired = ticket.closed_at.is_some_and(|closed| {
-            ticket.running_clocks() == 0
-                && closed.saturating_add(self.cfg.closed_retention) <= at
+            ticket.running_clocks() == 0 && closed.saturating_add(self.cfg.closed_retention) <= at
         });
         let (id, last_event) = (ticket.id.clone(), ticket.last_event);
         if idle {
@@ -675,9 +684,7 @@ impl Engine {
         if let Some(mut waiting) = self.preopen.by_ticket.remove(ev.ticket_id.as_str()) {
             let first = waiting.iter().map(|e| e.occurred_at).min().unwrap();
             self.preopen.expiry.remove(&(first, ev.ticket_id.clone()));
-            waiting.sort_by(|a, b| {
-                (a.occurred_at, &a.event_id).cmp(&(b.occurred_at, &b.event_id))
-            });
+            waiting.sort_by(|a, b| (a.occurred_at, &a.event_id).cmp(&(b.occurred_at, &b.event_id)));
             for w in waiting {
                 self.apply_to(slot, &w, out);
             }
@@ -698,7 +705,9 @@ impl Engine {
         self.preopen
             .expiry
             .insert((ev.occurred_at, ev.ticket_id.clone()));
-        self.preopen.by_ticket.insert(ev.ticket_id.clone(), vec![ev]);
+        self.preopen
+            .by_ticket
+            .insert(ev.ticket_id.clone(), vec![ev]);
     }
 
     /// Pending events in application order (snapshots must not depend on heap layout).
@@ -785,9 +794,16 @@ impl Engine {
                 .get(ev.ticket_id.as_str())
                 .map(|l| l[0].occurred_at);
             match first {
-                Some(_) => e.preopen.by_ticket.get_mut(ev.ticket_id.as_str()).unwrap().push(ev),
+                Some(_) => e
+                    .preopen
+                    .by_ticket
+                    .get_mut(ev.ticket_id.as_str())
+                    .unwrap()
+                    .push(ev),
                 None => {
-                    e.preopen.expiry.insert((ev.occurred_at, ev.ticket_id.clone()));
+                    e.preopen
+                        .expiry
+                        .insert((ev.occurred_at, ev.ticket_id.clone()));
                     e.preopen.by_ticket.insert(ev.ticket_id.clone(), vec![ev]);
                 }
             }

@@ -1,8 +1,8 @@
 //! A ticket's resolved clock list: its policy's clocks followed by those of every matching
 //! overlay (an overlay clock whose id the policy already has is skipped: the policy's own
 //! definition wins). Plans are shared by all tickets with the same match.
-use crate::core::model::TicketAttrs;
 use crate::core::calendar::Calendar;
+use crate::core::model::TicketAttrs;
 use crate::core::policy::{ActionSpec, ClockSpec, PolicySet};
 use std::sync::Arc;
 
@@ -87,10 +87,7 @@ impl Plan {
 
     /// Rebuilds a plan by names under `set`; unknown names are dropped.
     pub fn from_key(set: &Arc<PolicySet>, key: &PlanKey) -> Plan {
-        let policy_index = set
-            .policies
-            .iter()
-            .position(|p| *p.id == *key.policy_id);
+        let policy_index = set.policies.iter().position(|p| *p.id == *key.policy_id);
         let overlays: Vec<usize> = key
             .overlay_ids
             .iter()

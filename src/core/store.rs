@@ -86,7 +86,13 @@ impl TicketStore {
         };
         let chunks = &self.chunks;
         self.index.insert_unique(h, slot, |&s| {
-            hash_id(&chunks[s as usize / CHUNK][s as usize % CHUNK].ticket.as_ref().unwrap().id)
+            hash_id(
+                &chunks[s as usize / CHUNK][s as usize % CHUNK]
+                    .ticket
+                    .as_ref()
+                    .unwrap()
+                    .id,
+            )
         });
         self.len += 1;
         slot

@@ -132,7 +132,13 @@ impl SurgeDetector {
                 .series
                 .values()
                 .filter(|s| s.active || !s.buckets.is_empty())
-                .map(|s| if s.active { i64::MAX } else { s.buckets.back().unwrap().0 })
+                .map(|s| {
+                    if s.active {
+                        i64::MAX
+                    } else {
+                        s.buckets.back().unwrap().0
+                    }
+                })
                 .max();
             match newest {
                 None => {
@@ -158,7 +164,12 @@ impl SurgeDetector {
             while s.buckets.front().is_some_and(|(m, _)| *m < b - horizon) {
                 s.buckets.pop_front();
             }
-            let first = self.state.first_opened.get(tenant).copied().unwrap_or(i64::MAX);
+            let first = self
+                .state
+                .first_opened
+                .get(tenant)
+                .copied()
+                .unwrap_or(i64::MAX);
             if t.0 - first < spec.window.0 + spec.baseline.0 {
                 continue;
             }
@@ -175,16 +186,14 @@ impl SurgeDetector {
                 }
             }
             let observed = recent as f64 / (spec.window.0 / MINUTE) as f64;
-            let baseline = (base as f64 / (spec.baseline.0 / MINUTE) as f64)
-                .max(spec.baseline_floor_per_min);
+            let baseline =
+                (base as f64 / (spec.baseline.0 / MINUTE) as f64).max(spec.baseline_floor_per_min);
             let ratio = observed / baseline;
             let (channel, category) = match dim {
                 Dimension::Channel(c) => (*c, Category::Unspecified),
                 Dimension::Category(c) => (Channel::Unspecified, *c),
             };
-            let body = if !s.active
-                && ratio > spec.start_ratio
-                && recent >= spec.min_tickets as u64
+            let body = if !s.active && ratio > spec.start_ratio && recent >= spec.min_tickets as u64
             {
                 s.active = true;
                 OutputBody::SurgeStarted {
@@ -265,22 +274,37 @@ mod tests {
         }
         let mut out = Vec::new();
         d.advance(at(200, 0), false, &mut out);
-        let kinds: Vec<_> = out.iter().map(|o| (o.body.kind_name(), o.fired_at)).collect();
+        let kinds: Vec<_> = out
+            .iter()
+            .map(|o| (o.body.kind_name(), o.fired_at))
+            .collect();
         // Channel: starts at 72 (window [67, 72) = 3 + 20 = 23 tickets, 4.6/min, against a
         // 1/min baseline: ratio > 3 with ≥ 20 tickets).
         assert_eq!(kinds[0], ("surge_started", at(72, 0)));
         let channel_starts = out
             .iter()
-            .filter(|o| matches!(o.body, OutputBody::SurgeStarted { channel: Channel::Chat, .. }))
+            .filter(|o| {
+                matches!(
+                    o.body,
+                    OutputBody::SurgeStarted {
+                        channel: Channel::Chat,
+                        ..
+                    }
+                )
+            })
             .count();
         assert_eq!(channel_starts, 1, "one event per transition");
         assert!(kinds.iter().any(|k| k.0 == "surge_ended"));
         assert!(out.iter().all(|o| o.rule_id.as_ref() == "R26"));
         // Complaint category: only 50 complaints, no baseline (floor 1/min): ratio 10 > 3,
         // but the tenant's first opened was at 0, so 65 min have passed: it starts too.
-        assert!(out
-            .iter()
-            .any(|o| matches!(o.body, OutputBody::SurgeStarted { category: Category::Complaint, .. })));
+        assert!(out.iter().any(|o| matches!(
+            o.body,
+            OutputBody::SurgeStarted {
+                category: Category::Complaint,
+                ..
+            }
+        )));
     }
 
     #[test]

@@ -1,9 +1,7 @@
 //! One ticket's state and how an event or a timer changes it. Pure: the engine hands in
 //! the plan and collects what is emitted.
 use crate::core::clock::{ClockState, ClockStatus, Item};
-use crate::core::model::{
-    output_id, Body, Event, OutputBody, SlaOutput, TicketAttrs, Urgency,
-};
+use crate::core::model::{output_id, Body, Event, OutputBody, SlaOutput, TicketAttrs, Urgency};
 use crate::core::plan::Plan;
 use crate::core::policy::{ClockKind, ClockSpec, Matcher, MatcherSet, OnReopen, Phase};
 use crate::core::time::{Dur, Ts};
@@ -97,7 +95,8 @@ impl Ticket {
         // Exact growth: a ticket sees ~10 events; doubling would waste a third of the
         // dedup memory, the dominant part of an open ticket.
         if self.seen.len() == self.seen.capacity() {
-            self.seen.reserve_exact(if self.seen.len() < 8 { 2 } else { 4 });
+            self.seen
+                .reserve_exact(if self.seen.len() < 8 { 2 } else { 4 });
         }
         self.seen.push(h);
         false
@@ -153,7 +152,10 @@ impl Ticket {
         // 1. Phase, and reopen (rule 7).
         let reopening = matches!(
             ev.body,
-            Body::Reopened | Body::Feedback { satisfied: Some(false) }
+            Body::Reopened
+                | Body::Feedback {
+                    satisfied: Some(false)
+                }
         ) && matches!(self.phase, Phase::Resolved | Phase::Closed);
         self.phase = match (&ev.body, self.phase) {
             (Body::WaitingOnCustomer, Phase::Open) => Phase::Waiting,
@@ -232,8 +234,15 @@ impl Ticket {
                             let body = OutputBody::Cleared {
                                 overdue: Dur((counted.0 - spec.target.0).max(0)),
                             };
-                            sink.outputs
-                                .push(clock_output(&self.id, &self.attrs, &plan, spec, body, deadline, t));
+                            sink.outputs.push(clock_output(
+                                &self.id,
+                                &self.attrs,
+                                &plan,
+                                spec,
+                                body,
+                                deadline,
+                                t,
+                            ));
                         }
                     }
                 }
@@ -317,7 +326,13 @@ impl Ticket {
                             overdue: t.since(deadline),
                         };
                         sink.outputs.push(SlaOutput {
-                            event_id: output_id(&self.id, &plan.policy_id, &check.id, &body, deadline),
+                            event_id: output_id(
+                                &self.id,
+                                &plan.policy_id,
+                                &check.id,
+                                &body,
+                                deadline,
+                            ),
                             ticket_id: self.id.clone(),
                             tenant: self.attrs.tenant.clone(),
                             policy_id: plan.policy_id.clone(),
@@ -346,7 +361,14 @@ impl Ticket {
         }
     }
 
-    fn fire_actions(&mut self, plan: &Plan, matches: MatcherSet, deadline: Ts, t: Ts, sink: &mut Sink) {
+    fn fire_actions(
+        &mut self,
+        plan: &Plan,
+        matches: MatcherSet,
+        deadline: Ts,
+        t: Ts,
+        sink: &mut Sink,
+    ) {
         for a in &plan.actions {
             if !a.on.hits(matches) {
                 continue;
@@ -497,7 +519,12 @@ impl Ticket {
 }
 
 /// The clock's deadline; while paused, as if it resumed at `at`.
-fn deadline_of(c: &ClockState, spec: &ClockSpec, cal: &crate::core::calendar::Calendar, at: Ts) -> Ts {
+fn deadline_of(
+    c: &ClockState,
+    spec: &ClockSpec,
+    cal: &crate::core::calendar::Calendar,
+    at: Ts,
+) -> Ts {
     match spec.kind {
         ClockKind::Recurring { every, .. } => {
             let x = Dur(every.0.saturating_mul(c.nth as i64 + 1));

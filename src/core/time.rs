@@ -21,7 +21,9 @@ impl Ts {
         Ts(secs * NANOS_PER_SEC)
     }
     pub fn from_parts(secs: i64, nanos: i32) -> Ts {
-        Ts(secs.saturating_mul(NANOS_PER_SEC).saturating_add(nanos as i64))
+        Ts(secs
+            .saturating_mul(NANOS_PER_SEC)
+            .saturating_add(nanos as i64))
     }
     /// (seconds, nanos) with nanos in 0..1e9, as protobuf Timestamp wants.
     pub fn to_parts(self) -> (i64, i32) {

@@ -15,7 +15,10 @@ pub fn policy(path: &str) -> Arc<PolicySet> {
     Arc::new(load_policy_file(&full).unwrap_or_else(|d| {
         panic!(
             "{path}: {}",
-            d.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("\n")
+            d.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
         )
     }))
 }
@@ -141,9 +144,17 @@ pub fn run_until(policy: &Arc<PolicySet>, events: &[Event], until: Ts, cfg: Engi
 pub fn line(o: &SlaOutput) -> String {
     let detail = match &o.body {
         OutputBody::Warning { fraction } => format!(" f={fraction}"),
-        OutputBody::Escalation { level, notify, reason } => format!(
+        OutputBody::Escalation {
+            level,
+            notify,
+            reason,
+        } => format!(
             " L{level} [{}] {reason}",
-            notify.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",")
+            notify
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
         ),
         OutputBody::ProgressReminder { nth, .. } => format!(" nth={nth}"),
         OutputBody::Breach { overdue } => format!(" overdue={overdue}"),
@@ -171,7 +182,12 @@ pub fn assert_has(outputs: &[SlaOutput], expected: &[&str]) {
     let got = lines(outputs);
     for e in expected {
         let n = got.iter().filter(|g| g == e).count();
-        assert_eq!(n, 1, "expected exactly one {e:?}\n-- got:\n{}", got.join("\n"));
+        assert_eq!(
+            n,
+            1,
+            "expected exactly one {e:?}\n-- got:\n{}",
+            got.join("\n")
+        );
     }
 }
 

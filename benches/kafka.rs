@@ -11,7 +11,6 @@
 //! `SLAWATCH_BENCH_ONLY=alo,eos,latency,restore` picks parts. Under
 //! `cargo test --all-targets` (no `--bench` argument) it runs nothing.
 #[path = "../tests/common/kafka.rs"]
-#[allow(dead_code)]
 mod kafka;
 
 use kafka::*;

@@ -405,7 +405,9 @@ fn run_config_check(file: &Path) -> anyhow::Result<ExitCode> {
 
 fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let duration = Dur::parse(&args.duration).map_err(|e| Usage(format!("--duration: {e}")))?;
-    if !(args.speed > 0.0) || !(args.tickets_per_min > 0.0) {
+    // NaN and non-positive values are both refused.
+    let positive = |x: f64| x.is_finite() && x > 0.0;
+    if !positive(args.speed) || !positive(args.tickets_per_min) {
         return Err(Usage("--speed and --tickets-per-min must be positive".into()).into());
     }
     slawatch::runtime::demo::run(slawatch::runtime::demo::DemoOptions {

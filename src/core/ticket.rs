@@ -425,9 +425,9 @@ impl Ticket {
         }
         self.clocks = clocks.into_boxed_slice();
         self.plan = new_index;
-        for ni in 0..new.clocks.len() {
+        for (ni, was_carried) in carried.iter().enumerate() {
             let spec = &new.clocks[ni];
-            if !carried[ni]
+            if !was_carried
                 && spec.start.contains(Matcher::Opened)
                 && spec.phases.contains(self.phase)
                 && self.after_satisfied(new, ni)

@@ -289,9 +289,9 @@ fn produce_traffic(
             n += 1;
             // Mostly protobuf (no header), a third as proto3 JSON, and now and then a
             // malformed record to show the dead-letter topic.
-            let (value, ct): (Vec<u8>, Option<&str>) = if n % 997 == 0 {
+            let (value, ct): (Vec<u8>, Option<&str>) = if n.is_multiple_of(997) {
                 (b"{\"ticketId\": oops".to_vec(), Some(records::JSON))
-            } else if n % 3 == 0 {
+            } else if n.is_multiple_of(3) {
                 (codec::event_to_json(&ev).into_bytes(), Some(records::JSON))
             } else {
                 (codec::event_to_protobuf(&ev), None)

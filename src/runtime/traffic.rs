@@ -388,11 +388,9 @@ impl Traffic {
                     t = t.saturating_add(Dur::from_secs(2));
                 }
             }
-            if category == Category::Complaint || tier == Tier::Vip {
-                if self.rng.chance(0.6) {
-                    let d = self.secs(3.0 * 3600.0, 0.5);
-                    self.push(&id, tenant, t.saturating_add(d), Body::FollowUpDone, r);
-                }
+            if (category == Category::Complaint || tier == Tier::Vip) && self.rng.chance(0.6) {
+                let d = self.secs(3.0 * 3600.0, 0.5);
+                self.push(&id, tenant, t.saturating_add(d), Body::FollowUpDone, r);
             }
             let d = self.secs(60.0, 0.3);
             self.push(&id, tenant, t.saturating_add(d), Body::Closed, r);

@@ -118,6 +118,7 @@ fn start(
             rebuild_from_input: false,
             on_observation: None,
             on_output,
+            describe_topic_configs: true,
         },
         Control::new(),
     )
@@ -318,6 +319,7 @@ fn drain(bs: &str, n: usize, partitions: i32, eos: bool) {
         std::thread::sleep(Duration::from_millis(5));
     }
     let ready = started.elapsed();
+    let cpu0 = cpu_secs();
     let group = format!("{prefix}.g");
     loop {
         if committed_total(bs, &group, &input, partitions) >= n as i64 {
@@ -337,14 +339,22 @@ fn drain(bs: &str, n: usize, partitions: i32, eos: bool) {
         .iter()
         .map(|d| d.as_secs_f64() * 1e3)
         .collect();
+    let cpu = cpu_secs() - cpu0;
     println!(
-        "  {:.0} events/s ({} events in {:.2} s after {:.2} s start-up); {} outputs, {} commits",
+        "  {:.0} events/s ({} events in {:.2} s after {:.2} s start-up; load average {}); {} outputs, {} commits",
         n as f64 / took.as_secs_f64(),
         n,
         took.as_secs_f64(),
         ready.as_secs_f64(),
+        loadavg(),
         h.control.outputs_produced.load(Ordering::Relaxed),
         commits.len()
+    );
+    println!(
+        "  slawatch CPU {:.2} s = {:.2} µs per event (all its threads: processing, librdkafka); {:.0} events per CPU-second",
+        cpu,
+        cpu * 1e6 / n as f64,
+        n as f64 / cpu
     );
     println!("  commit time under load: {}", summary(commits));
     let c = &h.control;
@@ -461,6 +471,24 @@ fn latency(bs: &str, partitions: i32, n: usize) {
         .collect();
     println!("  commit time at this load: {}", summary(commits));
     h.stop().unwrap();
+}
+
+/// CPU seconds (user + system) this process has used.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields after the command: state is index 0; utime 11, stime 12 (clock ticks, 100/s).
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Load average of the last minute (the box is shared; figures depend on it).
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(|x| x.to_string()))
+        .unwrap_or_default()
 }
 
 fn rss_bytes() -> u64 {

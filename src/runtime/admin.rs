@@ -139,8 +139,10 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
                     Ok(Ok(None)) => text(
                         StatusCode::NOT_FOUND,
                         format!(
-                            "{{\"error\":\"ticket {} is not held by this replica\"}}\n",
-                            serde_json::Value::String(id)
+                            "{}\n",
+                            serde_json::json!({
+                                "error": format!("ticket {id} is not held by this replica")
+                            })
                         ),
                         JSON,
                     ),

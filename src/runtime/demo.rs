@@ -74,7 +74,23 @@ pub fn run(opts: DemoOptions) -> Result<(), DemoError> {
     }
     init_logging();
     let policy = load_policy(&opts.policy_file)?;
-    let mock = MockCluster::new(1)?;
+    // The mock cluster lives inside this client (`test.mock.num.brokers`), which gives
+    // access to its handle: the coordinator's default 3 s initial-rebalance delay is set to
+    // 0, as on the test broker.
+    let mock_owner: BaseProducer = ClientConfig::new()
+        .set("test.mock.num.brokers", "1")
+        .create()?;
+    let mock: MockCluster<'_, _> = mock_owner.client().mock_cluster().ok_or(DemoError::Mock(
+        rdkafka::error::KafkaError::MockCluster(rdkafka::types::RDKafkaErrorCode::Fail),
+    ))?;
+    // SAFETY: the handle belongs to `mock_owner`, alive for the whole demo.
+    unsafe {
+        let handle =
+            rdkafka::bindings::rd_kafka_handle_mock_cluster(mock_owner.client().native_ptr());
+        if !handle.is_null() {
+            rdkafka::bindings::rd_kafka_mock_group_initial_rebalance_delay_ms(handle, 0);
+        }
+    }
     let bootstrap = mock.bootstrap_servers();
     let mut cfg = Config::from_sources(
         &format!(
@@ -187,6 +203,7 @@ create = false
             rebuild_from_input: false,
             on_observation: Some(on_observation),
             on_output: None,
+            describe_topic_configs: false,
         },
         control.clone(),
     )
@@ -242,6 +259,7 @@ create = false
         produced.load(Ordering::Relaxed),
     );
     drop(mock);
+    drop(mock_owner);
     result.map_err(RunError::from)?;
     Ok(())
 }

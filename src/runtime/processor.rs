@@ -87,6 +87,9 @@ pub struct ProcessorOptions {
     pub on_observation: Option<ObservationHook>,
     /// Called with each output and the clock's `now` when it was handed to the producer.
     pub on_output: Option<OutputHook>,
+    /// Check the state topic's cleanup policy with DescribeConfigs (advisory; off for
+    /// librdkafka's mock cluster, which does not answer it).
+    pub describe_topic_configs: bool,
 }
 
 /// Errors that stop the processor.
@@ -152,7 +155,7 @@ pub fn start(
     control: Arc<Control>,
 ) -> Result<ProcessorHandle, ProcessorError> {
     let cfg = &opts.cfg;
-    let report = ensure_topics(cfg, &opts.topics)?;
+    let report = ensure_topics(cfg, &opts.topics, opts.describe_topic_configs)?;
     for w in &report.warnings {
         tracing::warn!("{w}");
     }
@@ -1023,13 +1026,15 @@ impl Core {
         }
     }
 
-    /// `commit_interval_ms`, or while every assigned partition is draining a backlog (none
-    /// caught up: start-up, recovery) ten times that, at most a quarter of the transaction
-    /// timeout: nobody waits for outputs that are late anyway, and fewer commits mean fewer
-    /// pipeline stalls and fewer changelog records (a ticket changed by several events in
-    /// one commit is written once).
+    /// `commit_interval_ms`, or while draining a backlog (most assigned partitions behind
+    /// and ≥ 10 000 records to go: start-up, recovery) ten times that, at most a quarter of
+    /// the transaction timeout: nobody waits for outputs that are late anyway, and fewer
+    /// commits mean fewer pipeline stalls and fewer changelog records (a ticket changed by
+    /// several events in one commit is written once).
     fn effective_commit_interval(&self) -> Duration {
-        let lagging = !self.inputs.is_empty() && self.inputs.values().all(|t| !t.caught_up);
+        let behind = self.inputs.values().filter(|t| !t.caught_up).count();
+        let lag: u64 = self.inputs.values().map(|t| t.lag).sum();
+        let lagging = behind * 2 > self.inputs.len() && lag >= 10_000;
         if lagging {
             (self.commit_interval * 10)
                 .min(Duration::from_millis(self.cfg.transaction_timeout_ms / 4))

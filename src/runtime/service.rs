@@ -117,6 +117,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             rebuild_from_input: opts.rebuild_from_input,
             on_observation: None,
             on_output: None,
+            describe_topic_configs: true,
         },
         control.clone(),
     )?;

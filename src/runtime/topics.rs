@@ -150,7 +150,11 @@ const STATE_TOPIC_CONFIG: &[(&str, &str)] = &[
 
 /// Creates missing topics (when `cfg.topics.create`) and checks partition counts: input
 /// topics co-partitioned; the state and repartition topics with the input's count.
-pub fn ensure_topics(cfg: &Config, topics: &Topics) -> Result<TopicReport, TopicError> {
+pub fn ensure_topics(
+    cfg: &Config,
+    topics: &Topics,
+    describe: bool,
+) -> Result<TopicReport, TopicError> {
     let admin: AdminClient<DefaultClientContext> =
         base_config(cfg).create().map_err(TopicError::Metadata)?;
     let mut report = TopicReport {
@@ -225,6 +229,10 @@ pub fn ensure_topics(cfg: &Config, topics: &Topics) -> Result<TopicReport, Topic
     // A state topic that is not compacted grows forever: say so (not fatal; some clusters
     // forbid DescribeConfigs).
     let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let created_now = report.created.iter().any(|t| t == &topics.state);
+    if !describe || created_now {
+        return Ok(report);
+    }
     if let Ok(results) =
         block_on(admin.describe_configs([&ResourceSpecifier::Topic(&topics.state)], &opts))
     {

@@ -127,6 +127,7 @@ pub fn start_with(cfg: &Config, clock: Arc<ManualClock>, rebuild: bool) -> Proce
             rebuild_from_input: rebuild,
             on_observation: None,
             on_output: None,
+            describe_topic_configs: true,
         },
         Control::new(),
     )

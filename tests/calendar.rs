@@ -804,7 +804,7 @@ fn dst_year_totals() {
 
 /// Rough per-call cost; run with `cargo test --release --test calendar -- --ignored --nocapture`.
 #[test]
-#[ignore]
+#[ignore = "a timing printout, not a check: run by hand with --release -- --ignored --nocapture"]
 fn bench_per_call() {
     let cal = after_sales();
     let ny = Calendar::business(

@@ -8,7 +8,7 @@
 //!
 //! Sizes: `SLAWATCH_BENCH_EVENTS` (backlog, default 1 000 000), `SLAWATCH_BENCH_TICKETS`
 //! (restore, default 1 000 000), `SLAWATCH_BENCH_PARTITIONS` (default 6);
-//! `SLAWATCH_BENCH_ONLY=alo,eos,latency,restore` picks parts. Under
+//! `SLAWATCH_BENCH_ONLY=engine,alo,eos,alo-quiet,eos-quiet,latency,restore` picks parts. Under
 //! `cargo test --all-targets` (no `--bench` argument) it runs nothing.
 #[path = "../tests/common/kafka.rs"]
 mod kafka;
@@ -55,10 +55,16 @@ fn main() {
         engine_only(events, partitions);
     }
     if run("alo") {
-        drain(&bs, events, partitions, false);
+        drain(&bs, events, partitions, false, false);
     }
     if run("eos") {
-        drain(&bs, events, partitions, true);
+        drain(&bs, events, partitions, true, false);
+    }
+    if run("alo-quiet") {
+        drain(&bs, events, partitions, false, true);
+    }
+    if run("eos-quiet") {
+        drain(&bs, events, partitions, true, true);
     }
     if run("latency") {
         latency(&bs, partitions, 2000);
@@ -299,16 +305,28 @@ fn engine_only(n: usize, partitions: i32) {
     );
 }
 
-fn drain(bs: &str, n: usize, partitions: i32, eos: bool) {
+fn drain(bs: &str, n: usize, partitions: i32, eos: bool, light: bool) {
     let prefix = unique_name(if eos { "bench-eos" } else { "bench-alo" });
     let cfg = config(bs, &prefix, partitions, eos, "");
     let input = format!("{prefix}.in");
     create_topic(bs, &input, partitions, &[]);
-    let events = backlog(n);
+    let events = if light {
+        let mut e = answered_tickets(n / 2);
+        e.sort_by_key(|e| e.occurred_at);
+        e
+    } else {
+        backlog(n)
+    };
+    let n = events.len();
     let load = preload(bs, &input, &events);
     println!(
-        "drain ({}): {} events pre-loaded in {:.1} s",
+        "drain ({}, {} workload): {} events pre-loaded in {:.1} s",
         if eos { "exactly-once" } else { "at-least-once" },
+        if light {
+            "quiet: opened + answered in time"
+        } else {
+            "busy: traffic generator, 0.43 outputs/event"
+        },
         n,
         load.as_secs_f64()
     );
@@ -491,26 +509,9 @@ fn loadavg() -> String {
         .unwrap_or_default()
 }
 
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
-}
-
-fn restore(bs: &str, n: usize, partitions: i32) {
-    let prefix = unique_name("bench-restore");
-    let cfg = config(bs, &prefix, partitions, true, "");
-    let input = format!("{prefix}.in");
-    create_topic(bs, &input, partitions, &[]);
-    // n open tickets: an email inquiry opened and answered (first_response stopped,
-    // next_response idle, resolution running).
+/// n email inquiries, each opened and answered 30 s later: first_response stops in time,
+/// resolution keeps running — the open-ticket state of a quiet day (few outputs).
+fn answered_tickets(n: usize) -> Vec<Event> {
     let origin = Ts::parse_rfc3339("2024-03-04T01:00:00Z").unwrap();
     let mut events = Vec::with_capacity(2 * n);
     for i in 0..n {
@@ -540,6 +541,28 @@ fn restore(bs: &str, n: usize, partitions: i32) {
             },
         });
     }
+    events
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+fn restore(bs: &str, n: usize, partitions: i32) {
+    let prefix = unique_name("bench-restore");
+    let cfg = config(bs, &prefix, partitions, true, "");
+    let input = format!("{prefix}.in");
+    create_topic(bs, &input, partitions, &[]);
+    let mut events = answered_tickets(n);
     events.sort_by_key(|e| e.occurred_at);
     preload(bs, &input, &events);
     drop(events);

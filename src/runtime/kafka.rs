@@ -34,6 +34,10 @@ pub fn consumer_config(cfg: &Config, group_id: &str) -> ClientConfig {
     if !cfg.kafka.contains_key("heartbeat.interval.ms") {
         c.set("heartbeat.interval.ms", "1000");
     }
+    // Larger fetches keep a backlog flowing (small records, one fetch in flight per broker).
+    if !cfg.kafka.contains_key("max.partition.fetch.bytes") {
+        c.set("max.partition.fetch.bytes", "8388608");
+    }
     c
 }
 

@@ -48,3 +48,52 @@ fn examples_exactly_once_equal_replay() {
 fn examples_at_least_once_equal_replay() {
     examples_through_kafka(false);
 }
+
+/// Surges (R26) are detected on the repartition topic's partitions, fed by every input
+/// partition: with the input partitions' watermarks propagated to them, the live result is
+/// replay's, including while a backlog of several input partitions is drained out of
+/// event-time order.
+#[test]
+fn surges_across_partitions_equal_replay() {
+    let names = Names::new("e2e-surge");
+    let cfg = config(&names, "i0", true, "");
+    let surge = (
+        Dur::from_secs(70 * 60),
+        Dur::from_secs(12 * 60),
+        "globex",
+        8.0,
+    );
+    let events = sorted(workload_with(
+        t("01:00:00"),
+        100,
+        15.0,
+        21,
+        "S",
+        vec![surge],
+    ));
+    let until = events
+        .last()
+        .unwrap()
+        .occurred_at
+        .saturating_add(Dur::from_secs(48 * 3600));
+    let want = reference(&events, until);
+    let surges = want
+        .iter()
+        .filter(|l| l.contains("\"surgeStarted\""))
+        .count();
+    assert!(surges >= 1, "the planted surge is in replay's output");
+
+    let clock = Arc::new(ManualClock::new(Ts::from_secs(0)));
+    // A backlog: everything is produced before the processor starts.
+    produce_events(&names.input_topic_created(), &events, 5);
+    let h = start(&cfg, clock.clone());
+    wait_ready(&h);
+    wait_for("all events consumed", WAIT, || {
+        h.control.records_consumed.load(Ordering::Relaxed) >= events.len() as u64
+    });
+    clock.set(clock_for_until(until));
+    let r = reader(&output_topics(&names), "read_committed");
+    let got = read_n(&r, want.len(), WAIT, Duration::from_secs(2));
+    assert_same_outputs(&got, &want);
+    h.stop().unwrap();
+}

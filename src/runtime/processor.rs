@@ -45,7 +45,7 @@ use crate::runtime::config::{Config, OutputFormat};
 use crate::runtime::control::{Control, TicketQuery};
 use crate::runtime::kafka::{cached_watermarks, consumer_config, producer_config};
 use crate::runtime::records::{self, check_input, InputLimits, CONTENT_TYPE};
-use crate::runtime::tasks::{InputTask, SurgeTask};
+use crate::runtime::tasks::{InputTask, SurgeTask, WatermarkMark};
 use crate::runtime::topics::{ensure_topics, TopicError, Topics};
 use crate::runtime::view::ticket_view;
 use crate::telemetry;
@@ -212,6 +212,7 @@ pub fn start(
         fatal: None,
         joined: false,
         stray: 0,
+        input_partitions: report.partitions,
         last_metrics: Instant::now(),
         last_clock_scan: Instant::now() - Duration::from_secs(60),
         consumers: None,
@@ -620,6 +621,8 @@ struct Core {
     joined: bool,
     /// Records of partitions without a task (should not happen: they are paused).
     stray: u64,
+    /// Partitions of each input topic (and of the repartition topic).
+    input_partitions: usize,
     last_metrics: Instant,
     last_clock_scan: Instant,
     /// Both consumers, for the commit path (which needs both groups' metadata) and for
@@ -764,6 +767,19 @@ impl Core {
             return;
         }
         s.next_offset = Some(offset + 1);
+        if header(m, WatermarkMark::HEADER).is_some() {
+            match WatermarkMark::parse(m.key().unwrap_or(&[]), m.payload().unwrap_or(&[])) {
+                Some((topic, source, wm, n)) => {
+                    let e = s.sources.entry((topic, source)).or_insert(Ts::MIN);
+                    if wm > *e {
+                        *e = wm;
+                    }
+                    s.expected_sources = n as usize;
+                }
+                None => tracing::warn!(partition = p, offset, "malformed watermark mark skipped"),
+            }
+            return;
+        }
         match codec::decode_protobuf(m.payload().unwrap_or(&[])) {
             Ok(d) => {
                 if let Body::Opened {
@@ -1001,12 +1017,12 @@ impl Core {
                 self.emit(key.0, key.1, suppressed, caught_up);
             }
         }
+        self.announce_watermarks();
         let now = self.clock.now();
-        let lateness = self.lateness;
         let parts: Vec<i32> = self.surges.keys().copied().collect();
         for p in parts {
             let s = self.surges.get_mut(&p).unwrap();
-            let wm = s.target_watermark(lateness, wall);
+            let wm = s.target_watermark();
             if wm <= s.watermark {
                 continue;
             }
@@ -1023,6 +1039,42 @@ impl Core {
             }
             self.surge_out = outs;
             self.surge_out.clear();
+        }
+    }
+
+    /// Announces each input partition's watermark to every surge partition when it moved,
+    /// at most once a second per input partition (surges work on minute boundaries), and
+    /// always in the same transaction as the `opened` records below it.
+    fn announce_watermarks(&mut self) {
+        let sources = (self.input_partitions * self.topics.inputs.len()) as u32;
+        for t in self.inputs.values_mut() {
+            let wm = t.engine.watermark();
+            if wm <= t.wm_sent || t.rebuilding() {
+                continue;
+            }
+            if t.wm_sent_at
+                .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
+            {
+                continue;
+            }
+            let topic = &self.topics.inputs[t.topic];
+            let key = WatermarkMark::key(topic, t.partition);
+            let value = WatermarkMark::value(wm, sources);
+            for r in 0..self.input_partitions as i32 {
+                let headers = OwnedHeaders::new().insert(rdkafka::message::Header {
+                    key: WatermarkMark::HEADER,
+                    value: Some("1"),
+                });
+                self.io.send(
+                    &self.topics.repartition,
+                    Some(r),
+                    &key,
+                    Some(&value),
+                    Some(headers),
+                );
+            }
+            t.wm_sent = wm;
+            t.wm_sent_at = Some(Instant::now());
         }
     }
 
@@ -1061,17 +1113,6 @@ impl Core {
                 if let Some(w) = t.engine.next_wakeup() {
                     d = d.min(self.clock.real_time_until(w.saturating_add(self.lateness)));
                 }
-            }
-            const MINUTE: i64 = 60_000_000_000;
-            for s in self.surges.values() {
-                if !s.caught_up || s.watermark == Ts::MIN {
-                    continue;
-                }
-                let next_boundary = Ts((s.watermark.0.div_euclid(MINUTE) + 1) * MINUTE + 1);
-                d = d.min(
-                    self.clock
-                        .real_time_until(next_boundary.saturating_add(self.lateness)),
-                );
             }
         }
         d
@@ -1572,6 +1613,8 @@ impl Core {
                         detector,
                         max_seen,
                         watermark,
+                        sources: HashMap::new(),
+                        expected_sources: 0,
                         next_offset: rs.committed,
                         committed: rs.committed,
                         caught_up: false,

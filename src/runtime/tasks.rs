@@ -3,7 +3,7 @@
 //! repartition topic (a surge detector).
 use crate::core::engine::{Engine, EngineStats};
 use crate::core::surge::SurgeDetector;
-use crate::core::time::{Dur, Ts};
+use crate::core::time::Ts;
 use std::collections::HashSet;
 
 /// One assigned input partition.
@@ -29,6 +29,9 @@ pub struct InputTask {
     pub changed: bool,
     /// Counters already turned into metrics.
     pub stats_seen: EngineStats,
+    /// The watermark last announced to the surge stage, and when.
+    pub wm_sent: Ts,
+    pub wm_sent_at: Option<std::time::Instant>,
 }
 
 impl InputTask {
@@ -45,6 +48,8 @@ impl InputTask {
             lag: 0,
             changed: false,
             stats_seen: EngineStats::default(),
+            wm_sent: Ts::MIN,
+            wm_sent_at: None,
         }
     }
 
@@ -70,11 +75,21 @@ impl InputTask {
 }
 
 /// One assigned partition of the surge repartition topic.
+///
+/// Its watermark is not its own records' event time (opened events of many input
+/// partitions interleave here in processing order, not event-time order) but the minimum of
+/// the watermarks the input partitions announce into it ([`WatermarkMark`]): a minute
+/// boundary is evaluated only once every input partition has passed it, so every `opened`
+/// before it has arrived — as in `replay`, which sees the whole input in order.
 pub struct SurgeTask {
     pub partition: i32,
     pub detector: SurgeDetector,
     pub max_seen: Ts,
     pub watermark: Ts,
+    /// Latest watermark announced by each input partition (topic, partition).
+    pub sources: std::collections::HashMap<(String, i32), Ts>,
+    /// How many input partitions announce (learned from the marks).
+    pub expected_sources: usize,
     pub next_offset: Option<i64>,
     pub committed: Option<i64>,
     pub caught_up: bool,
@@ -84,15 +99,59 @@ pub struct SurgeTask {
 }
 
 impl SurgeTask {
-    pub fn target_watermark(&self, lateness: Dur, wall: Option<Ts>) -> Ts {
-        let ev = if self.max_seen == Ts::MIN {
-            Ts::MIN
-        } else {
-            self.max_seen.saturating_sub(lateness)
-        };
-        match wall {
-            Some(w) if self.caught_up => ev.max(w),
-            _ => ev,
+    /// min over the input partitions' announced watermarks, once all have announced.
+    pub fn target_watermark(&self) -> Ts {
+        if self.expected_sources == 0 || self.sources.len() < self.expected_sources {
+            return Ts::MIN;
         }
+        self.sources.values().copied().min().unwrap_or(Ts::MIN)
+    }
+}
+
+/// A watermark announcement from an input partition to every surge partition, carried by
+/// the repartition topic (header [`WatermarkMark::HEADER`]; key `wm/<topic>/<partition>`;
+/// value: the watermark as i64 nanoseconds big-endian, then the number of announcing input
+/// partitions as u32 big-endian).
+pub struct WatermarkMark;
+
+impl WatermarkMark {
+    pub const HEADER: &'static str = "slawatch.watermark";
+
+    pub fn key(topic: &str, partition: i32) -> Vec<u8> {
+        format!("wm/{topic}/{partition}").into_bytes()
+    }
+    pub fn value(wm: Ts, sources: u32) -> [u8; 12] {
+        let mut v = [0u8; 12];
+        v[..8].copy_from_slice(&wm.0.to_be_bytes());
+        v[8..].copy_from_slice(&sources.to_be_bytes());
+        v
+    }
+    /// (source topic, source partition, watermark, sources) of a mark.
+    pub fn parse(key: &[u8], value: &[u8]) -> Option<(String, i32, Ts, u32)> {
+        let key = std::str::from_utf8(key).ok()?.strip_prefix("wm/")?;
+        let (topic, p) = key.rsplit_once('/')?;
+        let p: i32 = p.parse().ok()?;
+        if value.len() != 12 {
+            return None;
+        }
+        let wm = i64::from_be_bytes(value[..8].try_into().ok()?);
+        let n = u32::from_be_bytes(value[8..].try_into().ok()?);
+        Some((topic.to_string(), p, Ts(wm), n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watermark_marks_round_trip() {
+        let k = WatermarkMark::key("conv.in", 7);
+        let v = WatermarkMark::value(Ts(-5), 12);
+        assert_eq!(
+            WatermarkMark::parse(&k, &v),
+            Some(("conv.in".into(), 7, Ts(-5), 12))
+        );
+        assert_eq!(WatermarkMark::parse(b"acme", &v), None);
     }
 }

@@ -45,6 +45,12 @@ pub struct Names {
 }
 
 impl Names {
+    /// The input topic, created with 3 partitions (to produce before a processor runs).
+    pub fn input_topic_created(&self) -> String {
+        create_topic(&bootstrap(), &self.input, 3, &[]);
+        self.input.clone()
+    }
+
     pub fn new(tag: &str) -> Names {
         let prefix = unique_name(tag);
         Names {
@@ -455,13 +461,25 @@ pub fn examples() -> Vec<Event> {
 
 /// A deterministic larger workload from the demo's traffic generator.
 pub fn workload(origin: Ts, minutes: i64, per_min: f64, seed: u64, prefix: &str) -> Vec<Event> {
+    workload_with(origin, minutes, per_min, seed, prefix, vec![])
+}
+
+/// [`workload`] with planted surges: (start offset, length, tenant, multiplier) on chat.
+pub fn workload_with(
+    origin: Ts,
+    minutes: i64,
+    per_min: f64,
+    seed: u64,
+    prefix: &str,
+    surges: Vec<(Dur, Dur, &'static str, f64)>,
+) -> Vec<Event> {
     use slawatch::runtime::traffic::{Traffic, TrafficOptions};
     let mut gen = Traffic::new(
         origin,
         TrafficOptions {
             tickets_per_min: per_min,
             seed,
-            surges: vec![],
+            surges,
             id_prefix: prefix.to_string(),
         },
     );

@@ -87,8 +87,8 @@ pub struct Config {
     #[serde(default = "d_allowed_lateness_ms")]
     pub allowed_lateness_ms: u64,
     /// How often the open transaction (outputs + state + offsets) is committed, ms. With
-    /// exactly-once this bounds how late a read_committed consumer sees an output.
-    /// Default 100.
+    /// exactly-once this bounds how late a read_committed consumer sees an output. While a
+    /// backlog is drained, 10× that (at most `transaction_timeout_ms` / 4). Default 100.
     #[serde(default = "d_commit_interval_ms")]
     pub commit_interval_ms: u64,
     /// Transactional consume→process→produce (exactly-once for read_committed readers).

@@ -1,29 +1,34 @@
-//! The processing thread: one `BaseConsumer` (cooperative-sticky, static membership,
-//! read_committed, manual offsets) and one producer (transactional with exactly-once,
-//! idempotent otherwise), one SLA engine per assigned input partition and one surge
-//! detector per assigned repartition partition.
+//! The processing thread: two `BaseConsumer`s (cooperative-sticky, static membership,
+//! read_committed, manual offsets) — one for the input topics (group `group_id`), one for
+//! the surge repartition topic (group `<group_id>.surge`, so each stage's partitions are
+//! balanced across replicas on their own) — and one producer (transactional with
+//! exactly-once, idempotent otherwise); one SLA engine per assigned input partition and
+//! one surge detector per assigned repartition partition.
 //!
 //! # The loop
 //! poll (timeout: the earliest of the next commit, the next engine wake-up of a caught-up
 //! partition, 50 ms) → for each record: input hygiene (dead letters), `Engine::ingest`, and
 //! for accepted `opened` events a record re-keyed by tenant into the repartition topic →
 //! after the batch: every partition's watermark moves to max(event watermark, and while
-//! caught up, wall clock − allowed lateness) and what fires is produced → every
-//! `commit_interval_ms` (10× that while every partition drains a backlog), the commit.
+//! caught up, wall clock − allowed lateness) and what fires is produced; input partitions
+//! announce their watermark to every surge partition (at most once a second), and a surge
+//! partition evaluates minute boundaries below the minimum announced → every
+//! `commit_interval_ms` (10× that while draining a backlog), the commit.
 //!
 //! # Commit (exactly-once)
 //! Changed tickets (`take_changes`) and the partition state go to the state topic (same
-//! partition number), in-flight deliveries are drained in 1 ms steps (a commit with records
-//! in flight costs ≥ 100 ms), the consumed offsets are added with
-//! `send_offsets_to_transaction`, and the transaction commits. An abortable error aborts and
-//! *resets*: every partition is paused, its state restored from the state topic and its
-//! input re-read from the committed offset, so memory never runs ahead of what Kafka holds.
-//! A fatal error (e.g. fenced by a newer replica with the same transactional id) stops the
-//! processor. Without exactly-once: outputs are flushed, then the state records, then the
-//! offsets are committed (at-least-once; a failed delivery also resets).
+//! partition number), surge detectors to the surge-state topic, in-flight deliveries are
+//! drained (a commit with records in flight costs ≥ 100 ms), the consumed offsets of both
+//! groups are added with `send_offsets_to_transaction`, and the transaction commits. An
+//! abortable error aborts and *resets*: every partition is paused, its state restored from
+//! the state topics and its input re-read from the committed offset, so memory never runs
+//! ahead of what Kafka holds. A fatal error (e.g. fenced by a newer replica with the same
+//! transactional id) stops the processor. Without exactly-once: outputs are flushed, then
+//! the state records, then the offsets are committed (at-least-once; a failed delivery also
+//! resets).
 //!
 //! # Rebalances
-//! The consumer context's callbacks run inside `poll` on this thread and share [`Core`]
+//! The consumer contexts' callbacks run inside `poll` on this thread and share [`Core`]
 //! through a mutex that is never held across `poll`. Revoke: commit the open transaction
 //! (so the revoked partitions' outputs, state and offsets are committed), then drop their
 //! engines. Lost: abort, drop them, and reset the others (the abort discarded their

@@ -182,4 +182,63 @@ fn main() {
         events as f64 / elapsed.as_secs_f64() / 1e6
     );
     println!("stats: {:?}", engine.stats());
+    drop(engine);
+    restore_phase(&all[..split]);
+}
+
+/// Restore speed of the changelog path: an engine that tracked changes over the first phase
+/// (every ticket open, nine events each) hands out one record per ticket; a fresh engine is
+/// rebuilt from those records with `Engine::restore_parts`, as a processor does when it is
+/// assigned a partition (the Kafka read is measured separately in `benches/kafka.rs`).
+fn restore_phase(events: &[(Ts, Vec<u8>)]) {
+    let policy = Arc::new(
+        load_policy_file(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/policies/default.toml"
+        )))
+        .expect("default policy"),
+    );
+    let cfg = EngineConfig {
+        surge: true,
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::new(policy.clone(), cfg.clone());
+    engine.track_changes(true);
+    let mut out = Emitted::default();
+    for (_, bytes) in events {
+        let d = codec::decode_protobuf(bytes).expect("decodes");
+        engine.ingest(d.event, &mut out);
+        engine.pump(&mut out);
+        out.clear();
+    }
+    let part = engine.partition_state();
+    let records: Vec<Vec<u8>> = engine
+        .take_changes()
+        .into_iter()
+        .filter_map(|(_, v)| v)
+        .collect();
+    let open = engine.open_tickets();
+    drop(engine);
+    let bytes: usize = records.iter().map(|r| r.len()).sum();
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let restored = Engine::restore_parts(
+            policy.clone(),
+            cfg.clone(),
+            Some(&part),
+            records.iter().map(|r| r.as_slice()),
+        )
+        .expect("restores");
+        runs.push(started.elapsed());
+        assert_eq!(restored.open_tickets(), open);
+    }
+    runs.sort();
+    println!(
+        "restore: {open} tickets from {} changelog records ({:.0} bytes each) in {:.3} s median of 3 ({:.2} µs per ticket, engine only)",
+        records.len(),
+        bytes as f64 / records.len().max(1) as f64,
+        runs[1].as_secs_f64(),
+        runs[1].as_secs_f64() * 1e6 / open.max(1) as f64
+    );
 }

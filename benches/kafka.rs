@@ -557,6 +557,73 @@ fn rss_bytes() -> u64 {
         .unwrap_or(0)
 }
 
+/// The floor under a restore: reading every state partition to its end with a bare
+/// read_committed consumer that only counts records (no copies, no decoding).
+fn read_floor(cfg: &Config, state_topic: &str, partitions: i32) {
+    let reader: BaseConsumer = slawatch::runtime::kafka::reader_config(cfg, "bench-floor")
+        .create()
+        .expect("reader");
+    reader
+        .fetch_metadata(Some(state_topic), TIMEOUT)
+        .expect("metadata");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(state_topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    let started = Instant::now();
+    let cpu0 = cpu_secs();
+    reader.assign(&tpl).unwrap();
+    let (mut records, mut bytes, mut eofs) = (0u64, 0u64, 0);
+    while eofs < partitions {
+        match reader.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                records += 1;
+                bytes += (m.key_len() + m.payload_len()) as u64;
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => eofs += 1,
+            _ => {}
+        }
+    }
+    let took = started.elapsed();
+    println!(
+        "state read floor: {records} records, {:.0} MB in {:.2} s ({:.2} µs per record, {:.2} µs CPU; bare poll loop, one consumer)",
+        bytes as f64 / 1e6,
+        took.as_secs_f64(),
+        took.as_secs_f64() * 1e6 / records.max(1) as f64,
+        (cpu_secs() - cpu0) * 1e6 / records.max(1) as f64
+    );
+    let reader: BaseConsumer = slawatch::runtime::kafka::reader_config(cfg, "bench-floor2")
+        .create()
+        .expect("reader");
+    reader
+        .fetch_metadata(Some(state_topic), TIMEOUT)
+        .expect("metadata");
+    let started = Instant::now();
+    let cpu0 = cpu_secs();
+    reader.assign(&tpl).unwrap();
+    let mut batches = slawatch::runtime::kafka::BatchReader::new(&reader, 4096);
+    let (mut records, mut bytes, mut eofs) = (0u64, 0u64, 0);
+    while eofs < partitions {
+        batches.poll(Duration::from_millis(100), |f| match f {
+            slawatch::runtime::kafka::Fetched::Record { key, payload, .. } => {
+                records += 1;
+                bytes += (key.map_or(0, |k| k.len()) + payload.map_or(0, |p| p.len())) as u64;
+            }
+            slawatch::runtime::kafka::Fetched::Eof { .. } => eofs += 1,
+            _ => {}
+        });
+    }
+    let took = started.elapsed();
+    println!(
+        "state read floor: {records} records, {:.0} MB in {:.2} s ({:.2} µs per record, {:.2} µs CPU; batch reader, one consumer)",
+        bytes as f64 / 1e6,
+        took.as_secs_f64(),
+        took.as_secs_f64() * 1e6 / records.max(1) as f64,
+        (cpu_secs() - cpu0) * 1e6 / records.max(1) as f64
+    );
+}
+
 fn restore(bs: &str, n: usize, partitions: i32) {
     let prefix = unique_name("bench-restore");
     let cfg = config(bs, &prefix, partitions, true, "");
@@ -585,7 +652,9 @@ fn restore(bs: &str, n: usize, partitions: i32) {
         rss1.saturating_sub(rss0) as f64 / n as f64
     );
     a.stop().unwrap();
+    read_floor(&cfg, &format!("{prefix}.state"), partitions);
     let started = Instant::now();
+    let cpu0 = cpu_secs();
     let b = start(&cfg, clock, None);
     while !b.control.is_ready() || b.control.restored_tickets.load(Ordering::Relaxed) < n as u64 {
         assert!(
@@ -600,12 +669,14 @@ fn restore(bs: &str, n: usize, partitions: i32) {
         std::thread::sleep(Duration::from_millis(5));
     }
     let took = started.elapsed();
+    let cpu = cpu_secs() - cpu0;
     let restores = b.control.restores.load(Ordering::Relaxed).max(1);
     println!(
-        "restore: {} tickets in {:.2} s from process start to ready ({:.2} s per million; {} partitions restored in parallel, {:.2} s each on average)",
+        "restore: {} tickets in {:.2} s from process start to ready ({:.2} s per million, {:.2} s CPU; {} partitions restored in parallel, {:.2} s each on average)",
         b.control.restored_tickets.load(Ordering::Relaxed),
         took.as_secs_f64(),
         took.as_secs_f64() * 1e6 / n as f64,
+        cpu,
         restores,
         b.control.restore_micros.load(Ordering::Relaxed) as f64 / restores as f64 / 1e6
     );

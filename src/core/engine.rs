@@ -18,6 +18,7 @@ use crate::core::timers::TimerQueue;
 use compact_str::CompactString;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
 use std::sync::Arc;
@@ -269,9 +270,13 @@ impl Engine {
 
     /// One ticket's state with its plan named (so it restores under any plan table).
     pub fn ticket_record(&self, t: &Ticket) -> Vec<u8> {
+        let plan = &self.registry.plans[t.plan as usize];
         let rec = TicketRecordRef {
             version: SNAPSHOT_VERSION,
-            plan: self.registry.plans[t.plan as usize].key(),
+            plan: PlanKeyRef {
+                policy_id: &plan.policy_id,
+                overlay_ids: plan.overlay_ids.iter().map(|s| &**s).collect(),
+            },
             ticket: t,
         };
         postcard::to_stdvec(&rec).expect("ticket serialises")
@@ -305,40 +310,11 @@ impl Engine {
         partition_state: Option<&[u8]>,
         tickets: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<Engine, SnapshotError> {
-        let mut e = match partition_state {
-            Some(bytes) => Engine::restore(policy.clone(), cfg, bytes)?,
-            None => Engine::new(policy.clone(), cfg),
-        };
-        let mut plan_of_key: FxHashMap<PlanKey, u32> = FxHashMap::default();
+        let mut r = Restorer::new(policy, cfg);
         for bytes in tickets {
-            let rec: TicketRecordOwned = postcard::from_bytes(bytes)
-                .map_err(|err| SnapshotError::Decode(err.to_string()))?;
-            if rec.version != SNAPSHOT_VERSION {
-                return Err(SnapshotError::UnsupportedVersion(rec.version));
-            }
-            let plan = match plan_of_key.get(&rec.plan) {
-                Some(&p) => p,
-                None => {
-                    let p = e.registry.intern(Plan::from_key(&policy, &rec.plan));
-                    plan_of_key.insert(rec.plan.clone(), p);
-                    p
-                }
-            };
-            let mut t = rec.ticket;
-            t.plan = plan;
-            let n = e.registry.plans[plan as usize].clocks.len();
-            if t.clocks.len() != n {
-                let mut v = std::mem::take(&mut t.clocks).into_vec();
-                v.resize(n, Default::default());
-                t.clocks = v.into_boxed_slice();
-            }
-            if let Some(old) = e.tickets.slot_of(t.id.as_str()) {
-                e.tickets.remove(old);
-            }
-            let slot = e.tickets.insert(t);
-            e.schedule(slot);
+            r.upsert(bytes)?;
         }
-        Ok(e)
+        r.finish(partition_state)
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -854,18 +830,119 @@ struct SnapshotRef<'a> {
     stats: &'a EngineStats,
 }
 
+/// A plan key as written and read in ticket records: borrowed, so neither side allocates
+/// per record (same wire form as [`PlanKey`]).
+#[derive(Serialize, Deserialize)]
+struct PlanKeyRef<'a> {
+    #[serde(borrow)]
+    policy_id: &'a str,
+    #[serde(borrow)]
+    overlay_ids: SmallVec<[&'a str; 4]>,
+}
+
 #[derive(Serialize)]
 struct TicketRecordRef<'a> {
     version: u32,
-    plan: PlanKey,
+    plan: PlanKeyRef<'a>,
     ticket: &'a Ticket,
 }
 
 #[derive(Deserialize)]
-struct TicketRecordOwned {
+struct TicketRecordIn<'a> {
     version: u32,
-    plan: PlanKey,
+    #[serde(borrow)]
+    plan: PlanKeyRef<'a>,
     ticket: Ticket,
+}
+
+/// Rebuilds an engine from changelog records as they are read, in log order: ticket records
+/// replace earlier ones of the same ticket, tombstones remove them, and the partition-level
+/// record (watermark, pending and pre-open events, counters) is applied last. Streaming
+/// lets the Kafka runtime decode while librdkafka is still fetching, with no copy of the
+/// partition's records in between.
+pub struct Restorer {
+    engine: Engine,
+    policy: Arc<PolicySet>,
+    /// (policy id, overlay ids) → plan index; a handful of entries, scanned linearly.
+    plans: Vec<(PlanKey, u32)>,
+}
+
+impl Restorer {
+    pub fn new(policy: Arc<PolicySet>, cfg: EngineConfig) -> Restorer {
+        Restorer {
+            engine: Engine::new(policy.clone(), cfg),
+            policy,
+            plans: Vec::new(),
+        }
+    }
+
+    /// A ticket record (`Engine::ticket_record`): replaces the ticket's earlier state.
+    pub fn upsert(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
+        let rec: TicketRecordIn =
+            postcard::from_bytes(bytes).map_err(|err| SnapshotError::Decode(err.to_string()))?;
+        if rec.version != SNAPSHOT_VERSION {
+            return Err(SnapshotError::UnsupportedVersion(rec.version));
+        }
+        let e = &mut self.engine;
+        let found = self.plans.iter().find(|(k, _)| {
+            k.policy_id == rec.plan.policy_id
+                && k.overlay_ids.len() == rec.plan.overlay_ids.len()
+                && k.overlay_ids
+                    .iter()
+                    .zip(rec.plan.overlay_ids.iter())
+                    .all(|(a, b)| a == b)
+        });
+        let plan = match found {
+            Some(&(_, p)) => p,
+            None => {
+                let key = PlanKey {
+                    policy_id: rec.plan.policy_id.to_string(),
+                    overlay_ids: rec.plan.overlay_ids.iter().map(|s| s.to_string()).collect(),
+                };
+                let p = e.registry.intern(Plan::from_key(&self.policy, &key));
+                self.plans.push((key, p));
+                p
+            }
+        };
+        let mut t = rec.ticket;
+        t.plan = plan;
+        let n = e.registry.plans[plan as usize].clocks.len();
+        if t.clocks.len() != n {
+            let mut v = std::mem::take(&mut t.clocks).into_vec();
+            v.resize(n, Default::default());
+            t.clocks = v.into_boxed_slice();
+        }
+        if let Some(old) = e.tickets.slot_of(t.id.as_str()) {
+            e.tickets.remove(old);
+        }
+        let slot = e.tickets.insert(t);
+        e.schedule(slot);
+        Ok(())
+    }
+
+    /// A tombstone: the ticket was freed.
+    pub fn remove(&mut self, ticket_id: &str) {
+        if let Some(slot) = self.engine.tickets.slot_of(ticket_id) {
+            self.engine.tickets.remove(slot);
+        }
+    }
+
+    pub fn tickets(&self) -> usize {
+        self.engine.tickets.len()
+    }
+
+    /// The engine, with the latest partition-level record if there is one.
+    pub fn finish(self, partition_state: Option<&[u8]>) -> Result<Engine, SnapshotError> {
+        let Some(bytes) = partition_state else {
+            return Ok(self.engine);
+        };
+        let mut e = Engine::restore(self.policy, self.engine.cfg.clone(), bytes)?;
+        debug_assert!(e.tickets.is_empty(), "partition records hold no tickets");
+        e.registry = self.engine.registry;
+        e.tickets = self.engine.tickets;
+        e.timers = self.engine.timers;
+        Ok(e)
+    }
 }
 
 #[derive(Deserialize)]

@@ -29,18 +29,17 @@
 //! `assign`ed consumer, keeps the last record per key, and (3) builds the engines with
 //! `Engine::restore_parts` (or the surge detector). The processing thread keeps the input partition paused until the
 //! result arrives, then seeks it to the committed offset and resumes it.
-use crate::core::engine::{Engine, EngineConfig, SnapshotError};
+use crate::core::engine::{Engine, EngineConfig, Restorer, SnapshotError};
 use crate::core::policy::PolicySet;
 use crate::core::surge::{SurgeDetector, SurgeState};
 use crate::core::time::Ts;
 use crate::runtime::config::Config;
-use crate::runtime::kafka::reader_config;
+use crate::runtime::kafka::{reader_config, BatchReader, Fetched};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -205,61 +204,33 @@ fn run(
     let p = req.partition;
     let mut out = Vec::with_capacity(req.inputs.len());
     if !req.inputs.is_empty() {
-        let prefixes: Vec<Vec<u8>> = req.inputs.iter().map(|t| ticket_key(t, "")).collect();
-        let parts: Vec<Vec<u8>> = req.inputs.iter().map(|t| partition_key(t)).collect();
-        let (committed, latest) = read_partition(
+        let mut inputs: Vec<InputRestore> = req
+            .inputs
+            .iter()
+            .map(|t| InputRestore::new(env, t, req.rebuild))
+            .collect();
+        let committed = read_partition(
             env,
             &env.group_id,
             &req.inputs,
             &env.state_topic,
             p,
             deadline,
-            |key| {
-                parts.iter().any(|w| key == w.as_slice())
-                    || prefixes.iter().any(|w| key.starts_with(w))
+            |key, value| {
+                for input in inputs.iter_mut() {
+                    if input.offer(key, value)? {
+                        break;
+                    }
+                }
+                Ok(())
             },
             bytes,
             records,
         )?;
         let started = Instant::now();
-        for (i, topic) in req.inputs.iter().enumerate() {
-            let prefix = &prefixes[i];
-            let committed = committed.get(topic).copied().flatten();
-            if req.rebuild {
-                let stale_keys = latest
-                    .iter()
-                    .filter(|(k, v)| k.starts_with(prefix) && v.is_some())
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                out.push(RestoredInput {
-                    topic: topic.clone(),
-                    engine: Engine::new(env.policy.clone(), env.engine_cfg.clone()),
-                    committed,
-                    stale_keys,
-                    tickets: 0,
-                });
-                continue;
-            }
-            let part = latest.get(&parts[i]).and_then(|v| v.as_deref());
-            let tickets: Vec<&[u8]> = latest
-                .iter()
-                .filter(|(k, _)| k.starts_with(prefix))
-                .filter_map(|(_, v)| v.as_deref())
-                .collect();
-            let n = tickets.len();
-            let engine =
-                Engine::restore_parts(env.policy.clone(), env.engine_cfg.clone(), part, tickets)
-                    .map_err(|source| RestoreError::Snapshot {
-                        topic: topic.clone(),
-                        source,
-                    })?;
-            out.push(RestoredInput {
-                topic: topic.clone(),
-                engine,
-                committed,
-                stale_keys: Vec::new(),
-                tickets: n,
-            });
+        for input in inputs {
+            let committed = committed.get(&input.topic).copied().flatten();
+            out.push(input.finish(committed)?);
         }
         tracing::debug!(
             partition = p,
@@ -269,19 +240,25 @@ fn run(
     }
     let surge = if req.surge {
         let key = surge_key(&env.repartition_topic);
-        let (committed, latest) = read_partition(
+        let mut latest: Option<Vec<u8>> = None;
+        let committed = read_partition(
             env,
             &env.surge_group_id,
             std::slice::from_ref(&env.repartition_topic),
             &env.surge_state_topic,
             p,
             deadline,
-            |k| k == key.as_slice(),
+            |k, v| {
+                if k == key.as_slice() {
+                    latest = v.map(<[u8]>::to_vec);
+                }
+                Ok(())
+            },
             bytes,
             records,
         )?;
-        let record = match latest.get(&key).and_then(|v| v.as_deref()) {
-            Some(b) => Some(SurgeRecord::decode(b)?),
+        let record = match latest {
+            Some(b) => Some(SurgeRecord::decode(&b)?),
             None => None,
         };
         Some(RestoredSurge {
@@ -294,11 +271,106 @@ fn run(
     Ok((out, surge))
 }
 
-type Latest = HashMap<Vec<u8>, Option<Vec<u8>>>;
+/// One input topic's share of a state partition, rebuilt record by record as it is read.
+struct InputRestore {
+    topic: String,
+    /// `t/<topic>/`: its ticket records' key prefix.
+    prefix: Vec<u8>,
+    /// `p/<topic>`: its partition record's key.
+    partition_key: Vec<u8>,
+    partition_state: Option<Vec<u8>>,
+    target: Target,
+}
+
+enum Target {
+    Engine(Restorer),
+    /// `--rebuild-from-input`: an empty engine, and the keys still live (to tombstone).
+    Rebuild(Engine, HashSet<Vec<u8>>),
+}
+
+impl InputRestore {
+    fn new(env: &RestoreEnv, topic: &str, rebuild: bool) -> InputRestore {
+        InputRestore {
+            topic: topic.to_string(),
+            prefix: ticket_key(topic, ""),
+            partition_key: partition_key(topic),
+            partition_state: None,
+            target: if rebuild {
+                Target::Rebuild(
+                    Engine::new(env.policy.clone(), env.engine_cfg.clone()),
+                    HashSet::new(),
+                )
+            } else {
+                Target::Engine(Restorer::new(env.policy.clone(), env.engine_cfg.clone()))
+            },
+        }
+    }
+
+    /// Applies the record if it is this input's; `Ok(false)` when it is not.
+    fn offer(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<bool, RestoreError> {
+        if key == self.partition_key.as_slice() {
+            self.partition_state = value.map(<[u8]>::to_vec);
+            return Ok(true);
+        }
+        let Some(ticket) = key.strip_prefix(self.prefix.as_slice()) else {
+            return Ok(false);
+        };
+        match &mut self.target {
+            Target::Rebuild(_, live) => {
+                match value {
+                    Some(_) => live.insert(key.to_vec()),
+                    None => live.remove(key),
+                };
+            }
+            Target::Engine(r) => match value {
+                Some(v) => r.upsert(v).map_err(|source| RestoreError::Snapshot {
+                    topic: self.topic.clone(),
+                    source,
+                })?,
+                // Keys are written from ticket ids (UTF-8); anything else is not ours.
+                None => {
+                    if let Ok(id) = std::str::from_utf8(ticket) {
+                        r.remove(id);
+                    }
+                }
+            },
+        }
+        Ok(true)
+    }
+
+    fn finish(self, committed: Option<i64>) -> Result<RestoredInput, RestoreError> {
+        let topic = self.topic;
+        match self.target {
+            Target::Rebuild(engine, live) => Ok(RestoredInput {
+                engine,
+                topic,
+                committed,
+                stale_keys: live.into_iter().collect(),
+                tickets: 0,
+            }),
+            Target::Engine(r) => {
+                let tickets = r.tickets();
+                let engine = r
+                    .finish(self.partition_state.as_deref())
+                    .map_err(|source| RestoreError::Snapshot {
+                        topic: topic.clone(),
+                        source,
+                    })?;
+                Ok(RestoredInput {
+                    topic,
+                    engine,
+                    committed,
+                    stale_keys: Vec::new(),
+                    tickets,
+                })
+            }
+        }
+    }
+}
 
 /// Fetches `group`'s committed offsets of `sources` partition `p`, then reads partition `p`
-/// of `state_topic` from the beginning to its end keeping the last value of each key
-/// `wanted` accepts.
+/// of `state_topic` from the beginning to its end, handing each record to `on_record` in
+/// log order (a NULL value is a tombstone).
 #[allow(clippy::too_many_arguments)]
 fn read_partition(
     env: &RestoreEnv,
@@ -307,10 +379,10 @@ fn read_partition(
     state_topic: &str,
     p: i32,
     deadline: Instant,
-    wanted: impl Fn(&[u8]) -> bool,
+    mut on_record: impl FnMut(&[u8], Option<&[u8]>) -> Result<(), RestoreError>,
     bytes: &mut u64,
     records: &mut u64,
-) -> Result<(HashMap<String, Option<i64>>, Latest), RestoreError> {
+) -> Result<HashMap<String, Option<i64>>, RestoreError> {
     let reader: BaseConsumer<ReaderCtx> =
         reader_config(&env.cfg, group).create_with_context(ReaderCtx)?;
     // 1. Committed offsets first: with read_committed the broker answers only once no open
@@ -333,43 +405,45 @@ fn read_partition(
         })
         .collect();
     let t_committed = t0.elapsed();
-    // 2. The state partition, from the beginning to its end (last record per key wins).
-    let mut latest: Latest = HashMap::new();
+    // 2. The state partition, from the beginning to its end.
     // Know the partition's leader before assigning: otherwise librdkafka's first offset
     // lookup fails and is retried only after 500 ms.
     reader.fetch_metadata(Some(state_topic), env.timeout)?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(state_topic, p, Offset::Beginning)?;
     reader.assign(&tpl)?;
-    loop {
+    let mut batches = BatchReader::new(&reader, 4096);
+    let mut failed: Option<RestoreError> = None;
+    let mut at_end = false;
+    while !at_end {
         if Instant::now() > deadline {
             return Err(RestoreError::Timeout {
                 partition: p,
                 timeout: env.timeout,
             });
         }
-        match reader.poll(Duration::from_millis(100)) {
-            None => continue,
-            Some(Err(KafkaError::PartitionEOF(_))) => break,
-            Some(Err(e)) => {
-                // Transient (e.g. a leader change): librdkafka retries; keep polling.
-                tracing::warn!(partition = p, error = %e, "state restore: consumer error");
-                continue;
-            }
-            Some(Ok(m)) => {
-                let Some(key) = m.key() else { continue };
+        batches.poll(Duration::from_millis(100), |fetched| match fetched {
+            _ if failed.is_some() || at_end => {}
+            Fetched::Record {
+                key: Some(key),
+                payload,
+                ..
+            } => {
                 *records += 1;
-                *bytes += (key.len() + m.payload_len()) as u64;
-                if wanted(key) {
-                    let value = m.payload().map(|v| v.to_vec());
-                    match latest.get_mut(key) {
-                        Some(slot) => *slot = value,
-                        None => {
-                            latest.insert(key.to_vec(), value);
-                        }
-                    }
+                *bytes += (key.len() + payload.map_or(0, <[u8]>::len)) as u64;
+                if let Err(e) = on_record(key, payload) {
+                    failed = Some(e);
                 }
             }
+            Fetched::Record { key: None, .. } => {}
+            Fetched::Eof { .. } => at_end = true,
+            // Transient (e.g. a leader change): librdkafka retries; keep polling.
+            Fetched::Error(e) => {
+                tracing::warn!(partition = p, error = %e, "state restore: consumer error")
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
         }
     }
     tracing::debug!(
@@ -377,10 +451,10 @@ fn read_partition(
         partition = p,
         committed_ms = t_committed.as_millis() as u64,
         read_ms = (t0.elapsed() - t_committed).as_millis() as u64,
-        keys = latest.len(),
+        records = *records,
         "state partition read"
     );
-    Ok((committed, latest))
+    Ok(committed)
 }
 
 /// A detector from a restored record (or a fresh one).

@@ -54,6 +54,12 @@ pub fn producer_config(cfg: &Config, transactional_id: Option<&str>) -> ClientCo
     if !cfg.kafka.contains_key("linger.ms") {
         c.set("linger.ms", "2");
     }
+    // State records (postcard) and outputs (JSON) shrink 3-5× with lz4, which is cheap to
+    // compress and almost free to decompress: a restore reads the state partition to its
+    // end, so its bytes are its time.
+    if !cfg.kafka.contains_key("compression.type") && !cfg.kafka.contains_key("compression.codec") {
+        c.set("compression.type", "lz4");
+    }
     if let Some(id) = transactional_id {
         c.set("transactional.id", id).set(
             "transaction.timeout.ms",
@@ -131,5 +137,98 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
             Poll::Ready(v) => return v,
             Poll::Pending => std::thread::park(),
         }
+    }
+}
+
+/// One entry of a [`BatchReader`] batch.
+pub enum Fetched<'a> {
+    Record {
+        partition: i32,
+        offset: i64,
+        key: Option<&'a [u8]>,
+        payload: Option<&'a [u8]>,
+    },
+    /// End of the partition reached (`enable.partition.eof`).
+    Eof { partition: i32 },
+    /// A consumer error (transient ones are retried by librdkafka).
+    Error(rdkafka::error::KafkaError),
+}
+
+/// Reads a consumer's queue many records per call (`rd_kafka_consume_batch_queue`) instead
+/// of one `poll` per record: a restore reads millions of small records, and per-record
+/// polling (an event allocation, a queue lock and clock reads each) was most of its cost.
+/// For assign()-only readers: rebalance and commit events are not served here.
+pub struct BatchReader<'c> {
+    queue: *mut rdkafka::bindings::rd_kafka_queue_t,
+    batch: Vec<*mut rdkafka::bindings::rd_kafka_message_t>,
+    _consumer: std::marker::PhantomData<&'c ()>,
+}
+
+impl<'c> BatchReader<'c> {
+    pub fn new<C: ConsumerContext>(consumer: &'c BaseConsumer<C>, batch: usize) -> Self {
+        use rdkafka::consumer::Consumer;
+        // SAFETY: the client outlives `'c`; the queue reference is released in `drop`.
+        let queue = unsafe {
+            rdkafka::bindings::rd_kafka_queue_get_consumer(consumer.client().native_ptr())
+        };
+        assert!(
+            !queue.is_null(),
+            "a consumer with a group.id has a consumer queue"
+        );
+        BatchReader {
+            queue,
+            batch: vec![std::ptr::null_mut(); batch.max(1)],
+            _consumer: std::marker::PhantomData,
+        }
+    }
+
+    /// Waits up to `timeout` for records, hands each to `f` in queue order, and returns how
+    /// many entries there were (0 on timeout).
+    pub fn poll(&mut self, timeout: std::time::Duration, mut f: impl FnMut(Fetched<'_>)) -> usize {
+        use rdkafka::bindings::{rd_kafka_message_destroy, rd_kafka_resp_err_t as E};
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: `batch` has room for `len` pointers; librdkafka fills the first `n`.
+        let n = unsafe {
+            rdkafka::bindings::rd_kafka_consume_batch_queue(
+                self.queue,
+                ms,
+                self.batch.as_mut_ptr(),
+                self.batch.len(),
+            )
+        };
+        let n = n.max(0) as usize;
+        for &m in &self.batch[..n] {
+            // SAFETY: each returned message is valid until destroyed, which happens after
+            // `f` (whose borrows cannot escape the closure call) returns.
+            unsafe {
+                let msg = &*m;
+                let slice = |p: *mut std::ffi::c_void, len: usize| {
+                    (!p.is_null()).then(|| std::slice::from_raw_parts(p as *const u8, len))
+                };
+                match msg.err {
+                    E::RD_KAFKA_RESP_ERR_NO_ERROR => f(Fetched::Record {
+                        partition: msg.partition,
+                        offset: msg.offset,
+                        key: slice(msg.key, msg.key_len),
+                        payload: slice(msg.payload, msg.len),
+                    }),
+                    E::RD_KAFKA_RESP_ERR__PARTITION_EOF => f(Fetched::Eof {
+                        partition: msg.partition,
+                    }),
+                    e => f(Fetched::Error(
+                        rdkafka::error::KafkaError::MessageConsumption(e.into()),
+                    )),
+                }
+                rd_kafka_message_destroy(m);
+            }
+        }
+        n
+    }
+}
+
+impl Drop for BatchReader<'_> {
+    fn drop(&mut self) {
+        // SAFETY: obtained from rd_kafka_queue_get_consumer, released once.
+        unsafe { rdkafka::bindings::rd_kafka_queue_destroy(self.queue) };
     }
 }

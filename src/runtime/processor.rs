@@ -220,6 +220,7 @@ pub fn start(
         input_partitions: report.partitions,
         last_metrics: Instant::now(),
         last_clock_scan: Instant::now() - Duration::from_secs(60),
+        capacity_log: (0, None),
         consumers: None,
     }));
     let main: Arc<Consumer> = Arc::new(
@@ -630,6 +631,9 @@ struct Core {
     input_partitions: usize,
     last_metrics: Instant,
     last_clock_scan: Instant,
+    /// Capacity rejections not yet logged, and when the last log line was written (at most
+    /// one line per 10 s, however hard a flood of new ticket ids pushes).
+    capacity_log: (u64, Option<Instant>),
     /// Both consumers, for the commit path (which needs both groups' metadata) and for
     /// pausing, seeking and resuming; `None` once shutting down.
     consumers: Option<Consumers>,
@@ -827,6 +831,9 @@ impl Core {
         for (ev, reason) in out.dead_letters.drain(..) {
             let reason = records::engine_reason(reason);
             telemetry::event_rejected(reason);
+            if reason == telemetry::RejectReason::Capacity {
+                self.log_capacity(p);
+            }
             if suppressed {
                 continue;
             }
@@ -854,6 +861,21 @@ impl Core {
         out.outputs.clear();
         self.out = out;
         self.forward_observations();
+    }
+
+    fn log_capacity(&mut self, p: i32) {
+        let (pending, last) = &mut self.capacity_log;
+        *pending += 1;
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            tracing::warn!(
+                partition = p,
+                max_open_tickets_per_partition = self.engine_cfg.max_open_tickets,
+                rejected = *pending,
+                "open-ticket capacity reached: new tickets are dead-lettered (reason capacity); open tickets are kept"
+            );
+            *pending = 0;
+            *last = Some(Instant::now());
+        }
     }
 
     fn produce_output(&mut self, o: &SlaOutput, now: Ts, caught_up: bool) {

@@ -37,6 +37,12 @@ const USER: &str = "alice";
 /// Distinctive, so a leak is found by a plain substring search.
 const PASSWORD: &str = "alice-Scr4m-s3cret-q7Zx";
 const WRONG_PASSWORD: &str = "wrong-Scr4m-s3cret-k2Vb";
+/// A second user, whose credential one test deletes while slawatch runs as it.
+const USER2: &str = "bob";
+const PASSWORD2: &str = "bob-Scr4m-s3cret-w9Jd";
+/// The broker makes SASL clients re-authenticate this often (KIP-368), so a deleted
+/// credential takes effect on live connections.
+const REAUTH_MS: u64 = 3000;
 /// Bound on how long a misconfigured credential or CA may take to stop `slawatch run`.
 const FAIL_FAST: Duration = Duration::from_secs(15);
 
@@ -118,6 +124,7 @@ fn start_secured() -> Result<Secured, String> {
             "listeners=PLAINTEXT://127.0.0.1:@PORT@,CONTROLLER://127.0.0.1:@CONTROLLER_PORT@,SASL_SSL://127.0.0.1:@EXTRA_PORT@\n\
              advertised.listeners=PLAINTEXT://127.0.0.1:@PORT@,SASL_SSL://127.0.0.1:@EXTRA_PORT@\n\
              sasl.enabled.mechanisms=SCRAM-SHA-256\n\
+             connections.max.reauth.ms={REAUTH_MS}\n\
              listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
              listener.name.sasl_ssl.ssl.keystore.type=PKCS12\n\
              listener.name.sasl_ssl.ssl.keystore.location={ks}\n\
@@ -127,7 +134,10 @@ fn start_secured() -> Result<Secured, String> {
         ),
     )
     .map_err(|e| e.to_string())?;
-    let scram = format!("--add-scram SCRAM-SHA-256=[name={USER},password={PASSWORD}]");
+    let scram = format!(
+        "--add-scram SCRAM-SHA-256=[name={USER},password={PASSWORD}] \
+         --add-scram SCRAM-SHA-256=[name={USER2},password={PASSWORD2}]"
+    );
     let broker = start_dedicated_broker(
         &dir.join("kafka"),
         &[
@@ -149,6 +159,10 @@ fn start_secured() -> Result<Secured, String> {
 
 /// `slawatch run`'s config: brokers = the SASL_SSL listener; no password in it.
 fn config_text(s: &Secured, names: &Names, ca: &Path, extra_kafka: &str) -> String {
+    config_text_as(s, names, ca, USER, extra_kafka)
+}
+
+fn config_text_as(s: &Secured, names: &Names, ca: &Path, user: &str, extra_kafka: &str) -> String {
     let p = &names.prefix;
     format!(
         r#"
@@ -179,7 +193,7 @@ replication_factor = 1
 "session.timeout.ms" = "6000"
 "security.protocol" = "sasl_ssl"
 "sasl.mechanism" = "SCRAM-SHA-256"
-"sasl.username" = "{USER}"
+"sasl.username" = "{user}"
 "ssl.ca.location" = "{ca}"
 {extra_kafka}
 "#,
@@ -683,4 +697,88 @@ fn non_loopback_ip() -> Option<std::net::IpAddr> {
         .split_whitespace()
         .filter_map(|w| w.parse::<std::net::IpAddr>().ok())
         .find(|ip| ip.is_ipv4() && !ip.is_loopback())
+}
+
+/// Credentials that stop working while slawatch runs (a password rotated or a user deleted
+/// on the broker): at the next re-authentication the replica stops, non-zero, naming the
+/// cause, instead of idling unnoticed.
+#[test]
+fn revoked_credentials_stop_a_running_replica() {
+    let s = secured();
+    let names = Names::new("sec-revoke");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("slawatch.toml");
+    let log = dir.path().join("slawatch.log");
+    std::fs::write(&config, config_text_as(s, &names, &s.ca, USER2, "")).unwrap();
+    let mut child = spawn(&config, &log, PASSWORD2, "info");
+    let mut admin = None;
+    wait_for("readiness as the second user", WAIT, || {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "slawatch run as {USER2} exited before the credential was deleted; log tail:\n{}",
+            tail(&log_text(&log), 30)
+        );
+        admin = admin.or_else(|| admin_addr(&log));
+        admin.is_some_and(|a| http(a, "GET", "/readyz").0 == 200)
+    });
+    // Delete the credential through the PLAINTEXT listener (Kafka's own tool).
+    let libs = Command::new("bash")
+        .arg(repo_path("scripts/kafka/fetch-jars.sh"))
+        .output()
+        .unwrap();
+    let libs = String::from_utf8_lossy(&libs.stdout).trim().to_string();
+    let out = Command::new("java")
+        .arg("-cp")
+        .arg(format!("{libs}/*"))
+        .args([
+            "kafka.admin.ConfigCommand",
+            "--bootstrap-server",
+            &s.broker.bootstrap,
+            "--alter",
+            "--delete-config",
+            "SCRAM-SHA-256",
+            "--entity-type",
+            "users",
+            "--entity-name",
+            USER2,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "deleting {USER2}'s SCRAM credential failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let revoked = Instant::now();
+    let bound = Duration::from_millis(REAUTH_MS) + FAIL_FAST;
+    let status = wait_exit(&mut child, bound, || {});
+    let took = revoked.elapsed();
+    let text = log_text(&log);
+    let Some(status) = status else {
+        panic!(
+            "HANG: slawatch run still running {bound:?} after its credential was deleted (killed); log tail:\n{}",
+            tail(&text, 30)
+        );
+    };
+    assert!(
+        !status.success(),
+        "EXIT 0 after the credential was deleted; log tail:\n{}",
+        tail(&text, 30)
+    );
+    assert!(
+        text.to_lowercase().contains("authentication failed"),
+        "UNCLEAR ERROR: the log does not name the authentication failure; log tail:\n{}",
+        tail(&text, 30)
+    );
+    assert!(
+        !text.contains(PASSWORD2),
+        "SECRET LEAK: the password appears in the log"
+    );
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    eprintln!("[security] revoked: exit {status} {took:?} after the credential was deleted (re-authentication every {REAUTH_MS} ms): {last}");
 }

@@ -586,6 +586,7 @@ impl Config {
             }
         }
         // librdkafka knows its properties: let it check names and values now.
+        crate::runtime::kafka::init_tls();
         for (key, value) in &self.kafka {
             let mut c = rdkafka::ClientConfig::new();
             c.set(key, value);

@@ -8,8 +8,17 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake};
 
+/// Initialises OpenSSL (once) without its exit-time cleanup: call before the first client
+/// or configuration is made. By default OpenSSL frees its global state in an `atexit`
+/// handler; a process that exits while a librdkafka thread still uses TLS (a restore worker,
+/// a client being destroyed) then crashes with SIGSEGV instead of exiting with its status.
+pub fn init_tls() {
+    openssl_sys::init();
+}
+
 /// Every client: brokers, then the `[kafka]` passthrough (security, tuning).
 pub fn base_config(cfg: &Config) -> ClientConfig {
+    init_tls();
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.brokers);
     for (k, v) in &cfg.kafka {

@@ -15,6 +15,11 @@
 //!   ready meanwhile.
 //! - `untrusted_broker_certificate_fails_fast`: a CA that did not sign the broker's
 //!   certificate makes it exit non-zero within [`FAIL_FAST`], naming the TLS failure.
+//! - `revoked_credentials_stop_a_running_replica`: a ready replica whose SCRAM credential
+//!   is deleted on the broker stops at its next re-authentication (the broker asks for one
+//!   every [`REAUTH_MS`]), non-zero, naming the failure.
+//!
+//! Needs `java` (the broker, Kafka's ConfigCommand) and the `openssl` CLI (certificates).
 mod common;
 mod kafka_rt;
 

@@ -61,6 +61,10 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
     missing+=(prometheus)
 fi
 { command -v cc >/dev/null && command -v make >/dev/null; } || missing+=(build-essential)
+# rdkafka's ssl-vendored compiles OpenSSL (its Configure needs a full perl, IPC::Cmd);
+# tests/kafka_security.rs makes its test certificates with the openssl CLI.
+perl -MIPC::Cmd -e1 2>/dev/null || missing+=(perl)
+command -v openssl >/dev/null || missing+=(openssl)
 if ((${#missing[@]})); then
     echo "installing: ${missing[*]}"
     $SUDO apt-get update -qq

@@ -23,8 +23,11 @@
 #                                   advertised.listeners=PLAINTEXT://127.0.0.1:@PORT@,SASL_PLAINTEXT://127.0.0.1:@EXTRA_PORT@
 #                                   sasl.enabled.mechanisms=SCRAM-SHA-256
 #                                 plus a listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config
-#                                 line, and SCRAM users (`StorageTool format --add-scram`, not
-#                                 wired up yet).
+#                                 line, and SCRAM users (SLAWATCH_KAFKA_FORMAT_ARGS).
+#   SLAWATCH_KAFKA_FORMAT_ARGS    extra arguments of `StorageTool format`, split on whitespace,
+#                                 e.g. SCRAM users (KRaft stores them in the metadata log):
+#                                   --add-scram SCRAM-SHA-256=[name=alice,password=alice-secret]
+#                                 (no spaces inside one argument; not logged by this script)
 #   SLAWATCH_KAFKA_HEAP           JVM heap (default 512m)
 #   SLAWATCH_KAFKA_START_TIMEOUT  readiness timeout in seconds (default 60)
 #   SLAWATCH_KAFKA_STOP_TIMEOUT   seconds between SIGTERM and SIGKILL (default 15)
@@ -279,8 +282,10 @@ start_broker() {
         write_config "$port" "$cport" "$xport"
         cid="$(random_cluster_id)"
 
+        local -a format_args=()
+        read -r -a format_args <<<"${SLAWATCH_KAFKA_FORMAT_ARGS:-}"
         if ! java "${opts[@]}" -cp "$libs/*" kafka.tools.StorageTool format \
-            -t "$cid" -c "$run_dir/server.properties" --ignore-formatted \
+            -t "$cid" -c "$run_dir/server.properties" --ignore-formatted ${format_args[@]+"${format_args[@]}"} \
             </dev/null >"$run_dir/format.log" 2>&1; then
             cat "$run_dir/format.log" >&2
             die "storage format failed (see $run_dir/format.log)"

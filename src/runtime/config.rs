@@ -129,9 +129,61 @@ pub struct Config {
     #[serde(default)]
     pub engine: EngineLimits,
     /// Raw librdkafka properties for every client (security, tuning). Keys slawatch owns
-    /// are refused.
+    /// are refused. Secret values are masked in `{:?}` and in [`Config::summary`].
     #[serde(default)]
-    pub kafka: BTreeMap<String, String>,
+    pub kafka: KafkaProps,
+}
+
+/// The `[kafka]` passthrough: librdkafka property → value. A map (it derefs to one) whose
+/// `Debug` masks secret values ([`is_secret_kafka_key`]), so a logged `Config` never shows
+/// a password.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct KafkaProps(pub BTreeMap<String, String>);
+
+impl std::ops::Deref for KafkaProps {
+    type Target = BTreeMap<String, String>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KafkaProps {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a KafkaProps {
+    type Item = (&'a String, &'a String);
+    type IntoIter = std::collections::btree_map::Iter<'a, String, String>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl std::fmt::Debug for KafkaProps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(
+                self.0
+                    .iter()
+                    .map(|(k, v)| (k, if is_secret_kafka_key(k) { "****" } else { v })),
+            )
+            .finish()
+    }
+}
+
+/// librdkafka properties whose values are secrets (or may embed one): every key naming a
+/// password, secret, key or token (`sasl.password`, `ssl.key.password`, `ssl.key.pem`,
+/// `ssl.keystore.password`, `sasl.oauthbearer.client.secret`, …), and
+/// `sasl.oauthbearer.config` (free-form, may carry credentials). Masked as `****`.
+pub fn is_secret_kafka_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["password", "secret", "key", "token"]
+        .iter()
+        .any(|w| k.contains(w))
+        || k == "sasl.oauthbearer.config"
 }
 
 /// `[topics]`
@@ -534,13 +586,18 @@ impl Config {
             }
         }
         // librdkafka knows its properties: let it check names and values now.
+        crate::runtime::kafka::init_tls();
         for (key, value) in &self.kafka {
             let mut c = rdkafka::ClientConfig::new();
             c.set(key, value);
             if let Err(e) = c.create_native_config() {
+                let mut message = e.to_string();
+                if is_secret_kafka_key(key) && !value.is_empty() {
+                    message = message.replace(value.as_str(), "****");
+                }
                 return Err(ConfigError::KafkaProperty {
                     key: key.clone(),
-                    message: e.to_string(),
+                    message,
                 });
             }
         }
@@ -595,7 +652,7 @@ impl Config {
             t.state, t.surge_repartition, t.surge_state
         );
         for (k, v) in &self.kafka {
-            let secret = k.contains("password") || k.contains("secret") || k.contains("key");
+            let secret = is_secret_kafka_key(k);
             let _ = writeln!(
                 s,
                 "{:<20} = {}",
@@ -733,6 +790,16 @@ mod tests {
             Some("hunter2")
         );
         assert!(c.summary().contains("****"));
+        assert!(
+            !c.summary().contains("hunter2"),
+            "summary shows the password"
+        );
+        let debug = format!("{c:?}");
+        assert!(debug.contains("sasl.password"), "{debug}");
+        assert!(
+            !debug.contains("hunter2"),
+            "Debug shows the password: {debug}"
+        );
         let e = load("brokers = \"b\"", &[("SLAWATCH_COMIT_INTERVAL_MS", "5")]).unwrap_err();
         assert!(matches!(e, ConfigError::UnknownEnv { .. }), "{e}");
     }

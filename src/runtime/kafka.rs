@@ -2,12 +2,23 @@
 use crate::runtime::config::Config;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake};
+
+/// Initialises OpenSSL (once) without its exit-time cleanup: call before the first client
+/// or configuration is made. By default OpenSSL frees its global state in an `atexit`
+/// handler; a process that exits while a librdkafka thread still uses TLS (a restore worker,
+/// a client being destroyed) then crashes with SIGSEGV instead of exiting with its status.
+pub fn init_tls() {
+    openssl_sys::init();
+}
 
 /// Every client: brokers, then the `[kafka]` passthrough (security, tuning).
 pub fn base_config(cfg: &Config) -> ClientConfig {
+    init_tls();
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.brokers);
     for (k, v) in &cfg.kafka {
@@ -231,4 +242,68 @@ impl Drop for BatchReader<'_> {
         // SAFETY: obtained from rd_kafka_queue_get_consumer, released once.
         unsafe { rdkafka::bindings::rd_kafka_queue_destroy(self.queue) };
     }
+/// Whether a client error means the credentials or the TLS setup are wrong: SASL
+/// authentication failed, the mechanism is not enabled on the broker, or the TLS handshake
+/// failed (untrusted certificate, wrong host name, TLS against a plaintext port). librdkafka
+/// reports these through the client context's error callback and keeps retrying, which
+/// would look like a hang; retrying cannot cure them. All brokers being down is not one of
+/// them (a broker may come back).
+pub fn is_auth_failure(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::Authentication
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+                | RDKafkaErrorCode::UnsupportedSASLMechanism
+                | RDKafkaErrorCode::IllegalSASLState
+                | RDKafkaErrorCode::SSL
+        )
+    )
+}
+
+/// The first authentication or TLS failure any client of this process saw, shared by the
+/// clients' contexts (whose error callbacks run on librdkafka's or the polling threads);
+/// the processing loop and the start-up check stop on it.
+#[derive(Clone, Default)]
+pub struct AuthFailure(Arc<Mutex<Option<String>>>);
+
+impl AuthFailure {
+    /// Records `error` if it is an authentication or TLS failure ([`is_auth_failure`]);
+    /// returns whether it was. librdkafka's reason names the broker and the mechanism,
+    /// never the password.
+    pub fn record(&self, error: &KafkaError, reason: &str) -> bool {
+        if !is_auth_failure(error) {
+            return false;
+        }
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            tracing::error!(%error, reason, "Kafka authentication / TLS failure");
+            *slot = Some(format!("{error}: {reason}"));
+        }
+        true
+    }
+
+    /// The recorded failure, if any.
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// A client context that records authentication and TLS failures and logs other errors.
+#[derive(Clone, Default)]
+pub struct AuthWatch {
+    pub failure: AuthFailure,
+}
+
+impl rdkafka::ClientContext for AuthWatch {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !self.failure.record(&error, reason) {
+            tracing::warn!(%error, reason, "Kafka client error");
+        }
+    }
+}
+
+impl rdkafka::producer::ProducerContext for AuthWatch {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: ()) {}
 }

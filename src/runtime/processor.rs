@@ -48,7 +48,7 @@ use crate::runtime::changelog::{
 use crate::runtime::clock::Clock;
 use crate::runtime::config::{Config, OutputFormat};
 use crate::runtime::control::{Control, TicketQuery};
-use crate::runtime::kafka::{cached_watermarks, consumer_config, producer_config};
+use crate::runtime::kafka::{cached_watermarks, consumer_config, producer_config, AuthFailure};
 use crate::runtime::records::{self, check_input, InputLimits, CONTENT_TYPE};
 use crate::runtime::tasks::{InputTask, SurgeTask, WatermarkMark};
 use crate::runtime::topics::{ensure_topics, TopicError, Topics};
@@ -112,6 +112,12 @@ pub enum ProcessorError {
     Fatal(String),
     #[error("processing thread panicked")]
     Panicked,
+    /// Bad credentials or a failed TLS handshake (retrying cannot cure them).
+    #[error(
+        "Kafka authentication failed: {0} (check security.protocol, sasl.mechanism, \
+         sasl.username, the password in SLAWATCH_KAFKA_SASL_PASSWORD and the ssl.* settings)"
+    )]
+    Authentication(String),
 }
 
 fn kerr(what: &'static str) -> impl FnOnce(KafkaError) -> ProcessorError {
@@ -179,6 +185,8 @@ pub fn start(
             .map_err(kerr("init_transactions"))?;
     }
     register_policy(&opts.policy);
+    // Authentication / TLS failures of any client stop the processing loop.
+    let auth = producer.context().auth.clone();
     let (restore_tx, restore_rx) = mpsc::channel();
     let engine_cfg = engine_config(cfg);
     let core = Arc::new(Mutex::new(Core {
@@ -228,6 +236,7 @@ pub fn start(
             .create_with_context(ConsumerCtx {
                 core: core.clone(),
                 role: Role::Input,
+                auth: auth.clone(),
             })
             .map_err(kerr("creating the consumer"))?,
     );
@@ -236,6 +245,7 @@ pub fn start(
             .create_with_context(ConsumerCtx {
                 core: core.clone(),
                 role: Role::Surge,
+                auth: auth.clone(),
             })
             .map_err(kerr("creating the surge consumer"))?,
     );
@@ -332,6 +342,9 @@ fn run_loop(
             if let Some(e) = c.fatal.take() {
                 break Err(e);
             }
+            if let Some(why) = c.io.producer.context().auth.get() {
+                break Err(ProcessorError::Authentication(why));
+            }
             c.poll_timeout()
         };
         // The input consumer may block for the timeout; the surge stage's consumer is then
@@ -401,11 +414,15 @@ fn poll_batch(consumer: &Consumer, core: &Mutex<Core>, timeout: Duration) -> usi
 pub struct ProducerCtx {
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
+    /// Shared with the consumers' contexts.
+    auth: AuthFailure,
 }
 
 impl ClientContext for ProducerCtx {
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(%error, reason, "producer error");
+        if !self.auth.record(&error, reason) {
+            tracing::warn!(%error, reason, "producer error");
+        }
     }
 }
 
@@ -434,6 +451,7 @@ enum Role {
 struct ConsumerCtx {
     core: Arc<Mutex<Core>>,
     role: Role,
+    auth: AuthFailure,
 }
 
 #[derive(Clone)]
@@ -444,7 +462,9 @@ struct Consumers {
 
 impl ClientContext for ConsumerCtx {
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(%error, reason, "consumer error");
+        if !self.auth.record(&error, reason) {
+            tracing::warn!(%error, reason, "consumer error");
+        }
     }
 }
 

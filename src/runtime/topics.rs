@@ -3,13 +3,14 @@
 //! counts.
 use crate::core::model::OutputBody;
 use crate::runtime::config::Config;
-use crate::runtime::kafka::{base_config, block_on};
+use crate::runtime::kafka::{base_config, block_on, AuthWatch};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Prefix of every topic, group and transactional id a `--dry-run` replica uses.
 pub const SHADOW_PREFIX: &str = "shadow.";
@@ -102,6 +103,11 @@ impl Topics {
 pub enum TopicError {
     #[error("cannot read cluster metadata: {0}")]
     Metadata(#[source] KafkaError),
+    #[error(
+        "Kafka authentication failed: {0} (check security.protocol, sasl.mechanism, \
+         sasl.username, the password in SLAWATCH_KAFKA_SASL_PASSWORD and the ssl.* settings)"
+    )]
+    Authentication(String),
     #[error("topic {topic} does not exist (set topics.create = true to create it)")]
     Missing { topic: String },
     #[error("creating topic {topic} failed: {reason}")]
@@ -138,6 +144,9 @@ pub struct TopicReport {
 }
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// One metadata request of the start-up check; between two, the client's errors are
+/// looked at, so bad credentials stop the start within about this long.
+const PROBE_SLICE: Duration = Duration::from_millis(500);
 
 /// Settings of created state topics: compacted, with segments that roll often enough for
 /// the cleaner to keep restores short (the active segment is never compacted).
@@ -162,7 +171,7 @@ pub fn ensure_topics(
         created: Vec::new(),
         warnings: Vec::new(),
     };
-    let existing = partition_counts(&admin)?;
+    let existing = partition_counts(cfg)?;
     // Inputs first: they fix the partition count.
     let mut input_n: Option<(String, usize)> = None;
     for t in &topics.inputs {
@@ -254,13 +263,32 @@ pub fn ensure_topics(
     Ok(report)
 }
 
-fn partition_counts(
-    admin: &AdminClient<DefaultClientContext>,
-) -> Result<BTreeMap<String, usize>, TopicError> {
-    let md = admin
-        .inner()
-        .fetch_metadata(None, ADMIN_TIMEOUT)
+/// The cluster's topics and their partition counts. Bad credentials and TLS failures stop
+/// here at once ([`TopicError::Authentication`]): librdkafka only reports them to the
+/// client's error callback, so a plain metadata request would wait out its timeout. The
+/// request is made by a producer (whose poll serves that callback; an admin client's never
+/// does), in short slices, up to [`ADMIN_TIMEOUT`] in all (brokers that are down may come
+/// back).
+fn partition_counts(cfg: &Config) -> Result<BTreeMap<String, usize>, TopicError> {
+    let probe: BaseProducer<AuthWatch> = base_config(cfg)
+        .create_with_context(AuthWatch::default())
         .map_err(TopicError::Metadata)?;
+    let deadline = Instant::now() + ADMIN_TIMEOUT;
+    let md = loop {
+        let r = probe.client().fetch_metadata(None, PROBE_SLICE);
+        probe.poll(Duration::ZERO);
+        match r {
+            Ok(md) => break md,
+            Err(e) => {
+                if let Some(why) = probe.context().failure.get() {
+                    return Err(TopicError::Authentication(why));
+                }
+                if Instant::now() >= deadline {
+                    return Err(TopicError::Metadata(e));
+                }
+            }
+        }
+    };
     Ok(md
         .topics()
         .iter()

@@ -472,3 +472,89 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
         }
     }
 }
+
+/// A broker of one test (not the shared [`bootstrap`] one), e.g. with SASL/TLS listeners:
+/// started by `scripts/kafka/broker.sh start` in `run_dir` with `env` added (e.g.
+/// `KAFKA_EXTRA_PROPS`, `SLAWATCH_KAFKA_FORMAT_ARGS`), tied to this process by the same
+/// watchdog pipe as the shared broker, and stopped when dropped (or when the process
+/// ends, however it ends).
+pub struct DedicatedBroker {
+    /// The PLAINTEXT listener, `127.0.0.1:PORT`.
+    pub bootstrap: String,
+    /// `127.0.0.1:@EXTRA_PORT@` when `KAFKA_EXTRA_PROPS` was given (the listener it adds).
+    pub extra: Option<String>,
+    pub run_dir: PathBuf,
+    watch_pipe: Option<std::process::ChildStdin>,
+}
+
+impl Drop for DedicatedBroker {
+    fn drop(&mut self) {
+        // Closing the pipe makes the watchdog stop the broker (within about a second),
+        // without holding up the test.
+        self.watch_pipe.take();
+    }
+}
+
+/// Starts a [`DedicatedBroker`]; Err carries `broker.sh`'s log.
+pub fn start_dedicated_broker(
+    run_dir: &Path,
+    env: &[(&str, &str)],
+) -> Result<DedicatedBroker, String> {
+    let started = Instant::now();
+    let script = repo_dir().join("scripts/kafka/broker.sh");
+    std::fs::create_dir_all(run_dir).map_err(|e| format!("mkdir {}: {e}", run_dir.display()))?;
+    let log_path = run_dir.join("start.log");
+    let log =
+        std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let mut cmd = Command::new("bash");
+    cmd.arg(&script)
+        .arg("start")
+        .arg(run_dir)
+        .env("SLAWATCH_KAFKA_WATCH_STDIN", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    let watch_pipe = child.stdin.take();
+    let mut out = String::new();
+    let read = child
+        .stdout
+        .take()
+        .expect("piped stdout")
+        .read_to_string(&mut out);
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for broker.sh: {e}"))?;
+    let log_text = std::fs::read_to_string(&log_path).unwrap_or_default();
+    if let Err(e) = read {
+        return Err(format!("reading broker.sh output: {e}\n{log_text}"));
+    }
+    let addr = out.lines().last().unwrap_or("").trim().to_string();
+    if !status.success() || addr.is_empty() {
+        return Err(format!(
+            "`{} start {}` failed ({status}); its log ({}):\n{log_text}",
+            script.display(),
+            run_dir.display(),
+            log_path.display()
+        ));
+    }
+    let extra = std::fs::read_to_string(run_dir.join("extra_port"))
+        .ok()
+        .map(|p| format!("127.0.0.1:{}", p.trim()));
+    eprintln!(
+        "[kafka] dedicated broker at {addr} (extra listener {extra:?}) started in {:.1} s (run dir {})",
+        started.elapsed().as_secs_f64(),
+        run_dir.display()
+    );
+    Ok(DedicatedBroker {
+        bootstrap: addr,
+        extra,
+        run_dir: run_dir.to_path_buf(),
+        watch_pipe,
+    })
+}

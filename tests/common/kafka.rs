@@ -472,3 +472,111 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
         }
     }
 }
+
+/// A broker of one test's own, for tests that stop, crash and restart it (the shared
+/// [`bootstrap`] broker serves every other test of the binary and must stay up). Started by
+/// `broker.sh start` in `$CARGO_TARGET_TMPDIR/kafka-<pid>/<name>`, tied to this process by
+/// the same watchdog pipe as the shared broker (a new watchdog with each restart), and
+/// stopped (data wiped) when dropped.
+pub struct DedicatedBroker {
+    run_dir: PathBuf,
+    /// `127.0.0.1:PORT`; the same across restarts.
+    pub bootstrap: String,
+}
+
+impl DedicatedBroker {
+    /// Starts a broker; `extra_props`: server properties appended (`KAFKA_EXTRA_PROPS`).
+    /// Panics with broker.sh's log if it cannot start.
+    pub fn start(name: &str, extra_props: &str) -> DedicatedBroker {
+        let run_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("kafka-{}", std::process::id()))
+            .join(name);
+        std::fs::create_dir_all(&run_dir).unwrap();
+        let props = run_dir.join("extra.properties");
+        std::fs::write(&props, extra_props).unwrap();
+        let started = Instant::now();
+        let bootstrap =
+            broker_sh("start", &run_dir, Some(&props)).unwrap_or_else(|e| panic!("{e}"));
+        eprintln!(
+            "[kafka] dedicated broker {name} at {bootstrap} started in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        DedicatedBroker { run_dir, bootstrap }
+    }
+
+    /// Graceful restart: SIGTERM, then the same ports and data; returns when the broker
+    /// answers metadata requests again.
+    pub fn restart(&self) {
+        let b = broker_sh("restart", &self.run_dir, None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(b, self.bootstrap, "the broker came back on another port");
+    }
+
+    /// An unclean crash: SIGKILL the broker's JVM (data kept; [`Self::restart`] starts it).
+    pub fn kill(&self) {
+        broker_sh("crash", &self.run_dir, None).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+}
+
+impl Drop for DedicatedBroker {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(repo_dir().join("scripts/kafka/broker.sh"))
+            .arg("stop")
+            .arg(&self.run_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Runs `broker.sh CMD RUN_DIR` with a watchdog pipe (see [`start_broker`]); returns the last
+/// stdout line (the bootstrap address, for start and restart).
+fn broker_sh(cmd: &str, run_dir: &Path, extra_props: Option<&Path>) -> Result<String, String> {
+    let script = repo_dir().join("scripts/kafka/broker.sh");
+    let log_path = run_dir.join(format!("{cmd}.log"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let mut command = Command::new("bash");
+    command
+        .arg(&script)
+        .arg(cmd)
+        .arg(run_dir)
+        .env("SLAWATCH_KAFKA_WATCH_STDIN", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log));
+    if let Some(p) = extra_props {
+        command.env("KAFKA_EXTRA_PROPS", p);
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    let watch_pipe = child.stdin.take();
+    let mut out = String::new();
+    let read = child
+        .stdout
+        .take()
+        .expect("piped stdout")
+        .read_to_string(&mut out);
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for broker.sh: {e}"))?;
+    let log_text = std::fs::read_to_string(&log_path).unwrap_or_default();
+    if !status.success() || read.is_err() {
+        return Err(format!(
+            "`broker.sh {cmd} {}` failed ({status}); its log:\n{log_text}",
+            run_dir.display()
+        ));
+    }
+    // The new watchdog (start, restart) holds the pipe's read end: never close ours.
+    std::mem::forget(watch_pipe);
+    Ok(out.lines().last().unwrap_or("").trim().to_string())
+}

@@ -14,7 +14,7 @@
 //!   and restarted while one processor runs; the processor recovers on its own.
 //!
 //! The kill points come from a seeded xorshift; the seed is printed, and
-//! `SLAWATCH_FAULT_SEED=<seed>` repeats a run's choices. Lines starting with `[faults]`
+//! `FAULTS_SEED=<seed>` repeats a run's choices. Lines starting with `[faults]`
 //! report the figures (faults injected, records checked, restart and recovery times).
 mod common;
 mod kafka_rt;
@@ -59,7 +59,7 @@ impl Rng {
 }
 
 fn seed() -> u64 {
-    std::env::var("SLAWATCH_FAULT_SEED")
+    std::env::var("FAULTS_SEED")
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or_else(|| {
@@ -130,9 +130,38 @@ fn write_config(dir: &Path, sc: &Scenario, bs: &str, instance: &str) -> PathBuf 
         &format!("brokers = \"{bs}\""),
     );
     assert!(text.contains(&format!("brokers = \"{bs}\"")));
+    // FAULTS_DEBUG=cgrp,eos: librdkafka debug contexts in the processes' logs.
+    let text = match std::env::var("FAULTS_DEBUG") {
+        Ok(d) if !d.is_empty() => format!("{text}\"debug\" = \"{d}\"\n"),
+        _ => text,
+    };
     let path = dir.join(format!("{instance}.toml"));
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// A directory for configs and logs; kept when the test fails (its path is printed), or
+/// always with `FAULTS_KEEP=1`.
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn new(tag: &str) -> WorkDir {
+        let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(unique_name(tag));
+        std::fs::create_dir_all(&d).unwrap();
+        eprintln!("[faults] configs and logs in {}", d.display());
+        WorkDir(d)
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() && std::env::var_os("FAULTS_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 fn spawn(config: &Path, log: &Path) -> Child {
@@ -412,11 +441,11 @@ fn kill_9_loop_loses_nothing_and_duplicates_nothing() {
     const MODE: &str = "kill -9 loop";
     const KILLS: usize = 24;
     let seed = seed();
-    eprintln!("[faults] {MODE}: seed {seed} (SLAWATCH_FAULT_SEED={seed} repeats the kill points)");
+    eprintln!("[faults] {MODE}: seed {seed} (FAULTS_SEED={seed} repeats the kill points)");
     let mut rng = Rng::new(seed);
     let bs = bootstrap();
     let sc = scenario("faults-kill", 3, 150, 40.0, 51);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = WorkDir::new("faults");
     let config = write_config(dir.path(), &sc, &bs, "k0");
     create_topic(&bs, &sc.names.input, sc.partitions, &[]);
     let progress = Progress::new(&bs, &sc);
@@ -529,5 +558,273 @@ fn kill_9_loop_loses_nothing_and_duplicates_nothing() {
     assert!(
         committed_lives >= KILLS / 2,
         "{MODE}: only {committed_lives} of {KILLS} processes committed anything (restarts too slow?)"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Scale 1 → 3 → 1
+// ---------------------------------------------------------------------------------------
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The admin address a process logged at start-up (`admin_listen` is port 0).
+fn admin_addr(log: &Path) -> Option<String> {
+    let text = strip_ansi(&std::fs::read_to_string(log).ok()?);
+    let at = text.rfind("admin=")?;
+    Some(
+        text[at + 6..]
+            .split(|c: char| c.is_whitespace())
+            .next()?
+            .to_string(),
+    )
+}
+
+/// (ready, assigned input partitions) from `/readyz`.
+fn readyz(addr: &str) -> Option<(bool, usize)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET /readyz HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let json = &body[body.find('{')?..];
+    let v: serde_json::Value = serde_json::from_str(json.trim()).ok()?;
+    Some((
+        v["ready"].as_bool()?,
+        v["assigned_partitions"].as_u64()? as usize,
+    ))
+}
+
+struct Instance {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Instance {
+    fn start(dir: &Path, sc: &Scenario, bs: &str, name: &str) -> Instance {
+        let config = write_config(dir, sc, bs, name);
+        let log = dir.join(format!("{name}.log"));
+        let child = spawn(&config, &log);
+        Instance {
+            name: name.to_string(),
+            child,
+            log,
+        }
+    }
+    fn alive(&mut self, mode: &str) {
+        let what = format!("{mode} ({})", self.name);
+        assert_running(&mut self.child, &self.log, &what);
+    }
+    fn readyz(&self) -> Option<(bool, usize)> {
+        readyz(&admin_addr(&self.log)?)
+    }
+}
+
+#[test]
+fn scale_1_3_1_loses_nothing_and_duplicates_nothing() {
+    const MODE: &str = "scale 1 → 3 → 1";
+    let bs = bootstrap();
+    let sc = scenario("faults-scale", 6, 120, 40.0, 52);
+    let dir = WorkDir::new("faults");
+    create_topic(&bs, &sc.names.input, sc.partitions, &[]);
+    let progress = Progress::new(&bs, &sc);
+    let head = sc.events.len() / 20;
+    produce_events(&sc.names.input, &sc.events[..head], 3);
+    let hurry = Arc::new(AtomicBool::new(false));
+    let stream = paced_producer(
+        bs.clone(),
+        sc.names.input.clone(),
+        sc.events[head..].to_vec(),
+        300,
+        hurry.clone(),
+    );
+    let started = Instant::now();
+
+    let mut a = Instance::start(dir.path(), &sc, &bs, "s0");
+    progress.wait_commit_above(0, WAIT, &format!("{MODE}: first processor"), || {
+        a.alive(MODE)
+    });
+    wait_for(&format!("{MODE}: s0 owns all 6 partitions"), WAIT, || {
+        a.alive(MODE);
+        a.readyz() == Some((true, 6))
+    });
+
+    // 1 → 3
+    let up = Instant::now();
+    let mut b = Instance::start(dir.path(), &sc, &bs, "s1");
+    let mut c = Instance::start(dir.path(), &sc, &bs, "s2");
+    let mut owned = Vec::new();
+    wait_for(
+        &format!("{MODE}: three processors each own input partitions"),
+        Duration::from_secs(90),
+        || {
+            for x in [&mut a, &mut b, &mut c] {
+                x.alive(MODE);
+            }
+            owned = [&a, &b, &c].iter().map(|x| x.readyz()).collect::<Vec<_>>();
+            owned.iter().all(|o| matches!(o, Some((true, n)) if *n > 0))
+                && owned.iter().map(|o| o.unwrap().1).sum::<usize>() == 6
+        },
+    );
+    let scale_up = up.elapsed();
+    let at = progress.committed().unwrap_or(0);
+    progress.wait_commit_above(at, WAIT, &format!("{MODE}: progress with 3"), || {
+        for x in [&mut a, &mut b, &mut c] {
+            x.alive(MODE);
+        }
+    });
+    eprintln!(
+        "[faults] {MODE}: 3 processors ready {:.1} s after the 2nd and 3rd started; input partitions owned {:?}",
+        scale_up.as_secs_f64(),
+        owned.iter().map(|o| o.unwrap().1).collect::<Vec<_>>()
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // 3 → 1: s1 stops gracefully, s2 is killed mid-stream.
+    let down = Instant::now();
+    signal(&b.child, "-TERM");
+    c.child.kill().expect("SIGKILL s2");
+    c.child.wait().unwrap();
+    assert_graceful_exit(&mut b.child, &b.log, MODE);
+    wait_for(
+        &format!("{MODE}: s0 owns all 6 partitions again"),
+        Duration::from_secs(90),
+        || {
+            a.alive(MODE);
+            a.readyz() == Some((true, 6))
+        },
+    );
+    let at = progress.committed().unwrap_or(0);
+    progress.wait_commit_above(at, WAIT, &format!("{MODE}: progress with 1"), || {
+        a.alive(MODE)
+    });
+    let scale_down = down.elapsed();
+    eprintln!(
+        "[faults] {MODE}: back to 1 processor (s1 SIGTERM, s2 SIGKILL): s0 owns and commits all 6 partitions {:.1} s later (static membership: the group waits session.timeout.ms = 6 s for the departed members)",
+        scale_down.as_secs_f64()
+    );
+
+    hurry.store(true, Ordering::Relaxed);
+    stream.join().unwrap();
+    produce_sentinels(&bs, &sc);
+    let (checked, aborted) = check_outputs(&bs, &sc, &progress, MODE, || a.alive(MODE));
+    signal(&a.child, "-TERM");
+    assert_graceful_exit(&mut a.child, &a.log, MODE);
+    eprintln!(
+        "[faults] {MODE}: {} input records over 6 partitions, {checked} SLA events checked against replay: 0 missing, 0 duplicates ({aborted} records of aborted transactions); {:.1} s in all",
+        sc.all_len,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Broker restart
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn broker_restart_and_crash_mid_stream_processor_recovers_on_its_own() {
+    const MODE: &str = "broker restart";
+    // A crashed broker re-registers with its controller only after its old session expired
+    // (broker.session.timeout.ms, 9 s by default); shorter, so a crash costs seconds.
+    let broker = DedicatedBroker::start(
+        "faults-broker",
+        "broker.heartbeat.interval.ms=1000\nbroker.session.timeout.ms=4000\n",
+    );
+    let bs = broker.bootstrap.clone();
+    let sc = scenario("faults-broker", 3, 90, 40.0, 53);
+    let dir = WorkDir::new("faults");
+    create_topic(&bs, &sc.names.input, sc.partitions, &[]);
+    let progress = Progress::new(&bs, &sc);
+    let head = sc.events.len() / 20;
+    let p: BaseProducer = producer_config(&bs).create().unwrap();
+    produce_with(&p, &sc.names.input, &sc.events[..head], 3);
+    p.flush(TIMEOUT).unwrap();
+    let hurry = Arc::new(AtomicBool::new(false));
+    let stream = paced_producer(
+        bs.clone(),
+        sc.names.input.clone(),
+        sc.events[head..].to_vec(),
+        200,
+        hurry.clone(),
+    );
+    let started = Instant::now();
+    let mut a = Instance::start(dir.path(), &sc, &bs, "b0");
+    progress.wait_commit_above(0, WAIT, &format!("{MODE}: first commit"), || a.alive(MODE));
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let mut outages = Vec::new();
+    // Down ~4 s (restart), ~3 s + start-up (crash), and longer than the session timeout
+    // (6 s) and the transaction timeout (10 s): librdkafka then reports fatal errors (a
+    // fenced static member, a fenced transactional producer) that the processor must
+    // recover from on its own.
+    for (kind, down_for) in [
+        ("graceful restart (SIGTERM)", None),
+        ("crash (SIGKILL), down 3 s", Some(3)),
+        ("crash (SIGKILL), down 12 s", Some(12)),
+    ] {
+        let crash = down_for.is_some();
+        let what = format!("{MODE}: {kind}");
+        let before = progress.committed().unwrap_or(0);
+        let down = Instant::now();
+        if crash {
+            broker.kill();
+            std::thread::sleep(Duration::from_secs(down_for.unwrap_or(0)));
+            a.alive(&what);
+        }
+        broker.restart();
+        let outage = down.elapsed();
+        a.alive(&what);
+        let back = Instant::now();
+        let after =
+            progress.wait_commit_above(before, Duration::from_secs(90), &what, || a.alive(&what));
+        // One more commit, past what may have been in flight when the broker went down.
+        progress.wait_commit_above(after, Duration::from_secs(90), &what, || a.alive(&what));
+        let recovery = back.elapsed();
+        eprintln!(
+            "[faults] {what}: broker down {:.1} s; the processor committed again {:.1} s after the broker was back",
+            outage.as_secs_f64(),
+            recovery.as_secs_f64()
+        );
+        outages.push((kind, outage, recovery));
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+
+    hurry.store(true, Ordering::Relaxed);
+    stream.join().unwrap();
+    produce_sentinels(&bs, &sc);
+    let (checked, aborted) = check_outputs(&bs, &sc, &progress, MODE, || a.alive(MODE));
+    signal(&a.child, "-TERM");
+    assert_graceful_exit(&mut a.child, &a.log, MODE);
+    let restarts = std::fs::read_to_string(&a.log)
+        .map(|l| strip_ansi(&l).matches("processor started").count())
+        .unwrap_or(0);
+    assert_eq!(
+        restarts, 1,
+        "{MODE}: slawatch must not restart its processor"
+    );
+    let recreated = std::fs::read_to_string(&a.log)
+        .map(|l| strip_ansi(&l).matches("recreating the clients").count())
+        .unwrap_or(0);
+    eprintln!(
+        "[faults] {MODE}: {} broker faults, one slawatch process throughout ({recreated} times it recreated its Kafka clients after a fatal error); {} input records, {checked} SLA events checked against replay: 0 missing, 0 duplicates ({aborted} records of aborted transactions); {:.1} s in all",
+        outages.len(),
+        sc.all_len,
+        started.elapsed().as_secs_f64()
     );
 }

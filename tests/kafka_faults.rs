@@ -254,15 +254,17 @@ impl Progress {
             .consumer
             .committed_offsets(self.tpl.clone(), Duration::from_secs(5))
             .ok()?;
-        Some(
-            c.elements()
-                .iter()
-                .map(|e| match e.offset() {
-                    Offset::Offset(o) => o,
-                    _ => 0,
-                })
-                .sum(),
-        )
+        let mut sum = 0;
+        for e in c.elements() {
+            // A partition-level error (e.g. the coordinator still loading) is no answer.
+            e.error().ok()?;
+            match e.offset() {
+                Offset::Offset(o) => sum += o,
+                Offset::Invalid => {} // nothing committed yet
+                _ => return None,
+            }
+        }
+        Some(sum)
     }
 
     fn end(&self) -> Option<i64> {
@@ -299,6 +301,18 @@ impl Progress {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+}
+
+/// The committed offsets' sum, retried until the coordinator answers.
+fn committed_now(progress: &Progress) -> i64 {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(c) = progress.committed() {
+            return c;
+        }
+        assert!(Instant::now() < deadline, "committed offsets unavailable");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -474,7 +488,7 @@ fn kill_9_loop_loses_nothing_and_duplicates_nothing() {
     }
     for (i, &phase) in phases.iter().enumerate() {
         let log = dir.path().join(format!("life-{i}.log"));
-        let before = progress.committed().unwrap_or(0);
+        let before = committed_now(&progress);
         let mut child = spawn(&config, &log);
         let t0 = Instant::now();
         let what = format!("{MODE}: life {i} ({phase:?})");
@@ -508,7 +522,7 @@ fn kill_9_loop_loses_nothing_and_duplicates_nothing() {
         child.kill().expect("SIGKILL");
         child.wait().unwrap();
         counts[phase as usize] += 1;
-        let after = progress.committed().unwrap_or(0);
+        let after = committed_now(&progress);
         if after > before {
             committed_lives += 1;
         }

@@ -23,9 +23,11 @@
 //! abortable error aborts and *resets*: every partition is paused, its state restored from
 //! the state topics and its input re-read from the committed offset, so memory never runs
 //! ahead of what Kafka holds. A fatal error (e.g. fenced by a newer replica with the same
-//! transactional id) stops the processor. Without exactly-once: outputs are flushed, then
-//! the state records, then the offsets are committed (at-least-once; a failed delivery also
-//! resets).
+//! transactional id) stops the processor — unless it follows a broker outage (librdkafka
+//! reports some outages as fencing, see [`Trouble`]): then the clients are recreated and
+//! every partition is restored, as after an abort. Without exactly-once: outputs are
+//! flushed, then the state records, then the offsets are committed (at-least-once; a
+//! failed delivery also resets).
 //!
 //! # Rebalances
 //! The consumer contexts' callbacks run inside `poll` on this thread and share [`Core`]
@@ -317,7 +319,7 @@ fn new_consumers(
     topics: &Topics,
     core: &Arc<Mutex<Core>>,
     trouble: &Arc<Trouble>,
-) -> Result<(Arc<Consumer>, Arc<Consumer>), ProcessorError> {
+) -> Result<Clients, ProcessorError> {
     let ctx = |role| ConsumerCtx {
         core: core.clone(),
         role,
@@ -353,7 +355,7 @@ fn new_consumers(
 fn reconnect(
     core: &Arc<Mutex<Core>>,
     control: &Control,
-) -> Result<Option<(Arc<Consumer>, Arc<Consumer>)>, ProcessorError> {
+) -> Result<Option<Clients>, ProcessorError> {
     let (cfg, topics, trouble) = {
         let mut c = core.lock().unwrap();
         c.restoring.clear();
@@ -648,6 +650,8 @@ impl ConsumerContext for ConsumerCtx {
 }
 
 type Consumer = BaseConsumer<ConsumerCtx>;
+/// The input stage's consumer and the surge stage's.
+type Clients = (Arc<Consumer>, Arc<Consumer>);
 
 /// The producer side: sends records, opening a transaction lazily.
 struct Io {
@@ -819,7 +823,7 @@ impl Core {
     /// Whether a fatal client error is to be recovered from by recreating the clients: it
     /// came soon after trouble reaching the brokers, and not too often.
     fn may_recover(&mut self) -> bool {
-        if !self.trouble.since().is_some_and(|d| d < TROUBLE_WINDOW) {
+        if self.trouble.since().is_none_or(|d| d >= TROUBLE_WINDOW) {
             return false;
         }
         self.recoveries.retain(|t| t.elapsed() < RECOVERY_PERIOD);

@@ -6,6 +6,12 @@
 #   scripts/kafka/broker.sh stop   [RUN_DIR]   SIGTERM, then SIGKILL after a timeout
 #   scripts/kafka/broker.sh status [RUN_DIR]   exit 0 and print the bootstrap address if the
 #                                              broker answers a metadata request, else exit 3
+#   scripts/kafka/broker.sh restart [RUN_DIR]  (fault tests) stop a started broker with SIGTERM if
+#                                              it runs, keeping data/, and start it again on the
+#                                              same ports and data (no wipe, no format); last
+#                                              stdout line is the bootstrap address
+#   scripts/kafka/broker.sh crash  [RUN_DIR]   (fault tests) SIGKILL the broker JVM (an unclean
+#                                              crash), keeping data/ and ports for `restart`
 #
 # RUN_DIR defaults to $SLAWATCH_KAFKA_DIR, else <repo>/target/kafka-run. It holds
 #   server.properties, log4j2.properties, data/ (wiped on every start and on stop),
@@ -353,8 +359,99 @@ status_broker() {
     return 3
 }
 
+# --- restart and crash (fault tests) -------------------------------------------------
+
+# Stops the watchdog without letting it stop the broker: its SIGTERM handler would stop the
+# broker and wipe data/ (SIGKILL runs no handler; it has no child process to leave behind
+# when it watches stdin).
+quiet_watchdog() {
+    local wd
+    wd="$(cat "$run_dir/watchdog.pid" 2>/dev/null || true)"
+    if [[ -n "$wd" && "$wd" != "$BASHPID" ]] && alive "$wd" &&
+        tr '\0' '\n' <"/proc/$wd/cmdline" 2>/dev/null | grep -qxF -- "$self"; then
+        kill -KILL "$wd" 2>/dev/null || true
+        while alive "$wd"; do sleep 0.05; done
+    fi
+    rm -f "$run_dir/watchdog.pid"
+}
+
+crash_broker() {
+    local pid
+    quiet_watchdog
+    pid="$(broker_pid)"
+    if [[ -n "$pid" ]] && ours "$pid"; then
+        kill -KILL "$pid" 2>/dev/null || true
+        while alive "$pid"; do sleep 0.05; done
+        log "killed broker $pid with SIGKILL (data kept in $run_dir/data)"
+    fi
+    rm -f "$run_dir/broker.pid" "$run_dir/bootstrap"
+}
+
+restart_broker() {
+    local libs pid port attempt rc t0 wd_stdin="${SLAWATCH_KAFKA_WATCH_STDIN:-}" wd_pid="${SLAWATCH_KAFKA_WATCH_PID:-}"
+    t0=$(date +%s.%N)
+    [[ -f "$run_dir/server.properties" && -f "$run_dir/data/meta.properties" ]] ||
+        die "nothing to restart in $run_dir (no formatted data; use start)"
+    quiet_watchdog
+    pid="$(broker_pid)"
+    if [[ -n "$pid" ]] && ours "$pid"; then
+        SLAWATCH_KAFKA_KEEP_DATA=1 stop_broker
+    fi
+    # The PLAINTEXT port of the last advertised.listeners line (later keys win).
+    port="$(grep '^advertised.listeners=' "$run_dir/server.properties" | tail -n 1 |
+        grep -oE '(=|,)PLAINTEXT://127\.0\.0\.1:[0-9]+' | head -n 1 | sed 's/.*://')"
+    [[ -n "$port" ]] || die "no PLAINTEXT port in $run_dir/server.properties"
+    libs="${SLAWATCH_KAFKA_LIBS:-}"
+    if [[ -z "$libs" || ! -f "$libs/.complete" ]]; then
+        libs="$("$here/fetch-jars.sh" ${libs:+"$libs"})"
+    fi
+    local -a opts
+    mapfile -t opts < <(java_opts)
+    for attempt in 1 2 3 4 5; do
+        java "${opts[@]}" -cp "$libs/*" kafka.Kafka "$run_dir/server.properties" \
+            </dev/null >>"$run_dir/broker.out" 2>&1 3<&- &
+        pid=$!
+        echo "$pid" >"$run_dir/broker.pid"
+        rc=0
+        python3 "$here/probe.py" "127.0.0.1:$port" --timeout "$start_timeout" --pid "$pid" || rc=$?
+        if ((rc == 0)); then
+            echo "127.0.0.1:$port" >"$run_dir/bootstrap"
+            break
+        fi
+        SLAWATCH_KAFKA_KEEP_DATA=1 stop_broker
+        # A port still held by the previous process (or taken meanwhile): try again.
+        if ((rc == 2)) && ((attempt < 5)) &&
+            tail -n 50 "$run_dir/logs/server.log" "$run_dir/broker.out" 2>/dev/null | grep -qE 'BindException|Address already in use'; then
+            log "restart attempt $attempt: port busy; retrying"
+            sleep 1
+            continue
+        fi
+        die "failed to restart Kafka in $run_dir (probe exit $rc; see $run_dir/logs/server.log)"
+    done
+    if [[ "$wd_stdin" == 1 ]]; then
+        bash "$self" __watchdog "$run_dir" "$wd_stdin" "$wd_pid" "$pid" \
+            </dev/stdin >>"$run_dir/watchdog.log" 2>&1 &
+        echo "$!" >"$run_dir/watchdog.pid"
+    elif [[ -n "$wd_pid" ]]; then
+        bash "$self" __watchdog "$run_dir" "$wd_stdin" "$wd_pid" "$pid" \
+            </dev/null >>"$run_dir/watchdog.log" 2>&1 &
+        echo "$!" >"$run_dir/watchdog.pid"
+    fi
+    log "Kafka restarted at 127.0.0.1:$port (pid $pid, same data) in $(
+        awk "BEGIN{printf \"%.1f\", $(date +%s.%N) - $t0}") s"
+    echo "127.0.0.1:$port"
+}
+
 case "$cmd" in
 start) start_broker ;;
+restart)
+    run_dir="$(cd "$run_dir" && pwd)"
+    restart_broker
+    ;;
+crash)
+    run_dir="$(cd "$run_dir" && pwd)"
+    crash_broker
+    ;;
 stop)
     run_dir="$(cd "$run_dir" 2>/dev/null && pwd || echo "$run_dir")"
     stop_broker
@@ -367,7 +464,7 @@ __watchdog) # internal: __watchdog RUN_DIR WATCH_STDIN WATCH_PID BROKER_PID
     watchdog "$3" "$4" "$5"
     ;;
 *)
-    echo "usage: $0 start|stop|status [RUN_DIR]" >&2
+    echo "usage: $0 start|stop|status|restart|crash [RUN_DIR]" >&2
     exit 2
     ;;
 esac

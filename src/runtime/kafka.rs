@@ -242,6 +242,8 @@ impl Drop for BatchReader<'_> {
         // SAFETY: obtained from rd_kafka_queue_get_consumer, released once.
         unsafe { rdkafka::bindings::rd_kafka_queue_destroy(self.queue) };
     }
+}
+
 /// Whether a client error means the credentials or the TLS setup are wrong: SASL
 /// authentication failed, the mechanism is not enabled on the broker, or the TLS handshake
 /// failed (untrusted certificate, wrong host name, TLS against a plaintext port). librdkafka

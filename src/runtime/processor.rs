@@ -23,9 +23,11 @@
 //! abortable error aborts and *resets*: every partition is paused, its state restored from
 //! the state topics and its input re-read from the committed offset, so memory never runs
 //! ahead of what Kafka holds. A fatal error (e.g. fenced by a newer replica with the same
-//! transactional id) stops the processor. Without exactly-once: outputs are flushed, then
-//! the state records, then the offsets are committed (at-least-once; a failed delivery also
-//! resets).
+//! transactional id) stops the processor — unless it follows a broker outage (librdkafka
+//! reports some outages as fencing, see [`Trouble`]): then the clients are recreated and
+//! every partition is restored, as after an abort. Without exactly-once: outputs are
+//! flushed, then the state records, then the offsets are committed (at-least-once; a
+//! failed delivery also resets).
 //!
 //! # Rebalances
 //! The consumer contexts' callbacks run inside `poll` on this thread and share [`Core`]
@@ -174,19 +176,11 @@ pub fn start(
         tracing::info!(topics = ?report.created, "created topics");
     }
     let exactly_once = cfg.exactly_once;
-    let txn_id = opts.topics.transactional_id(&cfg.instance_id);
-    let producer: BaseProducer<ProducerCtx> =
-        producer_config(cfg, exactly_once.then_some(txn_id.as_str()))
-            .create_with_context(ProducerCtx::default())
-            .map_err(kerr("creating the producer"))?;
-    if exactly_once {
-        producer
-            .init_transactions(OP_TIMEOUT)
-            .map_err(kerr("init_transactions"))?;
-    }
-    register_policy(&opts.policy);
+    let trouble = Arc::new(Trouble::new());
     // Authentication / TLS failures of any client stop the processing loop.
-    let auth = producer.context().auth.clone();
+    let auth = AuthFailure::default();
+    let producer = new_producer(cfg, &opts.topics, &trouble, &auth)?;
+    register_policy(&opts.policy);
     let (restore_tx, restore_rx) = mpsc::channel();
     let engine_cfg = engine_config(cfg);
     let core = Arc::new(Mutex::new(Core {
@@ -230,34 +224,11 @@ pub fn start(
         last_clock_scan: Instant::now() - Duration::from_secs(60),
         capacity_log: (0, None),
         consumers: None,
+        trouble: trouble.clone(),
+        recoveries: Vec::new(),
     }));
-    let main: Arc<Consumer> = Arc::new(
-        consumer_config(cfg, &opts.topics.group_id)
-            .create_with_context(ConsumerCtx {
-                core: core.clone(),
-                role: Role::Input,
-                auth: auth.clone(),
-            })
-            .map_err(kerr("creating the consumer"))?,
-    );
-    let surge: Arc<Consumer> = Arc::new(
-        consumer_config(cfg, &opts.topics.surge_group_id)
-            .create_with_context(ConsumerCtx {
-                core: core.clone(),
-                role: Role::Surge,
-                auth: auth.clone(),
-            })
-            .map_err(kerr("creating the surge consumer"))?,
-    );
+    let (main, surge) = new_consumers(cfg, &opts.topics, &core, &trouble, &auth)?;
     let subscribed: Vec<&str> = opts.topics.inputs.iter().map(|s| s.as_str()).collect();
-    main.subscribe(&subscribed).map_err(kerr("subscribing"))?;
-    surge
-        .subscribe(&[&opts.topics.repartition])
-        .map_err(kerr("subscribing to the repartition topic"))?;
-    core.lock().unwrap().consumers = Some(Consumers {
-        main: main.clone(),
-        surge: surge.clone(),
-    });
     tracing::info!(
         group = %opts.topics.group_id,
         surge_group = %opts.topics.surge_group_id,
@@ -272,7 +243,28 @@ pub fn start(
         .name("slawatch-processor".into())
         .spawn(move || {
             thread_control.alive.store(true, Ordering::SeqCst);
-            let r = run_loop(main, surge, core, &thread_control, restore_rx, query_rx);
+            let mut clients = (main, surge);
+            let r = loop {
+                let r = run_loop(
+                    clients.0,
+                    clients.1,
+                    core.clone(),
+                    &thread_control,
+                    &restore_rx,
+                    query_rx.as_ref(),
+                );
+                match r {
+                    Err(ProcessorError::Fatal(e)) if core.lock().unwrap().may_recover() => {
+                        tracing::warn!(error = %e, "fatal Kafka client error after a broker outage; recreating the clients and restoring every partition from the state topics");
+                        match reconnect(&core, &thread_control) {
+                            Ok(Some(c)) => clients = c,
+                            Ok(None) => break Ok(()),
+                            Err(e) => break Err(e),
+                        }
+                    }
+                    r => break r,
+                }
+            };
             if let Err(e) = &r {
                 thread_control.set_error(e.to_string());
                 tracing::error!(error = %e, "processor stopped");
@@ -307,6 +299,183 @@ pub fn engine_config(cfg: &Config) -> EngineConfig {
     }
 }
 
+/// The output producer; with exactly-once, `init_transactions` (which fences a zombie with
+/// the same transactional id and aborts its open transaction).
+fn new_producer(
+    cfg: &Config,
+    topics: &Topics,
+    trouble: &Arc<Trouble>,
+    auth: &AuthFailure,
+) -> Result<BaseProducer<ProducerCtx>, ProcessorError> {
+    let txn_id = topics.transactional_id(&cfg.instance_id);
+    let producer: BaseProducer<ProducerCtx> =
+        producer_config(cfg, cfg.exactly_once.then_some(txn_id.as_str()))
+            .create_with_context(ProducerCtx {
+                trouble: trouble.clone(),
+                auth: auth.clone(),
+                ..ProducerCtx::default()
+            })
+            .map_err(kerr("creating the producer"))?;
+    if cfg.exactly_once {
+        producer
+            .init_transactions(OP_TIMEOUT)
+            .map_err(kerr("init_transactions"))?;
+    }
+    Ok(producer)
+}
+
+/// Both consumers, subscribed, and handed to `core`.
+fn new_consumers(
+    cfg: &Config,
+    topics: &Topics,
+    core: &Arc<Mutex<Core>>,
+    trouble: &Arc<Trouble>,
+    auth: &AuthFailure,
+) -> Result<Clients, ProcessorError> {
+    let ctx = |role| ConsumerCtx {
+        core: core.clone(),
+        role,
+        trouble: trouble.clone(),
+        auth: auth.clone(),
+    };
+    let main: Arc<Consumer> = Arc::new(
+        consumer_config(cfg, &topics.group_id)
+            .create_with_context(ctx(Role::Input))
+            .map_err(kerr("creating the consumer"))?,
+    );
+    let surge: Arc<Consumer> = Arc::new(
+        consumer_config(cfg, &topics.surge_group_id)
+            .create_with_context(ctx(Role::Surge))
+            .map_err(kerr("creating the surge consumer"))?,
+    );
+    let subscribed: Vec<&str> = topics.inputs.iter().map(|s| s.as_str()).collect();
+    main.subscribe(&subscribed).map_err(kerr("subscribing"))?;
+    surge
+        .subscribe(&[&topics.repartition])
+        .map_err(kerr("subscribing to the repartition topic"))?;
+    core.lock().unwrap().consumers = Some(Consumers {
+        main: main.clone(),
+        surge: surge.clone(),
+    });
+    Ok((main, surge))
+}
+
+/// After a fatal client error that followed a broker outage (see [`Trouble`]): new
+/// producer (`init_transactions`, retried until the brokers answer) and new consumers, with
+/// nothing kept in memory — `run_loop` has aborted what was open and dropped every
+/// partition; the new consumers' assignment restores them from the state topics. `None`
+/// when a shutdown was requested meanwhile.
+fn reconnect(
+    core: &Arc<Mutex<Core>>,
+    control: &Control,
+) -> Result<Option<Clients>, ProcessorError> {
+    let (cfg, topics, trouble, auth) = {
+        let mut c = core.lock().unwrap();
+        c.restoring.clear();
+        c.joined = false;
+        c.update_ready();
+        (
+            c.cfg.clone(),
+            c.topics.clone(),
+            c.trouble.clone(),
+            c.io.producer.context().auth.clone(),
+        )
+    };
+    let mut delay = Duration::from_millis(500);
+    let producer = loop {
+        if control.shutdown_requested() {
+            return Ok(None);
+        }
+        std::thread::sleep(delay);
+        match new_producer(&cfg, &topics, &trouble, &auth) {
+            Ok(p) => break p,
+            Err(e) => {
+                tracing::warn!(error = %e, "recreating the producer failed; retrying");
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    };
+    {
+        let mut c = core.lock().unwrap();
+        c.io.producer = producer;
+        c.io.txn_open = false;
+        c.io.pending = false;
+        c.io.clear_failures();
+        c.out = Emitted::default();
+        c.surge_out.clear();
+        c.fatal = None;
+    }
+    new_consumers(&cfg, &topics, core, &trouble, &auth).map(Some)
+}
+
+/// When a Kafka client last had trouble reaching the brokers (transport failures, all
+/// brokers down, a lost assignment). librdkafka turns some outages into *fatal* errors
+/// although no other replica exists: a static member whose session timed out during the
+/// outage is fenced on rejoin (`FencedInstanceId`, librdkafka issue #3437), and a
+/// transaction the coordinator timed out meanwhile (`transaction_timeout_ms`) leaves the
+/// producer fenced. Such an error shortly after trouble is recovered from by recreating the
+/// clients; one out of the blue (a newer replica with the same instance id) still stops
+/// the processor.
+pub struct Trouble {
+    origin: Instant,
+    /// Milliseconds since `origin` + 1; 0: never.
+    last: AtomicU64,
+}
+
+impl Trouble {
+    fn new() -> Trouble {
+        Trouble {
+            origin: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    fn mark(&self) {
+        self.last.store(
+            self.origin.elapsed().as_millis() as u64 + 1,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Marks transport-level errors (not fatal ones: those are what is judged).
+    fn note(&self, error: &KafkaError) {
+        use RDKafkaErrorCode as C;
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(
+                C::BrokerTransportFailure
+                    | C::AllBrokersDown
+                    | C::NetworkException
+                    | C::RequestTimedOut
+                    | C::OperationTimedOut
+                    | C::MessageTimedOut
+                    | C::CoordinatorNotAvailable
+                    | C::NotCoordinator
+            )
+        ) {
+            self.mark();
+        }
+    }
+
+    /// Time since the last trouble, if any.
+    fn since(&self) -> Option<Duration> {
+        match self.last.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(
+                self.origin
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(ms - 1)),
+            ),
+        }
+    }
+}
+
+/// A fatal error within this long after trouble counts as caused by it.
+const TROUBLE_WINDOW: Duration = Duration::from_secs(120);
+/// At most this many client recreations per [`RECOVERY_PERIOD`]; more stop the processor.
+const MAX_RECOVERIES: usize = 5;
+const RECOVERY_PERIOD: Duration = Duration::from_secs(600);
+
 fn register_policy(set: &PolicySet) {
     for p in &set.policies {
         telemetry::register_policy_series(&p.id, p.clocks.iter().map(|c| &*c.rule));
@@ -318,8 +487,8 @@ fn run_loop(
     surge: Arc<Consumer>,
     core: Arc<Mutex<Core>>,
     control: &Control,
-    restore_rx: mpsc::Receiver<RestoreResult>,
-    query_rx: Option<mpsc::Receiver<TicketQuery>>,
+    restore_rx: &mpsc::Receiver<RestoreResult>,
+    query_rx: Option<&mpsc::Receiver<TicketQuery>>,
 ) -> Result<(), ProcessorError> {
     let result = loop {
         if control.shutdown_requested() {
@@ -333,7 +502,7 @@ fn run_loop(
             while let Ok(r) = restore_rx.try_recv() {
                 c.install(r);
             }
-            if let Some(rx) = &query_rx {
+            if let Some(rx) = query_rx {
                 while let Ok(q) = rx.try_recv() {
                     let answer = c.query(&q.ticket_id);
                     let _ = q.reply.send(answer);
@@ -410,16 +579,28 @@ fn poll_batch(consumer: &Consumer, core: &Mutex<Core>, timeout: Duration) -> usi
 }
 
 /// Delivery failures, counted by the producer's delivery callback.
-#[derive(Default)]
 pub struct ProducerCtx {
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
     /// Shared with the consumers' contexts.
     auth: AuthFailure,
+    trouble: Arc<Trouble>,
+}
+
+impl Default for ProducerCtx {
+    fn default() -> Self {
+        ProducerCtx {
+            failed: AtomicU64::new(0),
+            first_error: Mutex::new(None),
+            trouble: Arc::new(Trouble::new()),
+            auth: AuthFailure::default(),
+        }
+    }
 }
 
 impl ClientContext for ProducerCtx {
     fn error(&self, error: KafkaError, reason: &str) {
+        self.trouble.note(&error);
         if !self.auth.record(&error, reason) {
             tracing::warn!(%error, reason, "producer error");
         }
@@ -430,6 +611,7 @@ impl ProducerContext for ProducerCtx {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((e, m)) = result {
+            self.trouble.note(e);
             self.failed.fetch_add(1, Ordering::SeqCst);
             let mut first = self.first_error.lock().unwrap();
             if first.is_none() {
@@ -452,6 +634,7 @@ struct ConsumerCtx {
     core: Arc<Mutex<Core>>,
     role: Role,
     auth: AuthFailure,
+    trouble: Arc<Trouble>,
 }
 
 #[derive(Clone)]
@@ -462,6 +645,7 @@ struct Consumers {
 
 impl ClientContext for ConsumerCtx {
     fn error(&self, error: KafkaError, reason: &str) {
+        self.trouble.note(&error);
         if !self.auth.record(&error, reason) {
             tracing::warn!(%error, reason, "consumer error");
         }
@@ -473,6 +657,9 @@ impl ConsumerContext for ConsumerCtx {
         match rebalance {
             Rebalance::Revoke(tpl) => {
                 let lost = consumer.assignment_lost();
+                if lost {
+                    self.trouble.mark();
+                }
                 self.core
                     .lock()
                     .unwrap()
@@ -492,6 +679,8 @@ impl ConsumerContext for ConsumerCtx {
 }
 
 type Consumer = BaseConsumer<ConsumerCtx>;
+/// The input stage's consumer and the surge stage's.
+type Clients = (Arc<Consumer>, Arc<Consumer>);
 
 /// The producer side: sends records, opening a transaction lazily.
 struct Io {
@@ -657,9 +846,26 @@ struct Core {
     /// Both consumers, for the commit path (which needs both groups' metadata) and for
     /// pausing, seeking and resuming; `None` once shutting down.
     consumers: Option<Consumers>,
+    trouble: Arc<Trouble>,
+    /// When the clients were recreated after a fatal error (see [`Trouble`]).
+    recoveries: Vec<Instant>,
 }
 
 impl Core {
+    /// Whether a fatal client error is to be recovered from by recreating the clients: it
+    /// came soon after trouble reaching the brokers, and not too often.
+    fn may_recover(&mut self) -> bool {
+        if self.trouble.since().is_none_or(|d| d >= TROUBLE_WINDOW) {
+            return false;
+        }
+        self.recoveries.retain(|t| t.elapsed() < RECOVERY_PERIOD);
+        if self.recoveries.len() >= MAX_RECOVERIES {
+            return false;
+        }
+        self.recoveries.push(Instant::now());
+        true
+    }
+
     fn input_index(&self, topic: &str) -> Option<usize> {
         self.topics.inputs.iter().position(|t| t == topic)
     }

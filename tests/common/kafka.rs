@@ -473,51 +473,117 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
     }
 }
 
-/// A broker of one test (not the shared [`bootstrap`] one), e.g. with SASL/TLS listeners:
-/// started by `scripts/kafka/broker.sh start` in `run_dir` with `env` added (e.g.
-/// `KAFKA_EXTRA_PROPS`, `SLAWATCH_KAFKA_FORMAT_ARGS`), tied to this process by the same
-/// watchdog pipe as the shared broker, and stopped when dropped (or when the process
-/// ends, however it ends).
+/// A broker of one test's own (the shared [`bootstrap`] broker serves every other test of
+/// the binary and must stay up): for tests that stop, crash and restart it, or that need
+/// listeners of their own (SASL/TLS). Started by `broker.sh start`, tied to this process by
+/// the same watchdog pipe as the shared broker (a new watchdog with each restart), and
+/// stopped (data wiped) when dropped.
 pub struct DedicatedBroker {
-    /// The PLAINTEXT listener, `127.0.0.1:PORT`.
+    run_dir: PathBuf,
+    /// The PLAINTEXT listener, `127.0.0.1:PORT`; the same across restarts.
     pub bootstrap: String,
     /// `127.0.0.1:@EXTRA_PORT@` when `KAFKA_EXTRA_PROPS` was given (the listener it adds).
     pub extra: Option<String>,
-    pub run_dir: PathBuf,
-    watch_pipe: Option<std::process::ChildStdin>,
+}
+
+impl DedicatedBroker {
+    /// Starts a broker in `$CARGO_TARGET_TMPDIR/kafka-<pid>/<name>`; `extra_props`: server
+    /// properties appended (`KAFKA_EXTRA_PROPS`). Panics with broker.sh's log if it cannot
+    /// start.
+    pub fn start(name: &str, extra_props: &str) -> DedicatedBroker {
+        let run_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("kafka-{}", std::process::id()))
+            .join(name);
+        std::fs::create_dir_all(&run_dir).unwrap();
+        let props = run_dir.join("extra.properties");
+        std::fs::write(&props, extra_props).unwrap();
+        let props = props.to_str().unwrap().to_string();
+        Self::start_in(&run_dir, &[("KAFKA_EXTRA_PROPS", &props)]).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts a broker in `run_dir` with `env` added to broker.sh's environment (e.g.
+    /// `KAFKA_EXTRA_PROPS`, `SLAWATCH_KAFKA_FORMAT_ARGS`); Err carries broker.sh's log.
+    pub fn start_in(run_dir: &Path, env: &[(&str, &str)]) -> Result<DedicatedBroker, String> {
+        std::fs::create_dir_all(run_dir)
+            .map_err(|e| format!("mkdir {}: {e}", run_dir.display()))?;
+        let started = Instant::now();
+        let bootstrap = broker_sh("start", run_dir, env)?;
+        let extra = std::fs::read_to_string(run_dir.join("extra_port"))
+            .ok()
+            .map(|p| format!("127.0.0.1:{}", p.trim()));
+        eprintln!(
+            "[kafka] dedicated broker at {bootstrap} (extra listener {extra:?}) started in {:.1} s (run dir {})",
+            started.elapsed().as_secs_f64(),
+            run_dir.display()
+        );
+        Ok(DedicatedBroker {
+            run_dir: run_dir.to_path_buf(),
+            bootstrap,
+            extra,
+        })
+    }
+
+    /// Graceful restart: SIGTERM, then the same ports and data; returns when the broker
+    /// answers metadata requests again.
+    pub fn restart(&self) {
+        let b = broker_sh("restart", &self.run_dir, &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(b, self.bootstrap, "the broker came back on another port");
+    }
+
+    /// An unclean crash: SIGKILL the broker's JVM (data kept; [`Self::restart`] starts it).
+    pub fn kill(&self) {
+        broker_sh("crash", &self.run_dir, &[]).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
 }
 
 impl Drop for DedicatedBroker {
     fn drop(&mut self) {
-        // Closing the pipe makes the watchdog stop the broker (within about a second),
-        // without holding up the test.
-        self.watch_pipe.take();
+        let _ = Command::new("bash")
+            .arg(repo_dir().join("scripts/kafka/broker.sh"))
+            .arg("stop")
+            .arg(&self.run_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
-/// Starts a [`DedicatedBroker`]; Err carries `broker.sh`'s log.
+/// Starts a [`DedicatedBroker`] in `run_dir` with `env` (see [`DedicatedBroker::start_in`]).
 pub fn start_dedicated_broker(
     run_dir: &Path,
     env: &[(&str, &str)],
 ) -> Result<DedicatedBroker, String> {
-    let started = Instant::now();
+    DedicatedBroker::start_in(run_dir, env)
+}
+
+/// Runs `broker.sh CMD RUN_DIR` with a watchdog pipe (see [`start_broker`]) and `env`;
+/// returns the last stdout line (the bootstrap address, for start and restart).
+fn broker_sh(cmd: &str, run_dir: &Path, env: &[(&str, &str)]) -> Result<String, String> {
     let script = repo_dir().join("scripts/kafka/broker.sh");
-    std::fs::create_dir_all(run_dir).map_err(|e| format!("mkdir {}: {e}", run_dir.display()))?;
-    let log_path = run_dir.join("start.log");
-    let log =
-        std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
-    let mut cmd = Command::new("bash");
-    cmd.arg(&script)
-        .arg("start")
+    let log_path = run_dir.join(format!("{cmd}.log"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let mut command = Command::new("bash");
+    command
+        .arg(&script)
+        .arg(cmd)
         .arg(run_dir)
         .env("SLAWATCH_KAFKA_WATCH_STDIN", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log));
     for (k, v) in env {
-        cmd.env(k, v);
+        command.env(k, v);
     }
-    let mut child = cmd
+    let mut child = command
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
     let watch_pipe = child.stdin.take();
@@ -531,30 +597,14 @@ pub fn start_dedicated_broker(
         .wait()
         .map_err(|e| format!("waiting for broker.sh: {e}"))?;
     let log_text = std::fs::read_to_string(&log_path).unwrap_or_default();
-    if let Err(e) = read {
-        return Err(format!("reading broker.sh output: {e}\n{log_text}"));
-    }
-    let addr = out.lines().last().unwrap_or("").trim().to_string();
-    if !status.success() || addr.is_empty() {
+    if !status.success() || read.is_err() {
         return Err(format!(
-            "`{} start {}` failed ({status}); its log ({}):\n{log_text}",
-            script.display(),
+            "`broker.sh {cmd} {}` failed ({status}); its log ({}):\n{log_text}",
             run_dir.display(),
             log_path.display()
         ));
     }
-    let extra = std::fs::read_to_string(run_dir.join("extra_port"))
-        .ok()
-        .map(|p| format!("127.0.0.1:{}", p.trim()));
-    eprintln!(
-        "[kafka] dedicated broker at {addr} (extra listener {extra:?}) started in {:.1} s (run dir {})",
-        started.elapsed().as_secs_f64(),
-        run_dir.display()
-    );
-    Ok(DedicatedBroker {
-        bootstrap: addr,
-        extra,
-        run_dir: run_dir.to_path_buf(),
-        watch_pipe,
-    })
+    // The new watchdog (start, restart) holds the pipe's read end: never close ours.
+    std::mem::forget(watch_pipe);
+    Ok(out.lines().last().unwrap_or("").trim().to_string())
 }

@@ -26,9 +26,12 @@
 //! On assignment a worker thread (1) fetches the group's committed offsets of the
 //! partition (read_committed makes the broker wait until no transaction holds them), then
 //! (2) reads the state partition from the beginning to its end with a read_committed
-//! `assign`ed consumer, keeps the last record per key, and (3) builds the engines with
-//! `Engine::restore_parts` (or the surge detector). The processing thread keeps the input partition paused until the
-//! result arrives, then seeks it to the committed offset and resumes it.
+//! `assign`ed consumer, many records per call ([`BatchReader`]), and hands them in chunks
+//! to a builder thread that feeds a [`Restorer`] (a later record of a ticket replaces the
+//! earlier one, a tombstone removes it, the partition record is applied last), so
+//! decoding overlaps reading and no copy of the whole partition is held. The processing thread keeps
+//! the input partition paused until the result arrives, then seeks it to the committed
+//! offset and resumes it.
 use crate::core::engine::{Engine, EngineConfig, Restorer, SnapshotError};
 use crate::core::policy::PolicySet;
 use crate::core::surge::{SurgeDetector, SurgeState};
@@ -162,6 +165,8 @@ pub enum RestoreError {
     },
     #[error("surge state: {0}")]
     Surge(String),
+    #[error("the restore builder stopped")]
+    BuilderStopped,
 }
 
 /// The restore reader's context: end-of-partition is how it knows it is done, not an error.
@@ -204,29 +209,60 @@ fn run(
     let p = req.partition;
     let mut out = Vec::with_capacity(req.inputs.len());
     if !req.inputs.is_empty() {
-        let mut inputs: Vec<InputRestore> = req
+        let inputs: Vec<InputRestore> = req
             .inputs
             .iter()
             .map(|t| InputRestore::new(env, t, req.rebuild))
             .collect();
-        let committed = read_partition(
-            env,
-            &env.group_id,
-            &req.inputs,
-            &env.state_topic,
-            p,
-            deadline,
-            |key, value| {
-                for input in inputs.iter_mut() {
-                    if input.offer(key, value)? {
-                        break;
+        // The reader (this thread) copies records into chunks; a builder thread decodes them
+        // into the engines meanwhile, so decoding overlaps reading on a second core.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(16);
+        let (read, built) = std::thread::scope(|s| {
+            let builder = std::thread::Builder::new()
+                .name(format!("restore-build-{p}"))
+                .spawn_scoped(s, move || -> Result<Vec<InputRestore>, RestoreError> {
+                    let mut inputs = inputs;
+                    for chunk in rx {
+                        for (key, value) in chunk.records() {
+                            for input in inputs.iter_mut() {
+                                if input.offer(key, value)? {
+                                    break;
+                                }
+                            }
+                        }
                     }
-                }
-                Ok(())
-            },
-            bytes,
-            records,
-        )?;
+                    Ok(inputs)
+                })
+                .expect("spawn the restore builder");
+            let mut chunk = Chunk::default();
+            let read = read_partition(
+                env,
+                &env.group_id,
+                &req.inputs,
+                &env.state_topic,
+                p,
+                deadline,
+                |key, value| {
+                    chunk.push(key, value);
+                    if chunk.spans.len() >= CHUNK_RECORDS {
+                        tx.send(std::mem::take(&mut chunk))
+                            .map_err(|_| RestoreError::BuilderStopped)?;
+                    }
+                    Ok(())
+                },
+                bytes,
+                records,
+            );
+            if read.is_ok() && !chunk.spans.is_empty() {
+                let _ = tx.send(chunk);
+            }
+            drop(tx);
+            let built = builder.join().expect("the restore builder does not panic");
+            (read, built)
+        });
+        // The builder's error is the cause when both failed (the reader only saw it stop).
+        let inputs = built?;
+        let committed = read?;
         let started = Instant::now();
         for input in inputs {
             let committed = committed.get(&input.topic).copied().flatten();
@@ -269,6 +305,36 @@ fn run(
         None
     };
     Ok((out, surge))
+}
+
+/// Records handed from the restore reader to the builder at a time.
+const CHUNK_RECORDS: usize = 4096;
+
+/// Records copied out of librdkafka's buffers: keys and values back to back in `data`.
+#[derive(Default)]
+struct Chunk {
+    data: Vec<u8>,
+    /// (key start, key end = value start, value end; `None` = tombstone).
+    spans: Vec<(usize, usize, Option<usize>)>,
+}
+
+impl Chunk {
+    fn push(&mut self, key: &[u8], value: Option<&[u8]>) {
+        let start = self.data.len();
+        self.data.extend_from_slice(key);
+        let key_end = self.data.len();
+        let value_end = value.map(|v| {
+            self.data.extend_from_slice(v);
+            self.data.len()
+        });
+        self.spans.push((start, key_end, value_end));
+    }
+
+    fn records(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        self.spans
+            .iter()
+            .map(|&(s, k, v)| (&self.data[s..k], v.map(|v| &self.data[k..v])))
+    }
 }
 
 /// One input topic's share of a state partition, rebuilt record by record as it is read.

@@ -9,44 +9,11 @@ mod kafka_rt;
 
 use common::kafka::*;
 use kafka_rt::*;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::BaseProducer;
 use rdkafka::producer::Producer as _;
-use rdkafka::producer::{BaseProducer, BaseRecord};
-use slawatch::codec;
-use slawatch::core::model::*;
 use slawatch::core::time::Dur;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn spawn(config: &std::path::Path, log: &std::path::Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_slawatch"))
-        .args(["run", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("spawn slawatch run")
-}
-
-/// (committed, end) offsets summed over the input's partitions.
-fn progress(names: &Names, partitions: i32) -> (i64, i64) {
-    let c: BaseConsumer = consumer_config(&bootstrap(), &unique_name("probe"))
-        .create()
-        .unwrap();
-    let mut committed = 0;
-    let mut end = 0;
-    for p in 0..partitions {
-        end += c.fetch_watermarks(&names.input, p, TIMEOUT).unwrap().1;
-        committed += committed_offset(&bootstrap(), &names.group, &names.input, p).unwrap_or(0);
-    }
-    (committed, end)
-}
 
 #[test]
 fn sigkill_mid_transaction_loses_nothing_and_duplicates_nothing() {
@@ -66,29 +33,7 @@ fn sigkill_mid_transaction_loses_nothing_and_duplicates_nothing() {
     let last = events.last().unwrap().occurred_at;
     // One sentinel `opened` per partition, an hour later, moves every partition's
     // watermark to the same instant (sub-second, so no timer is due exactly there).
-    let t_end = last
-        .saturating_add(Dur::from_secs(3600))
-        .saturating_add(Dur(123_456_789));
-    let sentinels: Vec<(i32, Event)> = (0..3)
-        .map(|p| {
-            (
-                p,
-                Event {
-                    event_id: format!("Z{p}-1").into(),
-                    ticket_id: format!("Z{p}").into(),
-                    occurred_at: t_end,
-                    tenant: "zeta".into(),
-                    body: Body::Opened {
-                        channel: Channel::Email,
-                        category: Category::Inquiry,
-                        urgency: Urgency::General,
-                        tier: Tier::Standard,
-                        team: "".into(),
-                    },
-                },
-            )
-        })
-        .collect();
+    let (t_end, sentinels) = sentinels(last, 3);
     let mut all = events.clone();
     all.extend(sentinels.iter().map(|(_, e)| e.clone()));
     let want = reference(&all, t_end.saturating_sub(Dur::from_secs(1)));
@@ -100,7 +45,7 @@ fn sigkill_mid_transaction_loses_nothing_and_duplicates_nothing() {
 
     let split = events.len() * 2 / 5;
     produce_events(&names.input, &events[..split], 3);
-    let mut first = spawn(&config, &log);
+    let mut first = spawn_run(&config, &log, &[]);
     let started = Instant::now();
     wait_for("the first process to commit", WAIT, || {
         assert!(
@@ -108,7 +53,7 @@ fn sigkill_mid_transaction_loses_nothing_and_duplicates_nothing() {
             "slawatch exited early; log:\n{}",
             std::fs::read_to_string(&log).unwrap_or_default()
         );
-        progress(&names, 3).0 > 0
+        progress_at(&bootstrap(), &names, 3).0 > 0
     });
     // Keep the input flowing while the process is killed, so it dies with a transaction
     // open (outputs written, not committed).
@@ -126,7 +71,7 @@ fn sigkill_mid_transaction_loses_nothing_and_duplicates_nothing() {
     std::thread::sleep(Duration::from_millis(1000));
     first.kill().expect("SIGKILL");
     first.wait().unwrap();
-    let killed_at = progress(&names, 3);
+    let killed_at = progress_at(&bootstrap(), &names, 3);
     eprintln!(
         "[eos] killed after {:?}: {} of {} input records committed",
         started.elapsed(),
@@ -135,19 +80,10 @@ fn sigkill_mid_transaction_loses_nothing_and_duplicates_nothing() {
     );
     producer.join().unwrap();
     let p: BaseProducer = producer_config(&bootstrap()).create().unwrap();
-    for (partition, ev) in &sentinels {
-        let v = codec::event_to_protobuf(ev);
-        send(
-            &p,
-            BaseRecord::to(&names.input)
-                .partition(*partition)
-                .key(ev.ticket_id.as_bytes())
-                .payload(v.as_slice()),
-        );
-    }
+    produce_to_partitions(&p, &names.input, &sentinels);
     p.flush(TIMEOUT).unwrap();
 
-    let mut second = spawn(&config, &log);
+    let mut second = spawn_run(&config, &log, &[]);
     let restarted = Instant::now();
     wait_for(
         "the second process to commit everything",
@@ -158,7 +94,7 @@ fn sigkill_mid_transaction_loses_nothing_and_duplicates_nothing() {
                 "slawatch exited; log:\n{}",
                 std::fs::read_to_string(&log).unwrap_or_default()
             );
-            let (c, e) = progress(&names, 3);
+            let (c, e) = progress_at(&bootstrap(), &names, 3);
             c == e && e == all.len() as i64
         },
     );

@@ -22,13 +22,12 @@ mod kafka_rt;
 use common::kafka::*;
 use kafka_rt::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+use rdkafka::producer::{BaseProducer, Producer as _};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use slawatch::codec;
 use slawatch::core::model::*;
 use slawatch::core::time::Dur;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,29 +86,7 @@ fn scenario(tag: &str, partitions: i32, minutes: i64, per_min: f64, seed: u64) -
     let last = events.last().unwrap().occurred_at;
     // Every partition's watermark moves to the same instant (sub-second, so no timer is
     // due exactly there); replay runs until just below it.
-    let t_end = last
-        .saturating_add(Dur::from_secs(3600))
-        .saturating_add(Dur(123_456_789));
-    let sentinels: Vec<(i32, Event)> = (0..partitions)
-        .map(|p| {
-            (
-                p,
-                Event {
-                    event_id: format!("Z{p}-1").into(),
-                    ticket_id: format!("Z{p}").into(),
-                    occurred_at: t_end,
-                    tenant: "zeta".into(),
-                    body: Body::Opened {
-                        channel: Channel::Email,
-                        category: Category::Inquiry,
-                        urgency: Urgency::General,
-                        tier: Tier::Standard,
-                        team: "".into(),
-                    },
-                },
-            )
-        })
-        .collect();
+    let (t_end, sentinels) = sentinels(last, partitions);
     let mut all = events.clone();
     all.extend(sentinels.iter().map(|(_, e)| e.clone()));
     let want = reference(&all, t_end.saturating_sub(Dur::from_secs(1)));
@@ -162,22 +139,6 @@ impl Drop for WorkDir {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
-}
-
-fn spawn(config: &Path, log: &Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_slawatch"))
-        .args(["run", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("spawn slawatch run")
 }
 
 fn log_tail(log: &Path) -> String {
@@ -345,40 +306,8 @@ fn paced_producer(
 
 fn produce_sentinels(bs: &str, sc: &Scenario) {
     let p: BaseProducer = producer_config(bs).create().unwrap();
-    for (partition, ev) in &sc.sentinels {
-        let v = codec::event_to_protobuf(ev);
-        send(
-            &p,
-            BaseRecord::to(&sc.names.input)
-                .partition(*partition)
-                .key(ev.ticket_id.as_bytes())
-                .payload(v.as_slice()),
-        );
-    }
+    produce_to_partitions(&p, &sc.names.input, &sc.sentinels);
     p.flush(TIMEOUT).unwrap();
-}
-
-/// Reader of every partition of `topics` from the beginning.
-fn reader_at(bs: &str, topics: &[String], isolation: &str) -> BaseConsumer {
-    let consumer: BaseConsumer = consumer_config(bs, &unique_name("reader"))
-        .set("isolation.level", isolation)
-        .create()
-        .expect("reader");
-    let md = consumer.fetch_metadata(None, TIMEOUT).expect("metadata");
-    let mut tpl = TopicPartitionList::new();
-    for t in topics {
-        let topic = md
-            .topics()
-            .iter()
-            .find(|x| x.name() == t)
-            .unwrap_or_else(|| panic!("no topic {t}"));
-        for p in topic.partitions() {
-            tpl.add_partition_offset(t, p.id(), Offset::Beginning)
-                .unwrap();
-        }
-    }
-    consumer.assign(&tpl).expect("assign");
-    consumer
 }
 
 /// Waits until every input record (stream and sentinels) is committed, then compares the
@@ -489,7 +418,7 @@ fn kill_9_loop_loses_nothing_and_duplicates_nothing() {
     for (i, &phase) in phases.iter().enumerate() {
         let log = dir.path().join(format!("life-{i}.log"));
         let before = committed_now(&progress);
-        let mut child = spawn(&config, &log);
+        let mut child = spawn_run(&config, &log, &[]);
         let t0 = Instant::now();
         let what = format!("{MODE}: life {i} ({phase:?})");
         match phase {
@@ -538,7 +467,7 @@ fn kill_9_loop_loses_nothing_and_duplicates_nothing() {
     produce_sentinels(&bs, &sc);
 
     let log = dir.path().join("final.log");
-    let mut last = spawn(&config, &log);
+    let mut last = spawn_run(&config, &log, &[]);
     let t0 = Instant::now();
     let (checked, aborted) = check_outputs(&bs, &sc, &progress, MODE, || {
         assert_running(&mut last, &log, MODE)
@@ -634,7 +563,7 @@ impl Instance {
     fn start(dir: &Path, sc: &Scenario, bs: &str, name: &str) -> Instance {
         let config = write_config(dir, sc, bs, name);
         let log = dir.join(format!("{name}.log"));
-        let child = spawn(&config, &log);
+        let child = spawn_run(&config, &log, &[]);
         Instance {
             name: name.to_string(),
             child,

@@ -21,7 +21,6 @@ use slawatch::core::model::*;
 use slawatch::core::time::Dur;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PARTITIONS: i32 = 3;
@@ -87,20 +86,6 @@ fn committed_total(names: &Names) -> i64 {
     (0..PARTITIONS)
         .map(|p| committed_offset(&bootstrap(), &names.group, &names.input, p).unwrap_or(0))
         .sum()
-}
-
-fn spawn(config: &std::path::Path, log: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_slawatch"))
-        .args(["run", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        // slawatch reads every SLAWATCH_* variable as configuration (and refuses unknown
-        // ones): the test's own size knob is not for it.
-        .env_remove("SLAWATCH_FLOOD_IDS")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
-        .spawn()
-        .expect("spawn slawatch run")
 }
 
 #[test]
@@ -196,7 +181,7 @@ fn a_flood_of_distinct_ticket_ids_stays_within_the_memory_bound() {
         produced_at.elapsed().as_secs_f64()
     );
 
-    let mut child = spawn(&config, &log);
+    let mut child = spawn_run(&config, &log, &[]);
     let pid = child.id();
     let started = Instant::now();
     let mut peak_at_half = 0u64;

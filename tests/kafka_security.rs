@@ -25,16 +25,12 @@ mod kafka_rt;
 
 use common::kafka::*;
 use kafka_rt::*;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use slawatch::codec;
-use slawatch::core::model::*;
+use rdkafka::producer::{BaseProducer, Producer as _};
 use slawatch::core::time::Dur;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -211,16 +207,16 @@ replication_factor = 1
 }
 
 fn spawn(config: &Path, log: &Path, password: &str, rust_log: &str) -> Child {
-    let log = std::fs::File::create(log).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_slawatch"))
-        .args(["run", "--config"])
-        .arg(config)
-        .env("RUST_LOG", rust_log)
-        .env("SLAWATCH_KAFKA_SASL_PASSWORD", password)
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("spawn slawatch run")
+    // A fresh log per process: the checks read "its" log.
+    let _ = std::fs::remove_file(log);
+    spawn_run(
+        config,
+        log,
+        &[
+            ("RUST_LOG", rust_log),
+            ("SLAWATCH_KAFKA_SASL_PASSWORD", password),
+        ],
+    )
 }
 
 /// The admin address `slawatch run` logged (`admin=127.0.0.1:PORT`), once it has.
@@ -277,41 +273,6 @@ fn log_text(log: &Path) -> String {
     out
 }
 
-/// Sum over the input's partitions of (committed offset, end offset), via PLAINTEXT.
-fn progress(bs: &str, names: &Names, partitions: i32) -> (i64, i64) {
-    let c: BaseConsumer = consumer_config(bs, &unique_name("probe")).create().unwrap();
-    let mut committed = 0;
-    let mut end = 0;
-    for p in 0..partitions {
-        end += c.fetch_watermarks(&names.input, p, TIMEOUT).unwrap().1;
-        committed += committed_offset(bs, &names.group, &names.input, p).unwrap_or(0);
-    }
-    (committed, end)
-}
-
-/// A consumer of `isolation` assigned to every partition of `topics` from the start.
-fn reader_at(bs: &str, topics: &[String], isolation: &str) -> BaseConsumer {
-    let consumer: BaseConsumer = consumer_config(bs, &unique_name("reader"))
-        .set("isolation.level", isolation)
-        .create()
-        .expect("reader");
-    let md = consumer.fetch_metadata(None, TIMEOUT).expect("metadata");
-    let mut tpl = TopicPartitionList::new();
-    for t in topics {
-        let topic = md
-            .topics()
-            .iter()
-            .find(|x| x.name() == t)
-            .unwrap_or_else(|| panic!("no topic {t}"));
-        for p in topic.partitions() {
-            tpl.add_partition_offset(t, p.id(), Offset::Beginning)
-                .unwrap();
-        }
-    }
-    consumer.assign(&tpl).expect("assign");
-    consumer
-}
-
 /// Waits for `child` to exit within `bound`, checking `during` meanwhile.
 fn wait_exit(
     child: &mut Child,
@@ -354,44 +315,13 @@ fn scram_over_tls_matches_replay_and_leaks_no_secret() {
     let last = events.last().unwrap().occurred_at;
     // One sentinel `opened` per partition, an hour later, moves every partition's
     // watermark to the same instant (sub-second, so no timer is due exactly there).
-    let t_end = last
-        .saturating_add(Dur::from_secs(3600))
-        .saturating_add(Dur(123_456_789));
-    let sentinels: Vec<(i32, Event)> = (0..3)
-        .map(|p| {
-            (
-                p,
-                Event {
-                    event_id: format!("Z{p}-1").into(),
-                    ticket_id: format!("Z{p}").into(),
-                    occurred_at: t_end,
-                    tenant: "zeta".into(),
-                    body: Body::Opened {
-                        channel: Channel::Email,
-                        category: Category::Inquiry,
-                        urgency: Urgency::General,
-                        tier: Tier::Standard,
-                        team: "".into(),
-                    },
-                },
-            )
-        })
-        .collect();
+    let (t_end, sentinels) = sentinels(last, 3);
     let mut all = events.clone();
     all.extend(sentinels.iter().map(|(_, e)| e.clone()));
     let want = reference(&all, t_end.saturating_sub(Dur::from_secs(1)));
     let producer: BaseProducer = producer_config(&plain).create().unwrap();
     produce_with(&producer, &names.input, &events, 3);
-    for (partition, ev) in &sentinels {
-        let v = codec::event_to_protobuf(ev);
-        send(
-            &producer,
-            BaseRecord::to(&names.input)
-                .partition(*partition)
-                .key(ev.ticket_id.as_bytes())
-                .payload(v.as_slice()),
-        );
-    }
+    produce_to_partitions(&producer, &names.input, &sentinels);
     producer.flush(TIMEOUT).unwrap();
     eprintln!(
         "[security] {} events produced, replay gives {} SLA events",
@@ -419,7 +349,7 @@ fn scram_over_tls_matches_replay_and_leaks_no_secret() {
                 "slawatch run over SCRAM+TLS exited; log tail:\n{}",
                 tail(&log_text(&log), 40)
             );
-            let (c, e) = progress(&plain, &names, 3);
+            let (c, e) = progress_at(&plain, &names, 3);
             c == e && e == all.len() as i64
         },
     );
@@ -491,7 +421,7 @@ fn scram_over_tls_matches_replay_and_leaks_no_secret() {
     let before = http(admin, "GET", &ticket_path);
     assert_eq!(before.0, 200, "GET {ticket_path}: {}", before.1);
     let ready_before = http(admin, "GET", "/readyz");
-    let progress_before = progress(&plain, &names, 3);
+    let progress_before = progress_at(&plain, &names, 3);
     let paths = [
         "/",
         "/metrics",
@@ -530,7 +460,7 @@ fn scram_over_tls_matches_replay_and_leaks_no_secret() {
         "READINESS CHANGED by a non-GET request"
     );
     assert_eq!(
-        progress(&plain, &names, 3),
+        progress_at(&plain, &names, 3),
         progress_before,
         "OFFSETS CHANGED by a non-GET request"
     );

@@ -247,9 +247,15 @@ pub fn reference(events: &[Event], until: Ts) -> Vec<String> {
         .collect()
 }
 
-/// A read_committed consumer assigned to every partition of `topics` from the beginning.
+/// A consumer of the test broker assigned to every partition of `topics` from the
+/// beginning, with the given `isolation.level`.
 pub fn reader(topics: &[String], isolation: &str) -> BaseConsumer {
-    let consumer: BaseConsumer = consumer_config(&bootstrap(), &unique_name("reader"))
+    reader_at(&bootstrap(), topics, isolation)
+}
+
+/// [`reader`] against the broker at `bs` (a dedicated one).
+pub fn reader_at(bs: &str, topics: &[String], isolation: &str) -> BaseConsumer {
+    let consumer: BaseConsumer = consumer_config(bs, &unique_name("reader"))
         .set("isolation.level", isolation)
         .create()
         .expect("reader");
@@ -268,6 +274,90 @@ pub fn reader(topics: &[String], isolation: &str) -> BaseConsumer {
     }
     consumer.assign(&tpl).expect("assign");
     consumer
+}
+
+/// Starts the real `slawatch run --config <config>` binary, its stderr appended to `log`,
+/// with `RUST_LOG=info` and `env` added. The test process's own `SLAWATCH_…` variables
+/// (test knobs such as `SLAWATCH_FLOOD_IDS`, broker settings such as
+/// `SLAWATCH_KAFKA_HEAP`) are removed: slawatch reads every such variable as its
+/// configuration and refuses unknown ones.
+pub fn spawn_run(config: &Path, log: &Path, env: &[(&str, &str)]) -> std::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_slawatch"));
+    cmd.args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(log));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("SLAWATCH_") {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn slawatch run")
+}
+
+/// (committed, end) offsets of `names.input` summed over its partitions, at broker `bs`.
+pub fn progress_at(bs: &str, names: &Names, partitions: i32) -> (i64, i64) {
+    let c: BaseConsumer = consumer_config(bs, &unique_name("probe")).create().unwrap();
+    let mut committed = 0;
+    let mut end = 0;
+    for p in 0..partitions {
+        end += c.fetch_watermarks(&names.input, p, TIMEOUT).unwrap().1;
+        committed += committed_offset(bs, &names.group, &names.input, p).unwrap_or(0);
+    }
+    (committed, end)
+}
+
+/// One `opened` per input partition an hour after `last`: moves every partition's
+/// event-time watermark past a whole workload to the same instant (sub-second, so no timer
+/// is due exactly there). Returns that instant and the (partition, event) pairs.
+pub fn sentinels(last: Ts, partitions: i32) -> (Ts, Vec<(i32, Event)>) {
+    let t_end = last
+        .saturating_add(Dur::from_secs(3600))
+        .saturating_add(Dur(123_456_789));
+    let events = (0..partitions)
+        .map(|p| {
+            (
+                p,
+                Event {
+                    event_id: format!("Z{p}-1").into(),
+                    ticket_id: format!("Z{p}").into(),
+                    occurred_at: t_end,
+                    tenant: "zeta".into(),
+                    body: Body::Opened {
+                        channel: Channel::Email,
+                        category: Category::Inquiry,
+                        urgency: Urgency::General,
+                        tier: Tier::Standard,
+                        team: "".into(),
+                    },
+                },
+            )
+        })
+        .collect();
+    (t_end, events)
+}
+
+/// Produces each event (protobuf, keyed by ticket) to its given partition; not flushed.
+pub fn produce_to_partitions(producer: &BaseProducer, topic: &str, events: &[(i32, Event)]) {
+    for (partition, ev) in events {
+        let v = codec::event_to_protobuf(ev);
+        send(
+            producer,
+            BaseRecord::to(topic)
+                .partition(*partition)
+                .key(ev.ticket_id.as_bytes())
+                .payload(v.as_slice()),
+        );
+    }
 }
 
 /// Reads until `n` records arrived, then `settle` more to catch extras.

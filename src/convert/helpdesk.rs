@@ -26,16 +26,15 @@
 //! Value 3 → important (24 cases; its rank is an assumption), Values 1 and 2 → general;
 //! `service_level` is not used.
 use super::{
-    assemble, small_uint, utc, CaseEvents, CaseInfo, Conversion, ConvertError, ConvertOptions,
-    ConvertStats, CsvReader, Header, Source,
+    convert_log, small_uint, utc, CaseEvents, CaseInfo, Conversion, ConvertError, ConvertOptions,
+    ConvertStats, Header, Source,
 };
 use crate::core::model::{
     Audience, Body, Category, Channel, Event, ReplyKind, Role, Tier, Urgency,
 };
 use crate::core::time::Ts;
 use compact_str::CompactString;
-use std::collections::BTreeMap;
-use std::io::{BufReader, Read};
+use std::io::Read;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Activity {
@@ -170,27 +169,14 @@ impl Columns {
 
 /// Converts the help-desk log (plain CSV).
 pub fn convert(input: impl Read, opts: &ConvertOptions) -> Result<Conversion, ConvertError> {
-    let mut csv = CsvReader::new(BufReader::with_capacity(1 << 16, input));
-    let header = Header::read(&mut csv)?;
-    let cols = Columns::of(&header)?;
-    let mut stats = ConvertStats::default();
-    let mut by_case: BTreeMap<CompactString, Vec<Row>> = BTreeMap::new();
-    while let Some((line, record)) = csv.next_record()? {
-        stats.rows += 1;
-        match record.and_then(|f| cols.parse(line, &f)) {
-            Ok((case, row)) => by_case.entry(case).or_default().push(row),
-            Err(msg) => stats.row_error(line, msg),
-        }
-    }
-    let tenant = opts
-        .tenant
-        .clone()
-        .unwrap_or_else(|| Source::Helpdesk.default_tenant().to_string());
-    let cases = by_case
-        .into_iter()
-        .map(|(case, mut rows)| convert_case(&case, &mut rows, &tenant, opts, &mut stats))
-        .collect();
-    Ok(assemble(cases, stats))
+    convert_log(
+        input,
+        opts,
+        Source::Helpdesk,
+        Columns::of,
+        |cols, line, f| cols.parse(line, f),
+        &convert_case,
+    )
 }
 
 fn convert_case(

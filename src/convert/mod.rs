@@ -45,6 +45,7 @@ use crate::core::engine::EngineConfig;
 use crate::core::model::{Body, Event};
 use crate::core::time::{Dur, Ts};
 use compact_str::{format_compact, CompactString};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 
 pub mod helpdesk;
@@ -348,6 +349,44 @@ fn retained_len(events: &[Event], idle_ttl: Dur, closed_retention: Dur) -> usize
         last = t;
     }
     events.len()
+}
+
+/// A case's rows converted to its events (the log-specific part of a converter).
+pub(crate) type CaseConverter<'a, R> =
+    &'a dyn Fn(&str, &mut [R], &str, &ConvertOptions, &mut ConvertStats) -> (CaseInfo, Vec<Event>);
+
+/// The driver both converters share: reads the CSV, parses each record with the log's
+/// columns (`parse`; a bad row is counted and reported, never fatal), groups rows by case
+/// id, converts each case and assembles the [`Conversion`].
+pub(crate) fn convert_log<C, R>(
+    input: impl Read,
+    opts: &ConvertOptions,
+    source: Source,
+    columns: impl FnOnce(&Header) -> Result<C, ConvertError>,
+    parse: impl Fn(&C, u64, &[String]) -> Result<(CompactString, R), String>,
+    convert_case: CaseConverter<'_, R>,
+) -> Result<Conversion, ConvertError> {
+    let mut csv = CsvReader::new(BufReader::with_capacity(1 << 16, input));
+    let header = Header::read(&mut csv)?;
+    let cols = columns(&header)?;
+    let mut stats = ConvertStats::default();
+    let mut by_case: BTreeMap<CompactString, Vec<R>> = BTreeMap::new();
+    while let Some((line, record)) = csv.next_record()? {
+        stats.rows += 1;
+        match record.and_then(|f| parse(&cols, line, &f)) {
+            Ok((case, row)) => by_case.entry(case).or_default().push(row),
+            Err(msg) => stats.row_error(line, msg),
+        }
+    }
+    let tenant = opts
+        .tenant
+        .clone()
+        .unwrap_or_else(|| source.default_tenant().to_string());
+    let cases = by_case
+        .into_iter()
+        .map(|(case, mut rows)| convert_case(&case, &mut rows, &tenant, opts, &mut stats))
+        .collect();
+    Ok(assemble(cases, stats))
 }
 
 /// Collects cases into a [`Conversion`]: cases by ticket id, events by (time, id).

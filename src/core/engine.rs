@@ -920,6 +920,14 @@ impl Restorer {
         Ok(())
     }
 
+    /// Expect up to `tickets` more tickets (see [`TicketStore::reserve`]); capped by the
+    /// open-ticket limit and at 8 M, since the caller's count is only a bound (an
+    /// uncompacted changelog holds many records per ticket).
+    pub fn reserve(&mut self, tickets: usize) {
+        let n = tickets.min(self.engine.cfg.max_open_tickets).min(1 << 23);
+        self.engine.tickets.reserve(n);
+    }
+
     /// A tombstone: the ticket was freed.
     pub fn remove(&mut self, ticket_id: &str) {
         if let Some(slot) = self.engine.tickets.slot_of(ticket_id) {

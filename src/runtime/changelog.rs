@@ -216,13 +216,22 @@ fn run(
             .collect();
         // The reader (this thread) copies records into chunks; a builder thread decodes them
         // into the engines meanwhile, so decoding overlaps reading on a second core.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(16);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Feed>(16);
         let (read, built) = std::thread::scope(|s| {
             let builder = std::thread::Builder::new()
                 .name(format!("restore-build-{p}"))
                 .spawn_scoped(s, move || -> Result<Vec<InputRestore>, RestoreError> {
                     let mut inputs = inputs;
-                    for chunk in rx {
+                    for feed in rx {
+                        let chunk = match feed {
+                            Feed::Expect(records) => {
+                                for input in inputs.iter_mut() {
+                                    input.reserve(records);
+                                }
+                                continue;
+                            }
+                            Feed::Records(chunk) => chunk,
+                        };
                         for (key, value) in chunk.records() {
                             for input in inputs.iter_mut() {
                                 if input.offer(key, value)? {
@@ -242,10 +251,13 @@ fn run(
                 &env.state_topic,
                 p,
                 deadline,
+                |records| {
+                    let _ = tx.send(Feed::Expect(records));
+                },
                 |key, value| {
                     chunk.push(key, value);
                     if chunk.spans.len() >= CHUNK_RECORDS {
-                        tx.send(std::mem::take(&mut chunk))
+                        tx.send(Feed::Records(std::mem::take(&mut chunk)))
                             .map_err(|_| RestoreError::BuilderStopped)?;
                     }
                     Ok(())
@@ -254,7 +266,7 @@ fn run(
                 records,
             );
             if read.is_ok() && !chunk.spans.is_empty() {
-                let _ = tx.send(chunk);
+                let _ = tx.send(Feed::Records(chunk));
             }
             drop(tx);
             let built = builder.join().expect("the restore builder does not panic");
@@ -284,6 +296,7 @@ fn run(
             &env.surge_state_topic,
             p,
             deadline,
+            |_| {},
             |k, v| {
                 if k == key.as_slice() {
                     latest = v.map(<[u8]>::to_vec);
@@ -309,6 +322,13 @@ fn run(
 
 /// Records handed from the restore reader to the builder at a time.
 const CHUNK_RECORDS: usize = 4096;
+
+/// What the restore reader hands the builder.
+enum Feed {
+    /// The state partition holds about this many records (an upper bound on tickets).
+    Expect(usize),
+    Records(Chunk),
+}
 
 /// Records copied out of librdkafka's buffers: keys and values back to back in `data`.
 #[derive(Default)]
@@ -369,6 +389,12 @@ impl InputRestore {
             } else {
                 Target::Engine(Restorer::new(env.policy.clone(), env.engine_cfg.clone()))
             },
+        }
+    }
+
+    fn reserve(&mut self, records: usize) {
+        if let Target::Engine(r) = &mut self.target {
+            r.reserve(records);
         }
     }
 
@@ -436,7 +462,8 @@ impl InputRestore {
 
 /// Fetches `group`'s committed offsets of `sources` partition `p`, then reads partition `p`
 /// of `state_topic` from the beginning to its end, handing each record to `on_record` in
-/// log order (a NULL value is a tombstone).
+/// log order (a NULL value is a tombstone). `expect` first learns how many records the
+/// partition holds (end − start offsets, an upper bound).
 #[allow(clippy::too_many_arguments)]
 fn read_partition(
     env: &RestoreEnv,
@@ -445,6 +472,7 @@ fn read_partition(
     state_topic: &str,
     p: i32,
     deadline: Instant,
+    expect: impl FnOnce(usize),
     mut on_record: impl FnMut(&[u8], Option<&[u8]>) -> Result<(), RestoreError>,
     bytes: &mut u64,
     records: &mut u64,
@@ -475,6 +503,10 @@ fn read_partition(
     // Know the partition's leader before assigning: otherwise librdkafka's first offset
     // lookup fails and is retried only after 500 ms.
     reader.fetch_metadata(Some(state_topic), env.timeout)?;
+    // A hint only (the index is sized once instead of rehashed as it grows): no error.
+    if let Ok((low, high)) = reader.fetch_watermarks(state_topic, p, env.timeout) {
+        expect((high - low).max(0) as usize);
+    }
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(state_topic, p, Offset::Beginning)?;
     reader.assign(&tpl)?;

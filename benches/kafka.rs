@@ -587,36 +587,7 @@ fn read_floor(cfg: &Config, state_topic: &str, partitions: i32) {
     }
     let took = started.elapsed();
     println!(
-        "state read floor: {records} records, {:.0} MB in {:.2} s ({:.2} µs per record, {:.2} µs CPU; bare poll loop, one consumer)",
-        bytes as f64 / 1e6,
-        took.as_secs_f64(),
-        took.as_secs_f64() * 1e6 / records.max(1) as f64,
-        (cpu_secs() - cpu0) * 1e6 / records.max(1) as f64
-    );
-    let reader: BaseConsumer = slawatch::runtime::kafka::reader_config(cfg, "bench-floor2")
-        .create()
-        .expect("reader");
-    reader
-        .fetch_metadata(Some(state_topic), TIMEOUT)
-        .expect("metadata");
-    let started = Instant::now();
-    let cpu0 = cpu_secs();
-    reader.assign(&tpl).unwrap();
-    let mut batches = slawatch::runtime::kafka::BatchReader::new(&reader, 4096);
-    let (mut records, mut bytes, mut eofs) = (0u64, 0u64, 0);
-    while eofs < partitions {
-        batches.poll(Duration::from_millis(100), |f| match f {
-            slawatch::runtime::kafka::Fetched::Record { key, payload, .. } => {
-                records += 1;
-                bytes += (key.map_or(0, |k| k.len()) + payload.map_or(0, |p| p.len())) as u64;
-            }
-            slawatch::runtime::kafka::Fetched::Eof { .. } => eofs += 1,
-            _ => {}
-        });
-    }
-    let took = started.elapsed();
-    println!(
-        "state read floor: {records} records, {:.0} MB in {:.2} s ({:.2} µs per record, {:.2} µs CPU; batch reader, one consumer)",
+        "state read floor: {records} records, {:.0} MB in {:.2} s ({:.2} µs per record, {:.2} µs CPU; one read_committed consumer)",
         bytes as f64 / 1e6,
         took.as_secs_f64(),
         took.as_secs_f64() * 1e6 / records.max(1) as f64,

@@ -26,8 +26,7 @@
 //! On assignment a worker thread (1) fetches the group's committed offsets of the
 //! partition (read_committed makes the broker wait until no transaction holds them), then
 //! (2) reads the state partition from the beginning to its end with a read_committed
-//! `assign`ed consumer, many records per call ([`BatchReader`]), and hands them in chunks
-//! to a builder thread that feeds a [`Restorer`] (a later record of a ticket replaces the
+//! `assign`ed consumer, and hands the records in chunks to a builder thread that feeds a [`Restorer`] (a later record of a ticket replaces the
 //! earlier one, a tombstone removes it, the partition record is applied last), so
 //! decoding overlaps reading and no copy of the whole partition is held. The processing thread keeps
 //! the input partition paused until the result arrives, then seeks it to the committed
@@ -37,9 +36,10 @@ use crate::core::policy::PolicySet;
 use crate::core::surge::{SurgeDetector, SurgeState};
 use crate::core::time::Ts;
 use crate::runtime::config::Config;
-use crate::runtime::kafka::{reader_config, BatchReader, Fetched};
+use crate::runtime::kafka::reader_config;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -510,38 +510,27 @@ fn read_partition(
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(state_topic, p, Offset::Beginning)?;
     reader.assign(&tpl)?;
-    let mut batches = BatchReader::new(&reader, 4096);
-    let mut failed: Option<RestoreError> = None;
-    let mut at_end = false;
-    while !at_end {
+    loop {
         if Instant::now() > deadline {
             return Err(RestoreError::Timeout {
                 partition: p,
                 timeout: env.timeout,
             });
         }
-        batches.poll(Duration::from_millis(100), |fetched| match fetched {
-            _ if failed.is_some() || at_end => {}
-            Fetched::Record {
-                key: Some(key),
-                payload,
-                ..
-            } => {
+        match reader.poll(Duration::from_millis(100)) {
+            None => continue,
+            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(e)) => {
+                // Transient (e.g. a leader change): librdkafka retries; keep polling.
+                tracing::warn!(partition = p, error = %e, "state restore: consumer error");
+                continue;
+            }
+            Some(Ok(m)) => {
+                let Some(key) = m.key() else { continue };
                 *records += 1;
-                *bytes += (key.len() + payload.map_or(0, <[u8]>::len)) as u64;
-                if let Err(e) = on_record(key, payload) {
-                    failed = Some(e);
-                }
+                *bytes += (key.len() + m.payload_len()) as u64;
+                on_record(key, m.payload())?;
             }
-            Fetched::Record { key: None, .. } => {}
-            Fetched::Eof { .. } => at_end = true,
-            // Transient (e.g. a leader change): librdkafka retries; keep polling.
-            Fetched::Error(e) => {
-                tracing::warn!(partition = p, error = %e, "state restore: consumer error")
-            }
-        });
-        if let Some(e) = failed {
-            return Err(e);
         }
     }
     tracing::debug!(

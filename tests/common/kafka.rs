@@ -66,53 +66,17 @@ fn repo_dir() -> &'static Path {
 
 fn start_broker() -> Result<String, String> {
     let started = Instant::now();
-    let script = repo_dir().join("scripts/kafka/broker.sh");
     let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     prune_dead_run_dirs(&base);
     let run_dir = base.join(format!("kafka-{}", std::process::id()));
     std::fs::create_dir_all(&run_dir).map_err(|e| format!("mkdir {}: {e}", run_dir.display()))?;
-    let log_path = run_dir.join("start.log");
-    let log =
-        std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
-
-    let mut child = Command::new("bash")
-        .arg(&script)
-        .arg("start")
-        .arg(&run_dir)
-        .env("SLAWATCH_KAFKA_WATCH_STDIN", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-    // The write end of the watchdog's pipe. Take it before `wait()` (which would close
-    // it) and never close it: the OS closes it when this process ends, however it ends,
-    // and that is the watchdog's signal to stop the broker. std opens it close-on-exec,
-    // so processes spawned by tests do not inherit it.
-    let watch_pipe = child.stdin.take();
-    let mut out = String::new();
-    let read = child
-        .stdout
-        .take()
-        .expect("piped stdout")
-        .read_to_string(&mut out);
-    let status = child
-        .wait()
-        .map_err(|e| format!("waiting for broker.sh: {e}"))?;
-    let log_text = std::fs::read_to_string(&log_path).unwrap_or_default();
-    if let Err(e) = read {
-        return Err(format!("reading broker.sh output: {e}\n{log_text}"));
-    }
-    let addr = out.lines().last().unwrap_or("").trim().to_string();
-    if !status.success() || addr.is_empty() {
+    let addr = broker_sh("start", &run_dir, &[])?;
+    if addr.is_empty() {
         return Err(format!(
-            "`{} start {}` failed ({status}); its log ({}):\n{log_text}",
-            script.display(),
-            run_dir.display(),
-            log_path.display()
+            "broker.sh start printed no address (log: {})",
+            run_dir.join("start.log").display()
         ));
     }
-    std::mem::forget(watch_pipe);
     eprintln!(
         "[kafka] broker at {addr} started in {:.1} s (run dir {})",
         started.elapsed().as_secs_f64(),
@@ -586,6 +550,10 @@ fn broker_sh(cmd: &str, run_dir: &Path, env: &[(&str, &str)]) -> Result<String, 
     let mut child = command
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    // The write end of the watchdog's pipe. Take it before `wait()` (which would close
+    // it) and never close it: the OS closes it when this process ends, however it ends,
+    // and that is the watchdog's signal to stop the broker. std opens it close-on-exec,
+    // so processes spawned by tests do not inherit it.
     let watch_pipe = child.stdin.take();
     let mut out = String::new();
     let read = child

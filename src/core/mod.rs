@@ -3,6 +3,7 @@ pub mod calendar;
 pub mod clock;
 pub mod engine;
 pub mod model;
+pub mod order;
 pub mod plan;
 pub mod policy;
 pub mod store;

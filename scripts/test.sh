@@ -8,7 +8,8 @@
 #    only when something is missing;
 # 2. pre-fetches the Apache Kafka 4.3.1 jars from Maven Central (scripts/kafka/fetch-jars.sh,
 #    cached in ~/.cache/slawatch and ~/.m2);
-# 3. runs `cargo test --release --all-targets`.
+# 3. runs `cargo test --release --all-targets --no-fail-fast` (a failing test binary does
+#    not hide the ones after it).
 # Integration tests start their own single-node Kafka broker (tests/common/kafka.rs).
 set -euo pipefail
 
@@ -85,5 +86,5 @@ scripts/kafka/fetch-jars.sh
 
 # --- 3. tests ----------------------------------------------------------------------
 begin "cargo test"
-cargo test --release --all-targets
+cargo test --release --all-targets --no-fail-fast
 end_phase

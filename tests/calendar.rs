@@ -1,4 +1,4 @@
-//! Business-calendar arithmetic (SLA-SEMANTICS §2 rule 2): worked examples, DST, midnight
+//! Business-calendar arithmetic (docs/sla-semantics.md §2 rule 2): worked examples, DST, midnight
 //! wraps, overlaps, holidays, special dates, closed calendars and property tests.
 use chrono::{NaiveDate, NaiveDateTime, TimeZone};
 use chrono_tz::Tz;

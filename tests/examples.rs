@@ -1,5 +1,5 @@
-//! The worked examples E1–E8 of SLA-SEMANTICS §4, each through the engine with the default
-//! policy, as `replay --until` (48 h after the last event) would run them.
+//! The worked examples E1–E8 of docs/sla-semantics.md §4, each through the engine with the
+//! default policy, as `replay --until` (48 h after the last event) would run them.
 mod support;
 use slawatch::core::model::*;
 use support::*;

@@ -1,4 +1,4 @@
-//! The policy language: the shipped policy files compile cleanly to what SLA-SEMANTICS §3
+//! The policy language: the shipped policy files compile cleanly to what docs/sla-semantics.md §3
 //! says, and every kind of mistake is reported with its line, its message and a fix hint.
 use slawatch::core::model::{Category, Channel, Role, Tier, Urgency};
 use slawatch::core::policy::parse::{

@@ -1,4 +1,4 @@
-//! Property tests of the engine's determinism (SLA-SEMANTICS §2 rules 4 and 5): outputs do
+//! Property tests of the engine's determinism (docs/sla-semantics.md §2 rules 4 and 5): outputs do
 //! not depend on batching, on arrival order within the allowed lateness, or on a snapshot
 //! and restore at any point; arbitrary input never panics.
 mod support;

@@ -1,10 +1,10 @@
-//! The two real ticket logs of `shared/data/real/` (see its README) through `slawatch
+//! The two real ticket logs of `tests/data/real/` (see its README) through `slawatch
 //! convert` and `slawatch replay` with the default policy: every row converts, the engine
 //! accepts every event, outputs are ordered and never precede their ticket, replay is
 //! deterministic in JSON and in length-delimited protobuf, and the UCI resolution breaches
 //! agree with ServiceNow's own `made_sla` flag well beyond chance.
 //!
-//! The logs live beside the checkout (`../shared/data/real/`), as in CI.
+//! The logs (2.7 MB, CC BY 4.0) are part of the repository, so a fresh clone runs these.
 use slawatch::codec::{self, Format};
 use slawatch::convert::{self, Conversion, ConvertOptions, Source};
 use slawatch::core::model::Body;
@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 
 const UCI: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/data/real/uci_incident_event_log.csv.gz"
+    "/tests/data/real/uci_incident_event_log.csv.gz"
 );
 const HELPDESK: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/data/real/helpdesk_italian_finale.csv.gz"
+    "/tests/data/real/helpdesk_italian_finale.csv.gz"
 );
 const POLICY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/policies/default.toml");
 
@@ -43,9 +43,8 @@ fn default_policy() -> Arc<PolicySet> {
 fn convert_log(source: Source, path: &str, opts: &ConvertOptions) -> (Conversion, Duration) {
     let file = std::fs::File::open(path).unwrap_or_else(|e| {
         panic!(
-            "cannot open the real log {path}: {e}. These tests need the data set \
-             shared/data/real/ beside the checkout (CI puts shared/ next to it); see \
-             shared/data/real/README.md"
+            "cannot open the real log {path}: {e}. It ships in the repository \
+             (tests/data/real/, see its README.md); is the checkout complete?"
         )
     });
     let t = Instant::now();

@@ -1,5 +1,5 @@
-//! Every timed rule of POLICY-RULES.md where SLA-SEMANTICS §3 places it, fired through the
-//! engine with exact outputs (E1–E8 in tests/examples.rs cover R1, R5, R9, R14, R18–R23).
+//! Every timed rule of docs/policy-rules.md where docs/sla-semantics.md §3 places it, fired
+//! through the engine with exact outputs (E1–E8 in tests/examples.rs cover R1, R5, R9, R14, R18–R23).
 //! Times are UTC on 2024-03-04; 10:00 UTC is 18:00 in Asia/Shanghai, inside after-sales
 //! hours (08:30–24:00), so after-sales clocks of a few hours count like 24×7 here.
 mod support;

@@ -1,5 +1,5 @@
 //! The edge between bytes and the domain: protobuf and proto3-JSON decoding of
-//! `ConversationEvent` with the input hygiene of SLA-SEMANTICS §2 rule 9, and encoding of
+//! `ConversationEvent` with the input hygiene of docs/sla-semantics.md §2 rule 9, and encoding of
 //! `SlaEvent`. The only module that touches generated code.
 use crate::core::model::{
     Audience, Body, Category, Channel, Event, OutputBody, ReplyKind, Role, SlaOutput, Tier, Urgency,

@@ -1,6 +1,6 @@
 //! `slawatch convert`: turns real ticket event logs (CSV, optionally gzip) into
 //! `ConversationEvent`s, so the engine can be replayed over real timing. Two sources, both
-//! described in `shared/data/real/README.md`:
+//! described in `tests/data/real/README.md`:
 //!
 //! - [`Source::Uci`]: the ServiceNow incident event log (UCI dataset 498), one row per
 //!   update of an incident ([`uci`] documents the mapping);
@@ -17,7 +17,7 @@
 //!   few UCI rows are) is clamped to the opening time, and every event time is clamped to be
 //!   non-decreasing within its case. Rows in the same minute (UCI) or second (help desk)
 //!   keep their order through the event id, not through invented sub-second offsets: the
-//!   engine applies events in (`occurred_at`, `event_id`) order (SLA-SEMANTICS §2 rule 4),
+//!   engine applies events in (`occurred_at`, `event_id`) order (docs/sla-semantics.md §2 rule 4),
 //!   and ids are `<case>-<row ordinal, 5 digits>-<event in row, 2 digits>-<kind>`, e.g.
 //!   `INC0000045-00003-01-resolved`, so they sort in the order the row sequence implies.
 //!   The `opened` event has ordinal 0; rows count from 1 in the case's sorted order.

@@ -1,5 +1,5 @@
 //! Business calendars: weekly open hours in an IANA time zone, holidays and special dates.
-//! Counted time runs only inside open intervals (SLA-SEMANTICS §2 rule 2).
+//! Counted time runs only inside open intervals (docs/sla-semantics.md §2 rule 2).
 //!
 //! # Contract (what the engine relies on)
 //! - [`Calendar::counted`]`(from, to)`: counted (open) time in `[from, to)`; zero when

@@ -11,7 +11,7 @@
 //!
 //! Counted time runs in the clock's calendar and not while paused, so one function,
 //! [`instant_of`], gives every due time, and re-matching a ticket to another policy only
-//! re-evaluates X under the new spec (SLA-SEMANTICS §2 rules 2, 3, 6).
+//! re-evaluates X under the new spec (docs/sla-semantics.md §2 rules 2, 3, 6).
 //!
 //! Transitions (per event, in this order: stop/end, pause/resume, start):
 //!

@@ -23,7 +23,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
 use std::sync::Arc;
 
-/// Engine limits and retention (event time). Defaults are SLA-SEMANTICS §2's.
+/// Engine limits and retention (event time). Defaults are docs/sla-semantics.md §2's.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EngineConfig {
     pub allowed_lateness: Dur,

@@ -1,4 +1,4 @@
-//! The order in which events apply (SLA-SEMANTICS rule 4): (occurred_at, causal rank,
+//! The order in which events apply (docs/sla-semantics.md rule 4): (occurred_at, causal rank,
 //! event_id). The causal rank makes exports with second-granularity timestamps read as
 //! they happened: a ticket opens before anything else at its instant, a customer message
 //! before its answer, a close after everything. Live processing and `replay` both sort by

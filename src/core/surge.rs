@@ -1,5 +1,5 @@
-//! Surge detection (SLA-SEMANTICS §2 rule 10, R26): tickets opened per minute per tenant ×
-//! channel and tenant × complaint category, in minute-aligned event-time buckets. At each
+//! Surge detection (docs/sla-semantics.md §2 rule 10, R26): tickets opened per minute per
+//! tenant × channel and tenant × complaint category, in minute-aligned event-time buckets. At each
 //! minute boundary t the rate over [t−5m, t) is compared with the baseline over
 //! [t−65m, t−5m) (floor 1/min), once 65 min have passed since the tenant's first `opened`.
 //!

@@ -83,7 +83,7 @@ pub struct Config {
     /// Policy file (TOML). Default `deploy/policies/default.toml`. Reloaded on SIGHUP.
     #[serde(default = "d_policy_file")]
     pub policy_file: PathBuf,
-    /// Allowed lateness of the watermark, ms (SLA-SEMANTICS rule 5). Default 1000.
+    /// Allowed lateness of the watermark, ms (docs/sla-semantics.md rule 5). Default 1000.
     #[serde(default = "d_allowed_lateness_ms")]
     pub allowed_lateness_ms: u64,
     /// How often the open transaction (outputs + state + offsets) is committed, ms. With

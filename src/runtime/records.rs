@@ -53,7 +53,7 @@ fn reject(reason: RejectReason, error: impl Into<String>, format: Option<Format>
     }
 }
 
-/// The checks of SLA-SEMANTICS rule 9 that need the Kafka record, in order: size, content
+/// The checks of docs/sla-semantics.md rule 9 that need the Kafka record, in order: size, content
 /// type, decoding (with the codec's own hygiene), key = ticket id, and occurred_at not more
 /// than `max_clock_skew` ahead of the record timestamp.
 pub fn check_input(

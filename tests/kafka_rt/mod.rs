@@ -498,7 +498,7 @@ fn reply(kind: ReplyKind) -> Body {
     }
 }
 
-/// The worked examples E1–E8 of SLA-SEMANTICS §4 (ticket ids E1…E8), sorted by time.
+/// The worked examples E1–E8 of docs/sla-semantics.md §4 (ticket ids E1…E8), sorted by time.
 pub fn examples() -> Vec<Event> {
     use Category::*;
     use Channel::*;

@@ -114,7 +114,7 @@ pub struct Run {
 }
 
 /// Runs events in the given order, pumping after each, then `finish(until)` with until =
-/// last event + 48 h (SLA-SEMANTICS §4).
+/// last event + 48 h (docs/sla-semantics.md §4).
 pub fn run(policy: &Arc<PolicySet>, events: &[Event]) -> Run {
     let until = events
         .iter()

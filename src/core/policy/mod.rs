@@ -1,4 +1,5 @@
-//! The policy language (SLA-SEMANTICS §1): TOML source → validated, compiled `PolicySet`.
+//! The policy language (docs/sla-semantics.md §1): TOML source → validated, compiled
+//! `PolicySet`.
 pub mod diagnostics;
 pub mod model;
 pub mod parse;

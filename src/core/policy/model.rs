@@ -6,7 +6,7 @@ use crate::core::model::{Body, Category, Channel, ReplyKind, Role, TicketAttrs, 
 use crate::core::time::Dur;
 use std::sync::Arc;
 
-/// Event matchers of SLA-SEMANTICS §1, one bit each, so an event's matches are one `u64`.
+/// Event matchers of docs/sla-semantics.md §1, one bit each, so an event's matches are one `u64`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Matcher {
@@ -206,7 +206,7 @@ impl MatcherSet {
     }
 }
 
-/// Ticket phases (SLA-SEMANTICS §1).
+/// Ticket phases (docs/sla-semantics.md §1).
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
 )]
@@ -385,7 +385,7 @@ pub struct Check {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct CalendarId(pub u16);
 
-/// Surge detection thresholds (SLA-SEMANTICS §2 rule 10); the defaults are the contract's.
+/// Surge detection thresholds (docs/sla-semantics.md §2 rule 10); the defaults are the contract's.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SurgeSpec {
     pub enabled: bool,

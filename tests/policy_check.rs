@@ -103,9 +103,14 @@ fn default_policy_order_calendars_and_selectors() {
     assert_eq!(sel("complaint").category, Some(vec![Category::Complaint]));
     assert_eq!(sel("general"), Default::default());
 
-    assert_eq!(set.overlays.len(), 1);
-    assert_eq!(&*set.overlays[0].id, "vip");
-    assert_eq!(set.overlays[0].selector.tier, Some(vec![Tier::Vip]));
+    assert_eq!(set.overlays.len(), 2);
+    assert_eq!(&*set.overlays[0].id, "complaint");
+    assert_eq!(
+        set.overlays[0].selector.category,
+        Some(vec![Category::Complaint])
+    );
+    assert_eq!(&*set.overlays[1].id, "vip");
+    assert_eq!(set.overlays[1].selector.tier, Some(vec![Tier::Vip]));
     assert_eq!(set.surge, Default::default());
     assert_ne!(set.version, 0);
 }
@@ -277,15 +282,18 @@ fn default_urgent_important_complaint_general() {
     );
     assert_eq!(clock(general, "resolution").target, secs(86_400));
 
-    // The VIP overlay's follow-up is the complaint policy's, position aside.
-    let vip = &set.overlays[0].clocks[0];
-    assert_eq!(
-        ClockSpec {
-            position: fu.position,
-            ..vip.clone()
-        },
-        fu.clone()
-    );
+    // The complaint and VIP overlays' follow-up is the complaint policy's, position aside.
+    for overlay in &set.overlays {
+        assert_eq!(
+            ClockSpec {
+                position: fu.position,
+                ..overlay.clocks[0].clone()
+            },
+            fu.clone(),
+            "{}",
+            overlay.id
+        );
+    }
 
     let check = &set.checks[0];
     assert_eq!(set.checks.len(), 1);
@@ -316,7 +324,7 @@ fn positions_follow_the_file_order() {
         "positions not strictly increasing: {positions:?}"
     );
     assert_eq!(positions.first(), Some(&0));
-    assert_eq!(positions.len(), 33);
+    assert_eq!(positions.len(), 34);
     assert_eq!(*positions.last().unwrap() as usize, positions.len() - 1);
 }
 

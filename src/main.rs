@@ -2,6 +2,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use slawatch::codec::Format;
+use slawatch::core::policy::builtin::{PolicySource, DEFAULT_POLICY_TOML};
 use slawatch::core::policy::parse::{check_policy, Severity};
 use slawatch::core::policy::PolicySet;
 use slawatch::core::time::{Dur, Ts};
@@ -97,9 +98,9 @@ struct DemoArgs {
     /// Admin/metrics listen address (a free port is taken when busy).
     #[arg(long, default_value = "127.0.0.1:9898")]
     admin_listen: std::net::SocketAddr,
-    /// Policy file.
-    #[arg(long, default_value = "deploy/policies/default.toml")]
-    policy: PathBuf,
+    /// Policy file (default: the built-in default policy, `slawatch policy show-default`).
+    #[arg(long)]
+    policy: Option<PathBuf>,
     /// Random seed of the traffic generator.
     #[arg(long, default_value_t = 7)]
     seed: u64,
@@ -109,6 +110,9 @@ struct DemoArgs {
 enum PolicyCommand {
     /// Validates a policy file; prints each problem with its location and a fix hint.
     Check { file: PathBuf },
+    /// Prints the built-in default policy (deploy/policies/default.toml as compiled in), a
+    /// starting point for your own: `slawatch policy show-default > my-policy.toml`.
+    ShowDefault,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -121,9 +125,10 @@ enum InputFormat {
 
 #[derive(clap::Args)]
 struct ReplayArgs {
-    /// Policy file (TOML).
+    /// Policy file (TOML; default: the built-in default policy, `slawatch policy
+    /// show-default`).
     #[arg(long)]
-    policy: PathBuf,
+    policy: Option<PathBuf>,
     /// Input file, or - for standard input.
     #[arg(long, default_value = "-")]
     input: String,
@@ -160,6 +165,12 @@ fn main() -> ExitCode {
         Command::Policy {
             command: PolicyCommand::Check { file },
         } => run_policy_check(&file),
+        Command::Policy {
+            command: PolicyCommand::ShowDefault,
+        } => {
+            print!("{DEFAULT_POLICY_TOML}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run(args) => run_service(args),
         Command::Config {
             command: ConfigCommand::Check { file },
@@ -191,12 +202,14 @@ impl std::fmt::Display for Usage {
 }
 impl std::error::Error for Usage {}
 
-/// Loads a policy file, printing its diagnostics; errors are usage errors.
-fn load_policy(path: &Path) -> anyhow::Result<Arc<PolicySet>> {
-    let source = std::fs::read_to_string(path)
-        .map_err(|e| Usage(format!("cannot read policy file {}: {e}", path.display())))?;
-    let name = path.display().to_string();
-    let (set, diagnostics) = check_policy(&source, &name);
+/// Loads a policy file (or the built-in default), printing its errors; errors are usage
+/// errors.
+fn load_policy(source: &PolicySource) -> anyhow::Result<Arc<PolicySet>> {
+    if let PolicySource::File(path) = source {
+        std::fs::metadata(path)
+            .map_err(|e| Usage(format!("cannot read policy file {}: {e}", path.display())))?;
+    }
+    let (set, diagnostics) = source.check();
     let mut errors = 0;
     for d in &diagnostics {
         if d.severity == Severity::Error {
@@ -207,8 +220,7 @@ fn load_policy(path: &Path) -> anyhow::Result<Arc<PolicySet>> {
     match set {
         Some(set) if errors == 0 => Ok(Arc::new(set)),
         _ => Err(Usage(format!(
-            "{} has {errors} error(s); run `slawatch policy check {}`",
-            name, name
+            "{source} has {errors} error(s); run `slawatch policy check {source}`"
         ))
         .into()),
     }
@@ -310,7 +322,7 @@ fn run_convert(
 }
 
 fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let policy = load_policy(&args.policy)?;
+    let policy = load_policy(&PolicySource::from_option(args.policy))?;
     let until = args
         .until
         .as_deref()

@@ -18,6 +18,7 @@
 //! the properties slawatch owns ([`OWNED_KAFKA_KEYS`]).
 //!
 //! deploy/slawatch.example.toml documents every key with its default.
+use crate::core::policy::builtin::PolicySource;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -80,9 +81,10 @@ pub struct Config {
     /// same partition count (co-partitioned). Default `["conversations"]`.
     #[serde(default = "d_input_topics")]
     pub input_topics: Vec<String>,
-    /// Policy file (TOML). Default `deploy/policies/default.toml`. Reloaded on SIGHUP.
-    #[serde(default = "d_policy_file")]
-    pub policy_file: PathBuf,
+    /// Policy file (TOML), reloaded on SIGHUP. Default: the built-in default policy (the
+    /// text of deploy/policies/default.toml compiled into the binary).
+    #[serde(default)]
+    pub policy_file: Option<PathBuf>,
     /// Allowed lateness of the watermark, ms (docs/sla-semantics.md rule 5). Default 1000.
     #[serde(default = "d_allowed_lateness_ms")]
     pub allowed_lateness_ms: u64,
@@ -270,9 +272,6 @@ fn d_instance_id() -> String {
 }
 fn d_input_topics() -> Vec<String> {
     vec!["conversations".into()]
-}
-fn d_policy_file() -> PathBuf {
-    "deploy/policies/default.toml".into()
 }
 fn d_allowed_lateness_ms() -> u64 {
     1000
@@ -604,6 +603,11 @@ impl Config {
         Ok(())
     }
 
+    /// The policy `policy_file` names, or the built-in default.
+    pub fn policy_source(&self) -> PolicySource {
+        PolicySource::from_option(self.policy_file.clone())
+    }
+
     /// The transactional id: `<group_id>-<instance_id>`.
     pub fn transactional_id(&self) -> String {
         format!("{}-{}", self.group_id, self.instance_id)
@@ -618,7 +622,7 @@ impl Config {
         let _ = writeln!(s, "instance_id          = {}", self.instance_id);
         let _ = writeln!(s, "transactional id     = {}", self.transactional_id());
         let _ = writeln!(s, "input_topics         = {:?}", self.input_topics);
-        let _ = writeln!(s, "policy_file          = {}", self.policy_file.display());
+        let _ = writeln!(s, "policy_file          = {}", self.policy_source());
         let _ = writeln!(s, "allowed_lateness_ms  = {}", self.allowed_lateness_ms);
         let _ = writeln!(s, "commit_interval_ms   = {}", self.commit_interval_ms);
         let _ = writeln!(

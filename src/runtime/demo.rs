@@ -10,6 +10,7 @@
 //! against a real Apache Kafka broker.
 use crate::codec;
 use crate::core::model::{Channel, Event};
+use crate::core::policy::builtin::PolicySource;
 use crate::core::ticket::Observation;
 use crate::core::time::{Dur, Ts};
 use crate::runtime::admin;
@@ -44,7 +45,8 @@ pub struct DemoOptions {
     pub duration: Duration,
     pub tickets_per_min: f64,
     pub admin_listen: SocketAddr,
-    pub policy_file: PathBuf,
+    /// A policy file, or `None` for the built-in default.
+    pub policy_file: Option<PathBuf>,
     pub seed: u64,
 }
 
@@ -73,7 +75,7 @@ pub fn run(opts: DemoOptions) -> Result<(), DemoError> {
         std::env::set_var("RUST_LOG", "warn");
     }
     init_logging();
-    let policy = load_policy(&opts.policy_file)?;
+    let policy = load_policy(&PolicySource::from_option(opts.policy_file.clone()))?;
     // The mock cluster lives inside this client (`test.mock.num.brokers`), which gives
     // access to its handle: the coordinator's default 3 s initial-rebalance delay is set to
     // 0, as on the test broker.

@@ -2,7 +2,7 @@
 //! processor, with signals: SIGTERM/SIGINT stop gracefully within `shutdown_timeout_ms`
 //! (a second one exits at once), SIGHUP reloads the policy file (validated first; tickets
 //! opened after the reload use it, open tickets keep the policy they were matched under).
-use crate::core::policy::parse::load_policy_file;
+use crate::core::policy::builtin::PolicySource;
 use crate::core::policy::PolicySet;
 use crate::runtime::admin;
 use crate::runtime::clock::{Clock, WallClock};
@@ -29,8 +29,11 @@ pub struct RunOptions {
 pub enum RunError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("policy file {path}:\n{diagnostics}")]
-    Policy { path: String, diagnostics: String },
+    #[error("policy {policy}:\n{diagnostics}")]
+    Policy {
+        policy: PolicySource,
+        diagnostics: String,
+    },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error("metrics: {0}")]
@@ -46,26 +49,24 @@ pub enum RunError {
     ShutdownTimeout(Duration),
 }
 
-/// Loads and validates a policy file.
-pub fn load_policy(path: &Path) -> Result<Arc<PolicySet>, RunError> {
-    load_policy_file(path)
-        .map(Arc::new)
-        .map_err(|d| RunError::Policy {
-            path: path.display().to_string(),
-            diagnostics: d
-                .iter()
-                .filter(|x| x.is_error())
-                .map(|x| x.to_string())
-                .collect::<Vec<_>>()
-                .join("\n"),
-        })
+/// Loads and validates a policy (a file, or the built-in default).
+pub fn load_policy(source: &PolicySource) -> Result<Arc<PolicySet>, RunError> {
+    source.load().map(Arc::new).map_err(|d| RunError::Policy {
+        policy: source.clone(),
+        diagnostics: d
+            .iter()
+            .filter(|x| x.is_error())
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    })
 }
 
 /// `slawatch config check FILE`: the effective configuration (file + environment), the
 /// policy file's validity. Returns the printed report.
 pub fn config_check(path: &Path) -> Result<String, RunError> {
     let cfg = Config::load(path)?;
-    let policy = load_policy(&cfg.policy_file)?;
+    let policy = load_policy(&cfg.policy_source())?;
     let clocks: usize = policy.policies.iter().map(|p| p.clocks.len()).sum();
     Ok(format!(
         "{}: ok\n{}policy               = {} policies, {} clocks, version {:016x}\n",
@@ -90,7 +91,7 @@ pub fn init_logging() {
 /// `slawatch run`: blocks until a signal stops it or the processor fails.
 pub fn run(opts: RunOptions) -> Result<(), RunError> {
     let cfg = Config::load(&opts.config)?;
-    let policy = load_policy(&cfg.policy_file)?;
+    let policy = load_policy(&cfg.policy_source())?;
     init_logging();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -121,7 +122,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         },
         control.clone(),
     )?;
-    rt.spawn(signals(control.clone(), cfg.policy_file.clone()));
+    rt.spawn(signals(control.clone(), cfg.policy_source()));
     wait(
         handle,
         &control,
@@ -150,7 +151,7 @@ pub fn wait(
 }
 
 #[cfg(unix)]
-async fn signals(control: Arc<Control>, policy_file: PathBuf) {
+async fn signals(control: Arc<Control>, policy: PolicySource) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -165,10 +166,10 @@ async fn signals(control: Arc<Control>, policy_file: PathBuf) {
             _ = term.recv() => stop(&control, "SIGTERM"),
             _ = int.recv() => stop(&control, "SIGINT"),
             _ = hup.recv() => {
-                let path = policy_file.clone();
-                match tokio::task::spawn_blocking(move || load_policy(&path)).await {
+                let source = policy.clone();
+                match tokio::task::spawn_blocking(move || load_policy(&source)).await {
                     Ok(Ok(set)) => {
-                        tracing::info!(file = %policy_file.display(), "SIGHUP: policy valid; reloading");
+                        tracing::info!(policy = %policy, "SIGHUP: policy valid; reloading");
                         control.reload_policy(set);
                     }
                     Ok(Err(e)) => tracing::error!(error = %e, "SIGHUP: policy invalid; keeping the current one"),
@@ -180,7 +181,7 @@ async fn signals(control: Arc<Control>, policy_file: PathBuf) {
 }
 
 #[cfg(not(unix))]
-async fn signals(control: Arc<Control>, _policy_file: PathBuf) {
+async fn signals(control: Arc<Control>, _policy: PolicySource) {
     if tokio::signal::ctrl_c().await.is_ok() {
         stop(&control, "Ctrl-C");
     }

@@ -1,5 +1,6 @@
 //! The policy language (docs/sla-semantics.md §1): TOML source → validated, compiled
 //! `PolicySet`.
+pub mod builtin;
 pub mod diagnostics;
 pub mod model;
 pub mod parse;

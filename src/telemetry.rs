@@ -122,6 +122,8 @@ pub const OUTPUT_DELAY_SECONDS: &str = "slawatch_output_delay_seconds";
 pub const TRANSACTION_COMMIT_SECONDS: &str = "slawatch_transaction_commit_seconds";
 /// Counter {outcome}: transactions committed / aborted.
 pub const TRANSACTIONS_TOTAL: &str = "slawatch_transactions_total";
+/// Gauge: the commit interval the commit policy chose for the last commit, seconds.
+pub const COMMIT_INTERVAL_SECONDS: &str = "slawatch_commit_interval_seconds";
 
 /// Histogram: time to restore one partition's state, seconds.
 pub const RESTORE_DURATION_SECONDS: &str = "slawatch_restore_duration_seconds";
@@ -238,6 +240,8 @@ pub const CATALOGUE: &[MetricDef] = &[
         "Kafka transaction commit duration."),
     def!(TRANSACTIONS_TOTAL, Counter, Count, &["outcome"],
         "Kafka transactions by outcome (committed | aborted)."),
+    def!(COMMIT_INTERVAL_SECONDS, Gauge, Seconds, &[],
+        "Commit interval chosen for the last commit: commit_interval_ms when caught up (and for the first commit after partitions go live), 10x that while a backlog drains."),
     def!(RESTORE_DURATION_SECONDS, Histogram, Seconds, &[],
         "Time to restore one partition's state after assignment."),
     def!(RESTORED_BYTES_TOTAL, Counter, Bytes, &[],
@@ -785,6 +789,11 @@ pub fn transaction(outcome: TxnOutcome, commit_time: Option<Duration>) {
     }
 }
 
+/// The commit interval the commit policy chose.
+pub fn set_commit_interval(interval: Duration) {
+    gauge!(COMMIT_INTERVAL_SECONDS).set(interval.as_secs_f64());
+}
+
 /// One partition's state restored.
 pub fn restore_finished(duration: Duration, bytes: u64, tickets: u64) {
     histogram!(RESTORE_DURATION_SECONDS).record(duration.as_secs_f64());
@@ -847,7 +856,12 @@ pub fn register_fixed_series() {
     ] {
         counter!(name).absolute(0);
     }
-    for name in [ASSIGNED_PARTITIONS, RESTORING_PARTITIONS, READY] {
+    for name in [
+        ASSIGNED_PARTITIONS,
+        RESTORING_PARTITIONS,
+        READY,
+        COMMIT_INTERVAL_SECONDS,
+    ] {
         gauge!(name).increment(0.0);
     }
 }

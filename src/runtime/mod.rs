@@ -7,26 +7,32 @@
 //! | [`kafka`]     | librdkafka settings slawatch owns; cached watermarks; `block_on`        |
 //! | [`records`]   | input hygiene, dead-letter headers, output keys and encodings           |
 //! | [`changelog`] | state-topic keys and formats; the restore of one partition              |
+//! | [`commit_policy`] | how long a transaction stays open, from the partitions' lag     |
 //! | [`tasks`]     | per-partition state: an engine per input partition, a surge detector per repartition partition |
+//! | [`partitions`] | owned partitions: restoring (epoch) or live; assign / revoke / lost rules |
 //! | [`processor`] | the processing thread: poll loop, watermarks, transactions, rebalances  |
 //! | [`control`]   | shutdown / reload requests, readiness, ticket queries                   |
 //! | [`view`]      | the admin API's view of a ticket's clocks                               |
 //! | [`admin`]     | `/metrics`, `/healthz`, `/readyz`, `/tickets/{id}`                       |
 //! | [`clock`]     | where "now" comes from: wall, scaled (demo), manual (tests)             |
 //! | [`service`]   | `slawatch run`: config → telemetry → admin → processor → signals        |
+//! | [`txn_error`] | why producing or a commit failed (typed), and whether to reset or stop |
 //! | [`traffic`]   | the demo's synthetic support traffic                                    |
 //! | [`demo`]      | `slawatch demo`: mock cluster + traffic + the same processor            |
 pub mod admin;
 pub mod changelog;
 pub mod clock;
+pub mod commit_policy;
 pub mod config;
 pub mod control;
 pub mod demo;
 pub mod kafka;
+pub mod partitions;
 pub mod processor;
 pub mod records;
 pub mod service;
 pub mod tasks;
 pub mod topics;
 pub mod traffic;
+pub mod txn_error;
 pub mod view;

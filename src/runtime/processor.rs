@@ -48,12 +48,17 @@ use crate::runtime::changelog::{
     RestoreResult, SurgeRecord, SURGE_RECORD_VERSION,
 };
 use crate::runtime::clock::Clock;
+use crate::runtime::commit_policy::{
+    commit_plan, partition_lag, CommitPlan, CommitSettings, PartitionLag,
+};
 use crate::runtime::config::{Config, OutputFormat};
 use crate::runtime::control::{Control, TicketQuery};
 use crate::runtime::kafka::{cached_watermarks, consumer_config, producer_config, AuthFailure};
+use crate::runtime::partitions::{Key as PartKey, Partitions, RestorePlan, Source};
 use crate::runtime::records::{self, check_input, InputLimits, CONTENT_TYPE};
 use crate::runtime::tasks::{InputTask, SurgeTask, WatermarkMark};
 use crate::runtime::topics::{ensure_topics, TopicError, Topics};
+use crate::runtime::txn_error::{Recovery, TxnError, TxnOp};
 use crate::runtime::view::ticket_view;
 use crate::telemetry;
 use rdkafka::client::ClientContext;
@@ -210,14 +215,12 @@ pub fn start(
         control: control.clone(),
         inputs: HashMap::new(),
         surges: HashMap::new(),
-        restoring: HashMap::new(),
-        epoch: 0,
+        parts: Partitions::new(),
         restore_tx,
         last_commit: Instant::now(),
         out: Emitted::default(),
         surge_out: Vec::new(),
         fatal: None,
-        joined: false,
         stray: 0,
         input_partitions: report.partitions,
         last_metrics: Instant::now(),
@@ -226,6 +229,7 @@ pub fn start(
         consumers: None,
         trouble: trouble.clone(),
         recoveries: Vec::new(),
+        committed_since_live: false,
     }));
     let (main, surge) = new_consumers(cfg, &opts.topics, &core, &trouble, &auth)?;
     let subscribed: Vec<&str> = opts.topics.inputs.iter().map(|s| s.as_str()).collect();
@@ -371,8 +375,7 @@ fn reconnect(
 ) -> Result<Option<Clients>, ProcessorError> {
     let (cfg, topics, trouble, auth) = {
         let mut c = core.lock().unwrap();
-        c.restoring.clear();
-        c.joined = false;
+        c.parts.clear();
         c.update_ready();
         (
             c.cfg.clone(),
@@ -581,7 +584,7 @@ fn poll_batch(consumer: &Consumer, core: &Mutex<Core>, timeout: Duration) -> usi
 /// Delivery failures, counted by the producer's delivery callback.
 pub struct ProducerCtx {
     failed: AtomicU64,
-    first_error: Mutex<Option<String>>,
+    first_error: Mutex<Option<TxnError>>,
     /// Shared with the consumers' contexts.
     auth: AuthFailure,
     trouble: Arc<Trouble>,
@@ -613,9 +616,12 @@ impl ProducerContext for ProducerCtx {
         if let Err((e, m)) = result {
             self.trouble.note(e);
             self.failed.fetch_add(1, Ordering::SeqCst);
-            let mut first = self.first_error.lock().unwrap();
+            let mut first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
             if first.is_none() {
-                *first = Some(format!("delivery to {} failed: {e}", m.topic()));
+                *first = Some(TxnError::Delivery {
+                    topic: m.topic().to_string(),
+                    source: e.clone(),
+                });
             }
         }
     }
@@ -690,7 +696,7 @@ struct Io {
     /// Records sent since the last commit.
     pending: bool,
     /// A send failed for another reason than a full queue: the commit must not happen.
-    broken: Option<String>,
+    broken: Option<TxnError>,
 }
 
 impl Io {
@@ -707,7 +713,7 @@ impl Io {
         }
         if self.exactly_once && !self.txn_open {
             if let Err(e) = self.producer.begin_transaction() {
-                self.broken = Some(format!("begin_transaction: {e}"));
+                self.broken = Some(TxnError::op(TxnOp::BeginTransaction)(e));
                 return;
             }
             self.txn_open = true;
@@ -731,7 +737,10 @@ impl Io {
                     std::thread::sleep(Duration::from_micros(200));
                 }
                 Err((e, _)) => {
-                    self.broken = Some(format!("producing to {topic}: {e}"));
+                    self.broken = Some(TxnError::Produce {
+                        topic: topic.to_string(),
+                        source: e,
+                    });
                     return;
                 }
             }
@@ -750,7 +759,7 @@ impl Io {
     /// `commit_transaction` with records in flight waits in 100 ms steps; and rust-rdkafka's
     /// `poll(1 ms)` busy-loops for its sub-millisecond remainder, which on a small box takes
     /// the CPU the broker and librdkafka's threads need — so: serve, then sleep 200 µs.)
-    fn drain(&self) -> Result<(), String> {
+    fn drain(&self) -> Result<(), TxnError> {
         let deadline = Instant::now() + OP_TIMEOUT;
         loop {
             self.serve();
@@ -758,29 +767,27 @@ impl Io {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(format!(
-                    "{} records still undelivered after {OP_TIMEOUT:?}",
-                    self.producer.in_flight_count()
-                ));
+                return Err(TxnError::Undelivered {
+                    count: self.producer.in_flight_count(),
+                    waited: OP_TIMEOUT,
+                });
             }
             std::thread::sleep(Duration::from_micros(200));
         }
     }
 
     /// The first failure since the last commit, if any.
-    fn failure(&self) -> Option<String> {
+    fn failure(&self) -> Option<TxnError> {
         if let Some(b) = &self.broken {
             return Some(b.clone());
         }
         let ctx = self.producer.context();
         if ctx.failed.load(Ordering::SeqCst) > 0 {
-            return Some(
-                ctx.first_error
-                    .lock()
-                    .unwrap()
-                    .clone()
-                    .unwrap_or_else(|| "delivery failed".into()),
-            );
+            let first = ctx.first_error.lock().unwrap_or_else(|p| p.into_inner());
+            return Some(first.clone().unwrap_or(TxnError::Delivery {
+                topic: String::new(),
+                source: KafkaError::Canceled,
+            }));
         }
         None
     }
@@ -789,21 +796,8 @@ impl Io {
         self.broken = None;
         let ctx = self.producer.context();
         ctx.failed.store(0, Ordering::SeqCst);
-        *ctx.first_error.lock().unwrap() = None;
+        *ctx.first_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Source {
-    Input(usize),
-    Surge,
-}
-
-/// How a commit failed.
-enum CommitFailure {
-    /// Abort (exactly-once) and reset every partition from the state topic.
-    Reset(String),
-    Fatal(String),
 }
 
 struct Core {
@@ -825,15 +819,13 @@ struct Core {
     control: Arc<Control>,
     inputs: HashMap<(usize, i32), InputTask>,
     surges: HashMap<i32, SurgeTask>,
-    /// Partitions assigned and being restored → the epoch of their request.
-    restoring: HashMap<(Source, i32), u64>,
-    epoch: u64,
+    /// Owned partitions: restoring or live.
+    parts: Partitions,
     restore_tx: mpsc::Sender<RestoreResult>,
     last_commit: Instant,
     out: Emitted,
     surge_out: Vec<SlaOutput>,
     fatal: Option<ProcessorError>,
-    joined: bool,
     /// Records of partitions without a task (should not happen: they are paused).
     stray: u64,
     /// Partitions of each input topic (and of the repartition topic).
@@ -849,6 +841,8 @@ struct Core {
     trouble: Arc<Trouble>,
     /// When the clients were recreated after a fatal error (see [`Trouble`]).
     recoveries: Vec<Instant>,
+    /// A commit succeeded since the last partition went live (see [`commit_plan`]).
+    committed_since_live: bool,
 }
 
 impl Core {
@@ -1195,13 +1189,6 @@ impl Core {
                 _ => None,
             }
         };
-        let caught = |pos: Option<i64>, wm: Option<(i64, i64)>| -> (bool, u64) {
-            match (pos, wm) {
-                (Some(pos), Some((_, high))) => (pos >= high, (high - pos).max(0) as u64),
-                (None, Some((low, high))) => (low == high, (high - low).max(0) as u64),
-                _ => (false, 0),
-            }
-        };
         let mut rebuilt: Vec<(usize, i32)> = Vec::new();
         for t in self.inputs.values_mut() {
             let topic = &self.topics.inputs[t.topic];
@@ -1211,18 +1198,18 @@ impl Core {
                     rebuilt.push((t.topic, t.partition));
                 }
             }
-            let (c, lag) = caught(pos, cached_watermarks(&*c.main, topic, t.partition));
-            t.caught_up = c;
-            t.lag = lag;
+            let l = partition_lag(pos, cached_watermarks(&*c.main, topic, t.partition));
+            t.caught_up = l.caught_up;
+            t.lag = l.lag;
         }
         for s in self.surges.values_mut() {
             let pos = pos_of(&self.topics.repartition, s.partition).or(s.next_offset);
-            let (c, lag) = caught(
+            let l = partition_lag(
                 pos,
                 cached_watermarks(&*c.surge, &self.topics.repartition, s.partition),
             );
-            s.caught_up = c;
-            s.lag = lag;
+            s.caught_up = l.caught_up;
+            s.lag = l.lag.unwrap_or(0);
         }
         for key in rebuilt {
             self.finish_rebuild(key);
@@ -1331,22 +1318,28 @@ impl Core {
         }
     }
 
-    /// `commit_interval_ms`, or while draining a backlog (most assigned partitions behind
-    /// and ≥ 10 000 records to go: start-up, recovery) ten times that, at most a quarter of
-    /// the transaction timeout: nobody waits for outputs that are late anyway, and fewer
-    /// commits mean fewer pipeline stalls and fewer changelog records (a ticket changed by
-    /// several events in one commit is written once).
+    /// The commit interval [`commit_plan`] gives for the input partitions' lag.
     fn effective_commit_interval(&self) -> Duration {
-        let behind = self.inputs.values().filter(|t| !t.caught_up).count();
-        let lag: u64 = self.inputs.values().map(|t| t.lag).sum();
-        let lagging = behind * 2 > self.inputs.len() && lag >= 10_000;
-        if lagging {
-            (self.commit_interval * 10)
-                .min(Duration::from_millis(self.cfg.transaction_timeout_ms / 4))
-                .max(self.commit_interval)
-        } else {
-            self.commit_interval
-        }
+        self.commit_plan().interval
+    }
+
+    fn commit_plan(&self) -> CommitPlan {
+        let lags: Vec<PartitionLag> = self
+            .inputs
+            .values()
+            .map(|t| PartitionLag {
+                lag: t.lag,
+                caught_up: t.caught_up,
+            })
+            .collect();
+        commit_plan(
+            CommitSettings {
+                base: self.commit_interval,
+                transaction_timeout: Duration::from_millis(self.cfg.transaction_timeout_ms),
+            },
+            &lags,
+            self.committed_since_live,
+        )
     }
 
     /// How long the next poll may block.
@@ -1499,10 +1492,15 @@ impl Core {
             return;
         }
         let started = Instant::now();
+        let plan = self.commit_plan();
+        telemetry::set_commit_interval(plan.interval);
         tracing::debug!(
             caught_up = self.inputs.values().filter(|t| t.caught_up).count(),
             partitions = self.inputs.len(),
-            interval_ms = self.effective_commit_interval().as_millis() as u64,
+            lag = self.inputs.values().filter_map(|t| t.lag).sum::<u64>(),
+            lag_unknown = self.inputs.values().filter(|t| t.lag.is_none()).count(),
+            interval_ms = plan.interval.as_millis() as u64,
+            mode = plan.mode.as_str(),
             "commit"
         );
         let r = if self.io.exactly_once {
@@ -1513,6 +1511,7 @@ impl Core {
         match r {
             Ok(()) => {
                 self.mark_committed();
+                self.committed_since_live = true;
                 self.io.pending = false;
                 self.control
                     .transactions_committed
@@ -1521,10 +1520,10 @@ impl Core {
                 self.control.record_commit(took);
                 telemetry::transaction(telemetry::TxnOutcome::Committed, Some(took));
             }
-            Err(CommitFailure::Fatal(e)) => {
-                self.fatal = Some(ProcessorError::Fatal(e));
+            Err(e) if e.recovery() == Recovery::Fatal => {
+                self.fatal = Some(ProcessorError::Fatal(e.to_string()));
             }
-            Err(CommitFailure::Reset(e)) => {
+            Err(e) => {
                 tracing::warn!(error = %e, "commit failed; aborting and restoring every partition from the state topic");
                 self.abort_open();
                 self.reset_all();
@@ -1532,11 +1531,11 @@ impl Core {
         }
     }
 
-    fn commit_transaction(&mut self, c: &Consumers) -> Result<(), CommitFailure> {
+    fn commit_transaction(&mut self, c: &Consumers) -> Result<(), TxnError> {
         self.write_state();
-        self.io.drain().map_err(CommitFailure::Reset)?;
+        self.io.drain()?;
         if let Some(e) = self.io.failure() {
-            return Err(CommitFailure::Reset(e));
+            return Err(e);
         }
         let (offsets, surge_offsets) = self.offsets();
         if !self.io.txn_open {
@@ -1546,53 +1545,56 @@ impl Core {
             self.io
                 .producer
                 .begin_transaction()
-                .map_err(|e| classify("begin_transaction", e))?;
+                .map_err(TxnError::op(TxnOp::BeginTransaction))?;
             self.io.txn_open = true;
         }
         for (tpl, consumer) in [(&offsets, &c.main), (&surge_offsets, &c.surge)] {
             if tpl.count() == 0 {
                 continue;
             }
-            let gm = consumer
-                .group_metadata()
-                .ok_or_else(|| CommitFailure::Reset("no consumer group metadata".into()))?;
+            let gm = consumer.group_metadata().ok_or(TxnError::NoGroupMetadata)?;
             self.io
                 .producer
                 .send_offsets_to_transaction(tpl, &gm, OP_TIMEOUT)
-                .map_err(|e| classify("send_offsets_to_transaction", e))?;
+                .map_err(TxnError::op(TxnOp::SendOffsetsToTransaction))?;
         }
         let mut attempts = 0;
         loop {
-            match self.io.producer.commit_transaction(OP_TIMEOUT) {
+            match self
+                .io
+                .producer
+                .commit_transaction(OP_TIMEOUT)
+                .map_err(TxnError::op(TxnOp::CommitTransaction))
+            {
                 Ok(()) => break,
-                Err(KafkaError::Transaction(e)) if e.is_retriable() && attempts < 3 => {
+                Err(e) if e.is_retriable() && attempts < 3 => {
                     attempts += 1;
-                    tracing::warn!(error = %e, "commit_transaction retriable error; retrying");
+                    tracing::warn!(error = %e, "retriable error; retrying");
                 }
-                Err(e) => return Err(classify("commit_transaction", e)),
+                Err(e) => return Err(e),
             }
         }
         self.io.txn_open = false;
         Ok(())
     }
 
-    fn commit_at_least_once(&mut self, c: &Consumers) -> Result<(), CommitFailure> {
+    fn commit_at_least_once(&mut self, c: &Consumers) -> Result<(), TxnError> {
         // Outputs first: state that says "fired" must never be durable before the output.
-        self.io.drain().map_err(CommitFailure::Reset)?;
+        self.io.drain()?;
         if let Some(e) = self.io.failure() {
-            return Err(CommitFailure::Reset(e));
+            return Err(e);
         }
         self.write_state();
-        self.io.drain().map_err(CommitFailure::Reset)?;
+        self.io.drain()?;
         if let Some(e) = self.io.failure() {
-            return Err(CommitFailure::Reset(e));
+            return Err(e);
         }
         let (offsets, surge_offsets) = self.offsets();
         for (tpl, consumer) in [(&offsets, &c.main), (&surge_offsets, &c.surge)] {
             if tpl.count() > 0 {
                 consumer
                     .commit(tpl, CommitMode::Sync)
-                    .map_err(|e| CommitFailure::Reset(format!("committing offsets: {e}")))?;
+                    .map_err(TxnError::op(TxnOp::CommitOffsets))?;
             }
         }
         Ok(())
@@ -1601,16 +1603,18 @@ impl Core {
     /// Aborts the open transaction (exactly-once) and forgets pending failures.
     fn abort_open(&mut self) {
         if self.io.exactly_once && self.io.txn_open {
-            match self.io.producer.abort_transaction(OP_TIMEOUT) {
+            match self
+                .io
+                .producer
+                .abort_transaction(OP_TIMEOUT)
+                .map_err(TxnError::op(TxnOp::AbortTransaction))
+            {
                 Ok(()) => telemetry::transaction(telemetry::TxnOutcome::Aborted, None),
                 Err(e) => {
-                    if let KafkaError::Transaction(re) = &e {
-                        if re.is_fatal() {
-                            self.fatal =
-                                Some(ProcessorError::Fatal(format!("abort_transaction: {e}")));
-                        }
+                    if e.recovery() == Recovery::Fatal {
+                        self.fatal = Some(ProcessorError::Fatal(e.to_string()));
                     }
-                    tracing::error!(error = %e, "abort_transaction failed");
+                    tracing::error!(error = %e, "abort failed");
                 }
             }
             self.io.txn_open = false;
@@ -1623,33 +1627,59 @@ impl Core {
     // Assignment and restore
     // ---------------------------------------------------------------------------------
 
+    /// The (source, partition) keys of a partition list (unknown topics skipped).
+    fn keys_of(&self, tpl: &TopicPartitionList) -> Vec<PartKey> {
+        tpl.elements()
+            .iter()
+            .filter_map(|e| {
+                let source = if e.topic() == self.topics.repartition {
+                    Source::Surge
+                } else {
+                    Source::Input(self.input_index(e.topic())?)
+                };
+                Some((source, e.partition()))
+            })
+            .collect()
+    }
+
     fn on_assign(&mut self, consumer: &Consumer, tpl: &TopicPartitionList) {
-        self.joined = true;
         telemetry::rebalance(telemetry::RebalanceKind::Assign);
-        if tpl.count() == 0 {
+        let keys = self.keys_of(tpl);
+        let plans = self.parts.assign(keys);
+        if plans.is_empty() {
             self.update_ready();
             return;
         }
         // Commit first: an open transaction of ours writing to a state partition would hold
         // the restore reader at its last stable offset.
         self.commit();
-        if let Err(e) = consumer.pause(tpl) {
+        if let Err(e) = consumer.pause(&self.partition_list(&plans, consumer.context().role)) {
             tracing::error!(error = %e, "pausing newly assigned partitions failed");
         }
-        let mut by_partition: HashMap<i32, (Vec<usize>, bool)> = HashMap::new();
-        for e in tpl.elements() {
-            let entry = by_partition.entry(e.partition()).or_default();
-            if e.topic() == self.topics.repartition {
-                entry.1 = true;
-            } else if let Some(i) = self.input_index(e.topic()) {
-                entry.0.push(i);
-            }
-        }
         tracing::info!(partitions = tpl.count(), "assigned; restoring state");
-        for (p, (inputs, surge)) in by_partition {
-            self.request_restore(p, inputs, surge);
+        for plan in plans {
+            self.request_restore(plan, Duration::ZERO);
         }
         self.update_assigned();
+    }
+
+    /// The partitions of `plans` that `role`'s consumer reads.
+    fn partition_list(&self, plans: &[RestorePlan], role: Role) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for plan in plans {
+            match role {
+                Role::Input => {
+                    for &i in &plan.inputs {
+                        tpl.add_partition(&self.topics.inputs[i], plan.partition);
+                    }
+                }
+                Role::Surge if plan.surge => {
+                    tpl.add_partition(&self.topics.repartition, plan.partition);
+                }
+                Role::Surge => {}
+            }
+        }
+        tpl
     }
 
     fn on_revoke(
@@ -1664,32 +1694,32 @@ impl Core {
         } else {
             telemetry::RebalanceKind::Revoke
         });
-        let mut reset_rest = false;
-        if lost {
+        let keys = self.keys_of(tpl);
+        let (dropped, plans) = if lost {
             // Our offsets can no longer be committed for these; the abort discards the
-            // uncommitted work of every partition, so the others are reset too.
-            if self.io.txn_open || self.io.pending {
+            // uncommitted work of every partition, so the others are restored too.
+            let aborted = self.io.txn_open || self.io.pending;
+            if aborted {
                 self.abort_open();
-                reset_rest = true;
             }
+            self.parts.lost(keys, aborted)
         } else {
             self.commit();
-        }
-        for e in tpl.elements() {
-            let p = e.partition();
-            if e.topic() == self.topics.repartition {
-                self.surges.remove(&p);
-                self.restoring.remove(&(Source::Surge, p));
-            } else if let Some(i) = self.input_index(e.topic()) {
-                self.inputs.remove(&(i, p));
-                self.restoring.remove(&(Source::Input(i), p));
-                telemetry::partition_revoked(p);
+            (self.parts.revoke(keys), Vec::new())
+        };
+        for (source, p) in dropped {
+            match source {
+                Source::Surge => {
+                    self.surges.remove(&p);
+                }
+                Source::Input(i) => {
+                    self.inputs.remove(&(i, p));
+                    telemetry::partition_revoked(p);
+                }
             }
         }
         tracing::info!(partitions = tpl.count(), lost, stage = ?role, "revoked");
-        if reset_rest {
-            self.reset_all();
-        }
+        self.restore_again(plans);
         self.update_assigned();
         self.update_ready();
     }
@@ -1697,56 +1727,55 @@ impl Core {
     /// Drops every partition's in-memory state and restores it from the state topic (after
     /// an abort: memory ran ahead of what Kafka holds).
     fn reset_all(&mut self) {
+        let plans = self.parts.reset();
+        self.restore_again(plans);
+        self.update_ready();
+    }
+
+    /// Drops the tasks of live partitions going back to restoring, pauses them and
+    /// requests their restores.
+    fn restore_again(&mut self, plans: Vec<RestorePlan>) {
+        if plans.is_empty() {
+            return;
+        }
+        for plan in &plans {
+            for &i in &plan.inputs {
+                self.inputs.remove(&(i, plan.partition));
+            }
+            if plan.surge {
+                self.surges.remove(&plan.partition);
+            }
+        }
         let Some(c) = self.consumers.clone() else {
-            self.inputs.clear();
-            self.surges.clear();
             return;
         };
-        let mut by_partition: HashMap<i32, (Vec<usize>, bool)> = HashMap::new();
-        let mut tpl = TopicPartitionList::new();
-        let mut surge_tpl = TopicPartitionList::new();
-        for (&(i, p), _) in self.inputs.iter() {
-            by_partition.entry(p).or_default().0.push(i);
-            tpl.add_partition(&self.topics.inputs[i], p);
-        }
-        for &p in self.surges.keys() {
-            by_partition.entry(p).or_default().1 = true;
-            surge_tpl.add_partition(&self.topics.repartition, p);
-        }
-        self.inputs.clear();
-        self.surges.clear();
-        for (t, consumer) in [(&tpl, &c.main), (&surge_tpl, &c.surge)] {
+        for (role, consumer) in [(Role::Input, &c.main), (Role::Surge, &c.surge)] {
+            let t = self.partition_list(&plans, role);
             if t.count() > 0 {
-                if let Err(e) = consumer.pause(t) {
+                if let Err(e) = consumer.pause(&t) {
                     tracing::error!(error = %e, "pausing partitions for a reset failed");
                 }
             }
         }
-        for (p, (inputs, surge)) in by_partition {
-            self.request_restore(p, inputs, surge);
+        for plan in plans {
+            self.request_restore(plan, Duration::ZERO);
         }
-        self.update_ready();
     }
 
-    fn request_restore(&mut self, p: i32, inputs: Vec<usize>, surge: bool) {
-        self.epoch += 1;
-        let epoch = self.epoch;
-        for &i in &inputs {
-            self.restoring.insert((Source::Input(i), p), epoch);
-        }
-        if surge {
-            self.restoring.insert((Source::Surge, p), epoch);
-        }
-        let rebuild = self.rebuild && inputs.iter().any(|&i| !self.rebuilt.contains(&(i, p)));
+    /// Starts a restore thread for `plan` (after `delay`: a retry).
+    fn request_restore(&mut self, plan: RestorePlan, delay: Duration) {
+        let p = plan.partition;
+        let rebuild = self.rebuild && plan.inputs.iter().any(|&i| !self.rebuilt.contains(&(i, p)));
         let req = RestoreRequest {
             partition: p,
-            inputs: inputs
+            inputs: plan
+                .inputs
                 .iter()
                 .map(|&i| self.topics.inputs[i].clone())
                 .collect(),
-            surge,
+            surge: plan.surge,
             rebuild,
-            epoch,
+            epoch: plan.epoch,
         };
         let env = RestoreEnv {
             cfg: self.cfg.clone(),
@@ -1763,6 +1792,8 @@ impl Core {
         let spawned = std::thread::Builder::new()
             .name(format!("slawatch-restore-{p}"))
             .spawn(move || {
+                // The retry delay is slept here, not on the processing thread.
+                std::thread::sleep(delay);
                 let r = changelog::restore(&env, &req);
                 let _ = tx.send(r);
             });
@@ -1783,21 +1814,9 @@ impl Core {
         let (restored, surge) = match r.outcome {
             Ok(x) => x,
             Err(e) => {
-                let still_wanted = self.restoring.values().any(|&ep| ep == r.epoch);
-                if still_wanted {
+                if let Some(plan) = self.parts.restore_failed(p, r.epoch) {
                     tracing::error!(partition = p, error = %e, "restore failed; retrying");
-                    let inputs: Vec<usize> = self
-                        .restoring
-                        .iter()
-                        .filter(|(k, &ep)| ep == r.epoch && k.1 == p)
-                        .filter_map(|(k, _)| match k.0 {
-                            Source::Input(i) => Some(i),
-                            Source::Surge => None,
-                        })
-                        .collect();
-                    let surge = self.restoring.get(&(Source::Surge, p)) == Some(&r.epoch);
-                    std::thread::sleep(Duration::from_millis(500));
-                    self.request_restore(p, inputs, surge);
+                    self.request_restore(plan, Duration::from_millis(500));
                 }
                 return;
             }
@@ -1809,10 +1828,9 @@ impl Core {
             let Some(i) = self.input_index(&ri.topic) else {
                 continue;
             };
-            if self.restoring.get(&(Source::Input(i), p)) != Some(&r.epoch) {
+            if !self.parts.restored((Source::Input(i), p), r.epoch) {
                 continue; // revoked or superseded meanwhile
             }
-            self.restoring.remove(&(Source::Input(i), p));
             let rebuild = self.rebuild && !self.rebuilt.contains(&(i, p));
             let mut engine: Engine = ri.engine;
             engine.track_changes(true);
@@ -1838,10 +1856,10 @@ impl Core {
             }
             resume.add_partition(&ri.topic, p);
             self.inputs.insert((i, p), task);
+            self.committed_since_live = false;
         }
         if let Some(rs) = surge {
-            if self.restoring.get(&(Source::Surge, p)) == Some(&r.epoch) {
-                self.restoring.remove(&(Source::Surge, p));
+            if self.parts.restored((Source::Surge, p), r.epoch) {
                 let detector = changelog::surge_detector(&self.policy, rs.record.as_ref());
                 let (watermark, max_seen) = rs
                     .record
@@ -1917,12 +1935,12 @@ impl Core {
     }
 
     fn update_ready(&self) {
-        let restoring: HashSet<i32> = self.restoring.keys().map(|k| k.1).collect();
+        let restoring = self.parts.restoring_partitions();
         self.control
             .restoring_partitions
-            .store(restoring.len(), Ordering::Relaxed);
-        telemetry::set_restoring_partitions(restoring.len() as u64);
-        let ready = self.joined && self.restoring.is_empty() && self.fatal.is_none();
+            .store(restoring, Ordering::Relaxed);
+        telemetry::set_restoring_partitions(restoring as u64);
+        let ready = self.parts.ready() && self.fatal.is_none();
         if self.control.ready.swap(ready, Ordering::SeqCst) != ready {
             telemetry::set_ready(ready);
             tracing::info!(ready, "readiness changed");
@@ -1976,7 +1994,7 @@ impl Core {
             if t.engine.watermark() != Ts::MIN {
                 telemetry::set_watermark_delay(p, now.since(t.engine.watermark()).as_secs_f64());
             }
-            telemetry::set_consumer_lag(p, t.lag);
+            telemetry::set_consumer_lag(p, t.lag.unwrap_or(0));
             if scan_clocks {
                 telemetry::set_running_clocks(p, t.engine.running_clocks() as u64);
             }
@@ -2002,15 +2020,6 @@ impl Core {
         telemetry::set_surges_active(telemetry::SurgeDimension::Channel, by_channel as u64);
         telemetry::set_surges_active(telemetry::SurgeDimension::Category, by_category as u64);
     }
-}
-
-fn classify(what: &str, e: KafkaError) -> CommitFailure {
-    if let KafkaError::Transaction(re) = &e {
-        if re.is_fatal() {
-            return CommitFailure::Fatal(format!("{what}: {e}"));
-        }
-    }
-    CommitFailure::Reset(format!("{what}: {e}"))
 }
 
 fn header<'a>(m: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a [u8]> {

@@ -24,7 +24,8 @@ pub struct InputTask {
     pub stale_keys: Option<HashSet<Vec<u8>>>,
     /// Position ≥ the cached high watermark: no unconsumed input.
     pub caught_up: bool,
-    pub lag: u64,
+    /// Records behind the high watermark; `None` until librdkafka knows the watermark.
+    pub lag: Option<u64>,
     /// Engine state changed since the last state write.
     pub changed: bool,
     /// Counters already turned into metrics.
@@ -45,7 +46,7 @@ impl InputTask {
             suppress_below: None,
             stale_keys: None,
             caught_up: false,
-            lag: 0,
+            lag: None,
             changed: false,
             stats_seen: EngineStats::default(),
             wm_sent: Ts::MIN,

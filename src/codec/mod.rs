@@ -1,6 +1,8 @@
 //! The edge between bytes and the domain: protobuf and proto3-JSON decoding of
 //! `ConversationEvent` with the input hygiene of docs/sla-semantics.md §2 rule 9, and encoding of
 //! `SlaEvent`. The only module that touches generated code.
+pub mod output;
+
 use crate::core::model::{
     Audience, Body, Category, Channel, Event, OutputBody, ReplyKind, Role, SlaOutput, Tier, Urgency,
 };
@@ -340,14 +342,15 @@ pub fn event_to_proto(ev: &Event) -> pb::ConversationEvent {
 
 pub fn event_to_json(ev: &Event) -> String {
     let v = serde_json::to_value(event_to_proto(ev)).expect("event serialises");
-    canonical_json(v, &["occurredAt"], None)
+    canonical_json(v, &["occurredAt"])
 }
 
 pub fn event_to_protobuf(ev: &Event) -> Vec<u8> {
     event_to_proto(ev).encode_to_vec()
 }
 
-/// Domain output → `slawatch.v1.SlaEvent`.
+/// Domain output → `slawatch.v1.SlaEvent` (decoding tests and the encoders' reference; the
+/// runtime writes outputs with [`output`]).
 pub fn output_to_proto(o: &SlaOutput) -> pb::SlaEvent {
     use pb::sla_event::Body as B;
     let body = match &o.body {
@@ -415,19 +418,24 @@ pub fn output_to_proto(o: &SlaOutput) -> pb::SlaEvent {
     }
 }
 
-/// Proto3 canonical JSON of an output (one line, no trailing newline).
+/// Proto3 canonical JSON of an output (one line, no trailing newline); see [`output`].
 pub fn output_to_json(o: &SlaOutput) -> String {
-    let v = serde_json::to_value(output_to_proto(o)).expect("output serialises");
-    canonical_json(v, &["deadline", "firedAt"], Some(o))
+    let mut b = Vec::with_capacity(384);
+    output::write_json(o, &mut b);
+    // The writer copies `&str`s and writes ASCII: always UTF-8.
+    String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
+/// Protobuf of an output; see [`output`].
 pub fn output_to_protobuf(o: &SlaOutput) -> Vec<u8> {
-    output_to_proto(o).encode_to_vec()
+    let mut b = Vec::with_capacity(256);
+    output::write_protobuf(o, &mut b);
+    b
 }
 
 /// pbjson writes timestamps as `+00:00`; the canonical mapping wants `Z` with 0, 3, 6 or 9
 /// fractional digits. Rewrite the named top-level timestamp fields.
-fn canonical_json(mut v: serde_json::Value, ts_fields: &[&str], o: Option<&SlaOutput>) -> String {
+fn canonical_json(mut v: serde_json::Value, ts_fields: &[&str]) -> String {
     if let serde_json::Value::Object(map) = &mut v {
         for f in ts_fields {
             if let Some(serde_json::Value::String(s)) = map.get_mut(*f) {
@@ -437,7 +445,6 @@ fn canonical_json(mut v: serde_json::Value, ts_fields: &[&str], o: Option<&SlaOu
             }
         }
     }
-    let _ = o;
     serde_json::to_string(&v).expect("json")
 }
 

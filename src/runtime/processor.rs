@@ -230,6 +230,7 @@ pub fn start(
         trouble: trouble.clone(),
         recoveries: Vec::new(),
         committed_since_live: false,
+        scratch: Vec::with_capacity(1024),
     }));
     let (main, surge) = new_consumers(cfg, &opts.topics, &core, &trouble, &auth)?;
     let subscribed: Vec<&str> = opts.topics.inputs.iter().map(|s| s.as_str()).collect();
@@ -843,6 +844,8 @@ struct Core {
     recoveries: Vec<Instant>,
     /// A commit succeeded since the last partition went live (see [`commit_plan`]).
     committed_since_live: bool,
+    /// Reused buffer for encoding an output.
+    scratch: Vec<u8>,
 }
 
 impl Core {
@@ -1099,12 +1102,18 @@ impl Core {
     }
 
     fn produce_output(&mut self, o: &SlaOutput, now: Ts, caught_up: bool) {
-        let (value, ct) = records::encode_output(o, self.output_format);
+        self.scratch.clear();
+        let ct = records::encode_output_into(o, self.output_format, &mut self.scratch);
         let key = records::output_key(o);
         let headers = records::output_headers(ct, o.body.kind_name());
         let topic = self.topics.for_output(&o.body);
-        self.io
-            .send(topic, None, key.as_bytes(), Some(&value), Some(headers));
+        self.io.send(
+            topic,
+            None,
+            key.as_bytes(),
+            Some(&self.scratch),
+            Some(headers),
+        );
         self.control
             .outputs_produced
             .fetch_add(1, Ordering::Relaxed);

@@ -214,9 +214,22 @@ fn dimension(channel: Channel, category: Category) -> Dimension {
 
 /// Value and content type of an SLA event.
 pub fn encode_output(o: &SlaOutput, format: OutputFormat) -> (Vec<u8>, &'static str) {
+    let mut value = Vec::with_capacity(384);
+    let ct = encode_output_into(o, format, &mut value);
+    (value, ct)
+}
+
+/// Appends the value of an SLA event to `out` (a reused buffer); returns its content type.
+pub fn encode_output_into(o: &SlaOutput, format: OutputFormat, out: &mut Vec<u8>) -> &'static str {
     match format {
-        OutputFormat::Json => (codec::output_to_json(o).into_bytes(), JSON),
-        OutputFormat::Protobuf => (codec::output_to_protobuf(o), PROTOBUF),
+        OutputFormat::Json => {
+            codec::output::write_json(o, out);
+            JSON
+        }
+        OutputFormat::Protobuf => {
+            codec::output::write_protobuf(o, out);
+            PROTOBUF
+        }
     }
 }
 

@@ -91,6 +91,14 @@ impl Dur {
         if s == "0" {
             return Ok(Dur::ZERO);
         }
+        if s.trim().contains(char::is_whitespace) {
+            return Err(err(
+                "no space allowed between number and unit: write them together, as in \"30s\"",
+            ));
+        }
+        if s.contains(char::is_whitespace) {
+            return Err(err("leading or trailing space"));
+        }
         let bytes = s.as_bytes();
         let mut i = 0;
         let mut total: i64 = 0;
@@ -203,6 +211,24 @@ mod tests {
         for bad in ["", "-5m", "5", "5x", "30m1h", "1h1h", "h"] {
             assert!(Dur::parse(bad).is_err(), "{bad} should be refused");
         }
+    }
+
+    #[test]
+    fn a_space_is_named_as_such_not_as_a_missing_unit() {
+        let e = Dur::parse("30 s").unwrap_err();
+        assert_eq!(
+            e.why,
+            "no space allowed between number and unit: write them together, as in \"30s\""
+        );
+        assert_eq!(Dur::parse("1h 30m").unwrap_err().why, e.why);
+        assert_eq!(
+            Dur::parse(" 30s").unwrap_err().why,
+            "leading or trailing space"
+        );
+        assert_eq!(
+            Dur::parse("30").unwrap_err().why,
+            "missing unit (use d, h, m, s or ms)"
+        );
     }
 
     #[test]

@@ -19,10 +19,12 @@
 //!
 //! deploy/slawatch.example.toml documents every key with its default.
 use crate::core::policy::builtin::PolicySource;
+use crate::core::policy::diagnostics::{nearest, Sink};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use toml::de::{DeTable, DeValue};
 
 /// librdkafka properties slawatch sets itself; `[kafka]` refuses them.
 pub const OWNED_KAFKA_KEYS: &[(&str, &str)] = &[
@@ -134,6 +136,10 @@ pub struct Config {
     /// are refused. Secret values are masked in `{:?}` and in [`Config::summary`].
     #[serde(default)]
     pub kafka: KafkaProps,
+    /// The `SLAWATCH_*` variables that were applied (not a key: filled in by
+    /// [`Config::from_sources`], shown by [`Config::summary`]).
+    #[serde(skip)]
+    pub env_applied: Vec<String>,
 }
 
 /// The `[kafka]` passthrough: librdkafka property → value. A map (it derefs to one) whose
@@ -362,10 +368,20 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// `origin` is `file:line:column` when the position is known, and names the
+    /// `SLAWATCH_*` variables that were applied when the error may come from one of them.
     #[error("{origin}: {message}")]
     Parse { origin: String, message: String },
-    #[error("environment variable {var} does not name a configuration key")]
-    UnknownEnv { var: String },
+    /// Every unknown key of the file, one per line: `file:line:column: unknown key "x"
+    /// [in [section]]; did you mean "y"?` (or the allowed keys when none is near).
+    #[error("{}", .0.join("\n"))]
+    UnknownKeys(Vec<String>),
+    #[error("environment variable {var} does not name a configuration key{hint}")]
+    UnknownEnv {
+        var: String,
+        /// `; did you mean SLAWATCH_…?` when a variable name is near, else empty.
+        hint: String,
+    },
     #[error("[kafka] {key:?} is set by slawatch ({why}); remove it")]
     OwnedKafkaKey { key: String, why: &'static str },
     #[error("[kafka] {key:?}: {message}")]
@@ -436,31 +452,45 @@ impl Config {
     }
 
     /// Parses `text` (named `origin` in messages), overlays `env` (only `SLAWATCH_…`
-    /// variables are looked at), validates.
+    /// variables are looked at), validates. Errors in the file carry `origin:line:column`.
     pub fn from_sources(
         text: &str,
         origin: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            origin: origin.to_string(),
-            message: e.to_string(),
-        })?;
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| located(text, origin, &e))?;
+        check_file_keys(text, origin)?;
         let mut env: Vec<(String, String)> = env
             .into_iter()
             .filter(|(k, _)| k.starts_with("SLAWATCH_") && !ENV_IGNORED.contains(&k.as_str()))
             .collect();
         env.sort();
-        for (var, value) in env {
-            apply_env(&mut table, &var, &value)?;
+        for (var, value) in &env {
+            apply_env(&mut table, var, value)?;
         }
-        let cfg: Config =
-            Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
-                origin: format!("{origin} (with SLAWATCH_* overrides)"),
-                message: e.to_string(),
-            })?;
+        let cfg: Config = Config::deserialize(toml::Value::Table(table)).map_err(|e| {
+            // The same error from the file alone is the file's: give its position.
+            if let Err(file_err) = toml::from_str::<Config>(text) {
+                if file_err.message() == e.message() && file_err.span().is_some() {
+                    return located(text, origin, &file_err);
+                }
+            }
+            let origin = if env.is_empty() {
+                origin.to_string()
+            } else {
+                let vars: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+                format!("{origin} with {} from the environment", vars.join(", "))
+            };
+            ConfigError::Parse {
+                origin,
+                message: e.message().trim().to_string(),
+            }
+        })?;
         cfg.validate()?;
-        Ok(cfg)
+        Ok(Config {
+            env_applied: env.into_iter().map(|(k, _)| k).collect(),
+            ..cfg
+        })
     }
 
     /// Cross-field rules.
@@ -617,6 +647,15 @@ impl Config {
     pub fn summary(&self) -> String {
         let mut s = String::new();
         use std::fmt::Write;
+        let _ = writeln!(
+            s,
+            "environment          = {}",
+            if self.env_applied.is_empty() {
+                "no SLAWATCH_* variable set".to_string()
+            } else {
+                self.env_applied.join(", ")
+            }
+        );
         let _ = writeln!(s, "brokers              = {}", self.brokers);
         let _ = writeln!(s, "group_id             = {}", self.group_id);
         let _ = writeln!(s, "instance_id          = {}", self.instance_id);
@@ -665,6 +704,77 @@ impl Config {
             );
         }
         s
+    }
+}
+
+/// `origin:line:column` of a byte offset of `text`.
+fn location(text: &str, origin: &str, offset: usize) -> String {
+    let (line, column) = Sink::new(text, origin).line_col(offset);
+    format!("{origin}:{line}:{column}")
+}
+
+/// A TOML error of the file with its position and without the source excerpt.
+fn located(text: &str, origin: &str, e: &toml::de::Error) -> ConfigError {
+    ConfigError::Parse {
+        origin: match e.span() {
+            Some(span) => location(text, origin, span.start),
+            None => origin.to_string(),
+        },
+        message: e.message().trim().to_string(),
+    }
+}
+
+/// Unknown keys of the file itself, with their position and the nearest allowed key (the
+/// whole-config deserialisation, after the environment is applied, no longer has positions).
+/// `[kafka]` is a passthrough that librdkafka checks in [`Config::validate`].
+fn check_file_keys(text: &str, origin: &str) -> Result<(), ConfigError> {
+    let Ok(doc) = DeTable::parse(text) else {
+        return Ok(()); // a syntax error: reported with its position by the caller
+    };
+    let mut problems = Vec::new();
+    let mut unknown = |span: std::ops::Range<usize>, key: &str, section: &str, allowed: &[&str]| {
+        let hint = match nearest(key, allowed.iter().copied()) {
+            Some(near) => format!("did you mean \"{near}\"?"),
+            None => format!("allowed keys: {}", allowed.join(", ")),
+        };
+        let section = if section.is_empty() {
+            String::new()
+        } else {
+            format!(" in [{section}]")
+        };
+        let at = location(text, origin, span.start);
+        problems.push(format!("{at}: unknown key \"{key}\"{section}; {hint}"));
+    };
+    let top: Vec<&str> = TOP_LEVEL_KEYS
+        .iter()
+        .copied()
+        .chain(SECTIONS.iter().copied())
+        .chain(["kafka"])
+        .collect();
+    for (k, v) in doc.get_ref() {
+        let key = k.get_ref().as_ref();
+        let section_keys = match key {
+            "topics" => TOPICS_KEYS,
+            "engine" => ENGINE_KEYS,
+            _ if top.contains(&key) => continue,
+            _ => {
+                unknown(k.span(), key, "", &top);
+                continue;
+            }
+        };
+        if let DeValue::Table(t) = v.get_ref() {
+            for (sk, _) in t {
+                let sub = sk.get_ref().as_ref();
+                if !section_keys.contains(&sub) {
+                    unknown(sk.span(), sub, key, section_keys);
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError::UnknownKeys(problems))
     }
 }
 
@@ -731,8 +841,16 @@ fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), Conf
             }
         }
     }
+    let mut names: Vec<String> = TOP_LEVEL_KEYS.iter().map(|k| k.to_string()).collect();
+    for (section, keys) in [("topics", TOPICS_KEYS), ("engine", ENGINE_KEYS)] {
+        names.extend(keys.iter().map(|k| format!("{section}_{k}")));
+    }
+    let hint = nearest(&rest, names.iter().map(String::as_str))
+        .map(|n| format!("; did you mean SLAWATCH_{}?", n.to_ascii_uppercase()))
+        .unwrap_or_default();
     Err(ConfigError::UnknownEnv {
         var: var.to_string(),
+        hint,
     })
 }
 

@@ -465,9 +465,19 @@ impl<'s> Cx<'s> {
         }
     }
 
+    /// Whether the table has a key that is a misspelling of `key` (`targt` for `target`):
+    /// [`Self::deny_unknown`] reports it with "did you mean", so saying that `key` is missing
+    /// too would be a second, misleading error for one typo.
+    fn misspelt(t: &Tbl, key: &str) -> bool {
+        t.map.iter().any(|(k, _)| {
+            let k = k.get_ref().as_ref();
+            k != key && nearest(k, [key]).is_some()
+        })
+    }
+
     fn require<'a, 'i>(&mut self, t: &Tbl<'a, 'i>, key: &str) -> Option<&'a Val<'i>> {
         let v = t.get(key);
-        if v.is_none() {
+        if v.is_none() && !Self::misspelt(t, key) {
             let example = match key {
                 "id" => "id = \"first_response\"",
                 "rule" => "rule = \"R1\"",
@@ -1789,7 +1799,7 @@ impl<'s> Cx<'s> {
                         Dur::from_secs(1)
                     }
                 };
-                if t.get("stop").is_none() {
+                if t.get("stop").is_none() && !Self::misspelt(&t, "stop") {
                     self.err(
                         t.span.clone(),
                         format!("clock \"{label}\" has no \"stop\": nothing could meet its target"),

@@ -40,15 +40,18 @@
 //! metric, pre-register the fixed-label counters at zero (so `rate()` and `increase()` see
 //! their first increment) and spawn the quantile refresher. Call
 //! [`register_policy_series`] when a policy set is loaded.
+mod quantiles;
+pub use quantiles::*;
+
 use crate::core::model::{Channel, OutputBody, SlaOutput, Urgency};
 use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, SharedString,
     Unit,
 };
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------------------------
@@ -883,193 +886,6 @@ pub fn register_policy_series<'a>(policy: &str, rules: impl IntoIterator<Item = 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Sliding-window quantiles
-// ---------------------------------------------------------------------------------------------
-
-/// A quantile in per-mille, so nearest rank is exact integer arithmetic.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Permille(pub u32);
-
-impl Permille {
-    pub const P50: Permille = Permille(500);
-    pub const P95: Permille = Permille(950);
-}
-
-/// Nearest-rank quantile of ascending `sorted`: the value at 1-based rank ⌈q·n⌉ (at least 1).
-/// `None` when empty.
-pub fn nearest_rank(sorted: &[f64], q: Permille) -> Option<f64> {
-    let n = sorted.len() as u64;
-    if n == 0 {
-        return None;
-    }
-    let q = u64::from(q.0.min(1000));
-    let rank = (q * n).div_ceil(1000).max(1);
-    Some(sorted[(rank - 1) as usize])
-}
-
-/// The last `cap` samples not older than `max_age`.
-#[derive(Debug)]
-pub struct SlidingWindow {
-    cap: usize,
-    samples: VecDeque<(Instant, f64)>,
-}
-
-impl SlidingWindow {
-    pub fn new(cap: usize) -> SlidingWindow {
-        SlidingWindow {
-            cap: cap.max(1),
-            samples: VecDeque::new(),
-        }
-    }
-
-    pub fn push(&mut self, at: Instant, value: f64) {
-        if self.samples.len() == self.cap {
-            self.samples.pop_front();
-        }
-        self.samples.push_back((at, value));
-    }
-
-    /// Drops samples taken before `cutoff`.
-    pub fn evict_before(&mut self, cutoff: Instant) {
-        while self.samples.front().is_some_and(|(t, _)| *t < cutoff) {
-            self.samples.pop_front();
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.samples.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.samples.is_empty()
-    }
-
-    /// Nearest-rank quantiles of the samples, in the order asked.
-    pub fn quantiles(&self, qs: &[Permille]) -> Option<Vec<f64>> {
-        if self.samples.is_empty() {
-            return None;
-        }
-        let mut v: Vec<f64> = self.samples.iter().map(|(_, x)| *x).collect();
-        v.sort_unstable_by(f64::total_cmp);
-        Some(qs.iter().filter_map(|q| nearest_rank(&v, *q)).collect())
-    }
-}
-
-/// Key of one window: the histogram labels plus the latency kind.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct WindowKey {
-    pub kind: LatencyKind,
-    /// Already bounded by [`policy_label`].
-    pub policy: SharedString,
-    pub channel: Channel,
-    /// Effective urgency.
-    pub urgency: Urgency,
-}
-
-/// p50 / p95 of one window at a refresh.
-#[derive(Clone, Debug, PartialEq)]
-pub struct WindowQuantiles {
-    pub key: WindowKey,
-    pub samples: usize,
-    /// `None` when the window is empty (all samples aged out).
-    pub p50_p95: Option<(f64, f64)>,
-}
-
-/// This replica's sliding windows of SLA latency samples.
-pub struct LatencyWindows {
-    cap: usize,
-    max_age: Duration,
-    windows: Mutex<HashMap<WindowKey, SlidingWindow>>,
-}
-
-impl LatencyWindows {
-    /// Windows of at most `cap` samples each, none older than `max_age`.
-    pub fn new(cap: usize, max_age: Duration) -> LatencyWindows {
-        LatencyWindows {
-            cap,
-            max_age,
-            windows: Mutex::new(HashMap::new()),
-        }
-    }
-
-    pub fn record(&self, key: WindowKey, secs: f64, now: Instant) {
-        let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        w.entry(key)
-            .or_insert_with(|| SlidingWindow::new(self.cap))
-            .push(now, secs);
-    }
-
-    /// Ages samples out and computes every window's p50 / p95 (sorted by key labels).
-    pub fn snapshot(&self, now: Instant) -> Vec<WindowQuantiles> {
-        let cutoff = now.checked_sub(self.max_age);
-        let mut out = {
-            let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-            w.iter_mut()
-                .map(|(key, win)| {
-                    if let Some(c) = cutoff {
-                        win.evict_before(c);
-                    }
-                    WindowQuantiles {
-                        key: key.clone(),
-                        samples: win.len(),
-                        p50_p95: win
-                            .quantiles(&[Permille::P50, Permille::P95])
-                            .map(|q| (q[0], q[1])),
-                    }
-                })
-                .collect::<Vec<_>>()
-        };
-        out.sort_by(|a, b| {
-            (a.key.kind, &*a.key.policy, a.key.channel, a.key.urgency).cmp(&(
-                b.key.kind,
-                &*b.key.policy,
-                b.key.channel,
-                b.key.urgency,
-            ))
-        });
-        out
-    }
-
-    /// Publishes the gauges of every window (NaN for an emptied window).
-    pub fn publish(&self, now: Instant) {
-        for wq in self.snapshot(now) {
-            let (g50, g95) = wq.key.kind.quantile_gauges();
-            let (p50, p95) = wq.p50_p95.unwrap_or((f64::NAN, f64::NAN));
-            let labels = [
-                ("policy", wq.key.policy.clone()),
-                (
-                    "channel",
-                    SharedString::const_str(channel_label(wq.key.channel)),
-                ),
-                (
-                    "urgency",
-                    SharedString::const_str(urgency_label(wq.key.urgency)),
-                ),
-            ];
-            gauge!(g50, &labels).set(p50);
-            gauge!(g95, &labels).set(p95);
-        }
-    }
-}
-
-/// Default samples per window.
-pub const DEFAULT_WINDOW_SAMPLES: usize = 512;
-/// Default maximum sample age.
-pub const DEFAULT_WINDOW_MAX_AGE: Duration = Duration::from_secs(15 * 60);
-
-static WINDOWS: OnceLock<LatencyWindows> = OnceLock::new();
-
-/// The process-wide windows the recording helpers feed.
-pub fn windows() -> &'static LatencyWindows {
-    WINDOWS.get_or_init(|| LatencyWindows::new(DEFAULT_WINDOW_SAMPLES, DEFAULT_WINDOW_MAX_AGE))
-}
-
-/// Publishes the in-process quantile gauges now (the refresher calls this every tick).
-pub fn refresh_window_quantiles() {
-    windows().publish(Instant::now());
-}
-
-// ---------------------------------------------------------------------------------------------
 // Exporter
 // ---------------------------------------------------------------------------------------------
 
@@ -1142,11 +958,7 @@ fn runtime() -> Result<tokio::runtime::Handle, TelemetryError> {
 }
 
 fn init_windows(opts: &TelemetryOptions) {
-    // First caller wins; samples recorded before installation used the defaults.
-    let _ = WINDOWS.set(LatencyWindows::new(
-        opts.window_samples,
-        opts.window_max_age,
-    ));
+    quantiles::init_windows(opts.window_samples, opts.window_max_age);
 }
 
 fn after_install(rt: &tokio::runtime::Handle, opts: &TelemetryOptions) {

@@ -1,0 +1,232 @@
+//! librdkafka client settings slawatch owns, and small helpers around rust-rdkafka (the
+//! processor's clients are created from these; the transactional producer is driven by
+//! [`super::txn`]).
+use crate::runtime::config::Config;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake};
+
+/// Initialises OpenSSL (once) without its exit-time cleanup: call before the first client
+/// or configuration is made. By default OpenSSL frees its global state in an `atexit`
+/// handler; a process that exits while a librdkafka thread still uses TLS (a restore worker,
+/// a client being destroyed) then crashes with SIGSEGV instead of exiting with its status.
+pub fn init_tls() {
+    openssl_sys::init();
+}
+
+/// Every client: brokers, then the `[kafka]` passthrough (security, tuning).
+pub fn base_config(cfg: &Config) -> ClientConfig {
+    init_tls();
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.brokers);
+    for (k, v) in &cfg.kafka {
+        c.set(k, v);
+    }
+    c
+}
+
+/// The processing consumer: static member of `group_id`, cooperative-sticky, manual
+/// offsets, read_committed, earliest when the group has no offset.
+pub fn consumer_config(cfg: &Config, group_id: &str) -> ClientConfig {
+    let mut c = base_config(cfg);
+    c.set("group.id", group_id)
+        .set("group.instance.id", &cfg.instance_id)
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false");
+    if !cfg.kafka.contains_key("session.timeout.ms") {
+        c.set("session.timeout.ms", "10000");
+    }
+    if !cfg.kafka.contains_key("heartbeat.interval.ms") {
+        c.set("heartbeat.interval.ms", "1000");
+    }
+    // Larger fetches keep a backlog flowing (small records, one fetch in flight per broker).
+    if !cfg.kafka.contains_key("max.partition.fetch.bytes") {
+        c.set("max.partition.fetch.bytes", "8388608");
+    }
+    set_fetch_backoff(&mut c, cfg, "10");
+    c
+}
+
+/// librdkafka postpones a partition's next fetch by `fetch.queue.backoff.ms` (default 1 s)
+/// once its local queue holds `queued.min.messages` (100 000) records — a single large
+/// fetch of small records does — so a reader that drains its queue quickly then sits idle
+/// for up to a second per fetch (a 1 M-ticket restore spent ~70 % of its time waiting so).
+fn set_fetch_backoff(c: &mut ClientConfig, cfg: &Config, ms: &str) {
+    if !cfg.kafka.contains_key("fetch.queue.backoff.ms") {
+        c.set("fetch.queue.backoff.ms", ms);
+    }
+}
+
+/// The output producer: transactional (`transactional.id` = `<group>-<instance>`) with
+/// exactly-once, else idempotent.
+pub fn producer_config(cfg: &Config, transactional_id: Option<&str>) -> ClientConfig {
+    let mut c = base_config(cfg);
+    // Only failed deliveries are reported: a successful one is freed as soon as it is
+    // acknowledged, instead of counting against the producer queue until a poll serves its
+    // report (with many partitions that throttled the processing thread on QueueFull).
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("delivery.report.only.error", "true");
+    if !cfg.kafka.contains_key("linger.ms") {
+        c.set("linger.ms", "2");
+    }
+    // State records (postcard) and outputs (JSON) shrink 3-5× with lz4, which is cheap to
+    // compress and almost free to decompress: a restore reads the state partition to its
+    // end, so its bytes are its time.
+    if !cfg.kafka.contains_key("compression.type") && !cfg.kafka.contains_key("compression.codec") {
+        c.set("compression.type", "lz4");
+    }
+    if let Some(id) = transactional_id {
+        c.set("transactional.id", id).set(
+            "transaction.timeout.ms",
+            cfg.transaction_timeout_ms.to_string(),
+        );
+    }
+    c
+}
+
+/// The state reader used during restores: no group membership (it only assigns), reads
+/// committed data to the end of the partition, and fetches the group's committed offsets.
+pub fn reader_config(cfg: &Config, group_id: &str) -> ClientConfig {
+    let mut c = base_config(cfg);
+    c.set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "true");
+    // End-of-partition is only known from a fetch response; do not let the broker hold the
+    // last, empty fetch for the default 500 ms.
+    if !cfg.kafka.contains_key("fetch.wait.max.ms") {
+        c.set("fetch.wait.max.ms", "10");
+    }
+    if !cfg.kafka.contains_key("fetch.max.bytes") {
+        c.set("fetch.max.bytes", "104857600");
+    }
+    if !cfg.kafka.contains_key("max.partition.fetch.bytes") {
+        c.set("max.partition.fetch.bytes", "52428800");
+    }
+    set_fetch_backoff(&mut c, cfg, "1");
+    c
+}
+
+/// librdkafka's cached (low, high) watermarks of a partition, updated by every fetch
+/// response: no network round trip. `None` before the first fetch.
+pub fn cached_watermarks<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<(i64, i64)> {
+    use rdkafka::consumer::Consumer;
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid for the consumer's lifetime; the call only reads
+    // the partition's cached offsets under its lock.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    if err != rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || high < 0 {
+        return None;
+    }
+    Some((low, high))
+}
+
+/// Drives a future on this thread. rdkafka's admin futures are completed by librdkafka's
+/// threads, so no async runtime is needed.
+pub fn block_on<F: Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Arc::new(Unpark(std::thread::current())).into();
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(v) => return v,
+            Poll::Pending => std::thread::park(),
+        }
+    }
+}
+
+/// Whether a client error means the credentials or the TLS setup are wrong: SASL
+/// authentication failed, the mechanism is not enabled on the broker, or the TLS handshake
+/// failed (untrusted certificate, wrong host name, TLS against a plaintext port). librdkafka
+/// reports these through the client context's error callback and keeps retrying, which
+/// would look like a hang; retrying cannot cure them. All brokers being down is not one of
+/// them (a broker may come back).
+pub fn is_auth_failure(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::Authentication
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+                | RDKafkaErrorCode::UnsupportedSASLMechanism
+                | RDKafkaErrorCode::IllegalSASLState
+                | RDKafkaErrorCode::SSL
+        )
+    )
+}
+
+/// The first authentication or TLS failure any client of this process saw, shared by the
+/// clients' contexts (whose error callbacks run on librdkafka's or the polling threads);
+/// the processing loop and the start-up check stop on it.
+#[derive(Clone, Default)]
+pub struct AuthFailure(Arc<Mutex<Option<String>>>);
+
+impl AuthFailure {
+    /// Records `error` if it is an authentication or TLS failure ([`is_auth_failure`]);
+    /// returns whether it was. librdkafka's reason names the broker and the mechanism,
+    /// never the password.
+    pub fn record(&self, error: &KafkaError, reason: &str) -> bool {
+        if !is_auth_failure(error) {
+            return false;
+        }
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            tracing::error!(%error, reason, "Kafka authentication / TLS failure");
+            *slot = Some(format!("{error}: {reason}"));
+        }
+        true
+    }
+
+    /// The recorded failure, if any.
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// A client context that records authentication and TLS failures and logs other errors.
+#[derive(Clone, Default)]
+pub struct AuthWatch {
+    pub failure: AuthFailure,
+}
+
+impl rdkafka::ClientContext for AuthWatch {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !self.failure.record(&error, reason) {
+            tracing::warn!(%error, reason, "Kafka client error");
+        }
+    }
+}
+
+impl rdkafka::producer::ProducerContext for AuthWatch {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: ()) {}
+}

@@ -614,8 +614,10 @@ impl Config {
                 });
             }
         }
-        // librdkafka knows its properties: let it check names and values now.
-        crate::runtime::kafka::init_tls();
+        // librdkafka knows its properties: let it check names and values now (OpenSSL
+        // initialised first, as runtime::kafka::init_tls does; called directly so the config
+        // does not depend on the Kafka module that depends on it).
+        openssl_sys::init();
         for (key, value) in &self.kafka {
             let mut c = rdkafka::ClientConfig::new();
             c.set(key, value);

@@ -4,7 +4,7 @@
 //! |---------------|-------------------------------------------------------------------------|
 //! | [`config`]    | strict TOML config + `SLAWATCH_*` env overrides, `[kafka]` passthrough  |
 //! | [`topics`]    | topic names (`--dry-run` shadow prefix), routing by kind, creation/check|
-//! | [`kafka`]     | librdkafka settings slawatch owns; cached watermarks; `block_on`        |
+//! | [`kafka`]     | librdkafka settings; the producer and its transactions; outage recovery |
 //! | [`records`]   | input hygiene, dead-letter headers, output keys and encodings           |
 //! | [`changelog`] | state-topic keys and formats; the restore of one partition              |
 //! | [`commit_policy`] | how long a transaction stays open, from the partitions' lag     |
@@ -16,7 +16,6 @@
 //! | [`admin`]     | `/metrics`, `/healthz`, `/readyz`, `/tickets/{id}`                       |
 //! | [`clock`]     | where "now" comes from: wall, scaled (demo), manual (tests)             |
 //! | [`service`]   | `slawatch run`: config → telemetry → admin → processor → signals        |
-//! | [`txn_error`] | why producing or a commit failed (typed), and whether to reset or stop |
 //! | [`traffic`]   | the demo's synthetic support traffic                                    |
 //! | [`demo`]      | `slawatch demo`: mock cluster + traffic + the same processor            |
 pub mod admin;
@@ -34,5 +33,4 @@ pub mod service;
 pub mod tasks;
 pub mod topics;
 pub mod traffic;
-pub mod txn_error;
 pub mod view;

@@ -53,23 +53,25 @@ use crate::runtime::commit_policy::{
 };
 use crate::runtime::config::{Config, OutputFormat};
 use crate::runtime::control::{Control, TicketQuery};
-use crate::runtime::kafka::{cached_watermarks, consumer_config, producer_config, AuthFailure};
+use crate::runtime::kafka::recovery::{self, Trouble};
+use crate::runtime::kafka::txn::{self, ProducerCtx, Recovery, Txn, TxnError, TxnOp};
+use crate::runtime::kafka::{cached_watermarks, consumer_config, AuthFailure};
 use crate::runtime::partitions::{Key as PartKey, Partitions, RestorePlan, Source};
 use crate::runtime::records::{self, check_input, InputLimits, CONTENT_TYPE};
 use crate::runtime::tasks::{InputTask, SurgeTask, WatermarkMark};
 use crate::runtime::topics::{ensure_topics, TopicError, Topics};
-use crate::runtime::txn_error::{Recovery, TxnError, TxnOp};
 use crate::runtime::view::ticket_view;
 use crate::telemetry;
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, ConsumerGroupMetadata, Rebalance,
+};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::types::RDKafkaErrorCode;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -189,13 +191,7 @@ pub fn start(
     let (restore_tx, restore_rx) = mpsc::channel();
     let engine_cfg = engine_config(cfg);
     let core = Arc::new(Mutex::new(Core {
-        io: Io {
-            producer,
-            exactly_once,
-            txn_open: false,
-            pending: false,
-            broken: None,
-        },
+        io: Txn::new(producer, exactly_once, OP_TIMEOUT),
         cfg: cfg.clone(),
         topics: opts.topics.clone(),
         lateness: Dur::from_millis(cfg.allowed_lateness_ms as i64),
@@ -304,8 +300,7 @@ pub fn engine_config(cfg: &Config) -> EngineConfig {
     }
 }
 
-/// The output producer; with exactly-once, `init_transactions` (which fences a zombie with
-/// the same transactional id and aborts its open transaction).
+/// The output producer (see [`txn::new_producer`]).
 fn new_producer(
     cfg: &Config,
     topics: &Topics,
@@ -313,20 +308,13 @@ fn new_producer(
     auth: &AuthFailure,
 ) -> Result<BaseProducer<ProducerCtx>, ProcessorError> {
     let txn_id = topics.transactional_id(&cfg.instance_id);
-    let producer: BaseProducer<ProducerCtx> =
-        producer_config(cfg, cfg.exactly_once.then_some(txn_id.as_str()))
-            .create_with_context(ProducerCtx {
-                trouble: trouble.clone(),
-                auth: auth.clone(),
-                ..ProducerCtx::default()
-            })
-            .map_err(kerr("creating the producer"))?;
-    if cfg.exactly_once {
-        producer
-            .init_transactions(OP_TIMEOUT)
-            .map_err(kerr("init_transactions"))?;
-    }
-    Ok(producer)
+    txn::new_producer(
+        cfg,
+        &txn_id,
+        ProducerCtx::new(auth.clone(), trouble.clone()),
+        OP_TIMEOUT,
+    )
+    .map_err(|(what, source)| ProcessorError::Kafka { what, source })
 }
 
 /// Both consumers, subscribed, and handed to `core`.
@@ -401,84 +389,13 @@ fn reconnect(
     };
     {
         let mut c = core.lock().unwrap();
-        c.io.producer = producer;
-        c.io.txn_open = false;
-        c.io.pending = false;
-        c.io.clear_failures();
+        c.io.replace(producer);
         c.out = Emitted::default();
         c.surge_out.clear();
         c.fatal = None;
     }
     new_consumers(&cfg, &topics, core, &trouble, &auth).map(Some)
 }
-
-/// When a Kafka client last had trouble reaching the brokers (transport failures, all
-/// brokers down, a lost assignment). librdkafka turns some outages into *fatal* errors
-/// although no other replica exists: a static member whose session timed out during the
-/// outage is fenced on rejoin (`FencedInstanceId`, librdkafka issue #3437), and a
-/// transaction the coordinator timed out meanwhile (`transaction_timeout_ms`) leaves the
-/// producer fenced. Such an error shortly after trouble is recovered from by recreating the
-/// clients; one out of the blue (a newer replica with the same instance id) still stops
-/// the processor.
-pub struct Trouble {
-    origin: Instant,
-    /// Milliseconds since `origin` + 1; 0: never.
-    last: AtomicU64,
-}
-
-impl Trouble {
-    fn new() -> Trouble {
-        Trouble {
-            origin: Instant::now(),
-            last: AtomicU64::new(0),
-        }
-    }
-
-    fn mark(&self) {
-        self.last.store(
-            self.origin.elapsed().as_millis() as u64 + 1,
-            Ordering::Relaxed,
-        );
-    }
-
-    /// Marks transport-level errors (not fatal ones: those are what is judged).
-    fn note(&self, error: &KafkaError) {
-        use RDKafkaErrorCode as C;
-        if matches!(
-            error.rdkafka_error_code(),
-            Some(
-                C::BrokerTransportFailure
-                    | C::AllBrokersDown
-                    | C::NetworkException
-                    | C::RequestTimedOut
-                    | C::OperationTimedOut
-                    | C::MessageTimedOut
-                    | C::CoordinatorNotAvailable
-                    | C::NotCoordinator
-            )
-        ) {
-            self.mark();
-        }
-    }
-
-    /// Time since the last trouble, if any.
-    fn since(&self) -> Option<Duration> {
-        match self.last.load(Ordering::Relaxed) {
-            0 => None,
-            ms => Some(
-                self.origin
-                    .elapsed()
-                    .saturating_sub(Duration::from_millis(ms - 1)),
-            ),
-        }
-    }
-}
-
-/// A fatal error within this long after trouble counts as caused by it.
-const TROUBLE_WINDOW: Duration = Duration::from_secs(120);
-/// At most this many client recreations per [`RECOVERY_PERIOD`]; more stop the processor.
-const MAX_RECOVERIES: usize = 5;
-const RECOVERY_PERIOD: Duration = Duration::from_secs(600);
 
 fn register_policy(set: &PolicySet) {
     for p in &set.policies {
@@ -582,52 +499,6 @@ fn poll_batch(consumer: &Consumer, core: &Mutex<Core>, timeout: Duration) -> usi
     n
 }
 
-/// Delivery failures, counted by the producer's delivery callback.
-pub struct ProducerCtx {
-    failed: AtomicU64,
-    first_error: Mutex<Option<TxnError>>,
-    /// Shared with the consumers' contexts.
-    auth: AuthFailure,
-    trouble: Arc<Trouble>,
-}
-
-impl Default for ProducerCtx {
-    fn default() -> Self {
-        ProducerCtx {
-            failed: AtomicU64::new(0),
-            first_error: Mutex::new(None),
-            trouble: Arc::new(Trouble::new()),
-            auth: AuthFailure::default(),
-        }
-    }
-}
-
-impl ClientContext for ProducerCtx {
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.trouble.note(&error);
-        if !self.auth.record(&error, reason) {
-            tracing::warn!(%error, reason, "producer error");
-        }
-    }
-}
-
-impl ProducerContext for ProducerCtx {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, m)) = result {
-            self.trouble.note(e);
-            self.failed.fetch_add(1, Ordering::SeqCst);
-            let mut first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
-            if first.is_none() {
-                *first = Some(TxnError::Delivery {
-                    topic: m.topic().to_string(),
-                    source: e.clone(),
-                });
-            }
-        }
-    }
-}
-
 /// Which stage a consumer feeds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Role {
@@ -689,120 +560,8 @@ type Consumer = BaseConsumer<ConsumerCtx>;
 /// The input stage's consumer and the surge stage's.
 type Clients = (Arc<Consumer>, Arc<Consumer>);
 
-/// The producer side: sends records, opening a transaction lazily.
-struct Io {
-    producer: BaseProducer<ProducerCtx>,
-    exactly_once: bool,
-    txn_open: bool,
-    /// Records sent since the last commit.
-    pending: bool,
-    /// A send failed for another reason than a full queue: the commit must not happen.
-    broken: Option<TxnError>,
-}
-
-impl Io {
-    fn send(
-        &mut self,
-        topic: &str,
-        partition: Option<i32>,
-        key: &[u8],
-        value: Option<&[u8]>,
-        headers: Option<OwnedHeaders>,
-    ) {
-        if self.broken.is_some() {
-            return;
-        }
-        if self.exactly_once && !self.txn_open {
-            if let Err(e) = self.producer.begin_transaction() {
-                self.broken = Some(TxnError::op(TxnOp::BeginTransaction)(e));
-                return;
-            }
-            self.txn_open = true;
-        }
-        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).key(key);
-        if let Some(v) = value {
-            rec = rec.payload(v);
-        }
-        if let Some(p) = partition {
-            rec = rec.partition(p);
-        }
-        if let Some(h) = headers {
-            rec = rec.headers(h);
-        }
-        loop {
-            match self.producer.send(rec) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    rec = r;
-                    self.serve();
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-                Err((e, _)) => {
-                    self.broken = Some(TxnError::Produce {
-                        topic: topic.to_string(),
-                        source: e,
-                    });
-                    return;
-                }
-            }
-        }
-        self.pending = true;
-    }
-
-    /// Serves delivery reports without blocking.
-    fn serve(&self) {
-        for _ in 0..4 {
-            self.producer.poll(Duration::ZERO);
-        }
-    }
-
-    /// Waits until nothing is in flight, serving delivery reports in short steps. (A
-    /// `commit_transaction` with records in flight waits in 100 ms steps; and rust-rdkafka's
-    /// `poll(1 ms)` busy-loops for its sub-millisecond remainder, which on a small box takes
-    /// the CPU the broker and librdkafka's threads need — so: serve, then sleep 200 µs.)
-    fn drain(&self) -> Result<(), TxnError> {
-        let deadline = Instant::now() + OP_TIMEOUT;
-        loop {
-            self.serve();
-            if self.producer.in_flight_count() == 0 {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(TxnError::Undelivered {
-                    count: self.producer.in_flight_count(),
-                    waited: OP_TIMEOUT,
-                });
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
-    }
-
-    /// The first failure since the last commit, if any.
-    fn failure(&self) -> Option<TxnError> {
-        if let Some(b) = &self.broken {
-            return Some(b.clone());
-        }
-        let ctx = self.producer.context();
-        if ctx.failed.load(Ordering::SeqCst) > 0 {
-            let first = ctx.first_error.lock().unwrap_or_else(|p| p.into_inner());
-            return Some(first.clone().unwrap_or(TxnError::Delivery {
-                topic: String::new(),
-                source: KafkaError::Canceled,
-            }));
-        }
-        None
-    }
-
-    fn clear_failures(&mut self) {
-        self.broken = None;
-        let ctx = self.producer.context();
-        ctx.failed.store(0, Ordering::SeqCst);
-        *ctx.first_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    }
-}
-
 struct Core {
-    io: Io,
+    io: Txn<BaseProducer<ProducerCtx>>,
     cfg: Config,
     topics: Topics,
     lateness: Dur,
@@ -852,15 +611,7 @@ impl Core {
     /// Whether a fatal client error is to be recovered from by recreating the clients: it
     /// came soon after trouble reaching the brokers, and not too often.
     fn may_recover(&mut self) -> bool {
-        if self.trouble.since().is_none_or(|d| d >= TROUBLE_WINDOW) {
-            return false;
-        }
-        self.recoveries.retain(|t| t.elapsed() < RECOVERY_PERIOD);
-        if self.recoveries.len() >= MAX_RECOVERIES {
-            return false;
-        }
-        self.recoveries.push(Instant::now());
-        true
+        recovery::may_recover(self.trouble.since(), &mut self.recoveries, Instant::now())
     }
 
     fn input_index(&self, topic: &str) -> Option<usize> {
@@ -943,7 +694,7 @@ impl Core {
                     // is not counted again.
                     if !suppressed && task.engine.ticket(&ev.ticket_id).is_none() {
                         let value = codec::event_to_protobuf(&ev);
-                        self.io.send(
+                        self.io.produce(
                             &self.topics.repartition,
                             None,
                             ev.tenant.as_bytes(),
@@ -967,7 +718,7 @@ impl Core {
                         Some(offset),
                         content_type,
                     );
-                    self.io.send(
+                    self.io.produce(
                         &self.topics.dead_letters,
                         None,
                         m.key().unwrap_or(&[]),
@@ -1070,7 +821,7 @@ impl Core {
                 None,
                 Some(records::PROTOBUF.as_bytes()),
             );
-            self.io.send(
+            self.io.produce(
                 &self.topics.dead_letters,
                 None,
                 ev.ticket_id.as_bytes(),
@@ -1107,7 +858,7 @@ impl Core {
         let key = records::output_key(o);
         let headers = records::output_headers(ct, o.body.kind_name());
         let topic = self.topics.for_output(&o.body);
-        self.io.send(
+        self.io.produce(
             topic,
             None,
             key.as_bytes(),
@@ -1314,7 +1065,7 @@ impl Core {
                     key: WatermarkMark::HEADER,
                     value: Some("1"),
                 });
-                self.io.send(
+                self.io.produce(
                     &self.topics.repartition,
                     Some(r),
                     &key,
@@ -1354,7 +1105,7 @@ impl Core {
     /// How long the next poll may block.
     fn poll_timeout(&self) -> Duration {
         let mut d = IDLE_POLL;
-        if self.io.pending || self.io.txn_open || self.offsets_pending() {
+        if self.io.has_pending() || self.io.is_open() || self.offsets_pending() {
             d = d.min(
                 self.effective_commit_interval()
                     .saturating_sub(self.last_commit.elapsed()),
@@ -1447,16 +1198,16 @@ impl Core {
                     s.remove(&key);
                 }
                 self.io
-                    .send(&state_topic, Some(p), &key, rec.as_deref(), None);
+                    .produce(&state_topic, Some(p), &key, rec.as_deref(), None);
             }
             if let Some(stale) = stale {
                 for key in stale {
-                    self.io.send(&state_topic, Some(p), &key, None, None);
+                    self.io.produce(&state_topic, Some(p), &key, None, None);
                 }
             }
             if t.changed {
                 let ps = t.engine.partition_state();
-                self.io.send(
+                self.io.produce(
                     &state_topic,
                     Some(p),
                     &partition_key(topic),
@@ -1478,7 +1229,7 @@ impl Core {
                 max_seen: s.max_seen,
                 state: s.detector.state().clone(),
             };
-            self.io.send(
+            self.io.produce(
                 &surge_state_topic,
                 Some(s.partition),
                 &key,
@@ -1497,7 +1248,7 @@ impl Core {
         self.last_commit = Instant::now();
         let state_dirty = self.inputs.values().any(|t| t.changed && !t.rebuilding())
             || self.surges.values().any(|s| s.dirty);
-        if !self.io.pending && !self.io.txn_open && !state_dirty && !self.offsets_pending() {
+        if !self.io.has_pending() && !self.io.is_open() && !state_dirty && !self.offsets_pending() {
             return;
         }
         let started = Instant::now();
@@ -1521,7 +1272,6 @@ impl Core {
             Ok(()) => {
                 self.mark_committed();
                 self.committed_since_live = true;
-                self.io.pending = false;
                 self.control
                     .transactions_committed
                     .fetch_add(1, Ordering::Relaxed);
@@ -1542,62 +1292,24 @@ impl Core {
 
     fn commit_transaction(&mut self, c: &Consumers) -> Result<(), TxnError> {
         self.write_state();
-        self.io.drain()?;
-        if let Some(e) = self.io.failure() {
-            return Err(e);
-        }
         let (offsets, surge_offsets) = self.offsets();
-        if !self.io.txn_open {
-            if offsets.count() == 0 && surge_offsets.count() == 0 {
-                return Ok(());
-            }
-            self.io
-                .producer
-                .begin_transaction()
-                .map_err(TxnError::op(TxnOp::BeginTransaction))?;
-            self.io.txn_open = true;
-        }
+        let mut groups = Vec::with_capacity(2);
         for (tpl, consumer) in [(&offsets, &c.main), (&surge_offsets, &c.surge)] {
-            if tpl.count() == 0 {
-                continue;
-            }
-            let gm = consumer.group_metadata().ok_or(TxnError::NoGroupMetadata)?;
-            self.io
-                .producer
-                .send_offsets_to_transaction(tpl, &gm, OP_TIMEOUT)
-                .map_err(TxnError::op(TxnOp::SendOffsetsToTransaction))?;
-        }
-        let mut attempts = 0;
-        loop {
-            match self
-                .io
-                .producer
-                .commit_transaction(OP_TIMEOUT)
-                .map_err(TxnError::op(TxnOp::CommitTransaction))
-            {
-                Ok(()) => break,
-                Err(e) if e.is_retriable() && attempts < 3 => {
-                    attempts += 1;
-                    tracing::warn!(error = %e, "retriable error; retrying");
-                }
-                Err(e) => return Err(e),
+            if tpl.count() > 0 {
+                let gm = consumer.group_metadata().ok_or(TxnError::NoGroupMetadata)?;
+                groups.push((tpl, gm));
             }
         }
-        self.io.txn_open = false;
-        Ok(())
+        let groups: Vec<(&TopicPartitionList, &ConsumerGroupMetadata)> =
+            groups.iter().map(|(t, g)| (*t, g)).collect();
+        self.io.commit(&groups)
     }
 
     fn commit_at_least_once(&mut self, c: &Consumers) -> Result<(), TxnError> {
         // Outputs first: state that says "fired" must never be durable before the output.
-        self.io.drain()?;
-        if let Some(e) = self.io.failure() {
-            return Err(e);
-        }
+        self.io.commit(&[])?;
         self.write_state();
-        self.io.drain()?;
-        if let Some(e) = self.io.failure() {
-            return Err(e);
-        }
+        self.io.commit(&[])?;
         let (offsets, surge_offsets) = self.offsets();
         for (tpl, consumer) in [(&offsets, &c.main), (&surge_offsets, &c.surge)] {
             if tpl.count() > 0 {
@@ -1611,25 +1323,16 @@ impl Core {
 
     /// Aborts the open transaction (exactly-once) and forgets pending failures.
     fn abort_open(&mut self) {
-        if self.io.exactly_once && self.io.txn_open {
-            match self
-                .io
-                .producer
-                .abort_transaction(OP_TIMEOUT)
-                .map_err(TxnError::op(TxnOp::AbortTransaction))
-            {
-                Ok(()) => telemetry::transaction(telemetry::TxnOutcome::Aborted, None),
-                Err(e) => {
-                    if e.recovery() == Recovery::Fatal {
-                        self.fatal = Some(ProcessorError::Fatal(e.to_string()));
-                    }
-                    tracing::error!(error = %e, "abort failed");
+        match self.io.abort() {
+            Ok(true) => telemetry::transaction(telemetry::TxnOutcome::Aborted, None),
+            Ok(false) => {}
+            Err(e) => {
+                if e.recovery() == Recovery::Fatal {
+                    self.fatal = Some(ProcessorError::Fatal(e.to_string()));
                 }
+                tracing::error!(error = %e, "abort failed");
             }
-            self.io.txn_open = false;
         }
-        self.io.pending = false;
-        self.io.clear_failures();
     }
 
     // ---------------------------------------------------------------------------------
@@ -1707,7 +1410,7 @@ impl Core {
         let (dropped, plans) = if lost {
             // Our offsets can no longer be committed for these; the abort discards the
             // uncommitted work of every partition, so the others are restored too.
-            let aborted = self.io.txn_open || self.io.pending;
+            let aborted = self.io.is_open() || self.io.has_pending();
             if aborted {
                 self.abort_open();
             }

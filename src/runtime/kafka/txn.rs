@@ -1,0 +1,818 @@
+//! The only code that drives the producer: records are sent into a transaction opened
+//! lazily, delivery failures are remembered, and a commit drains what is in flight, adds the
+//! consumed offsets and commits (retrying what librdkafka calls retriable). [`Txn`] is
+//! generic over [`TxnProducer`], so its rules are unit-tested against a fake producer; the
+//! Kafka tests (tests/kafka_*.rs) prove the real one.
+//!
+//! Failures are typed ([`TxnError`]) and say what to do about them ([`Recovery`]): reset
+//! (abort, restore every partition from the state topics) or fatal (stop, or recreate the
+//! clients after a broker outage) — decided from librdkafka's flags, never from a message.
+use crate::runtime::config::Config;
+use crate::runtime::kafka::clients::{producer_config, AuthFailure};
+use crate::runtime::kafka::recovery::Trouble;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::KafkaError;
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::Message as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A producer-side or commit-path operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxnOp {
+    BeginTransaction,
+    SendOffsetsToTransaction,
+    CommitTransaction,
+    AbortTransaction,
+    /// Offsets committed by the consumer (at-least-once).
+    CommitOffsets,
+}
+
+impl TxnOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TxnOp::BeginTransaction => "begin_transaction",
+            TxnOp::SendOffsetsToTransaction => "send_offsets_to_transaction",
+            TxnOp::CommitTransaction => "commit_transaction",
+            TxnOp::AbortTransaction => "abort_transaction",
+            TxnOp::CommitOffsets => "committing offsets",
+        }
+    }
+}
+
+impl std::fmt::Display for TxnOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What went wrong.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum TxnError {
+    /// A producer or consumer operation failed; `fatal` and `retriable` are librdkafka's
+    /// flags for transactional errors (both false for other errors).
+    #[error("{op}: {source}")]
+    Op {
+        op: TxnOp,
+        #[source]
+        source: KafkaError,
+        fatal: bool,
+        retriable: bool,
+    },
+    /// `send` refused a record (not for a full queue: that is waited out).
+    #[error("producing to {topic}: {source}")]
+    Produce {
+        topic: String,
+        #[source]
+        source: KafkaError,
+    },
+    /// A delivery report said a record was not written.
+    #[error("delivery to {topic} failed: {source}")]
+    Delivery {
+        topic: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("{count} records still undelivered after {waited:?}")]
+    Undelivered { count: i32, waited: Duration },
+    #[error("no consumer group metadata")]
+    NoGroupMetadata,
+}
+
+/// What the processor does about a failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recovery {
+    /// Abort (exactly-once) and restore every partition from the state topics: memory may
+    /// hold what Kafka does not.
+    Reset,
+    /// The producer cannot go on (fenced by a newer replica with the same transactional id,
+    /// or librdkafka's fatal state): stop, or recreate the clients after an outage.
+    Fatal,
+}
+
+impl TxnError {
+    /// An operation's error, with librdkafka's fatal / retriable flags.
+    pub fn op(op: TxnOp) -> impl FnOnce(KafkaError) -> TxnError {
+        move |source| {
+            let (fatal, retriable) = match &source {
+                KafkaError::Transaction(e) => (e.is_fatal(), e.is_retriable()),
+                _ => (false, false),
+            };
+            TxnError::Op {
+                op,
+                source,
+                fatal,
+                retriable,
+            }
+        }
+    }
+
+    pub fn recovery(&self) -> Recovery {
+        match self {
+            TxnError::Op { fatal: true, .. } => Recovery::Fatal,
+            _ => Recovery::Reset,
+        }
+    }
+
+    /// Whether retrying the same operation may succeed.
+    pub fn is_retriable(&self) -> bool {
+        matches!(
+            self,
+            TxnError::Op {
+                retriable: true,
+                ..
+            }
+        )
+    }
+}
+
+/// One record to produce.
+pub struct OutRecord<'a> {
+    pub topic: &'a str,
+    /// `None`: the producer's partitioner (by key).
+    pub partition: Option<i32>,
+    pub key: &'a [u8],
+    /// `None`: a tombstone.
+    pub value: Option<&'a [u8]>,
+    pub headers: Option<OwnedHeaders>,
+}
+
+/// Why `send` did not take a record.
+pub enum SendRefused<'a> {
+    /// The local queue is full: serve delivery reports and offer it again.
+    QueueFull(OutRecord<'a>),
+    Failed(KafkaError),
+}
+
+/// What [`Txn`] needs of a producer (librdkafka's, or a fake in tests). Errors come typed
+/// (see [`TxnError::op`]).
+pub trait TxnProducer {
+    /// What `send_offsets` needs of the consumer group (its metadata).
+    type Group;
+    fn begin(&self) -> Result<(), TxnError>;
+    fn send<'a>(&self, rec: OutRecord<'a>) -> Result<(), SendRefused<'a>>;
+    /// Serves delivery reports without blocking.
+    fn serve(&self);
+    fn in_flight(&self) -> i32;
+    fn send_offsets(
+        &self,
+        offsets: &TopicPartitionList,
+        group: &Self::Group,
+        timeout: Duration,
+    ) -> Result<(), TxnError>;
+    fn commit(&self, timeout: Duration) -> Result<(), TxnError>;
+    fn abort(&self, timeout: Duration) -> Result<(), TxnError>;
+    /// The first delivery failure since the last [`TxnProducer::clear_failures`].
+    fn delivery_failure(&self) -> Option<TxnError>;
+    fn clear_failures(&self);
+}
+
+/// Commit attempts of a retriable `commit_transaction` error.
+const COMMIT_ATTEMPTS: u32 = 4;
+
+/// The producer side of the processor: sends records, opening a transaction lazily
+/// (exactly-once), and commits or aborts it.
+pub struct Txn<P: TxnProducer> {
+    pub producer: P,
+    pub exactly_once: bool,
+    /// A transaction is open.
+    open: bool,
+    /// Records sent since the last commit.
+    pending: bool,
+    /// A send failed for another reason than a full queue: the commit must not happen.
+    broken: Option<TxnError>,
+    /// Bound on one broker operation.
+    timeout: Duration,
+}
+
+impl<P: TxnProducer> Txn<P> {
+    pub fn new(producer: P, exactly_once: bool, timeout: Duration) -> Txn<P> {
+        Txn {
+            producer,
+            exactly_once,
+            open: false,
+            pending: false,
+            broken: None,
+            timeout,
+        }
+    }
+
+    /// Whether a transaction is open (exactly-once).
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// Whether records were sent since the last commit or abort.
+    pub fn has_pending(&self) -> bool {
+        self.pending
+    }
+
+    /// Sends a record (opening a transaction first with exactly-once); waits out a full
+    /// queue. After a failure nothing more is sent until the abort.
+    pub fn send(&mut self, rec: OutRecord<'_>) {
+        if self.broken.is_some() {
+            return;
+        }
+        if self.exactly_once && !self.open {
+            if let Err(e) = self.producer.begin() {
+                self.broken = Some(e);
+                return;
+            }
+            self.open = true;
+        }
+        let topic = rec.topic;
+        let mut rec = rec;
+        loop {
+            match self.producer.send(rec) {
+                Ok(()) => break,
+                Err(SendRefused::QueueFull(r)) => {
+                    rec = r;
+                    self.producer.serve();
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Err(SendRefused::Failed(e)) => {
+                    self.broken = Some(TxnError::Produce {
+                        topic: topic.to_string(),
+                        source: e,
+                    });
+                    return;
+                }
+            }
+        }
+        self.pending = true;
+    }
+
+    /// [`Txn::send`] from parts.
+    pub fn produce(
+        &mut self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        value: Option<&[u8]>,
+        headers: Option<OwnedHeaders>,
+    ) {
+        self.send(OutRecord {
+            topic,
+            partition,
+            key,
+            value,
+            headers,
+        });
+    }
+
+    /// Serves delivery reports without blocking.
+    pub fn serve(&self) {
+        self.producer.serve();
+    }
+
+    /// Waits until nothing is in flight, serving delivery reports in short steps. (A
+    /// `commit_transaction` with records in flight waits in 100 ms steps; and rust-rdkafka's
+    /// `poll(1 ms)` busy-loops for its sub-millisecond remainder, which on a small box takes
+    /// the CPU the broker and librdkafka's threads need — so: serve, then sleep 200 µs.)
+    pub fn drain(&self) -> Result<(), TxnError> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            self.producer.serve();
+            let count = self.producer.in_flight();
+            if count == 0 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(TxnError::Undelivered {
+                    count,
+                    waited: self.timeout,
+                });
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// The first failure since the last commit or abort, if any.
+    pub fn failure(&self) -> Option<TxnError> {
+        self.broken
+            .clone()
+            .or_else(|| self.producer.delivery_failure())
+    }
+
+    /// Drains, checks for failures, then — with exactly-once — adds the consumed offsets
+    /// (a transaction is opened for them if none is) and commits. `offsets` pairs each
+    /// group's offsets with its metadata; empty lists are skipped.
+    pub fn commit(&mut self, offsets: &[(&TopicPartitionList, &P::Group)]) -> Result<(), TxnError> {
+        self.drain()?;
+        if let Some(e) = self.failure() {
+            return Err(e);
+        }
+        if !self.exactly_once {
+            self.pending = false;
+            return Ok(());
+        }
+        let has_offsets = offsets.iter().any(|(tpl, _)| tpl.count() > 0);
+        if !self.open {
+            if !has_offsets {
+                self.pending = false;
+                return Ok(());
+            }
+            self.producer.begin()?;
+            self.open = true;
+        }
+        for (tpl, group) in offsets {
+            if tpl.count() == 0 {
+                continue;
+            }
+            self.producer.send_offsets(tpl, group, self.timeout)?;
+        }
+        let mut attempts = 1;
+        loop {
+            match self.producer.commit(self.timeout) {
+                Ok(()) => break,
+                Err(e) if e.is_retriable() && attempts < COMMIT_ATTEMPTS => {
+                    attempts += 1;
+                    tracing::warn!(error = %e, "retriable error; retrying");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.open = false;
+        self.pending = false;
+        Ok(())
+    }
+
+    /// Aborts the open transaction (exactly-once) and forgets pending failures. `Ok(true)`
+    /// when a transaction was aborted.
+    pub fn abort(&mut self) -> Result<bool, TxnError> {
+        let mut r = Ok(false);
+        if self.exactly_once && self.open {
+            r = self.producer.abort(self.timeout).map(|()| true);
+            self.open = false;
+        }
+        self.pending = false;
+        self.clear_failures();
+        r
+    }
+
+    /// Forgets failures and the open transaction (the producer was replaced).
+    pub fn replace(&mut self, producer: P) {
+        self.producer = producer;
+        self.open = false;
+        self.pending = false;
+        self.clear_failures();
+    }
+
+    fn clear_failures(&mut self) {
+        self.broken = None;
+        self.producer.clear_failures();
+    }
+}
+
+// -------------------------------------------------------------------------------------
+// librdkafka's producer
+// -------------------------------------------------------------------------------------
+
+/// The producer's context: delivery failures (counted by the delivery callback), and client
+/// errors noted for the authentication check and the outage judgement.
+pub struct ProducerCtx {
+    failed: AtomicU64,
+    first_error: Mutex<Option<TxnError>>,
+    /// Shared with the consumers' contexts.
+    pub auth: AuthFailure,
+    pub trouble: Arc<Trouble>,
+}
+
+impl ProducerCtx {
+    pub fn new(auth: AuthFailure, trouble: Arc<Trouble>) -> ProducerCtx {
+        ProducerCtx {
+            failed: AtomicU64::new(0),
+            first_error: Mutex::new(None),
+            auth,
+            trouble,
+        }
+    }
+}
+
+impl ClientContext for ProducerCtx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.trouble.note(&error);
+        if !self.auth.record(&error, reason) {
+            tracing::warn!(%error, reason, "producer error");
+        }
+    }
+}
+
+impl ProducerContext for ProducerCtx {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, m)) = result {
+            self.trouble.note(e);
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            let mut first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
+            if first.is_none() {
+                *first = Some(TxnError::Delivery {
+                    topic: m.topic().to_string(),
+                    source: e.clone(),
+                });
+            }
+        }
+    }
+}
+
+/// The output producer; with exactly-once, `init_transactions` (which fences a zombie with
+/// the same transactional id and aborts its open transaction).
+pub fn new_producer(
+    cfg: &Config,
+    transactional_id: &str,
+    ctx: ProducerCtx,
+    timeout: Duration,
+) -> Result<BaseProducer<ProducerCtx>, (&'static str, KafkaError)> {
+    let producer: BaseProducer<ProducerCtx> =
+        producer_config(cfg, cfg.exactly_once.then_some(transactional_id))
+            .create_with_context(ctx)
+            .map_err(|e| ("creating the producer", e))?;
+    if cfg.exactly_once {
+        producer
+            .init_transactions(timeout)
+            .map_err(|e| ("init_transactions", e))?;
+    }
+    Ok(producer)
+}
+
+impl TxnProducer for BaseProducer<ProducerCtx> {
+    type Group = ConsumerGroupMetadata;
+
+    fn begin(&self) -> Result<(), TxnError> {
+        self.begin_transaction()
+            .map_err(TxnError::op(TxnOp::BeginTransaction))
+    }
+
+    fn send<'a>(&self, rec: OutRecord<'a>) -> Result<(), SendRefused<'a>> {
+        let mut r: BaseRecord<'a, [u8], [u8]> = BaseRecord::to(rec.topic).key(rec.key);
+        r.payload = rec.value;
+        r.partition = rec.partition;
+        r.headers = rec.headers;
+        match BaseProducer::send(self, r) {
+            Ok(()) => Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                Err(SendRefused::QueueFull(OutRecord {
+                    topic: r.topic,
+                    partition: r.partition,
+                    key: r.key.unwrap_or(&[]),
+                    value: r.payload,
+                    headers: r.headers,
+                }))
+            }
+            Err((e, _)) => Err(SendRefused::Failed(e)),
+        }
+    }
+
+    fn serve(&self) {
+        for _ in 0..4 {
+            self.poll(Duration::ZERO);
+        }
+    }
+
+    fn in_flight(&self) -> i32 {
+        self.in_flight_count()
+    }
+
+    fn send_offsets(
+        &self,
+        offsets: &TopicPartitionList,
+        group: &ConsumerGroupMetadata,
+        timeout: Duration,
+    ) -> Result<(), TxnError> {
+        self.send_offsets_to_transaction(offsets, group, timeout)
+            .map_err(TxnError::op(TxnOp::SendOffsetsToTransaction))
+    }
+
+    fn commit(&self, timeout: Duration) -> Result<(), TxnError> {
+        self.commit_transaction(timeout)
+            .map_err(TxnError::op(TxnOp::CommitTransaction))
+    }
+
+    fn abort(&self, timeout: Duration) -> Result<(), TxnError> {
+        self.abort_transaction(timeout)
+            .map_err(TxnError::op(TxnOp::AbortTransaction))
+    }
+
+    fn delivery_failure(&self) -> Option<TxnError> {
+        let ctx = self.context();
+        if ctx.failed.load(Ordering::SeqCst) == 0 {
+            return None;
+        }
+        let first = ctx.first_error.lock().unwrap_or_else(|p| p.into_inner());
+        Some(first.clone().unwrap_or(TxnError::Delivery {
+            topic: String::new(),
+            source: KafkaError::Canceled,
+        }))
+    }
+
+    fn clear_failures(&self) {
+        let ctx = self.context();
+        ctx.failed.store(0, Ordering::SeqCst);
+        *ctx.first_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::types::RDKafkaErrorCode;
+    use std::cell::{Cell, RefCell};
+
+    /// A producer that logs calls and fails as told.
+    #[derive(Default)]
+    struct Fake {
+        log: RefCell<Vec<String>>,
+        /// Sends answered QueueFull before one is taken.
+        queue_full: Cell<u32>,
+        fail_send: Cell<bool>,
+        fail_begin: Cell<bool>,
+        /// Commit errors to return, in order (then Ok).
+        commit_errors: RefCell<Vec<TxnError>>,
+        in_flight: Cell<i32>,
+        delivery: RefCell<Option<TxnError>>,
+    }
+
+    impl Fake {
+        fn calls(&self) -> Vec<String> {
+            self.log.borrow().clone()
+        }
+    }
+
+    fn err() -> KafkaError {
+        KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)
+    }
+
+    impl TxnProducer for Fake {
+        type Group = ();
+        fn begin(&self) -> Result<(), TxnError> {
+            self.log.borrow_mut().push("begin".into());
+            if self.fail_begin.get() {
+                return Err(TxnError::op(TxnOp::BeginTransaction)(err()));
+            }
+            Ok(())
+        }
+        fn send<'a>(&self, rec: OutRecord<'a>) -> Result<(), SendRefused<'a>> {
+            if self.queue_full.get() > 0 {
+                self.queue_full.set(self.queue_full.get() - 1);
+                self.log.borrow_mut().push("full".into());
+                return Err(SendRefused::QueueFull(rec));
+            }
+            if self.fail_send.get() {
+                return Err(SendRefused::Failed(err()));
+            }
+            self.log.borrow_mut().push(format!("send {}", rec.topic));
+            self.in_flight.set(self.in_flight.get() + 1);
+            Ok(())
+        }
+        fn serve(&self) {
+            // Everything in flight is delivered on the first serve.
+            self.in_flight.set(0);
+        }
+        fn in_flight(&self) -> i32 {
+            self.in_flight.get()
+        }
+        fn send_offsets(
+            &self,
+            offsets: &TopicPartitionList,
+            _: &(),
+            _: Duration,
+        ) -> Result<(), TxnError> {
+            self.log
+                .borrow_mut()
+                .push(format!("offsets {}", offsets.count()));
+            Ok(())
+        }
+        fn commit(&self, _: Duration) -> Result<(), TxnError> {
+            self.log.borrow_mut().push("commit".into());
+            let mut errors = self.commit_errors.borrow_mut();
+            if errors.is_empty() {
+                return Ok(());
+            }
+            Err(errors.remove(0))
+        }
+        fn abort(&self, _: Duration) -> Result<(), TxnError> {
+            self.log.borrow_mut().push("abort".into());
+            Ok(())
+        }
+        fn delivery_failure(&self) -> Option<TxnError> {
+            self.delivery.borrow().clone()
+        }
+        fn clear_failures(&self) {
+            *self.delivery.borrow_mut() = None;
+        }
+    }
+
+    fn rec(topic: &str) -> OutRecord<'_> {
+        OutRecord {
+            topic,
+            partition: None,
+            key: b"k",
+            value: Some(b"v"),
+            headers: None,
+        }
+    }
+
+    fn offsets(n: i32) -> TopicPartitionList {
+        let mut t = TopicPartitionList::new();
+        for p in 0..n {
+            t.add_partition("in", p);
+        }
+        t
+    }
+
+    fn txn() -> Txn<Fake> {
+        Txn::new(Fake::default(), true, Duration::from_secs(1))
+    }
+
+    #[test]
+    fn a_transaction_opens_with_the_first_record_and_commits_with_the_offsets() {
+        let mut t = txn();
+        assert!(!t.is_open());
+        t.send(rec("out"));
+        t.send(rec("state"));
+        assert!(t.is_open() && t.has_pending());
+        let o = offsets(2);
+        t.commit(&[(&o, &()), (&offsets(0), &())]).unwrap();
+        assert!(!t.is_open() && !t.has_pending());
+        assert_eq!(
+            t.producer.calls(),
+            ["begin", "send out", "send state", "offsets 2", "commit"]
+        );
+        t.send(rec("out"));
+        assert_eq!(t.producer.calls().last().unwrap(), "send out");
+        assert_eq!(
+            t.producer.calls().iter().filter(|c| *c == "begin").count(),
+            2
+        );
+    }
+
+    #[test]
+    fn offsets_alone_get_a_transaction_and_nothing_at_all_commits_nothing() {
+        let mut t = txn();
+        t.commit(&[(&offsets(0), &())]).unwrap();
+        assert!(t.producer.calls().is_empty());
+        t.commit(&[(&offsets(1), &())]).unwrap();
+        assert_eq!(t.producer.calls(), ["begin", "offsets 1", "commit"]);
+    }
+
+    #[test]
+    fn a_full_queue_is_waited_out() {
+        let mut t = txn();
+        t.producer.queue_full.set(3);
+        t.send(rec("out"));
+        assert_eq!(
+            t.producer.calls(),
+            ["begin", "full", "full", "full", "send out"]
+        );
+        assert!(t.failure().is_none());
+    }
+
+    #[test]
+    fn a_refused_record_breaks_the_transaction_until_the_abort() {
+        let mut t = txn();
+        t.producer.fail_send.set(true);
+        t.send(rec("out"));
+        t.producer.fail_send.set(false);
+        t.send(rec("state"));
+        let e = t.commit(&[(&offsets(1), &())]).unwrap_err();
+        assert!(
+            matches!(&e, TxnError::Produce { topic, .. } if topic == "out"),
+            "{e}"
+        );
+        assert_eq!(e.recovery(), Recovery::Reset);
+        assert_eq!(
+            t.producer.calls(),
+            ["begin"],
+            "nothing sent or committed after it"
+        );
+        assert!(t.abort().unwrap(), "a transaction was open");
+        assert!(t.failure().is_none());
+        t.send(rec("out"));
+        assert_eq!(t.producer.calls().last().unwrap(), "send out");
+    }
+
+    #[test]
+    fn a_failed_begin_breaks_the_transaction() {
+        let mut t = txn();
+        t.producer.fail_begin.set(true);
+        t.send(rec("out"));
+        assert!(!t.is_open());
+        let e = t.failure().unwrap();
+        assert!(
+            matches!(
+                e,
+                TxnError::Op {
+                    op: TxnOp::BeginTransaction,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_delivery_failure_stops_the_commit() {
+        let mut t = txn();
+        t.send(rec("out"));
+        *t.producer.delivery.borrow_mut() = Some(TxnError::Delivery {
+            topic: "out".into(),
+            source: err(),
+        });
+        let e = t.commit(&[(&offsets(1), &())]).unwrap_err();
+        assert!(matches!(e, TxnError::Delivery { .. }));
+        assert!(!t.producer.calls().contains(&"commit".to_string()));
+        t.abort().unwrap();
+        assert!(t.failure().is_none(), "the abort forgets it");
+    }
+
+    #[test]
+    fn retriable_commit_errors_are_retried_a_bounded_number_of_times() {
+        let commit_error = |retriable| TxnError::Op {
+            op: TxnOp::CommitTransaction,
+            source: KafkaError::Canceled,
+            fatal: false,
+            retriable,
+        };
+        // Two retriable errors, then success.
+        let mut t = txn();
+        t.producer
+            .commit_errors
+            .borrow_mut()
+            .extend([commit_error(true), commit_error(true)]);
+        t.send(rec("out"));
+        t.commit(&[]).unwrap();
+        assert_eq!(
+            t.producer.calls().iter().filter(|c| *c == "commit").count(),
+            3
+        );
+        assert!(!t.is_open());
+        // Retriable errors without end: given up after COMMIT_ATTEMPTS.
+        let mut t = txn();
+        t.producer
+            .commit_errors
+            .borrow_mut()
+            .extend((0..10).map(|_| commit_error(true)));
+        t.send(rec("out"));
+        assert!(t.commit(&[]).unwrap_err().is_retriable());
+        assert_eq!(
+            t.producer.calls().iter().filter(|c| *c == "commit").count(),
+            COMMIT_ATTEMPTS as usize
+        );
+        assert!(t.is_open(), "still open: the caller aborts");
+        // A non-retriable error is not retried.
+        let mut t = txn();
+        t.producer
+            .commit_errors
+            .borrow_mut()
+            .push(commit_error(false));
+        t.send(rec("out"));
+        assert!(t.commit(&[]).is_err());
+        assert_eq!(
+            t.producer.calls().iter().filter(|c| *c == "commit").count(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_fatal_error_is_fatal() {
+        let e = TxnError::Op {
+            op: TxnOp::CommitTransaction,
+            source: KafkaError::Canceled,
+            fatal: true,
+            retriable: false,
+        };
+        assert_eq!(e.recovery(), Recovery::Fatal);
+        for e in [
+            TxnError::NoGroupMetadata,
+            TxnError::Undelivered {
+                count: 1,
+                waited: Duration::from_secs(1),
+            },
+        ] {
+            assert_eq!(e.recovery(), Recovery::Reset, "{e}");
+        }
+    }
+
+    #[test]
+    fn records_in_flight_are_delivered_before_the_commit() {
+        let mut t = txn();
+        t.send(rec("out"));
+        assert_eq!(t.producer.in_flight(), 1);
+        t.commit(&[]).unwrap();
+        assert_eq!(t.producer.in_flight(), 0);
+    }
+
+    #[test]
+    fn at_least_once_never_opens_a_transaction() {
+        let mut t = Txn::new(Fake::default(), false, Duration::from_secs(1));
+        t.send(rec("out"));
+        t.commit(&[(&offsets(2), &())]).unwrap();
+        assert_eq!(t.producer.calls(), ["send out"]);
+        assert!(!t.abort().unwrap(), "nothing to abort");
+    }
+}

@@ -7,10 +7,14 @@
 //! - `proto`: generated code, used only by `codec`.
 //! - `runtime`: the Kafka runtime (`slawatch run`, `slawatch demo`): consumer group, exactly-once
 //!   outputs, changelog restore, admin HTTP. See its module map.
+//! - `whatif`, `explain`: compare policies over history (report.json, HTML) and show one
+//!   ticket's audit trail.
 pub mod codec;
 pub mod convert;
 pub mod core;
+pub mod explain;
 pub mod proto;
 pub mod replay;
 pub mod runtime;
 pub mod telemetry;
+pub mod whatif;

@@ -60,6 +60,65 @@ enum Command {
     },
     /// A self-contained demo: in-process mock Kafka, synthetic traffic, the real processor.
     Demo(DemoArgs),
+    /// Replays the same history under two or more policies and writes report.json, an HTML
+    /// report (index.html) and per-ticket pages to --out.
+    Whatif(WhatifArgs),
+    /// One ticket's audit trail under a policy: events in applied order, clocks, outputs.
+    Explain(ExplainArgs),
+}
+
+#[derive(clap::Args)]
+struct WhatifArgs {
+    /// ConversationEvent JSON lines (gzip when the name ends in .gz).
+    #[arg(long)]
+    input: PathBuf,
+    /// A policy file; give it twice or more (the first is the baseline).
+    #[arg(long, required = true, num_args = 1)]
+    policy: Vec<PathBuf>,
+    /// Output directory (created).
+    #[arg(long)]
+    out: PathBuf,
+    /// Only tickets opened at or after this instant (RFC 3339).
+    #[arg(long)]
+    from: Option<String>,
+    /// Only tickets opened before this instant; the replay ends here (RFC 3339).
+    #[arg(long)]
+    until: Option<String>,
+    /// Allowed lateness of the engine, e.g. 1s.
+    #[arg(long, default_value = "1s")]
+    allowed_lateness: String,
+    /// Most differing tickets listed in index.html and given a page (all are in report.json).
+    #[arg(long, default_value_t = 200)]
+    max_pages: usize,
+    /// Pages for each policy's N tickets with the most breaches.
+    #[arg(long, default_value_t = 10)]
+    worst: usize,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExplainFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct ExplainArgs {
+    /// ConversationEvent JSON lines (gzip when the name ends in .gz).
+    #[arg(long)]
+    input: PathBuf,
+    /// Policy file.
+    #[arg(long)]
+    policy: PathBuf,
+    /// The ticket's id.
+    ticket_id: String,
+    /// The ticket's tenant (needed when two tenants use the id).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Advance the watermark to this instant (RFC 3339; default: the input's last instant).
+    #[arg(long)]
+    until: Option<String>,
+    #[arg(long, value_enum, default_value = "text")]
+    format: ExplainFormat,
 }
 
 #[derive(Subcommand)]
@@ -176,6 +235,8 @@ fn main() -> ExitCode {
             command: ConfigCommand::Check { file },
         } => run_config_check(&file),
         Command::Demo(args) => run_demo(args),
+        Command::Whatif(args) => run_whatif(args),
+        Command::Explain(args) => run_explain(args),
     };
     match result {
         Ok(code) => code,
@@ -430,5 +491,203 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         policy_file: args.policy,
         seed: args.seed,
     })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_ts(flag: &str, v: Option<&str>) -> anyhow::Result<Option<Ts>> {
+    Ok(v.map(Ts::parse_rfc3339)
+        .transpose()
+        .map_err(|e| Usage(format!("{flag}: {e}")))?)
+}
+
+/// Reads a history file (JSON lines, gzip by name) with a progress bar on a terminal.
+fn read_history(path: &Path) -> anyhow::Result<slawatch::whatif::trace::History> {
+    let f = std::fs::File::open(path)
+        .map_err(|e| Usage(format!("cannot open input {}: {e}", path.display())))?;
+    let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let bar = progress_bar(size, "reading");
+    let gz = path.extension().is_some_and(|e| e == "gz");
+    let counting = ProgressRead {
+        inner: f,
+        bar: bar.clone(),
+    };
+    let mut input: Box<dyn std::io::BufRead> = if gz {
+        Box::new(BufReader::new(flate2::read::GzDecoder::new(
+            BufReader::new(counting),
+        )))
+    } else {
+        Box::new(BufReader::with_capacity(1 << 20, counting))
+    };
+    let h = slawatch::whatif::trace::History::read(&mut input, |_| {})
+        .with_context(|| format!("reading {}", path.display()))?;
+    bar.finish_and_clear();
+    Ok(h)
+}
+
+/// A progress bar on stderr, hidden when stderr is not a terminal.
+fn progress_bar(len: u64, what: &'static str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg:>9} [{bar:40}] {percent:>3}% {elapsed}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what);
+    bar
+}
+
+struct ProgressRead<R> {
+    inner: R,
+    bar: indicatif::ProgressBar,
+}
+impl<R: std::io::Read> std::io::Read for ProgressRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
+}
+
+fn run_whatif(args: WhatifArgs) -> anyhow::Result<ExitCode> {
+    use slawatch::whatif::{self, PolicyInput, WhatifOptions};
+    if args.policy.len() < 2 {
+        return Err(Usage("whatif compares policies: give --policy at least twice".into()).into());
+    }
+    let from = parse_ts("--from", args.from.as_deref())?;
+    let until = parse_ts("--until", args.until.as_deref())?;
+    if let (Some(f), Some(u)) = (from, until) {
+        if f >= u {
+            return Err(Usage("--from must be before --until".into()).into());
+        }
+    }
+    let allowed_lateness = Dur::parse(&args.allowed_lateness)
+        .map_err(|e| Usage(format!("--allowed-lateness: {e}")))?;
+    let mut policies = Vec::new();
+    for (i, p) in args.policy.iter().enumerate() {
+        let stem = p
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| format!("policy{}", i + 1));
+        let name = if policies.iter().any(|q: &PolicyInput| q.name == stem) {
+            format!("{stem}#{}", i + 1)
+        } else {
+            stem
+        };
+        policies.push(PolicyInput {
+            name,
+            file: p.display().to_string(),
+            set: load_policy(p)?,
+        });
+    }
+    let started = std::time::Instant::now();
+    let mut history = read_history(&args.input)?;
+    history.window(from, until);
+    let opts = WhatifOptions {
+        engine: slawatch::core::engine::EngineConfig {
+            allowed_lateness,
+            ..Default::default()
+        },
+        from,
+        until,
+        out: args.out.clone(),
+        max_pages: args.max_pages,
+        worst: args.worst,
+    };
+    let bar = progress_bar(
+        history.events.len() as u64 * policies.len() as u64,
+        "replaying",
+    );
+    let tick = || bar.inc(1);
+    let w = whatif::run(
+        &history,
+        &args.input.display().to_string(),
+        &policies,
+        &opts,
+        &tick,
+    );
+    bar.finish_and_clear();
+    let written = whatif::write(&w, &history, &policies, &opts)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    for r in &history.rejected {
+        eprintln!("line {}: {}", r.line, r.reason);
+    }
+    eprintln!(
+        "{} events ({} rejected lines, {} out of order), {} tickets, {} policies in {:.2} s; {} differing tickets; wrote {}/report.json, index.html and {} ticket pages",
+        history.events.len(),
+        history.rejected.len(),
+        history.out_of_order,
+        w.report.input.tickets,
+        policies.len(),
+        started.elapsed().as_secs_f64(),
+        w.report.differing_tickets.len(),
+        args.out.display(),
+        written.pages
+    );
+    Ok(if history.rejected.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+fn run_explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
+    let set = load_policy(&args.policy)?;
+    let until = parse_ts("--until", args.until.as_deref())?;
+    let history = read_history(&args.input)?;
+    let tenant = match args.tenant {
+        Some(t) => t,
+        None => {
+            let tenants = slawatch::explain::tenants_of(&history, &args.ticket_id);
+            match tenants.len() {
+                0 => String::new(),
+                1 => tenants[0].clone(),
+                _ => {
+                    return Err(Usage(format!(
+                        "ticket {} exists under tenants {}: give --tenant",
+                        args.ticket_id,
+                        tenants.join(", ")
+                    ))
+                    .into())
+                }
+            }
+        }
+    };
+    let (events, rejected) = slawatch::explain::ticket_history(&history, &tenant, &args.ticket_id);
+    if events.is_empty() && rejected.is_empty() {
+        return Err(Usage(format!(
+            "no event of ticket {}{} in {}",
+            args.ticket_id,
+            if tenant.is_empty() {
+                String::new()
+            } else {
+                format!(" (tenant {tenant})")
+            },
+            args.input.display()
+        ))
+        .into());
+    }
+    let until = until.or_else(|| history.last_instant()).unwrap_or(Ts(0));
+    let name = args.policy.display().to_string();
+    let t = slawatch::explain::explain(
+        &name,
+        set,
+        &slawatch::core::engine::EngineConfig::default(),
+        &events,
+        rejected,
+        &tenant,
+        &args.ticket_id,
+        until,
+    );
+    match args.format {
+        ExplainFormat::Text => print!("{}", t.text()),
+        ExplainFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&t.view()).context("encoding the timeline")?
+        ),
+    }
     Ok(ExitCode::SUCCESS)
 }

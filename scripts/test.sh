@@ -4,7 +4,8 @@
 #
 # 1. installs what the tests need and the machine lacks (Debian packages: a Java 17
 #    runtime and Maven for the Kafka test broker, python3 for its readiness probe,
-#    Prometheus/promtool for the alerting-rule tests); `apt-get update` runs once, and
+#    Prometheus/promtool for the alerting-rule tests, Chromium for the what-if report's
+#    rendering test); `apt-get update` runs once, and
 #    only when something is missing;
 # 2. pre-fetches the Apache Kafka 4.3.1 jars from Maven Central (scripts/kafka/fetch-jars.sh,
 #    cached in ~/.cache/slawatch and ~/.m2);
@@ -66,6 +67,8 @@ fi
 # tests/kafka_security.rs makes its test certificates with the openssl CLI.
 perl -MIPC::Cmd -e1 2>/dev/null || missing+=(perl)
 command -v openssl >/dev/null || missing+=(openssl)
+# tests/whatif.rs renders the what-if HTML report in headless Chromium.
+command -v chromium >/dev/null || missing+=(chromium)
 if ((${#missing[@]})); then
     echo "installing: ${missing[*]}"
     $SUDO apt-get update -qq

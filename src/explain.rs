@@ -62,18 +62,31 @@ pub fn tenants_of(history: &History, id: &str) -> Vec<String> {
     v
 }
 
+/// The ticket to explain: its key, its events (rule-4 order) and its rejected lines.
+pub struct Subject<'a> {
+    pub tenant: &'a str,
+    pub id: &'a str,
+    pub events: &'a [InputEvent],
+    pub rejected: Vec<RejectedLine>,
+}
+
 /// One ticket's timeline under `set`, its events replayed alone up to `until`.
 pub fn explain(
     policy: &str,
     set: Arc<PolicySet>,
     cfg: &EngineConfig,
-    events: &[InputEvent],
-    rejected: Vec<RejectedLine>,
-    tenant: &str,
-    id: &str,
+    subject: Subject,
     until: Ts,
 ) -> Timeline {
-    let mut t = trace::trace(set.clone(), cfg.clone(), events, Some(until), true, || {});
+    let (tenant, id) = (subject.tenant, subject.id);
+    let mut t = trace::trace(
+        set.clone(),
+        cfg.clone(),
+        subject.events,
+        Some(until),
+        true,
+        || {},
+    );
     let log = match t
         .tickets
         .iter()
@@ -86,7 +99,7 @@ pub fn explain(
         policy: policy.to_string(),
         log,
         set,
-        rejected,
+        rejected: subject.rejected,
         until: t.until,
     }
 }
@@ -116,16 +129,13 @@ pub fn timelines(
             policies
                 .iter()
                 .map(|p| {
-                    explain(
-                        &p.name,
-                        p.set.clone(),
-                        cfg,
-                        events,
-                        Vec::new(),
+                    let subject = Subject {
                         tenant,
                         id,
-                        until,
-                    )
+                        events,
+                        rejected: Vec::new(),
+                    };
+                    explain(&p.name, p.set.clone(), cfg, subject, until)
                 })
                 .collect()
         })
@@ -138,7 +148,10 @@ pub fn body_name(b: &Body) -> String {
         Body::Opened { .. } => "opened".into(),
         Body::CustomerMessage => "customer_message".into(),
         Body::AgentMessage { kind, audience } => {
-            let mut s = format!("agent_reply:{}", kind.as_str());
+            let mut s = match kind {
+                crate::core::model::ReplyKind::Unspecified => "agent_reply".to_string(),
+                k => format!("agent_reply:{}", k.as_str()),
+            };
             if *audience == crate::core::model::Audience::Internal {
                 s.push_str(" (internal)");
             }
@@ -314,10 +327,9 @@ pub struct TimelineView {
 
 /// The run of `o`'s clock it belongs to: the last run of that clock started at or before it.
 fn run_of<'a>(runs: &'a [ClockRun], o: &SlaOutput) -> Option<&'a ClockRun> {
-    runs.iter()
-        .filter(|r| r.clock == o.clock && r.start <= o.fired_at)
-        .filter(|r| r.end_at.is_none_or(|e| e >= o.fired_at))
-        .next_back()
+    runs.iter().rfind(|r| {
+        r.clock == o.clock && r.start <= o.fired_at && r.end_at.is_none_or(|e| e >= o.fired_at)
+    })
 }
 
 fn clock_view(set: &PolicySet, r: &ClockRun, outputs: &[SlaOutput]) -> ClockView {

@@ -672,14 +672,17 @@ fn run_explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     }
     let until = until.or_else(|| history.last_instant()).unwrap_or(Ts(0));
     let name = args.policy.display().to_string();
+    let subject = slawatch::explain::Subject {
+        tenant: &tenant,
+        id: &args.ticket_id,
+        events: &events,
+        rejected,
+    };
     let t = slawatch::explain::explain(
         &name,
         set,
         &slawatch::core::engine::EngineConfig::default(),
-        &events,
-        rejected,
-        &tenant,
-        &args.ticket_id,
+        subject,
         until,
     );
     match args.format {

@@ -177,6 +177,7 @@ fn breaches_per_day_plot(names: &[String], days: &[BTreeMap<String, u64>]) -> St
         let _ = root.fill(&WHITE);
         let chart = ChartBuilder::on(&root)
             .margin(12)
+            .margin_right(40)
             .x_label_area_size(42)
             .y_label_area_size(56)
             .build_cartesian_2d(0.0..span, 0.0..ymax);
@@ -185,6 +186,7 @@ fn breaches_per_day_plot(names: &[String], days: &[BTreeMap<String, u64>]) -> St
                 .configure_mesh()
                 .x_desc("day (UTC)")
                 .y_desc("breaches")
+                .y_label_formatter(&|y| format!("{y:.0}"))
                 .x_labels(8)
                 .x_label_formatter(&|x| {
                     (d0 + chrono::Duration::days(x.round() as i64))
@@ -468,9 +470,12 @@ pub fn ticket_page(tenant: &str, id: &str, timelines: &[Timeline]) -> String {
     page.into_string()
 }
 
+/// A timeline row: time, what (HTML), rule / clock, details, event_id.
+type Row = (String, String, String, String, String);
+
 /// Events and outputs of a timeline in time order (events first at equal times).
-fn merged(v: &crate::explain::TimelineView) -> Vec<(String, String, String, String, String)> {
-    let mut rows: Vec<(String, u8, usize, (String, String, String, String, String))> = Vec::new();
+fn merged(v: &crate::explain::TimelineView) -> Vec<Row> {
+    let mut rows: Vec<(String, u8, usize, Row)> = Vec::new();
     for (i, e) in v.events.iter().enumerate() {
         let mut what = maud::html! { "event " b { (e.kind) } }.into_string();
         if e.taken != crate::whatif::trace::Taken::Applied {

@@ -106,9 +106,9 @@ struct ExplainArgs {
     /// ConversationEvent JSON lines (gzip when the name ends in .gz).
     #[arg(long)]
     input: PathBuf,
-    /// Policy file.
+    /// Policy file (default: the built-in default policy).
     #[arg(long)]
-    policy: PathBuf,
+    policy: Option<PathBuf>,
     /// The ticket's id.
     ticket_id: String,
     /// The ticket's tenant (needed when two tenants use the id).
@@ -580,7 +580,7 @@ fn run_whatif(args: WhatifArgs) -> anyhow::Result<ExitCode> {
         policies.push(PolicyInput {
             name,
             file: p.display().to_string(),
-            set: load_policy(p)?,
+            set: load_policy(&PolicySource::File(p.clone()))?,
         });
     }
     let started = std::time::Instant::now();
@@ -635,7 +635,7 @@ fn run_whatif(args: WhatifArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
-    let set = load_policy(&args.policy)?;
+    let set = load_policy(&PolicySource::from_option(args.policy.clone()))?;
     let until = parse_ts("--until", args.until.as_deref())?;
     let history = read_history(&args.input)?;
     let tenant = match args.tenant {
@@ -671,7 +671,12 @@ fn run_explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         .into());
     }
     let until = until.or_else(|| history.last_instant()).unwrap_or(Ts(0));
-    let name = args.policy.display().to_string();
+    let name = args
+        .policy
+        .as_ref()
+        .map_or("the built-in default policy".to_string(), |p| {
+            p.display().to_string()
+        });
     let subject = slawatch::explain::Subject {
         tenant: &tenant,
         id: &args.ticket_id,

@@ -5,7 +5,7 @@
 //! Counting (docs/whatif.md): a clock run counts as started on the day it started; a
 //! warning, breach or escalation on the day it fired (UTC). Latency samples are clock runs
 //! of a metric clock: answered at the stop with the engine's counted time, otherwise
-//! censored with the counted time up to where the run ended (SLA-SEMANTICS rule 12).
+//! censored with the counted time up to where the run ended (docs/sla-semantics.md rule 12).
 use crate::core::model::OutputBody;
 use crate::core::time::Ts;
 use crate::whatif::trace::{Metric, RunEnd, Trace};

@@ -4,13 +4,48 @@
 //!
 //! `cargo bench --bench engine` runs the full size; `cargo test` runs it at a smoke size.
 //! Size override: `SLAWATCH_BENCH_TICKETS=200000 cargo bench --bench engine`.
+//!
+//! A counting global allocator reports heap allocations per event (split into `opened`,
+//! which must allocate the ticket, and every other event, which should not).
+//! `SLAWATCH_BENCH_EVENTS=100000` runs about that many events and skips the memory and
+//! restore phases (the size scripts/cachegrind-engine.sh runs under cachegrind);
+//! `SLAWATCH_BENCH_SETUP_ONLY=1` stops after building the input, so the script can
+//! subtract the set-up's instructions.
 use slawatch::codec;
 use slawatch::core::engine::{Emitted, Engine, EngineConfig, Restorer};
 use slawatch::core::model::*;
 use slawatch::core::policy::parse::load_policy_file;
 use slawatch::core::time::{Dur, Ts};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
+
+/// The system allocator, counting allocations (and reallocations, which may move).
+struct Counting;
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Relaxed);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Relaxed);
+        unsafe { System.alloc_zeroed(l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Relaxed);
+        unsafe { System.realloc(p, l, n) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) }
+    }
+}
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+fn allocs() -> u64 {
+    ALLOCS.load(Relaxed)
+}
 
 /// A small deterministic PRNG (xorshift), so runs are comparable.
 struct Rng(u64);
@@ -113,10 +148,11 @@ fn ticket_events(i: u64, rng: &mut Rng, open_span_secs: i64, base: i64) -> Vec<E
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let tickets: u64 = std::env::var("SLAWATCH_BENCH_TICKETS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if full { 1_000_000 } else { 20_000 });
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+    let short = env("SLAWATCH_BENCH_EVENTS");
+    let tickets: u64 = short.map(|e| e.div_ceil(10).max(1)).unwrap_or_else(|| {
+        env("SLAWATCH_BENCH_TICKETS").unwrap_or(if full { 1_000_000 } else { 20_000 })
+    });
     let policy = Arc::new(
         load_policy_file(std::path::Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -138,6 +174,10 @@ fn main() {
     let events = all.len();
     let first_phase_end = Ts::from_secs(base + 2 * open_span + 1499);
     let split = all.partition_point(|(t, _)| *t <= first_phase_end);
+    if env("SLAWATCH_BENCH_SETUP_ONLY") == Some(1) {
+        println!("set-up only: {events} events");
+        return;
+    }
 
     let rss_before = rss_bytes();
     let mut engine = Engine::new(
@@ -149,16 +189,28 @@ fn main() {
     );
     let mut out = Emitted::default();
     let mut outputs = 0usize;
+    // Allocations of `opened` events and of all others (counted around each event: two
+    // relaxed loads, noise next to an event's cost).
+    let (mut opened, mut opened_allocs, mut other_allocs) = (0u64, 0u64, 0u64);
     let started = Instant::now();
     for (i, (_, bytes)) in all.iter().enumerate() {
+        let a0 = allocs();
         let d = codec::decode_protobuf(bytes).expect("decodes");
+        let is_open = matches!(d.event.body, Body::Opened { .. });
         engine.ingest(d.event, &mut out);
         engine.pump(&mut out);
         if out.outputs.len() > 4096 {
             outputs += out.outputs.len();
             out.clear();
         }
-        if i + 1 == split {
+        let n = allocs() - a0;
+        if is_open {
+            opened += 1;
+            opened_allocs += n;
+        } else {
+            other_allocs += n;
+        }
+        if i + 1 == split && short.is_none() {
             let open = engine.open_tickets();
             let rss = rss_bytes().saturating_sub(rss_before);
             println!(
@@ -181,9 +233,17 @@ fn main() {
         elapsed.as_secs_f64(),
         events as f64 / elapsed.as_secs_f64() / 1e6
     );
+    println!(
+        "heap allocations per event: {:.2} (opened: {:.2}, other events: {:.3})",
+        (opened_allocs + other_allocs) as f64 / events as f64,
+        opened_allocs as f64 / opened.max(1) as f64,
+        other_allocs as f64 / (events as u64 - opened).max(1) as f64
+    );
     println!("stats: {:?}", engine.stats());
     drop(engine);
-    restore_phase(&all[..split]);
+    if short.is_none() {
+        restore_phase(&all[..split]);
+    }
 }
 
 /// Restore speed of the changelog path: an engine that tracked changes over the first phase

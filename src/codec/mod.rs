@@ -11,6 +11,8 @@ use crate::proto::v1 as pb;
 use compact_str::CompactString;
 use prost::Message;
 
+pub mod wire;
+
 /// Wire format of a record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -87,7 +89,17 @@ pub fn decode(bytes: &[u8], format: Format) -> Result<Decoded, DecodeError> {
     }
 }
 
+/// Protobuf `ConversationEvent`: the borrowing decoder of [`wire`] when it understands the
+/// record (every record this contract's producers write), else prost — same result.
 pub fn decode_protobuf(bytes: &[u8]) -> Result<Decoded, DecodeError> {
+    if let Some(d) = wire::decode(bytes) {
+        return d;
+    }
+    decode_protobuf_prost(bytes)
+}
+
+/// Protobuf through prost's generated code (owned strings): the reference decoder.
+pub fn decode_protobuf_prost(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     let msg = pb::ConversationEvent::decode(bytes).map_err(|e| DecodeError::Undecodable {
         format: "protobuf",
         detail: e.to_string(),
@@ -152,6 +164,31 @@ pub fn from_proto(
     msg: pb::ConversationEvent,
     raw_json: Option<&[u8]>,
 ) -> Result<Decoded, DecodeError> {
+    let head = Head {
+        event_id: &msg.event_id,
+        ticket_id: &msg.ticket_id,
+        occurred_at: msg.occurred_at,
+        tenant: &msg.tenant,
+    };
+    from_parts(head, msg.body, raw_json)
+}
+
+/// The scalar fields of a `ConversationEvent`, strings borrowed (from a decoded message or
+/// straight from the record's bytes).
+pub(crate) struct Head<'a> {
+    pub event_id: &'a str,
+    pub ticket_id: &'a str,
+    pub occurred_at: Option<pbjson_types::Timestamp>,
+    pub tenant: &'a str,
+}
+
+/// [`from_proto`] over borrowed fields: ids of up to 24 bytes are stored inline, so a
+/// typical event is converted without a heap allocation.
+pub(crate) fn from_parts(
+    msg: Head<'_>,
+    body: Option<pb::conversation_event::Body>,
+    raw_json: Option<&[u8]>,
+) -> Result<Decoded, DecodeError> {
     use pb::conversation_event::Body as B;
     if msg.ticket_id.is_empty() {
         return Err(DecodeError::MissingField("ticket_id"));
@@ -175,7 +212,7 @@ pub fn from_proto(
             ts.seconds
         )));
     }
-    let body = msg.body.ok_or(DecodeError::MissingField("body"))?;
+    let body = body.ok_or(DecodeError::MissingField("body"))?;
     let mut unknown = 0u32;
     let mut zero_enum_fields: Vec<(&str, &str)> = Vec::new();
     let body = match body {

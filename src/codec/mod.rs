@@ -11,6 +11,7 @@ use crate::proto::v1 as pb;
 use compact_str::CompactString;
 use prost::Message;
 
+pub mod framing;
 pub mod wire;
 
 /// Wire format of a record.
@@ -62,12 +63,15 @@ pub enum DecodeError {
     MissingField(&'static str),
     #[error("invalid value: {0}")]
     InvalidValue(String),
+    /// Bytes `auto` recognises as none of the input formats (framing::decode_record).
+    #[error("{0}")]
+    Unrecognised(String),
 }
 
 impl DecodeError {
     pub fn reason(&self) -> &'static str {
         match self {
-            DecodeError::Undecodable { .. } => "undecodable",
+            DecodeError::Undecodable { .. } | DecodeError::Unrecognised(_) => "undecodable",
             DecodeError::ContentType(_) => "content_type",
             DecodeError::MissingField(_) => "missing_field",
             DecodeError::InvalidValue(_) => "invalid_value",

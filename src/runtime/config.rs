@@ -18,6 +18,7 @@
 //! the properties slawatch owns ([`OWNED_KAFKA_KEYS`]).
 //!
 //! deploy/slawatch.example.toml documents every key with its default.
+use crate::codec::framing::InputFormat;
 use crate::core::policy::builtin::PolicySource;
 use crate::core::policy::diagnostics::{nearest, Sink};
 use serde::Deserialize;
@@ -83,6 +84,12 @@ pub struct Config {
     /// same partition count (co-partitioned). Default `["conversations"]`.
     #[serde(default = "d_input_topics")]
     pub input_topics: Vec<String>,
+    /// Framing of each input topic's records, topic → `auto` | `json` | `protobuf` |
+    /// `schema-registry-protobuf` | `schema-registry-json` (codec::framing). A topic not
+    /// named is `auto`: the content-type header when present, else recognised from the
+    /// bytes. Default empty (every topic `auto`).
+    #[serde(default)]
+    pub input_formats: BTreeMap<String, InputFormat>,
     /// Policy file (TOML), reloaded on SIGHUP. Default: the built-in default policy (the
     /// text of deploy/policies/default.toml compiled into the binary).
     #[serde(default)]
@@ -403,6 +410,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "group_id",
     "instance_id",
     "input_topics",
+    "input_formats",
     "policy_file",
     "allowed_lateness_ms",
     "commit_interval_ms",
@@ -502,6 +510,16 @@ impl Config {
         }
         if self.input_topics.is_empty() {
             return invalid("input_topics", "must list at least one topic".into());
+        }
+        if let Some(t) = self
+            .input_formats
+            .keys()
+            .find(|t| !self.input_topics.contains(t))
+        {
+            return Err(ConfigError::Invalid {
+                key: "input_formats",
+                message: format!("{t:?} is not one of input_topics {:?}", self.input_topics),
+            });
         }
         if !valid_id(&self.group_id) {
             return invalid(
@@ -640,6 +658,11 @@ impl Config {
         PolicySource::from_option(self.policy_file.clone())
     }
 
+    /// The framing of an input topic's records (`auto` unless `input_formats` names it).
+    pub fn input_format(&self, topic: &str) -> InputFormat {
+        self.input_formats.get(topic).copied().unwrap_or_default()
+    }
+
     /// The transactional id: `<group_id>-<instance_id>`.
     pub fn transactional_id(&self) -> String {
         format!("{}-{}", self.group_id, self.instance_id)
@@ -663,6 +686,12 @@ impl Config {
         let _ = writeln!(s, "instance_id          = {}", self.instance_id);
         let _ = writeln!(s, "transactional id     = {}", self.transactional_id());
         let _ = writeln!(s, "input_topics         = {:?}", self.input_topics);
+        let formats: Vec<String> = self
+            .input_topics
+            .iter()
+            .map(|t| format!("{t}: {}", self.input_format(t)))
+            .collect();
+        let _ = writeln!(s, "input formats        = {}", formats.join(", "));
         let _ = writeln!(s, "policy_file          = {}", self.policy_source());
         let _ = writeln!(s, "allowed_lateness_ms  = {}", self.allowed_lateness_ms);
         let _ = writeln!(s, "commit_interval_ms   = {}", self.commit_interval_ms);
@@ -952,6 +981,40 @@ mod tests {
             &[],
         )
         .unwrap();
+    }
+
+    #[test]
+    fn input_formats_name_input_topics() {
+        let c = load(
+            "brokers = \"b\"\ninput_topics = [\"a\", \"b\"]\n[input_formats]\nb = \"schema-registry-protobuf\"",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.input_format("a"), InputFormat::Auto);
+        assert_eq!(c.input_format("b"), InputFormat::SchemaRegistryProtobuf);
+        assert!(c.summary().contains("a: auto, b: schema-registry-protobuf"));
+        let e = load(
+            "brokers = \"b\"\ninput_topics = [\"a\"]\n[input_formats]\nc = \"json\"",
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("input_formats: \"c\" is not one of"),
+            "{e}"
+        );
+        let e = load(
+            "brokers = \"b\"\ninput_topics = [\"a\"]\n[input_formats]\na = \"avro\"",
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("avro"), "{e}");
+        let c = load(
+            "brokers = \"b\"\ninput_topics = [\"a.x\"]",
+            &[("SLAWATCH_INPUT_FORMATS", "{ \"a.x\" = \"json\" }")],
+        )
+        .unwrap();
+        assert_eq!(c.input_format("a.x"), InputFormat::Json);
     }
 
     #[test]

@@ -38,6 +38,7 @@
 //! each on a worker thread; the result is installed after a later poll: seek to the
 //! committed offset, resume. Readiness is true only when nothing is restoring.
 use crate::codec;
+use crate::codec::framing::InputFormat;
 use crate::core::engine::{Emitted, Engine, EngineConfig};
 use crate::core::model::{Body, SlaOutput};
 use crate::core::policy::PolicySet;
@@ -199,6 +200,12 @@ pub fn start(
             max_record_bytes: cfg.max_record_bytes,
             max_clock_skew: Dur::from_secs(cfg.max_clock_skew_secs as i64),
         },
+        input_formats: opts
+            .topics
+            .inputs
+            .iter()
+            .map(|t| cfg.input_format(t))
+            .collect(),
         output_format: cfg.output_format,
         commit_interval: Duration::from_millis(cfg.commit_interval_ms),
         engine_cfg,
@@ -566,6 +573,8 @@ struct Core {
     topics: Topics,
     lateness: Dur,
     limits: InputLimits,
+    /// The framing of each input topic's records, by input index.
+    input_formats: Vec<InputFormat>,
     output_format: OutputFormat,
     commit_interval: Duration,
     engine_cfg: EngineConfig,
@@ -678,12 +687,13 @@ impl Core {
             m.payload(),
             content_type,
             m.timestamp().to_millis(),
+            self.input_formats[idx],
             &self.limits,
         );
         let topic = &self.topics.inputs[idx];
         match checked {
             Ok(acc) => {
-                telemetry::event_consumed(acc.format.into());
+                telemetry::event_consumed(Some(acc.format).into());
                 if acc.unknown_enums > 0 {
                     telemetry::unknown_enum_values(acc.unknown_enums as u64);
                 }
@@ -707,7 +717,7 @@ impl Core {
                 task.changed = true;
             }
             Err(rej) => {
-                telemetry::event_consumed(rej.format.unwrap_or(codec::Format::Protobuf).into());
+                telemetry::event_consumed(rej.format.into());
                 telemetry::event_rejected(rej.reason);
                 if !suppressed {
                     let headers = records::dead_letter_headers(

@@ -1,7 +1,8 @@
 //! Record-level rules of the Kafka edge: input hygiene before the engine (size, content
 //! type, decoding, key = ticket id, clock skew), dead-letter records with their headers, and
 //! the encoding and key of SLA events.
-use crate::codec::{self, Format};
+use crate::codec;
+use crate::codec::framing::{self, InputFormat, WireFormat};
 use crate::core::engine::RejectReason as EngineReject;
 use crate::core::model::{Category, Channel, Event, OutputBody, SlaOutput};
 use crate::core::surge::{surge_key, Dimension};
@@ -32,7 +33,7 @@ pub struct InputLimits {
 #[derive(Debug)]
 pub struct Accepted {
     pub event: Event,
-    pub format: Format,
+    pub format: WireFormat,
     pub unknown_enums: u32,
 }
 
@@ -41,11 +42,11 @@ pub struct Accepted {
 pub struct Rejected {
     pub reason: RejectReason,
     pub error: String,
-    /// The wire format the header announced, when it named one.
-    pub format: Option<Format>,
+    /// The wire format the record was read as; None when it was not read as any.
+    pub format: Option<WireFormat>,
 }
 
-fn reject(reason: RejectReason, error: impl Into<String>, format: Option<Format>) -> Rejected {
+fn reject(reason: RejectReason, error: impl Into<String>, format: Option<WireFormat>) -> Rejected {
     Rejected {
         reason,
         error: error.into(),
@@ -53,14 +54,16 @@ fn reject(reason: RejectReason, error: impl Into<String>, format: Option<Format>
     }
 }
 
-/// The checks of docs/sla-semantics.md rule 9 that need the Kafka record, in order: size, content
-/// type, decoding (with the codec's own hygiene), key = ticket id, and occurred_at not more
-/// than `max_clock_skew` ahead of the record timestamp.
+/// The checks of docs/sla-semantics.md rule 9 that need the Kafka record, in order: size,
+/// content type and framing as the topic's `format` says (codec::framing), decoding (with
+/// the codec's own hygiene), key = ticket id, and occurred_at not more than
+/// `max_clock_skew` ahead of the record timestamp.
 pub fn check_input(
     key: Option<&[u8]>,
     payload: Option<&[u8]>,
     content_type: Option<&[u8]>,
     timestamp_ms: Option<i64>,
+    format: InputFormat,
     limits: &InputLimits,
 ) -> Result<Accepted, Rejected> {
     let bytes = payload.unwrap_or(&[]);
@@ -75,7 +78,9 @@ pub fn check_input(
             None,
         ));
     }
-    let ct = match content_type.map(std::str::from_utf8) {
+    // Only `auto` reads the header; a fixed format ignores it.
+    let header = content_type.filter(|_| format == InputFormat::Auto);
+    let ct = match header.map(std::str::from_utf8) {
         None => None,
         Some(Ok(s)) => Some(s),
         Some(Err(_)) => {
@@ -86,10 +91,8 @@ pub fn check_input(
             ))
         }
     };
-    let format = Format::from_content_type(ct)
-        .map_err(|e| reject(RejectReason::ContentType, e.to_string(), None))?;
-    let decoded = codec::decode(bytes, format)
-        .map_err(|e| reject(RejectReason::from(&e), e.to_string(), Some(format)))?;
+    let (format, decoded) = framing::decode_record(bytes, ct, format)
+        .map_err(|u| reject(RejectReason::from(&u.error), u.error.to_string(), u.format))?;
     let ev = decoded.event;
     match key {
         Some(k) if k == ev.ticket_id.as_bytes() => {}
@@ -274,14 +277,34 @@ mod tests {
             Some(&v),
             Some(b"application/json"),
             Some(ms("2024-03-04T10:00:00Z")),
+            InputFormat::Auto,
             &LIMITS,
         )
         .unwrap();
-        assert_eq!(a.format, Format::Json);
+        assert_eq!(a.format, WireFormat::Json);
         let pb = codec::event_to_protobuf(&a.event);
-        let b = check_input(Some(b"T1"), Some(&pb), None, None, &LIMITS).unwrap();
+        let b = check_input(
+            Some(b"T1"),
+            Some(&pb),
+            None,
+            None,
+            InputFormat::Auto,
+            &LIMITS,
+        )
+        .unwrap();
         assert_eq!(b.event, a.event);
-        assert_eq!(b.format, Format::Protobuf);
+        assert_eq!(b.format, WireFormat::Protobuf);
+        // A JSON producer that sets no header.
+        let c = check_input(
+            Some(b"T1"),
+            Some(&v),
+            None,
+            None,
+            InputFormat::Auto,
+            &LIMITS,
+        )
+        .unwrap();
+        assert_eq!((c.format, c.event), (WireFormat::Json, a.event));
     }
 
     #[test]
@@ -289,7 +312,9 @@ mod tests {
         let v = json("T1", "2024-03-04T10:00:00Z");
         let at = Some(ms("2024-03-04T10:00:00Z"));
         let r = |k: Option<&[u8]>, p: &[u8], ct: Option<&[u8]>, ts| {
-            check_input(k, Some(p), ct, ts, &LIMITS).unwrap_err().reason
+            check_input(k, Some(p), ct, ts, InputFormat::Auto, &LIMITS)
+                .unwrap_err()
+                .reason
         };
         assert_eq!(
             r(Some(b"T1"), &vec![b' '; 5000], None, at),
@@ -339,6 +364,17 @@ mod tests {
             Some(&json("T1", "2024-03-04T10:05:00Z")),
             Some(b"application/json"),
             at,
+            InputFormat::Auto,
+            &LIMITS
+        )
+        .is_ok());
+        // A fixed format ignores the header, even one slawatch does not read.
+        assert!(check_input(
+            Some(b"T1"),
+            Some(&v),
+            Some(b"text/plain"),
+            at,
+            InputFormat::Json,
             &LIMITS
         )
         .is_ok());

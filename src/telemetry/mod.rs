@@ -222,7 +222,7 @@ pub const CATALOGUE: &[MetricDef] = &[
     def!(ASSIGNED_PARTITIONS, Gauge, Count, &[],
         "Input partitions currently assigned to this replica."),
     def!(EVENTS_CONSUMED_TOTAL, Counter, Count, &["format"],
-        "Input records read, including those later rejected, by wire format (json | protobuf, from the content-type header)."),
+        "Input records read, including those later rejected, by wire format as read: json | protobuf | schema-registry-json | schema-registry-protobuf | unrecognised (the topic's format, the content-type header or the bytes decide)."),
     def!(EVENTS_DUPLICATE_TOTAL, Counter, Count, &[],
         "Events ignored because their event id was already applied to the ticket."),
     def!(EVENTS_LATE_TOTAL, Counter, Count, &[],
@@ -394,8 +394,15 @@ impl OutputKind {
 }
 
 label_enum!(
-    /// Wire format of an input record.
-    Format { Json => "json", Protobuf => "protobuf" }
+    /// Wire format of an input record, as read (codec::framing::WireFormat).
+    Format {
+        Json => "json",
+        Protobuf => "protobuf",
+        SchemaRegistryJson => "schema-registry-json",
+        SchemaRegistryProtobuf => "schema-registry-protobuf",
+        /// None of them (dead-lettered), or a content-type header slawatch does not read.
+        Unrecognised => "unrecognised",
+    }
 );
 
 label_enum!(
@@ -436,10 +443,23 @@ impl From<&crate::codec::DecodeError> for RejectReason {
     fn from(e: &crate::codec::DecodeError) -> RejectReason {
         use crate::codec::DecodeError as E;
         match e {
-            E::Undecodable { .. } => RejectReason::Undecodable,
+            E::Undecodable { .. } | E::Unrecognised(_) => RejectReason::Undecodable,
             E::ContentType(_) => RejectReason::ContentType,
             E::MissingField(_) => RejectReason::MissingField,
             E::InvalidValue(_) => RejectReason::InvalidValue,
+        }
+    }
+}
+
+impl From<Option<crate::codec::framing::WireFormat>> for Format {
+    fn from(f: Option<crate::codec::framing::WireFormat>) -> Format {
+        use crate::codec::framing::WireFormat as W;
+        match f {
+            Some(W::Json) => Format::Json,
+            Some(W::Protobuf) => Format::Protobuf,
+            Some(W::SchemaRegistryJson) => Format::SchemaRegistryJson,
+            Some(W::SchemaRegistryProtobuf) => Format::SchemaRegistryProtobuf,
+            None => Format::Unrecognised,
         }
     }
 }
@@ -1131,6 +1151,7 @@ mod tests {
             DecodeError::ContentType("text/plain".into()),
             DecodeError::MissingField("ticket_id"),
             DecodeError::InvalidValue(String::new()),
+            DecodeError::Unrecognised(String::new()),
         ];
         for e in &errors {
             assert_eq!(RejectReason::from(e).as_str(), e.reason());
@@ -1141,6 +1162,18 @@ mod tests {
         }
         for f in [crate::codec::Format::Json, crate::codec::Format::Protobuf] {
             assert_eq!(Format::from(f).as_str(), f.as_str());
+        }
+        {
+            use crate::codec::framing::WireFormat as W;
+            for f in [
+                W::Json,
+                W::Protobuf,
+                W::SchemaRegistryJson,
+                W::SchemaRegistryProtobuf,
+            ] {
+                assert_eq!(Format::from(Some(f)).as_str(), f.as_str());
+            }
+            assert_eq!(Format::from(None).as_str(), "unrecognised");
         }
         assert_eq!(RejectReason::from_label("nope"), None);
     }

@@ -41,8 +41,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(REPO, "tests", "data", "framing")
 TOPIC = "conversations"
 
-# (event_id, ticket_id, occurred_at, body field, body) — tenant "acme" throughout. The Rust
-# tests (src/codec/framing.rs, tests/kafka_framing.rs) restate these events; keep in step.
+# (event_id, ticket_id, occurred_at, body field, body) — tenant "acme" throughout, in time
+# order. src/codec/framing.rs restates these events; keep in step.
 EVENTS = [
     ("F1-1", "F1", "2024-03-04T10:00:00Z", "opened",
      {"channel": "CHANNEL_CHAT", "category": "CATEGORY_INQUIRY", "urgency": "URGENCY_URGENT",
@@ -53,9 +53,9 @@ EVENTS = [
     ("F1-2", "F1", "2024-03-04T10:00:30Z", "customerMessage", {}),
     ("F1-3", "F1", "2024-03-04T10:01:00Z", "agentMessage",
      {"agentId": "a-7", "kind": "REPLY_KIND_ANSWER", "audience": "AUDIENCE_CUSTOMER"}),
-    ("F2-2", "F2", "2024-03-04T10:10:00Z", "customerMessage", {}),
     ("F1-4", "F1", "2024-03-04T10:05:00Z", "resolved", {}),
     ("F1-5", "F1", "2024-03-04T10:06:00Z", "closed", {}),
+    ("F2-2", "F2", "2024-03-04T10:10:00Z", "customerMessage", {}),
 ]
 
 # A JSON Schema of the proto3 JSON mapping of ConversationEvent, as a producer using

@@ -482,9 +482,9 @@ mod tests {
                     audience: Audience::Customer,
                 },
             ),
-            ev("F2-2", "F2", "2024-03-04T10:10:00Z", Body::CustomerMessage),
             ev("F1-4", "F1", "2024-03-04T10:05:00Z", Body::Resolved),
             ev("F1-5", "F1", "2024-03-04T10:06:00Z", Body::Closed),
+            ev("F2-2", "F2", "2024-03-04T10:10:00Z", Body::CustomerMessage),
         ]
     }
 

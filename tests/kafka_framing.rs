@@ -56,7 +56,11 @@ fn headerless_json_and_schema_registry_records_on_one_topic() {
     // events; src/codec/framing.rs checks that byte for byte).
     let events: Vec<_> = fixture("events.protobuf.bin")
         .iter()
-        .map(|b| codec::decode_protobuf(b).expect("raw protobuf fixture").event)
+        .map(|b| {
+            codec::decode_protobuf(b)
+                .expect("raw protobuf fixture")
+                .event
+        })
         .collect();
     let framings = [
         "events.schema-registry-protobuf.bin",

@@ -31,7 +31,7 @@
 //! ignores the header and sniffs nothing. The schema id and the message indexes are read
 //! and checked for form but not looked up: the message is always read as
 //! `slawatch.v1.ConversationEvent` (docs/contract.md).
-use super::{decode_json, decode_protobuf, from_proto, DecodeError, Decoded, Format};
+use super::{decode_json, decode_protobuf, DecodeError, Decoded, Format};
 use crate::proto::v1 as pb;
 use prost::Message;
 use serde::Deserialize;

@@ -8,6 +8,7 @@
 use slawatch::codec::{self, Format};
 use slawatch::convert::{self, Conversion, ConvertOptions, Source};
 use slawatch::core::model::Body;
+use slawatch::core::order::order_key;
 use slawatch::core::policy::parse::{check_policy, Severity};
 use slawatch::core::policy::PolicySet;
 use slawatch::core::time::{Dur, Ts};
@@ -53,14 +54,13 @@ fn convert_log(source: Source, path: &str, opts: &ConvertOptions) -> (Conversion
     (conv, t.elapsed())
 }
 
-/// The converter's contract: (time, id) order, unique ids, one `opened` per ticket and
-/// first, matching the case list.
+/// The converter's contract: rule 4 order (time, causal rank, id), unique ids, one
+/// `opened` per ticket and first, matching the case list.
 fn check_events(conv: &Conversion) -> HashMap<String, Ts> {
     let evs = &conv.events;
     assert!(
-        evs.windows(2)
-            .all(|w| (w[0].occurred_at, &w[0].event_id) < (w[1].occurred_at, &w[1].event_id)),
-        "events not strictly sorted by (occurred_at, event_id)"
+        evs.windows(2).all(|w| order_key(&w[0]) < order_key(&w[1])),
+        "events not strictly sorted by (occurred_at, causal rank, event_id)"
     );
     let mut ids = HashSet::with_capacity(evs.len());
     let mut opened: HashMap<String, Ts> = HashMap::with_capacity(conv.cases.len());

@@ -5,6 +5,7 @@
 mod support;
 use slawatch::core::engine::{EngineConfig, RejectReason};
 use slawatch::core::model::*;
+use slawatch::core::time::Dur;
 use support::*;
 
 fn chat(urgency: Urgency) -> Opened {
@@ -482,4 +483,143 @@ fn eta_given_with_the_first_reply_opens_no_eta_clock() {
         clock_lines(&r, "progress")[0],
         "A 2024-03-04T10:10:10Z progress_reminder R10 progress deadline=2024-03-04T10:10:10Z nth=1"
     );
+}
+
+/// Every arrival order of `events` (Heap's algorithm; a handful of events).
+fn permutations(events: &[Event]) -> Vec<Vec<Event>> {
+    fn heap(k: usize, v: &mut Vec<Event>, out: &mut Vec<Vec<Event>>) {
+        if k <= 1 {
+            out.push(v.clone());
+            return;
+        }
+        for i in 0..k {
+            heap(k - 1, v, out);
+            let j = if k % 2 == 0 { i } else { 0 };
+            v.swap(j, k - 1);
+        }
+    }
+    let mut out = Vec::new();
+    heap(events.len(), &mut events.to_vec(), &mut out);
+    out
+}
+
+#[test]
+fn rule4_customer_message_and_its_answer_in_one_second_read_as_answered() {
+    // Given a chat answered at 10:00:10, then a customer message and the agent's answer to
+    // it exported with the same one-second timestamp, the answer's id sorting first.
+    let p = default_policy();
+    let mut s = Scenario::new();
+    s.opened("A", "10:00:00", chat(Urgency::General))
+        .reply("A", "10:00:10", ReplyKind::Answer)
+        .reply("A", "10:01:00", ReplyKind::Answer)
+        .event("A", "10:01:00", Body::CustomerMessage);
+    assert!(s.events[2].event_id < s.events[3].event_id);
+    // When the two arrive in either order,
+    let orders: Vec<Vec<Event>> = permutations(&s.events[2..])
+        .into_iter()
+        .map(|tail| [&s.events[..2], &tail[..]].concat())
+        .collect();
+    assert_eq!(orders.len(), 2);
+    let first = lines(&run(&p, &orders[0]).outputs);
+    for order in &orders {
+        let r = run(&p, order);
+        // then the message reads as answered (causal rank 2 before 5): no next_response
+        // clock runs, so nothing of R6 fires, and every order gives the same outputs.
+        assert!(
+            clock_lines(&r, "next_response").is_empty(),
+            "{:#?}",
+            clock_lines(&r, "next_response")
+        );
+        assert_eq!(lines(&r.outputs), first);
+    }
+}
+
+#[test]
+fn rule4_opened_applies_first_and_closed_last_at_one_instant() {
+    // Given a ticket opened, answered and closed within one second, the close's id sorting
+    // first and the opening's last,
+    let p = default_policy();
+    let mut s = Scenario::new();
+    s.event("B", "10:00:00", Body::Closed)
+        .reply("B", "10:00:00", ReplyKind::Answer)
+        .opened("B", "10:00:00", chat(Urgency::General));
+    // when they arrive in any order,
+    for order in permutations(&s.events) {
+        let r = run(&p, &order);
+        // then the ticket opens first (nothing waits as pre-open, nothing is dead-lettered),
+        // the reply stops first_response at 0 s, and the close comes last and cancels the
+        // rest silently.
+        assert!(r.emitted.dead_letters.is_empty());
+        let answered: Vec<_> = r
+            .observations
+            .iter()
+            .filter(|o| &*o.clock == "first_response")
+            .map(|o| (o.counted, o.breached))
+            .collect();
+        assert_eq!(answered, vec![(Dur::ZERO, false)]);
+        assert!(r.outputs.is_empty(), "{:#?}", lines(&r.outputs));
+    }
+}
+
+#[test]
+fn rule9_event_of_an_idle_dropped_ticket_is_ticket_expired_at_once() {
+    // Given a ticket answered at 10:00:10 and then silent past an idle_ttl of 1 h,
+    let p = default_policy();
+    let cfg = EngineConfig {
+        idle_ttl: Dur::from_secs(3600),
+        ..EngineConfig::default()
+    };
+    let mut s = Scenario::new();
+    s.opened("A", "10:00:00", Opened::default())
+        .reply("A", "10:00:10", ReplyKind::Answer)
+        // when a customer writes again at 12:00,
+        .event("A", "12:00:00", Body::CustomerMessage);
+    let r = run_until(&p, &s.events, t("12:00:01"), cfg);
+    // then the ticket was dropped at 11:00:10 and its tombstone refuses the message at
+    // once as `ticket_expired` (not held an hour as pre-open, then `preopen_expired`).
+    assert_eq!(r.emitted.notices.len(), 1, "{:?}", r.emitted.notices);
+    let dead: Vec<_> = r
+        .emitted
+        .dead_letters
+        .iter()
+        .map(|(e, why)| (e.event_id.to_string(), *why))
+        .collect();
+    assert_eq!(
+        dead,
+        vec![("A-e3".to_string(), RejectReason::TicketExpired)]
+    );
+    assert_eq!(RejectReason::TicketExpired.as_str(), "ticket_expired");
+}
+
+#[test]
+fn rule9_event_past_closed_retention_is_ticket_expired_and_the_tombstone_is_freed() {
+    use slawatch::core::engine::{Emitted, Engine};
+    // Given a ticket closed at 10:01 with a closed_retention of 1 h,
+    let cfg = EngineConfig {
+        closed_retention: Dur::from_secs(3600),
+        ..EngineConfig::default()
+    };
+    let mut s = Scenario::new();
+    s.opened("A", "10:00:00", chat(Urgency::General))
+        .reply("A", "10:00:10", ReplyKind::Solution)
+        .event("A", "10:00:30", Body::Resolved)
+        .event("A", "10:01:00", Body::Closed)
+        // when the customer reopens it at 11:30, past the retention,
+        .event("A", "11:30:00", Body::Reopened);
+    let mut engine = Engine::new(default_policy(), cfg);
+    let mut out = Emitted::default();
+    for e in &s.events {
+        engine.ingest(e.clone(), &mut out);
+        engine.pump(&mut out);
+    }
+    engine.advance_to(t("11:30:00"), &mut out);
+    // then the reopen is refused at once as `ticket_expired`, nothing restarts,
+    assert_eq!(out.dead_letters.len(), 1);
+    assert_eq!(out.dead_letters[0].1, RejectReason::TicketExpired);
+    assert!(out.outputs.is_empty(), "{:#?}", lines(&out.outputs));
+    assert_eq!(engine.open_tickets(), 1, "the expired tombstone is held");
+    // and the tombstone itself is freed one retention after it expired (11:01 + 1 h).
+    engine.advance_to(t("12:01:01"), &mut out);
+    assert_eq!(engine.open_tickets(), 0);
+    assert!(engine.ticket("A").is_none());
 }

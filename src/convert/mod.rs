@@ -16,22 +16,22 @@
 //!   `sys_mod_count`, the help desk's file order. A row earlier than the case's opening (a
 //!   few UCI rows are) is clamped to the opening time, and every event time is clamped to be
 //!   non-decreasing within its case. Rows in the same minute (UCI) or second (help desk)
-//!   keep their order through the event id, not through invented sub-second offsets: the
-//!   engine applies events in (`occurred_at`, `event_id`) order (docs/sla-semantics.md §2 rule 4),
-//!   and ids are `<case>-<row ordinal, 5 digits>-<event in row, 2 digits>-<kind>`, e.g.
-//!   `INC0000045-00003-01-resolved`, so they sort in the order the row sequence implies.
+//!   get no invented sub-second offsets: the engine applies events of one instant in
+//!   causal order (opened first, a customer message before its answer, closed last:
+//!   docs/sla-semantics.md §2 rule 4, `crate::core::order`), then by event id, and ids are
+//!   `<case>-<row ordinal, 5 digits>-<event in row, 2 digits>-<kind>`, e.g.
+//!   `INC0000045-00003-01-resolved`, so events of equal rank keep the row sequence.
 //!   The `opened` event has ordinal 0; rows count from 1 in the case's sorted order.
-//! - **Output order.** All events, time-sorted by (`occurred_at`, `event_id`), like the
-//!   engine applies them.
+//! - **Output order.** All events, sorted by (`occurred_at`, causal rank, `event_id`), as
+//!   the engine applies them.
 //! - **Category** is `technical` for both logs: both are IT incident / software-support
 //!   desks (ServiceNow *incidents*, a software house's help desk with SW-anomaly
 //!   activities); their own category columns are anonymised ("Category 55", "Value 1") and
 //!   carry no meaning to map. The default policy selects on category `complaint` only, so
 //!   `technical` and `inquiry` give the same outputs there. Tier is `standard`.
 //! - **Engine retention.** The engine forgets a ticket after `idle_ttl` (30 days) without
-//!   an event, and frees a closed ticket `closed_retention` (7 days) after `closed`; an event
-//!   for a forgotten ticket would wait for an `opened` that never comes and be
-//!   dead-lettered. The converter therefore **ends a case** at the last event before such a
+//!   an event, and expires a closed ticket `closed_retention` (7 days) after `closed`; an
+//!   event for an expired ticket is dead-lettered (`ticket_expired`). The converter therefore **ends a case** at the last event before such a
 //!   gap (the rest of the case is dropped and counted in [`ConvertStats::truncated_cases`] /
 //!   [`ConvertStats::dropped_events`]); [`ConvertOptions::keep_all`] turns this off.
 //! - **Malformed rows** (wrong number of fields, unparsable time or number, a value outside
@@ -43,6 +43,7 @@
 use crate::codec;
 use crate::core::engine::EngineConfig;
 use crate::core::model::{Body, Event};
+use crate::core::order::order_key;
 use crate::core::time::{Dur, Ts};
 use compact_str::{format_compact, CompactString};
 use std::collections::BTreeMap;
@@ -172,7 +173,7 @@ pub struct CaseInfo {
     pub dropped_events: u32,
 }
 
-/// The result of a conversion: events sorted by (`occurred_at`, `event_id`), the cases
+/// The result of a conversion: events in rule 4 order (`crate::core::order`), the cases
 /// sorted by ticket id, and the counts.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Conversion {
@@ -406,7 +407,7 @@ pub(crate) fn assemble(
         infos.push(info);
         events.extend(evs);
     }
-    events.sort_by(|a, b| (a.occurred_at, &a.event_id).cmp(&(b.occurred_at, &b.event_id)));
+    events.sort_by(|a, b| order_key(a).cmp(&order_key(b)));
     stats.cases = infos.len() as u64;
     stats.events = events.len() as u64;
     Conversion {

@@ -1,5 +1,5 @@
-//! The per-partition SLA engine: orders events by (occurred_at, event_id) behind the
-//! watermark, applies them to tickets, fires timers, buffers events of tickets not yet
+//! The per-partition SLA engine: orders events by (occurred_at, causal rank, event_id)
+//! behind the watermark (rule 4, [`crate::core::order`]), applies them to tickets, fires timers, buffers events of tickets not yet
 //! opened, frees closed and idle tickets, and (for `replay`) detects surges.
 //!
 //! Time only moves through [`Engine::advance_to`]; nothing here reads a clock.
@@ -8,6 +8,7 @@
 //! the batching. [`Engine::finish`] closes the input and fires timers at the final instant
 //! too.
 use crate::core::model::{Body, Event, SlaOutput, TicketAttrs};
+use crate::core::order::order_key;
 use crate::core::plan::{Plan, PlanKey};
 use crate::core::policy::{MatcherSet, Phase, PolicySet};
 use crate::core::store::TicketStore;
@@ -60,6 +61,9 @@ pub enum RejectReason {
     PreopenOverflow,
     /// The partition holds `max_open_tickets` tickets.
     Capacity,
+    /// The ticket was dropped by `idle_ttl` or is past `closed_retention`: its tombstone
+    /// refuses every later event at once (rule 9).
+    TicketExpired,
 }
 
 impl RejectReason {
@@ -68,6 +72,7 @@ impl RejectReason {
             RejectReason::PreopenExpired => "preopen_expired",
             RejectReason::PreopenOverflow => "preopen_overflow",
             RejectReason::Capacity => "capacity",
+            RejectReason::TicketExpired => "ticket_expired",
         }
     }
 }
@@ -156,19 +161,15 @@ struct PreOpen {
     expiry: BTreeSet<(Ts, CompactString)>,
 }
 
-/// An event waiting for the watermark, ordered by (occurred_at, event_id, arrival).
+/// An event waiting for the watermark, ordered by rule 4's [`order_key`], then arrival.
 struct Pending {
     seq: u64,
     event: Event,
 }
 
 impl Pending {
-    fn key(&self) -> (Ts, &str, u64) {
-        (
-            self.event.occurred_at,
-            self.event.event_id.as_str(),
-            self.seq,
-        )
+    fn key(&self) -> ((Ts, u8, &str), u64) {
+        (order_key(&self.event), self.seq)
     }
 }
 impl PartialEq for Pending {
@@ -507,9 +508,11 @@ impl Engine {
         };
         ticket.fire_timers(&plan, at, &mut sink);
         let fired = out.outputs.len() != before;
-        // Housekeeping: closed tombstones and idle tickets (event time).
-        let idle = ticket.last_event.saturating_add(self.cfg.idle_ttl) <= at;
-        let expired = ticket.closed_at.is_some_and(|closed| {
+        // Housekeeping (event time): an idle ticket, or a closed one past its retention,
+        // becomes an expired tombstone; an expired tombstone past its retention is freed.
+        let tombstone = ticket.phase == Phase::Expired;
+        let idle = !tombstone && ticket.last_event.saturating_add(self.cfg.idle_ttl) <= at;
+        let retained = ticket.closed_at.is_some_and(|closed| {
             ticket.running_clocks() == 0 && closed.saturating_add(self.cfg.closed_retention) <= at
         });
         let (id, last_event) = (ticket.id.clone(), ticket.last_event);
@@ -519,8 +522,10 @@ impl Engine {
                 ticket: id.clone(),
                 last_event,
             });
-            self.free_ticket(slot, &id);
-        } else if expired {
+            self.expire(slot, at);
+        } else if retained && !tombstone {
+            self.expire(slot, at);
+        } else if retained {
             self.stats.freed += 1;
             self.free_ticket(slot, &id);
         } else {
@@ -529,6 +534,21 @@ impl Engine {
             }
             self.schedule(slot);
         }
+    }
+
+    /// Turns a ticket into an expired tombstone (rule 9): every clock cancelled, dedup and
+    /// extras dropped, so it costs little more than its id; it is freed `closed_retention`
+    /// later (at once when that is 0). Meanwhile its events are dead-lettered as
+    /// `ticket_expired` instead of waiting as pre-open.
+    fn expire(&mut self, slot: u32, at: Ts) {
+        let t = self.tickets.get_mut(slot).expect("indexed slot");
+        t.phase = Phase::Expired;
+        t.closed_at = Some(at);
+        t.clocks = Box::default();
+        t.extras = None;
+        t.seen = Vec::new();
+        self.mark_dirty(slot);
+        self.schedule(slot);
     }
 
     fn free_ticket(&mut self, slot: u32, id: &str) {
@@ -547,10 +567,10 @@ impl Engine {
             return;
         };
         let plan = &self.registry.plans[ticket.plan as usize];
-        let mut next = ticket
-            .next_clock_due(plan)
-            .unwrap_or(Ts::MAX)
-            .min(ticket.last_event.saturating_add(self.cfg.idle_ttl));
+        let mut next = ticket.next_clock_due(plan).unwrap_or(Ts::MAX);
+        if ticket.phase != Phase::Expired {
+            next = next.min(ticket.last_event.saturating_add(self.cfg.idle_ttl));
+        }
         if let Some(closed) = ticket.closed_at {
             if ticket.running_clocks() == 0 {
                 next = next.min(closed.saturating_add(self.cfg.closed_retention));
@@ -574,6 +594,15 @@ impl Engine {
     /// Applies one event in order (it has reached the watermark, or is late).
     fn apply(&mut self, ev: Event, out: &mut Emitted) {
         match self.tickets.slot_of(ev.ticket_id.as_str()) {
+            Some(slot)
+                if self
+                    .tickets
+                    .get(slot)
+                    .is_some_and(|t| t.phase == Phase::Expired) =>
+            {
+                self.stats.rejected += 1;
+                out.dead_letters.push((ev, RejectReason::TicketExpired));
+            }
             Some(slot) => self.apply_to(slot, &ev, out),
             None => match &ev.body {
                 Body::Opened { .. } => self.open(ev, out),
@@ -656,11 +685,11 @@ impl Engine {
             };
             ticket.apply(&ev, matches, &plan, &mut no_rematch, &mut sink);
         }
-        // Events that waited for this ticket apply now, in (occurred_at, event_id) order.
+        // Events that waited for this ticket apply now, in rule 4's order.
         if let Some(mut waiting) = self.preopen.by_ticket.remove(ev.ticket_id.as_str()) {
             let first = waiting.iter().map(|e| e.occurred_at).min().unwrap();
             self.preopen.expiry.remove(&(first, ev.ticket_id.clone()));
-            waiting.sort_by(|a, b| (a.occurred_at, &a.event_id).cmp(&(b.occurred_at, &b.event_id)));
+            waiting.sort_by(|a, b| order_key(a).cmp(&order_key(b)));
             for w in waiting {
                 self.apply_to(slot, &w, out);
             }
@@ -749,7 +778,7 @@ impl Engine {
         e.stats = snap.stats;
         for mut t in snap.tickets {
             let plan = &e.registry.plans[t.plan as usize];
-            if t.clocks.len() != plan.clocks.len() {
+            if t.clocks.len() != plan.clocks.len() && t.phase != Phase::Expired {
                 let mut v = std::mem::take(&mut t.clocks).into_vec();
                 v.resize(plan.clocks.len(), Default::default());
                 t.clocks = v.into_boxed_slice();
@@ -907,7 +936,7 @@ impl Restorer {
         let mut t = rec.ticket;
         t.plan = plan;
         let n = e.registry.plans[plan as usize].clocks.len();
-        if t.clocks.len() != n {
+        if t.clocks.len() != n && t.phase != Phase::Expired {
             let mut v = std::mem::take(&mut t.clocks).into_vec();
             v.resize(n, Default::default());
             t.clocks = v.into_boxed_slice();

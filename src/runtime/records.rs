@@ -191,6 +191,7 @@ pub fn engine_reason(r: EngineReject) -> RejectReason {
         EngineReject::PreopenExpired => RejectReason::PreopenExpired,
         EngineReject::PreopenOverflow => RejectReason::PreopenOverflow,
         EngineReject::Capacity => RejectReason::Capacity,
+        EngineReject::TicketExpired => RejectReason::TicketExpired,
     }
 }
 

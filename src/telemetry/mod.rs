@@ -429,6 +429,8 @@ label_enum!(
         PreopenExpired => "preopen_expired",
         /// Open-ticket cap of the partition reached.
         Capacity => "capacity",
+        /// The ticket was dropped by `idle_ttl` or is past `closed_retention` (rule 9).
+        TicketExpired => "ticket_expired",
     }
 );
 
@@ -1129,7 +1131,7 @@ mod tests {
                 .map(|r| r.as_str())
                 .collect::<Vec<_>>(),
         );
-        assert_eq!(RejectReason::ALL.len(), 10);
+        assert_eq!(RejectReason::ALL.len(), 11);
         assert_eq!(RejectReason::Capacity.as_str(), "capacity");
         assert_eq!(
             RebalanceKind::ALL

@@ -218,6 +218,10 @@ pub enum Phase {
     OnHold,
     Resolved,
     Closed,
+    /// Not a phase of the policy language: the tombstone of a ticket dropped by `idle_ttl`
+    /// or past `closed_retention` (rule 9); its later events are dead-lettered as
+    /// `ticket_expired`. Last, so older snapshots decode unchanged.
+    Expired,
 }
 
 impl Phase {
@@ -238,6 +242,7 @@ impl Phase {
             Phase::OnHold => "on_hold",
             Phase::Resolved => "resolved",
             Phase::Closed => "closed",
+            Phase::Expired => "expired",
         }
     }
     pub fn bit(self) -> u8 {

@@ -262,7 +262,7 @@ pub fn start(
                     query_rx.as_ref(),
                 );
                 match r {
-                    Err(ProcessorError::Fatal(e)) if core.lock().unwrap().may_recover() => {
+                    Err(ProcessorError::Fatal(e)) if lock(&core).may_recover() => {
                         tracing::warn!(error = %e, "fatal Kafka client error after a broker outage; recreating the clients and restoring every partition from the state topics");
                         match reconnect(&core, &thread_control) {
                             Ok(Some(c)) => clients = c,
@@ -353,7 +353,7 @@ fn new_consumers(
     surge
         .subscribe(&[&topics.repartition])
         .map_err(kerr("subscribing to the repartition topic"))?;
-    core.lock().unwrap().consumers = Some(Consumers {
+    lock(core).consumers = Some(Consumers {
         main: main.clone(),
         surge: surge.clone(),
     });
@@ -370,7 +370,7 @@ fn reconnect(
     control: &Control,
 ) -> Result<Option<Clients>, ProcessorError> {
     let (cfg, topics, trouble, auth) = {
-        let mut c = core.lock().unwrap();
+        let mut c = lock(core);
         c.parts.clear();
         c.update_ready();
         (
@@ -395,13 +395,19 @@ fn reconnect(
         }
     };
     {
-        let mut c = core.lock().unwrap();
+        let mut c = lock(core);
         c.io.replace(producer);
         c.out = Emitted::default();
         c.surge_out.clear();
         c.fatal = None;
     }
     new_consumers(&cfg, &topics, core, &trouble, &auth).map(Some)
+}
+
+/// The processor state; a panic while it was held already ended the processing thread, so a
+/// poisoned lock is taken over rather than panicking again (admin queries, shutdown).
+fn lock(core: &Mutex<Core>) -> std::sync::MutexGuard<'_, Core> {
+    core.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn register_policy(set: &PolicySet) {
@@ -423,7 +429,7 @@ fn run_loop(
             break Ok(());
         }
         let timeout = {
-            let mut c = core.lock().unwrap();
+            let mut c = lock(&core);
             if let Some(set) = control.take_reload() {
                 c.reload(set);
             }
@@ -450,7 +456,7 @@ fn run_loop(
         let n = poll_batch(&main, &core, timeout);
         let t1 = Instant::now();
         poll_batch(&surge, &core, Duration::ZERO);
-        core.lock().unwrap().after_batch();
+        lock(&core).after_batch();
         let t2 = Instant::now();
         control.loop_stats(n, t1 - t0, t2 - t1);
     };
@@ -458,7 +464,7 @@ fn run_loop(
     // callbacks find nothing left to commit). With static membership the group keeps the
     // partitions for session.timeout.ms, so a restart within it causes no rebalance.
     {
-        let mut c = core.lock().unwrap();
+        let mut c = lock(&core);
         if result.is_ok() {
             c.commit();
         } else {
@@ -482,15 +488,15 @@ fn poll_batch(consumer: &Consumer, core: &Mutex<Core>, timeout: Duration) -> usi
         match msg {
             None => break,
             Some(Ok(m)) => {
-                core.lock().unwrap().on_message(&m);
+                lock(core).on_message(&m);
                 // From the poll that returned the record to the engine having taken it in.
                 telemetry::event_to_decision(polled.elapsed());
                 n += 1;
             }
             Some(Err(KafkaError::PartitionEOF(_))) => {}
             Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
-                core.lock().unwrap().fatal =
-                    Some(ProcessorError::Fatal(format!("consumer: {code}")));
+                telemetry::error(telemetry::ErrorReason::ConsumerFatal);
+                lock(core).fatal = Some(ProcessorError::Fatal(format!("consumer: {code}")));
                 break;
             }
             Some(Err(e)) => {
@@ -545,10 +551,7 @@ impl ConsumerContext for ConsumerCtx {
                 if lost {
                     self.trouble.mark();
                 }
-                self.core
-                    .lock()
-                    .unwrap()
-                    .on_revoke(consumer, self.role, tpl, lost);
+                lock(&self.core).on_revoke(consumer, self.role, tpl, lost);
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
             Rebalance::Assign(_) => {}
@@ -556,8 +559,8 @@ impl ConsumerContext for ConsumerCtx {
     }
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
-            Rebalance::Assign(tpl) => self.core.lock().unwrap().on_assign(consumer, tpl),
-            Rebalance::Revoke(_) => self.core.lock().unwrap().update_assigned(),
+            Rebalance::Assign(tpl) => lock(&self.core).on_assign(consumer, tpl),
+            Rebalance::Revoke(_) => lock(&self.core).update_assigned(),
             Rebalance::Error(_) => {}
         }
     }
@@ -1011,7 +1014,9 @@ impl Core {
         let wall = self.wall_watermark();
         let keys: Vec<(usize, i32)> = self.inputs.keys().copied().collect();
         for key in keys {
-            let t = self.inputs.get_mut(&key).unwrap();
+            let Some(t) = self.inputs.get_mut(&key) else {
+                continue;
+            };
             let wm = t.target_watermark(wall);
             if wm <= t.engine.watermark() && t.engine.next_wakeup().is_none_or(|w| w > wm) {
                 continue;
@@ -1031,7 +1036,9 @@ impl Core {
         let now = self.clock.now();
         let parts: Vec<i32> = self.surges.keys().copied().collect();
         for p in parts {
-            let s = self.surges.get_mut(&p).unwrap();
+            let Some(s) = self.surges.get_mut(&p) else {
+                continue;
+            };
             let wm = s.target_watermark();
             if wm <= s.watermark {
                 continue;
@@ -1290,9 +1297,11 @@ impl Core {
                 telemetry::transaction(telemetry::TxnOutcome::Committed, Some(took));
             }
             Err(e) if e.recovery() == Recovery::Fatal => {
+                telemetry::error(e.reason());
                 self.fatal = Some(ProcessorError::Fatal(e.to_string()));
             }
             Err(e) => {
+                telemetry::error(e.reason());
                 tracing::warn!(error = %e, "commit failed; aborting and restoring every partition from the state topic");
                 self.abort_open();
                 self.reset_all();
@@ -1337,6 +1346,7 @@ impl Core {
             Ok(true) => telemetry::transaction(telemetry::TxnOutcome::Aborted, None),
             Ok(false) => {}
             Err(e) => {
+                telemetry::error(e.reason());
                 if e.recovery() == Recovery::Fatal {
                     self.fatal = Some(ProcessorError::Fatal(e.to_string()));
                 }
@@ -1536,6 +1546,7 @@ impl Core {
         let (restored, surge) = match r.outcome {
             Ok(x) => x,
             Err(e) => {
+                telemetry::error(telemetry::ErrorReason::Restore);
                 if let Some(plan) = self.parts.restore_failed(p, r.epoch) {
                     tracing::error!(partition = p, error = %e, "restore failed; retrying");
                     self.request_restore(plan, Duration::from_millis(500));

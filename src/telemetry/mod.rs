@@ -125,6 +125,8 @@ pub const OUTPUT_DELAY_SECONDS: &str = "slawatch_output_delay_seconds";
 pub const TRANSACTION_COMMIT_SECONDS: &str = "slawatch_transaction_commit_seconds";
 /// Counter {outcome}: transactions committed / aborted.
 pub const TRANSACTIONS_TOTAL: &str = "slawatch_transactions_total";
+/// Counter {reason}: failures of the processor's Kafka work, by typed reason.
+pub const ERRORS_TOTAL: &str = "slawatch_errors_total";
 /// Gauge: the commit interval the commit policy chose for the last commit, seconds.
 pub const COMMIT_INTERVAL_SECONDS: &str = "slawatch_commit_interval_seconds";
 
@@ -243,6 +245,8 @@ pub const CATALOGUE: &[MetricDef] = &[
         "Kafka transaction commit duration."),
     def!(TRANSACTIONS_TOTAL, Counter, Count, &["outcome"],
         "Kafka transactions by outcome (committed | aborted)."),
+    def!(ERRORS_TOTAL, Counter, Count, &["reason"],
+        "Failures of the processor's Kafka work by reason (the operation that failed: begin_transaction, send_offsets, commit_transaction, abort_transaction, commit_offsets, produce, delivery, undelivered, no_group_metadata, consumer_fatal, restore); each one aborts and restores, stops, or retries."),
     def!(COMMIT_INTERVAL_SECONDS, Gauge, Seconds, &[],
         "Commit interval chosen for the last commit: commit_interval_ms when caught up (and for the first commit after partitions go live), 10x that while a backlog drains."),
     def!(RESTORE_DURATION_SECONDS, Histogram, Seconds, &[],
@@ -504,6 +508,24 @@ label_enum!(
 label_enum!(
     /// Outcome of a Kafka transaction.
     TxnOutcome { Committed => "committed", Aborted => "aborted" }
+);
+
+label_enum!(
+    /// Why the processor's Kafka work failed (`runtime::kafka::txn::TxnError` and the
+    /// consumer / restore failures), by the operation that failed.
+    ErrorReason {
+        BeginTransaction => "begin_transaction",
+        SendOffsets => "send_offsets",
+        CommitTransaction => "commit_transaction",
+        AbortTransaction => "abort_transaction",
+        CommitOffsets => "commit_offsets",
+        Produce => "produce",
+        Delivery => "delivery",
+        Undelivered => "undelivered",
+        NoGroupMetadata => "no_group_metadata",
+        ConsumerFatal => "consumer_fatal",
+        Restore => "restore",
+    }
 );
 
 /// Distinct `policy` label values before further ones read `other`.
@@ -814,6 +836,11 @@ pub fn transaction(outcome: TxnOutcome, commit_time: Option<Duration>) {
     }
 }
 
+/// A failure of the processor's Kafka work.
+pub fn error(reason: ErrorReason) {
+    counter!(ERRORS_TOTAL, "reason" => reason.as_str()).increment(1);
+}
+
 /// The commit interval the commit policy chose.
 pub fn set_commit_interval(interval: Duration) {
     gauge!(COMMIT_INTERVAL_SECONDS).set(interval.as_secs_f64());
@@ -857,6 +884,9 @@ pub fn register_fixed_series() {
     }
     for k in RebalanceKind::ALL {
         counter!(REBALANCES_TOTAL, "kind" => k.as_str()).absolute(0);
+    }
+    for r in ErrorReason::ALL {
+        counter!(ERRORS_TOTAL, "reason" => r.as_str()).absolute(0);
     }
     for o in TxnOutcome::ALL {
         counter!(TRANSACTIONS_TOTAL, "outcome" => o.as_str()).absolute(0);

@@ -10,6 +10,7 @@
 use crate::runtime::config::Config;
 use crate::runtime::kafka::clients::{producer_config, AuthFailure};
 use crate::runtime::kafka::recovery::Trouble;
+use crate::telemetry::ErrorReason;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::KafkaError;
@@ -116,6 +117,23 @@ impl TxnError {
         match self {
             TxnError::Op { fatal: true, .. } => Recovery::Fatal,
             _ => Recovery::Reset,
+        }
+    }
+
+    /// The metric label of this failure.
+    pub fn reason(&self) -> ErrorReason {
+        match self {
+            TxnError::Op { op, .. } => match op {
+                TxnOp::BeginTransaction => ErrorReason::BeginTransaction,
+                TxnOp::SendOffsetsToTransaction => ErrorReason::SendOffsets,
+                TxnOp::CommitTransaction => ErrorReason::CommitTransaction,
+                TxnOp::AbortTransaction => ErrorReason::AbortTransaction,
+                TxnOp::CommitOffsets => ErrorReason::CommitOffsets,
+            },
+            TxnError::Produce { .. } => ErrorReason::Produce,
+            TxnError::Delivery { .. } => ErrorReason::Delivery,
+            TxnError::Undelivered { .. } => ErrorReason::Undelivered,
+            TxnError::NoGroupMetadata => ErrorReason::NoGroupMetadata,
         }
     }
 

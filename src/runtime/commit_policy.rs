@@ -14,9 +14,12 @@
 //!   durable within one interval instead of ten, and the next life starts from there.
 //!
 //! A partition whose lag is not known yet (no fetch response since its assignment, so
-//! librdkafka has no high watermark for it) counts as behind, and its lag as unknown: the
-//! policy then leans on the partitions whose lag is known (a drain used to be judged "not a
-//! backlog" while its partitions' watermarks were still unknown).
+//! librdkafka has no high watermark for it) counts as behind, and only known lags count
+//! towards [`BACKLOG_RECORDS`]: with nothing known there is no evidence of a backlog. (A
+//! 193 k-record drain was once seen committing every 100 ms with all 6 partitions behind,
+//! i.e. with under 10 000 records of lag known at that moment; the `commit` debug line now
+//! logs the known lag, the partitions with an unknown lag and the mode, to tell the cases
+//! apart when it happens again.)
 use std::time::Duration;
 
 /// Records behind (summed over the assigned input partitions) from which a drain widens the

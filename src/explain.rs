@@ -9,7 +9,9 @@
 use crate::codec::rfc3339_z;
 use crate::core::engine::EngineConfig;
 use crate::core::model::{Body, OutputBody, SlaOutput};
-use crate::core::policy::PolicySet;
+use crate::core::plan::Plan;
+use crate::core::policy::{ClockKind, PolicySet};
+use crate::core::ticket::Ticket;
 use crate::core::time::{Dur, Ts};
 use crate::whatif::trace::{self, ClockRun, History, InputEvent, RejectedLine, RunEnd, TicketLog};
 use crate::whatif::PolicyInput;
@@ -582,5 +584,287 @@ impl Timeline {
             );
         }
         s
+    }
+}
+
+/// One output a live clock's state says was emitted.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct LiveOutput {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// When it fell due (its `fired_at`, except for an output decided on an event such as a
+    /// re-match's past-due items, which fired at that event).
+    pub due: Option<String>,
+    pub deadline: Option<String>,
+    pub detail: String,
+    pub event_id: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct LiveClock {
+    pub clock: String,
+    pub rule: String,
+    pub status: &'static str,
+    pub start: String,
+    pub pauses: Vec<Pause>,
+    /// Counted time up to `as_of` while running; null once stopped or cancelled (the state
+    /// does not keep when).
+    pub counted_seconds: Option<f64>,
+    pub deadline: Option<String>,
+    pub outputs: Vec<LiveOutput>,
+}
+
+/// An open ticket's trail from its live state, for the admin API's
+/// `/tickets/{tenant}/{id}/timeline`. The engine keeps no event log per ticket, so this is
+/// what the state holds: the policy and overlays, each clock's start, pauses, counted time
+/// and deadline, and the outputs its fired-item marks say were emitted, with their due
+/// instants and `event_id`s. A warning's `event_id` is exact when no pause came between
+/// the warning and now (the deadline it carried is then today's).
+#[derive(Serialize)]
+pub struct LiveTrail {
+    pub ticket_id: String,
+    pub tenant: String,
+    pub policy_id: String,
+    pub overlays: Vec<String>,
+    pub phase: &'static str,
+    pub opened_at: String,
+    pub as_of: String,
+    pub clocks: Vec<LiveClock>,
+    /// Actions fired on events (e.g. R18's escalation on `opened`); their instant is not kept.
+    pub actions_fired: Vec<LiveOutput>,
+}
+
+fn status_name(s: crate::core::clock::ClockStatus) -> &'static str {
+    use crate::core::clock::ClockStatus as S;
+    match s {
+        S::Idle => "idle",
+        S::Running => "running",
+        S::Stopped => "stopped",
+        S::Cancelled => "cancelled",
+    }
+}
+
+/// The live trail of `t` under its plan, with counted time up to `now`.
+pub fn live_trail(t: &Ticket, plan: &Plan, now: Ts) -> LiveTrail {
+    use crate::core::model::output_id;
+    let mut clocks = Vec::new();
+    for (i, c) in t.clocks.iter().enumerate() {
+        let Some(spec) = plan.clocks.get(i) else {
+            continue;
+        };
+        if c.status == crate::core::clock::ClockStatus::Idle {
+            continue;
+        }
+        let cal = plan.calendar(i);
+        let deadline = match spec.kind {
+            ClockKind::Deadline => c.deadline(spec, cal),
+            ClockKind::Recurring { .. } => None,
+        };
+        let mut outs = Vec::new();
+        let mut push = |body: OutputBody, due: Option<Ts>, dl: Option<Ts>| {
+            let detail = output_detail(&SlaOutput {
+                event_id: crate::core::model::OutputId(0),
+                ticket_id: t.id.clone(),
+                tenant: t.attrs.tenant.clone(),
+                policy_id: plan.policy_id.clone(),
+                rule_id: spec.rule.clone(),
+                clock: spec.id.clone(),
+                deadline: dl.unwrap_or(Ts(0)),
+                target: None,
+                fired_at: due.unwrap_or(Ts(0)),
+                body: body.clone(),
+                clock_pos: spec.position,
+            });
+            outs.push(LiveOutput {
+                kind: body.kind_name(),
+                due: due.map(rfc3339_z),
+                deadline: dl.map(rfc3339_z),
+                detail,
+                event_id: dl
+                    .map(|d| output_id(&t.id, &plan.policy_id, &spec.id, &body, d).to_string()),
+            });
+        };
+        match spec.kind {
+            ClockKind::Deadline => {
+                if spec.follow_up {
+                    push(OutputBody::FollowUpDue, Some(c.start), deadline);
+                }
+                for (w, f) in spec.warn_at.iter().enumerate().take(8) {
+                    if c.warned & (1 << w) != 0 {
+                        let due = c.instant_of(cal, spec.target.mul_f64(*f));
+                        push(OutputBody::Warning { fraction: *f }, due, deadline);
+                    }
+                }
+                if c.breached {
+                    push(
+                        OutputBody::Breach { overdue: Dur::ZERO },
+                        deadline,
+                        deadline,
+                    );
+                }
+                for (k, step) in spec.escalate.iter().enumerate().take(c.escalated as usize) {
+                    let due = c.instant_of(cal, Dur(spec.target.0 + step.after.0));
+                    let body = OutputBody::Escalation {
+                        level: k as u32 + 1,
+                        notify: step.notify.clone(),
+                        reason: "breach".into(),
+                    };
+                    push(body, due, deadline);
+                }
+            }
+            ClockKind::Recurring { every, .. } => {
+                for n in 1..=c.nth as u32 {
+                    let due = c.instant_of(cal, Dur(every.0.saturating_mul(n as i64)));
+                    push(
+                        OutputBody::ProgressReminder {
+                            nth: n,
+                            interval: every,
+                        },
+                        due,
+                        due,
+                    );
+                }
+            }
+        }
+        let mut pauses = Vec::new();
+        if let Some(p) = &c.pauses {
+            for (from, to) in &p.closed {
+                pauses.push(Pause {
+                    from: rfc3339_z(*from),
+                    to: Some(rfc3339_z(*to)),
+                });
+            }
+            if let Some(from) = p.open {
+                pauses.push(Pause {
+                    from: rfc3339_z(from),
+                    to: None,
+                });
+            }
+        }
+        clocks.push(LiveClock {
+            clock: spec.id.to_string(),
+            rule: spec.rule.to_string(),
+            status: status_name(c.status),
+            start: rfc3339_z(c.start),
+            pauses,
+            counted_seconds: c
+                .is_running()
+                .then(|| c.counted_until(cal, now.max(c.start)).as_secs_f64()),
+            deadline: deadline.map(rfc3339_z),
+            outputs: outs,
+        });
+    }
+    let fired: Vec<u64> = t
+        .extras
+        .as_ref()
+        .map(|x| x.actions_fired.clone())
+        .unwrap_or_default();
+    let actions_fired = plan
+        .actions
+        .iter()
+        .filter(|a| fired.contains(&crate::core::ticket::id_hash(&a.clock)))
+        .map(|a| LiveOutput {
+            kind: "escalation",
+            due: None,
+            deadline: None,
+            detail: format!(
+                "{} {}: level {} → {} ({})",
+                a.rule,
+                a.clock,
+                a.level,
+                a.notify
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                a.reason
+            ),
+            event_id: None,
+        })
+        .collect();
+    LiveTrail {
+        ticket_id: t.id.to_string(),
+        tenant: t.attrs.tenant.to_string(),
+        policy_id: plan.policy_id.to_string(),
+        overlays: plan.overlay_ids.iter().map(|s| s.to_string()).collect(),
+        phase: t.phase.as_str(),
+        opened_at: rfc3339_z(t.opened_at),
+        as_of: rfc3339_z(now),
+        clocks,
+        actions_fired,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::engine::{Emitted, Engine};
+    use crate::core::model::{Body, Channel, Event};
+
+    fn ev(id: &str, at: &str, body: Body) -> Event {
+        Event {
+            event_id: id.into(),
+            ticket_id: "T1".into(),
+            occurred_at: Ts::parse_rfc3339(at).unwrap(),
+            tenant: "acme".into(),
+            body,
+        }
+    }
+
+    #[test]
+    fn live_trail_names_the_outputs_the_engine_emitted() {
+        // E1: a chat inquiry with only an auto-reply, seen at 10:03 (L2 fired, L3 not yet).
+        let set = Arc::new(
+            crate::core::policy::builtin::PolicySource::BuiltIn
+                .load()
+                .expect("built-in policy"),
+        );
+        let mut engine = Engine::new(set, EngineConfig::default());
+        let mut out = Emitted::default();
+        let opened = Body::Opened {
+            channel: Channel::Chat,
+            category: Default::default(),
+            urgency: Default::default(),
+            tier: Default::default(),
+            team: "".into(),
+        };
+        engine.ingest(ev("e1", "2024-03-04T10:00:00Z", opened), &mut out);
+        engine.ingest(ev("e2", "2024-03-04T10:00:01Z", Body::AutoReply), &mut out);
+        let now = Ts::parse_rfc3339("2024-03-04T10:03:00Z").unwrap();
+        engine.advance_to(now, &mut out);
+        let t = engine.ticket("T1").expect("open ticket");
+        let trail = live_trail(t, engine.plan_of(t), now);
+        let fr = trail
+            .clocks
+            .iter()
+            .find(|c| c.clock == "first_response")
+            .expect("first_response");
+        assert_eq!(fr.status, "running");
+        assert_eq!(fr.counted_seconds, Some(180.0));
+        let emitted: Vec<(String, String, String)> = out
+            .outputs
+            .iter()
+            .filter(|o| &*o.clock == "first_response")
+            .map(|o| {
+                (
+                    o.body.kind_name().to_string(),
+                    rfc3339_z(o.fired_at),
+                    o.event_id.to_string(),
+                )
+            })
+            .collect();
+        let derived: Vec<(String, String, String)> = fr
+            .outputs
+            .iter()
+            .map(|o| {
+                (
+                    o.kind.to_string(),
+                    o.due.clone().unwrap(),
+                    o.event_id.clone().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(emitted.len(), 4, "warning, breach, L1, L2: {emitted:?}");
+        assert_eq!(derived, emitted);
     }
 }

@@ -1,7 +1,8 @@
 //! The admin HTTP listener: `/metrics` (Prometheus text), `/healthz` (the processing thread
 //! runs), `/readyz` (every assigned partition is restored), `GET /tickets/{id}` (a
-//! ticket's live clocks and deadlines, answered by the processing thread). Read-only: there
-//! is no endpoint that changes anything.
+//! ticket's live clocks and deadlines, answered by the processing thread) and
+//! `GET /tickets/{tenant}/{id}/timeline` (its live trail, `explain::live_trail`).
+//! Read-only: there is no endpoint that changes anything.
 use crate::runtime::control::Control;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -122,6 +123,12 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
             text(status, body, JSON)
         }
         _ => {
+            if let Some(rest) = path
+                .strip_prefix("/tickets/")
+                .and_then(|r| r.strip_suffix("/timeline"))
+            {
+                return timeline(state, rest).await;
+            }
             if let Some(id) = path.strip_prefix("/tickets/") {
                 let id = percent_decode(id);
                 if id.is_empty() {
@@ -155,10 +162,60 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
             }
             text(
                 StatusCode::NOT_FOUND,
-                "endpoints: /metrics /healthz /readyz /tickets/{id}\n",
+                "endpoints: /metrics /healthz /readyz /tickets/{id} /tickets/{tenant}/{id}/timeline\n",
                 PLAIN,
             )
         }
+    }
+}
+
+/// `/tickets/{tenant}/{id}/timeline` (`rest` is `{tenant}/{id}`): the ticket's live trail
+/// (`explain::live_trail`) when this replica holds the ticket of that tenant. An empty
+/// tenant is written `/tickets//{id}/timeline`.
+async fn timeline(state: &State, rest: &str) -> Response<Full<Bytes>> {
+    const PLAIN: &str = "text/plain; charset=utf-8";
+    const JSON: &str = "application/json";
+    let Some((tenant, id)) = rest.split_once('/') else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "usage: /tickets/{tenant}/{id}/timeline\n",
+            PLAIN,
+        );
+    };
+    let (tenant, id) = (percent_decode(tenant), percent_decode(id));
+    if id.is_empty() {
+        return text(
+            StatusCode::NOT_FOUND,
+            "usage: /tickets/{tenant}/{id}/timeline\n",
+            PLAIN,
+        );
+    }
+    let Some(rx) = state.control.query_ticket(id.clone()) else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "processor not running\n",
+            PLAIN,
+        );
+    };
+    match tokio::time::timeout(QUERY_TIMEOUT, rx).await {
+        Ok(Ok(Some(v))) if v["tenant"] == tenant.as_str() && v.get("timeline").is_some() => {
+            text(StatusCode::OK, format!("{}\n", v["timeline"]), JSON)
+        }
+        Ok(Ok(_)) => text(
+            StatusCode::NOT_FOUND,
+            format!(
+                "{}\n",
+                serde_json::json!({
+                    "error": format!("ticket {id} of tenant {tenant:?} is not held by this replica")
+                })
+            ),
+            JSON,
+        ),
+        _ => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "processor did not answer\n",
+            PLAIN,
+        ),
     }
 }
 

@@ -74,5 +74,12 @@ pub fn ticket_view(engine: &Engine, topic: &str, partition: i32, ticket_id: &str
         "closed_at": t.closed_at.map(ts).unwrap_or(Value::Null),
         "partition_watermark": ts(engine.watermark()),
         "clocks": clocks,
+        // Also served alone at /tickets/{tenant}/{id}/timeline.
+        "timeline": serde_json::to_value(crate::explain::live_trail(
+            t,
+            plan,
+            engine.watermark().max(t.last_event),
+        ))
+        .unwrap_or(Value::Null),
     }))
 }

@@ -9,7 +9,7 @@
 //! too.
 use crate::core::model::{Body, Event, SlaOutput, TicketAttrs};
 use crate::core::order::order_key;
-use crate::core::plan::{Plan, PlanKey};
+use crate::core::plan::{OverlayIndices, Plan, PlanKey};
 use crate::core::policy::{MatcherSet, Phase, PolicySet};
 use crate::core::store::TicketStore;
 use crate::core::surge::{SurgeDetector, SurgeState};
@@ -121,7 +121,9 @@ pub struct EngineStats {
 struct PlanRegistry {
     current: Arc<PolicySet>,
     plans: Vec<Arc<Plan>>,
-    index: FxHashMap<(usize, Option<usize>, Vec<usize>), u32>,
+    /// (policy set, policy index, overlay indices) → plan: an `opened` event looks its plan
+    /// up by what it matches, without building (and dropping) a plan each time.
+    index: FxHashMap<(usize, Option<usize>, OverlayIndices), u32>,
 }
 
 impl PlanRegistry {
@@ -134,7 +136,7 @@ impl PlanRegistry {
     }
 
     fn intern(&mut self, plan: Plan) -> u32 {
-        let overlays: Vec<usize> = plan
+        let overlays: OverlayIndices = plan
             .overlay_ids
             .iter()
             .filter_map(|id| plan.set.overlays.iter().position(|o| o.id == *id))
@@ -143,6 +145,10 @@ impl PlanRegistry {
         if let Some(&i) = self.index.get(&key) {
             return i;
         }
+        self.insert(key, plan)
+    }
+
+    fn insert(&mut self, key: (usize, Option<usize>, OverlayIndices), plan: Plan) -> u32 {
         let i = self.plans.len() as u32;
         self.plans.push(Arc::new(plan));
         self.index.insert(key, i);
@@ -150,7 +156,13 @@ impl PlanRegistry {
     }
 
     fn for_attrs(&mut self, set: &Arc<PolicySet>, attrs: &TicketAttrs) -> u32 {
-        self.intern(Plan::for_attrs(set, attrs))
+        let (policy_index, overlays) = Plan::match_of(set, attrs);
+        let key = (Arc::as_ptr(set) as usize, policy_index, overlays);
+        if let Some(&i) = self.index.get(&key) {
+            return i;
+        }
+        let plan = Plan::build(set, policy_index, &key.2);
+        self.insert(key, plan)
     }
 }
 
@@ -761,7 +773,7 @@ impl Engine {
             let plan = Plan::from_key(&policy, key);
             // Keep indices stable even when two keys resolve to the same plan.
             let i = e.registry.plans.len() as u32;
-            let overlays: Vec<usize> = plan
+            let overlays: OverlayIndices = plan
                 .overlay_ids
                 .iter()
                 .filter_map(|id| policy.overlays.iter().position(|o| o.id == *id))

@@ -4,7 +4,11 @@
 use crate::core::calendar::Calendar;
 use crate::core::model::TicketAttrs;
 use crate::core::policy::{ActionSpec, ClockSpec, PolicySet};
+use smallvec::SmallVec;
 use std::sync::Arc;
+
+/// Indices of a plan's overlays in its policy set.
+pub type OverlayIndices = SmallVec<[usize; 4]>;
 
 #[derive(Debug)]
 pub struct Plan {
@@ -28,15 +32,23 @@ pub struct PlanKey {
 
 impl Plan {
     pub fn for_attrs(set: &Arc<PolicySet>, attrs: &TicketAttrs) -> Plan {
+        let (policy_index, overlays) = Plan::match_of(set, attrs);
+        Plan::build(set, policy_index, &overlays)
+    }
+
+    /// What `attrs` match in `set`: the policy's index and the matching overlays' indices
+    /// (no allocation for up to four overlays, so a registry can look a plan up by it
+    /// before building one).
+    pub fn match_of(set: &PolicySet, attrs: &TicketAttrs) -> (Option<usize>, OverlayIndices) {
         let policy_index = set.match_policy(attrs);
-        let overlays: Vec<usize> = set
+        let overlays = set
             .overlays
             .iter()
             .enumerate()
             .filter(|(_, o)| o.selector.matches(attrs))
             .map(|(i, _)| i)
             .collect();
-        Plan::build(set, policy_index, &overlays)
+        (policy_index, overlays)
     }
 
     pub fn build(set: &Arc<PolicySet>, policy_index: Option<usize>, overlays: &[usize]) -> Plan {

@@ -65,6 +65,38 @@ enum Command {
     Whatif(WhatifArgs),
     /// One ticket's audit trail under a policy: events in applied order, clocks, outputs.
     Explain(ExplainArgs),
+    /// Publishes ConversationEvent JSON lines to a topic, keyed by ticket id (every line is
+    /// checked first; a bad one is reported with its number and nothing is sent).
+    Publish {
+        /// Kafka bootstrap servers.
+        #[arg(long, default_value = "localhost:9092")]
+        brokers: String,
+        /// Input topic of `slawatch run`.
+        #[arg(long, default_value = "conversations")]
+        topic: String,
+        /// JSON lines file, or - for standard input.
+        #[arg(long, default_value = "-")]
+        input: String,
+    },
+    /// Prints the SLA events of topics from their beginning, one readable line each (as the
+    /// demo's feed), until --max records or --idle time without one, or Ctrl-C.
+    Tail {
+        /// Topics, e.g. sla.breaches sla.escalations.
+        #[arg(required = true)]
+        topics: Vec<String>,
+        /// Kafka bootstrap servers.
+        #[arg(long, default_value = "localhost:9092")]
+        brokers: String,
+        /// Print each record's JSON as it is.
+        #[arg(long)]
+        json: bool,
+        /// Stop after this many records.
+        #[arg(long)]
+        max: Option<u64>,
+        /// Stop after this long without a record, e.g. 10s.
+        #[arg(long)]
+        idle: Option<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -237,6 +269,18 @@ fn main() -> ExitCode {
         Command::Demo(args) => run_demo(args),
         Command::Whatif(args) => run_whatif(args),
         Command::Explain(args) => run_explain(args),
+        Command::Publish {
+            brokers,
+            topic,
+            input,
+        } => run_publish(&brokers, &topic, &input),
+        Command::Tail {
+            topics,
+            brokers,
+            json,
+            max,
+            idle,
+        } => run_tail(topics, brokers, json, max, idle),
     };
     match result {
         Ok(code) => code,
@@ -697,5 +741,44 @@ fn run_explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
             serde_json::to_string_pretty(&t.view()).context("encoding the timeline")?
         ),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_publish(brokers: &str, topic: &str, input: &str) -> anyhow::Result<ExitCode> {
+    use slawatch::runtime::clients::publish;
+    let timeout = std::time::Duration::from_secs(30);
+    let n = if input == "-" {
+        publish(brokers, topic, std::io::stdin().lock(), "stdin", timeout)?
+    } else {
+        let f = std::fs::File::open(input)
+            .map_err(|e| Usage(format!("cannot open input {input}: {e}")))?;
+        publish(brokers, topic, BufReader::new(f), input, timeout)?
+    };
+    eprintln!("published {n} events to {topic}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_tail(
+    topics: Vec<String>,
+    brokers: String,
+    json: bool,
+    max: Option<u64>,
+    idle: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    use slawatch::runtime::clients::{tail, TailOptions};
+    let idle = idle
+        .as_deref()
+        .map(Dur::parse)
+        .transpose()
+        .map_err(|e| Usage(format!("--idle: {e}")))?
+        .map(Dur::to_std);
+    let opts = TailOptions {
+        brokers,
+        topics,
+        json,
+        max,
+        idle,
+    };
+    tail(&opts, &mut std::io::stdout().lock())?;
     Ok(ExitCode::SUCCESS)
 }

@@ -446,8 +446,20 @@ const ENGINE_KEYS: &[&str] = &[
     "max_open_tickets_per_partition",
 ];
 
-/// Environment variables the harness or the OS may set that are not configuration.
-const ENV_IGNORED: &[&str] = &["SLAWATCH_KAFKA_WATCH_STDIN", "SLAWATCH_LOG"];
+/// Environment variables the harness or the OS may set that are not configuration (those of
+/// scripts/kafka/broker.sh, which share the `SLAWATCH_KAFKA_` prefix).
+const ENV_IGNORED: &[&str] = &[
+    "SLAWATCH_KAFKA_WATCH_STDIN",
+    "SLAWATCH_KAFKA_WATCH_PID",
+    "SLAWATCH_KAFKA_DIR",
+    "SLAWATCH_KAFKA_LIBS",
+    "SLAWATCH_KAFKA_HEAP",
+    "SLAWATCH_KAFKA_START_TIMEOUT",
+    "SLAWATCH_KAFKA_STOP_TIMEOUT",
+    "SLAWATCH_KAFKA_KEEP_DATA",
+    "SLAWATCH_KAFKA_FORMAT_ARGS",
+    "SLAWATCH_LOG",
+];
 
 impl Config {
     /// Reads `path`, applies the process environment, validates.

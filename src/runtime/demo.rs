@@ -17,6 +17,7 @@ use crate::runtime::admin;
 use crate::runtime::clock::{Clock, ScaledClock};
 use crate::runtime::config::Config;
 use crate::runtime::control::Control;
+use crate::runtime::feed;
 use crate::runtime::processor::{self, ProcessorOptions};
 use crate::runtime::records;
 use crate::runtime::service::{init_logging, load_policy, RunError};
@@ -394,18 +395,7 @@ fn print_feed(bootstrap: &str, topics: &Topics, stop: &AtomicBool) {
         else {
             continue;
         };
-        let kind = [
-            "breach",
-            "cleared",
-            "escalation",
-            "progressReminder",
-            "followUpDue",
-            "surgeStarted",
-            "surgeEnded",
-        ]
-        .into_iter()
-        .find(|k| v.get(*k).is_some())
-        .unwrap_or("?");
+        let kind = feed::kind_of(&v);
         // Surges always show; the rest up to a few lines a second.
         let surge = kind.starts_with("surge");
         if !surge && shown >= PER_SECOND {
@@ -422,72 +412,7 @@ fn print_feed(bootstrap: &str, topics: &Topics, stop: &AtomicBool) {
             continue;
         }
         shown += 1;
-        println!("{}", feed_line(kind, &v));
-    }
-}
-
-fn feed_line(kind: &str, v: &serde_json::Value) -> String {
-    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
-    let at = s("firedAt");
-    let at = at.get(11..19).unwrap_or(&at).to_string();
-    let ticket = s("ticketId");
-    let (rule, clock, policy) = (s("ruleId"), s("clock"), s("policyId"));
-    match kind {
-        "breach" => format!("{at}  BREACH      {ticket:<8} {rule:<4} {clock:<18} policy {policy}"),
-        "cleared" => format!("{at}  cleared     {ticket:<8} {rule:<4} {clock}"),
-        "escalation" => {
-            let e = &v["escalation"];
-            let level = e.get("level").and_then(|x| x.as_u64()).unwrap_or(0);
-            let notify: Vec<String> = e
-                .get("notify")
-                .and_then(|x| x.as_array())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|r| r.as_str())
-                        .map(|r| r.trim_start_matches("ROLE_").to_lowercase())
-                        .collect()
-                })
-                .unwrap_or_default();
-            let reason = e.get("reason").and_then(|x| x.as_str()).unwrap_or("");
-            format!(
-                "{at}  ESCALATION  {ticket:<8} {rule:<4} {clock:<18} L{level} → {} ({reason})",
-                notify.join(", ")
-            )
-        }
-        "progressReminder" => {
-            let nth = v["progressReminder"]
-                .get("nth")
-                .and_then(|x| x.as_u64())
-                .unwrap_or(0);
-            format!("{at}  reminder    {ticket:<8} {rule:<4} {clock:<18} #{nth} no progress update")
-        }
-        "followUpDue" => format!("{at}  follow-up   {ticket:<8} {rule:<4} visit due"),
-        "surgeStarted" | "surgeEnded" => {
-            let body = &v[kind];
-            let dim = body
-                .get("channel")
-                .and_then(|x| x.as_str())
-                .or_else(|| body.get("category").and_then(|x| x.as_str()))
-                .unwrap_or("");
-            let obs = body
-                .get("observedPerMin")
-                .and_then(|x| x.as_f64())
-                .unwrap_or(0.0);
-            let base = body
-                .get("baselinePerMin")
-                .and_then(|x| x.as_f64())
-                .unwrap_or(0.0);
-            format!(
-                "{at}  *** {} tenant {} {dim}: {obs:.1}/min vs baseline {base:.1}/min ***",
-                if kind == "surgeStarted" {
-                    "SURGE STARTED"
-                } else {
-                    "surge ended"
-                },
-                s("tenant")
-            )
-        }
-        _ => format!("{at}  {kind} {ticket}"),
+        println!("{}", feed::line(kind, &v));
     }
 }
 

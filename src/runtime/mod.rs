@@ -18,13 +18,17 @@
 //! | [`service`]   | `slawatch run`: config → telemetry → admin → processor → signals        |
 //! | [`traffic`]   | the demo's synthetic support traffic                                    |
 //! | [`demo`]      | `slawatch demo`: mock cluster + traffic + the same processor            |
+//! | [`feed`]      | an SLA event as one readable line (demo feed, `slawatch tail`)          |
+//! | [`clients`]   | `slawatch publish` and `slawatch tail`: the quick start's Kafka clients |
 pub mod admin;
 pub mod changelog;
+pub mod clients;
 pub mod clock;
 pub mod commit_policy;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod feed;
 pub mod kafka;
 pub mod partitions;
 pub mod processor;

@@ -78,12 +78,15 @@ pub fn config_check(path: &Path) -> Result<String, RunError> {
     ))
 }
 
-/// Logging for the long-running commands (`RUST_LOG` filters; info by default).
+/// Logging for the long-running commands (`RUST_LOG` filters; info by default). Colour
+/// only on a terminal: a log file or a pipe to a shipper gets plain text.
 pub fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }

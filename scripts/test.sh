@@ -59,6 +59,7 @@ if ((${jmajor:-0} < 17)); then
 fi
 command -v mvn >/dev/null || missing+=(maven)
 command -v python3 >/dev/null || missing+=(python3)
+command -v curl >/dev/null || missing+=(curl) # scripts/quickstart.sh waits on /readyz
 if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
     missing+=(prometheus)
 fi

@@ -3,8 +3,8 @@
 //! under a new policy before deploying it.
 use crate::codec::{self, Format};
 use crate::core::engine::{Emitted, Engine, EngineConfig};
-use crate::core::model::{Channel, OutputBody, Urgency};
-use crate::core::policy::PolicySet;
+use crate::core::model::OutputBody;
+use crate::core::policy::{LatencyMetric, PolicySet};
 use crate::core::ticket::Observation;
 use crate::core::time::{Dur, Ts};
 use std::collections::BTreeMap;
@@ -29,23 +29,77 @@ pub struct ReplayReport {
     pub summary: Summary,
 }
 
+/// Latency samples of one (metric, policy): answered counted times, and the counted time
+/// so far of every clock that ended (or was still running at the end) without its stop.
+#[derive(Default, Debug, Clone, PartialEq)]
+pub struct Latencies {
+    pub answered: Vec<f64>,
+    pub censored: Vec<f64>,
+}
+
+/// A percentile of [`Latencies`] (rule 12).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Percentile {
+    /// Falls among answered tickets: exact (unanswered ones count as slower than any answer).
+    Exact(f64),
+    /// Falls among unanswered tickets: more than this (their counted time so far).
+    MoreThan(f64),
+}
+
+impl Percentile {
+    pub fn render(self) -> String {
+        match self {
+            Percentile::Exact(v) => format!("{v:.1}s"),
+            Percentile::MoreThan(v) => format!("> {v:.1}s"),
+        }
+    }
+}
+
+impl Latencies {
+    /// Nearest-rank percentile over every ticket, answered or not. Unanswered tickets rank
+    /// after every answered one (as in the Prometheus histogram's `+Inf` bucket): when the
+    /// rank falls among them the percentile is only known to exceed the rank-th smallest
+    /// of all counted times (a censored time is a lower bound of its latency).
+    pub fn percentile(&self, p: f64) -> Option<Percentile> {
+        let n = self.answered.len() + self.censored.len();
+        if n == 0 {
+            return None;
+        }
+        let rank = ((p / 100.0) * n as f64).ceil().clamp(1.0, n as f64) as usize;
+        let mut answered = self.answered.clone();
+        answered.sort_by(f64::total_cmp);
+        if rank <= answered.len() {
+            return Some(Percentile::Exact(answered[rank - 1]));
+        }
+        let mut all = answered;
+        all.extend_from_slice(&self.censored);
+        all.sort_by(f64::total_cmp);
+        Some(Percentile::MoreThan(all[rank - 1]))
+    }
+}
+
 #[derive(Default, Debug)]
 pub struct Summary {
-    /// (policy, channel, urgency) → first-response counted seconds.
-    first_response: BTreeMap<(String, Channel, Urgency), Vec<f64>>,
+    /// (metric, policy) → samples of the clocks that feed the metric (rule 12).
+    pub latencies: BTreeMap<(LatencyMetric, String), Latencies>,
     /// rule → (met, breached, reminders).
     rules: BTreeMap<String, (u64, u64, u64)>,
 }
 
 impl Summary {
-    fn observe(&mut self, o: &Observation) {
-        if &*o.clock == "first_response" {
-            self.first_response
-                .entry((o.policy_id.to_string(), o.channel, o.urgency))
-                .or_default()
-                .push(o.counted.as_secs_f64());
+    pub fn observe(&mut self, o: &Observation) {
+        if let Some(metric) = o.metric {
+            let l = self
+                .latencies
+                .entry((metric, o.policy_id.to_string()))
+                .or_default();
+            if o.censored {
+                l.censored.push(o.counted.as_secs_f64());
+            } else {
+                l.answered.push(o.counted.as_secs_f64());
+            }
         }
-        if !o.breached {
+        if !o.breached && !o.censored {
             self.rules.entry(o.rule_id.to_string()).or_default().0 += 1;
         }
     }
@@ -59,28 +113,22 @@ impl Summary {
         }
     }
 
-    /// Nearest-rank percentile of a sorted, non-empty slice.
-    pub fn nearest_rank(sorted: &[f64], p: f64) -> f64 {
-        let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
-        sorted[rank.min(sorted.len()) - 1]
-    }
-
     pub fn render(&self) -> String {
         let mut s = String::from(
-            "first response (counted time, nearest rank)\n\
-             policy               channel  urgency      n        p50        p95\n",
+            "latency (counted time, nearest rank over answered and unanswered tickets; \
+             \"> x\": the percentile falls among unanswered tickets)\n\
+             metric          policy               answered unanswered          p50          p95\n",
         );
-        for ((policy, channel, urgency), v) in &self.first_response {
-            let mut v = v.clone();
-            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        for ((metric, policy), l) in &self.latencies {
+            let p = |q| l.percentile(q).map(Percentile::render).unwrap_or_default();
             s.push_str(&format!(
-                "{:<20} {:<8} {:<9} {:>6} {:>9.1}s {:>9.1}s\n",
+                "{:<15} {:<20} {:>8} {:>10} {:>12} {:>12}\n",
+                metric.as_str(),
                 policy,
-                channel.as_str(),
-                urgency.as_str(),
-                v.len(),
-                Self::nearest_rank(&v, 50.0),
-                Self::nearest_rank(&v, 95.0)
+                l.answered.len(),
+                l.censored.len(),
+                p(50.0),
+                p(95.0)
             ));
         }
         s.push_str("\nrule        met  breached  reminders\n");
@@ -206,6 +254,12 @@ pub fn replay(
     }
     engine.finish(opts.until, &mut out);
     flush(&mut out, &mut report, output, errors)?;
+    // Rule 12: clocks still running at the end are unanswered as far as the report knows.
+    let mut open = Vec::new();
+    engine.censor_running(engine.watermark(), &mut open);
+    for obs in &open {
+        report.summary.observe(obs);
+    }
     output.flush()?;
     Ok(report)
 }

@@ -103,12 +103,53 @@ proptest! {
 
 #[test]
 fn extreme_values_are_rejected_not_panicking() {
-    for line in [
-        r#"{"eventId":"e","ticketId":"t","occurredAt":"9999-12-31T23:59:59Z","resolved":{}}"#,
-        r#"{"eventId":"e","ticketId":"t","occurredAt":"0001-01-01T00:00:00Z","resolved":{}}"#,
-        r#"{"eventId":"e","ticketId":"t","occurredAt":"2024-03-04T10:00:00Z","customerFeedback":{"score":2147483647}}"#,
-        r#"{"eventId":"e","ticketId":"t","occurredAt":"2024-03-04T10:00:00Z","opened":{"channel":99}}"#,
+    // Timestamps outside what an i64 of nanoseconds holds (years 1678–2262) are rejected
+    // with a reason naming the field, and so is a timestamp that is not RFC 3339.
+    for (line, field) in [
+        (
+            r#"{"eventId":"e","ticketId":"t","occurredAt":"9999-12-31T23:59:59Z","resolved":{}}"#,
+            "occurred_at seconds",
+        ),
+        (
+            r#"{"eventId":"e","ticketId":"t","occurredAt":"0001-01-01T00:00:00Z","resolved":{}}"#,
+            "occurred_at seconds",
+        ),
+        (
+            r#"{"eventId":"e","ticketId":"t","occurredAt":"2024-03-04 10:00:00","resolved":{}}"#,
+            "occurredAt \"2024-03-04 10:00:00\" is not an RFC 3339 timestamp",
+        ),
     ] {
-        let _ = codec::decode_json(line.as_bytes());
+        match codec::decode_json(line.as_bytes()) {
+            Err(e) => {
+                assert_eq!(e.reason(), "invalid_value", "{line}: {e}");
+                assert!(e.to_string().contains(field), "{line}: {e}");
+            }
+            Ok(d) => panic!("{line} was accepted as {:?}", d.event),
+        }
     }
+    // Extreme values the contract does not constrain are accepted as what they mean: a
+    // feedback score at i32::MAX is kept (slawatch reads only `satisfied`), and an enum
+    // number outside the contract becomes UNSPECIFIED and is counted.
+    let d = codec::decode_json(
+        br#"{"eventId":"e","ticketId":"t","occurredAt":"2024-03-04T10:00:00Z","customerFeedback":{"score":2147483647}}"#,
+    )
+    .expect("an extreme score is not an error");
+    assert_eq!(d.event.body, Body::Feedback { satisfied: None });
+    assert_eq!(d.unknown_enums, 0);
+    let d = codec::decode_json(
+        br#"{"eventId":"e","ticketId":"t","occurredAt":"2024-03-04T10:00:00Z","opened":{"channel":99}}"#,
+    )
+    .expect("an unknown enum number is not an error");
+    assert!(
+        matches!(
+            d.event.body,
+            Body::Opened {
+                channel: Channel::Unspecified,
+                ..
+            }
+        ),
+        "{:?}",
+        d.event.body
+    );
+    assert_eq!(d.unknown_enums, 1);
 }

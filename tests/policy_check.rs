@@ -5,8 +5,8 @@ use slawatch::core::policy::parse::{
     check_policy, load_policy_file, parse_policy, Diagnostic, Severity,
 };
 use slawatch::core::policy::{
-    CalendarId, ClockKind, ClockSpec, Matcher, MatcherSet, OnReopen, Phase, PhaseSet, Policy,
-    PolicySet,
+    CalendarId, ClockKind, ClockSpec, LatencyMetric, Matcher, MatcherSet, OnReopen, Phase,
+    PhaseSet, Policy, PolicySet,
 };
 use slawatch::core::time::Dur;
 use std::path::PathBuf;
@@ -181,13 +181,16 @@ fn default_common_clocks_match_section_3() {
 
     let res = clock(chat, "resolution");
     assert_eq!((&*res.rule, res.target), ("R9", secs(1800)));
+    // §3: paused while waiting or on hold (only `resumed` ends a hold), no event pauses.
     assert_eq!(
-        res.pause,
-        ms(&[Matcher::WaitingOnCustomer, Matcher::OnHold])
+        res.paused_in,
+        PhaseSet::of(&[Phase::Waiting, Phase::OnHold])
     );
+    assert!(res.pause.is_empty() && res.resume.is_empty());
+    assert_eq!(res.metric, Some(LatencyMetric::Resolution));
     assert_eq!(
-        res.resume,
-        ms(&[Matcher::CustomerMessage, Matcher::Resumed])
+        clock(chat, "first_response").metric,
+        Some(LatencyMetric::FirstResponse)
     );
     assert_eq!(res.on_reopen, OnReopen::Restart);
     assert_eq!(clock(chat, "first_response").on_reopen, OnReopen::Keep);
@@ -712,6 +715,33 @@ hours = ["10:00-12:00"]"#,
     assert_eq!(d.message, "2024-10-01 is both a holiday and a special date");
     assert_eq!((d.line, d.column), (7, 8));
     assert!(hint(&d).starts_with("the holiday entry is at line 5"));
+}
+
+#[test]
+fn special_working_date_inside_a_holiday_range_takes_precedence() {
+    // Given a closed week with one adjusted working day inside it (special > holiday),
+    let src = with(
+        r#"daily = ["09:00-17:00"]"#,
+        r#"daily = ["09:00-17:00"]
+holidays = ["2024-09-30..2024-10-06"]
+[[calendar.special]]
+date = "2024-10-03"
+hours = ["10:00-12:00"]"#,
+    );
+    // when the file is checked, then it is accepted
+    assert!(diags(&src).is_empty(), "{}", render(&diags(&src)));
+    // and the special date's hours are the only open time of the week (Europe/Berlin).
+    let set = parse_policy(&src, "t.toml").unwrap();
+    let office = set.calendars.iter().find(|c| &*c.name == "office").unwrap();
+    let at = |s: &str| slawatch::core::time::Ts::parse_rfc3339(s).unwrap();
+    assert_eq!(
+        office.counted(at("2024-09-29T22:00:00Z"), at("2024-10-06T22:00:00Z")),
+        Dur::from_secs(2 * 3600)
+    );
+    assert_eq!(
+        office.counted(at("2024-10-03T08:00:00Z"), at("2024-10-03T10:00:00Z")),
+        Dur::from_secs(2 * 3600)
+    );
 }
 
 #[test]

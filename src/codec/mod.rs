@@ -1,6 +1,7 @@
 //! The edge between bytes and the domain: protobuf and proto3-JSON decoding of
 //! `ConversationEvent` with the input hygiene of docs/sla-semantics.md §2 rule 9, and encoding of
 //! `SlaEvent`. The only module that touches generated code.
+mod diagnose;
 pub mod output;
 
 use crate::core::model::{
@@ -112,11 +113,12 @@ pub fn decode_protobuf_prost(bytes: &[u8]) -> Result<Decoded, DecodeError> {
 }
 
 pub fn decode_json(bytes: &[u8]) -> Result<Decoded, DecodeError> {
-    let msg: pb::ConversationEvent =
-        serde_json::from_slice(bytes).map_err(|e| DecodeError::Undecodable {
+    let msg: pb::ConversationEvent = serde_json::from_slice(bytes).map_err(|e| {
+        diagnose::timestamp_error(bytes).unwrap_or_else(|| DecodeError::Undecodable {
             format: "json",
             detail: e.to_string(),
-        })?;
+        })
+    })?;
     from_proto(msg, Some(bytes))
 }
 

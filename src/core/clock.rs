@@ -27,7 +27,7 @@
 //! | any      | closed (not survivor)   | Cancelled, silently                                |
 //! | any      | reopen, `restart`       | Running(start = t), outputs re-armed               |
 use crate::core::calendar::Calendar;
-use crate::core::policy::{ClockKind, ClockSpec};
+use crate::core::policy::{ClockKind, ClockSpec, Phase, PhaseSet};
 use crate::core::time::{Dur, Ts};
 use serde::{Deserialize, Serialize};
 
@@ -110,6 +110,19 @@ impl ClockState {
                     p.closed.push((from, t));
                 }
             }
+        }
+    }
+
+    /// `paused_in`: paused at `t` exactly while `phase` is one of `paused_in` (a no-op for
+    /// an empty set, i.e. a clock that pauses on events or not at all).
+    pub fn follow_phase(&mut self, paused_in: PhaseSet, phase: Phase, t: Ts) {
+        if paused_in.is_empty() {
+            return;
+        }
+        match (paused_in.contains(phase), self.is_paused()) {
+            (true, false) => self.pause_at(t),
+            (false, true) => self.resume_at(t),
+            _ => {}
         }
     }
 

@@ -519,11 +519,15 @@ impl Engine {
             observations: &mut out.observations,
         };
         ticket.fire_timers(&plan, at, &mut sink);
-        let fired = out.outputs.len() != before;
         // Housekeeping (event time): an idle ticket, or a closed one past its retention,
         // becomes an expired tombstone; an expired tombstone past its retention is freed.
         let tombstone = ticket.phase == Phase::Expired;
         let idle = !tombstone && ticket.last_event.saturating_add(self.cfg.idle_ttl) <= at;
+        if idle {
+            // Rule 12: clocks dropped unanswered count as censored.
+            ticket.censor_running(&plan, at, &mut sink);
+        }
+        let fired = out.outputs.len() != before;
         let retained = ticket.closed_at.is_some_and(|closed| {
             ticket.running_clocks() == 0 && closed.saturating_add(self.cfg.closed_retention) <= at
         });
@@ -829,6 +833,21 @@ impl Engine {
             e.surge = Some(SurgeDetector::from_state(policy.surge.clone(), state));
         }
         Ok(e)
+    }
+
+    /// Rule 12 for a report that closes its books at `at` (replay's summary): every running
+    /// clock with a `metric` observed as censored, in ticket order; no state changes.
+    pub fn censor_running(&self, at: Ts, observations: &mut Vec<Observation>) {
+        let mut outputs = Vec::new();
+        let mut sink = Sink {
+            outputs: &mut outputs,
+            observations,
+        };
+        let mut slots: Vec<&Ticket> = self.tickets.iter().collect();
+        slots.sort_by(|a, b| a.id.cmp(&b.id));
+        for t in slots {
+            t.censor_running(&self.registry.plans[t.plan as usize], at, &mut sink);
+        }
     }
 
     /// Ticket ids currently held, in no particular order.

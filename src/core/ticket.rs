@@ -3,24 +3,69 @@
 use crate::core::clock::{ClockState, ClockStatus, Item};
 use crate::core::model::{output_id, Body, Event, OutputBody, SlaOutput, TicketAttrs, Urgency};
 use crate::core::plan::Plan;
-use crate::core::policy::{ClockKind, ClockSpec, Matcher, MatcherSet, OnReopen, Phase};
+use crate::core::policy::{
+    ClockKind, ClockSpec, LatencyMetric, Matcher, MatcherSet, OnReopen, Phase,
+};
 use crate::core::time::{Dur, Ts};
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// A stopped deadline clock's counted time: what the SLA judged (for latency metrics and
-/// the replay summary).
+/// the replay summary). A clock with a `metric` that ends without its stop (closed,
+/// cancelled by a reopen or a re-match, its ticket dropped idle) is observed too, as
+/// `censored`: rule 12 counts every ticket once per cycle, so a distribution is never
+/// computed over the answered tickets alone.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Observation {
     pub policy_id: Arc<str>,
     pub clock: Arc<str>,
     pub rule_id: Arc<str>,
+    /// The latency distribution the clock feeds (`metric`), if any.
+    pub metric: Option<LatencyMetric>,
     pub channel: crate::core::model::Channel,
     pub urgency: Urgency,
+    /// Counted time at the stop; for a censored clock, counted time until it ended (the
+    /// latency is more than that).
     pub counted: Dur,
+    /// Ended without its stop (unanswered): above every bucket of its histogram.
+    pub censored: bool,
     pub breached: bool,
     pub at: Ts,
+}
+
+impl Observation {
+    fn of(
+        attrs: &TicketAttrs,
+        plan: &Plan,
+        i: usize,
+        c: &ClockState,
+        t: Ts,
+        censored: bool,
+    ) -> Self {
+        let spec = &plan.clocks[i];
+        Observation {
+            policy_id: plan.policy_id.clone(),
+            clock: spec.id.clone(),
+            rule_id: spec.rule.clone(),
+            metric: spec.metric,
+            channel: attrs.channel,
+            urgency: attrs.urgency.effective(),
+            counted: c.counted_until(plan.calendar(i), t),
+            censored,
+            breached: c.breached,
+            at: t,
+        }
+    }
+}
+
+/// Rule 12: a running clock with a `metric` that ends at `t` without its stop is counted as
+/// censored. Call before changing its state.
+fn censor(attrs: &TicketAttrs, plan: &Plan, i: usize, c: &ClockState, t: Ts, sink: &mut Sink) {
+    if c.is_running() && plan.clocks[i].metric.is_some() {
+        sink.observations
+            .push(Observation::of(attrs, plan, i, c, t, true));
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -173,10 +218,15 @@ impl Ticket {
             for (i, c) in self.clocks.iter_mut().enumerate() {
                 let spec = &plan.clocks[i];
                 c.once_used = false;
+                let restart = spec.on_reopen == OnReopen::Restart;
+                if (spec.follow_up || restart) && c.is_running() {
+                    // The cycle that ends here ends without the clock's stop.
+                    censor(&self.attrs, &plan, i, c, t, sink);
+                }
                 if spec.follow_up && c.is_running() {
                     c.status = ClockStatus::Cancelled;
                 }
-                if spec.on_reopen == OnReopen::Restart {
+                if restart {
                     c.start_at(t);
                 }
             }
@@ -218,22 +268,18 @@ impl Ticket {
                     if spec.stop.hits(matches) {
                         let cal = plan.calendar(i);
                         let counted = c.counted_until(cal, t);
+                        sink.observations
+                            .push(Observation::of(&self.attrs, &plan, i, c, t, false));
                         c.status = ClockStatus::Stopped;
-                        sink.observations.push(Observation {
-                            policy_id: plan.policy_id.clone(),
-                            clock: spec.id.clone(),
-                            rule_id: spec.rule.clone(),
-                            channel: self.attrs.channel,
-                            urgency: self.attrs.urgency.effective(),
-                            counted,
-                            breached: c.breached,
-                            at: t,
-                        });
                         if c.breached {
                             let deadline = deadline_of(c, spec, cal, t);
                             let body = OutputBody::Cleared {
                                 overdue: Dur((counted.0 - spec.target.0).max(0)),
                             };
+                            // A late stop (before the deadline, after the Breach fired)
+                            // is cleared at the Breach's instant, so the Cleared never
+                            // precedes its Breach in rule-3 order. In-order input always
+                            // stops at or after the deadline: no change there.
                             sink.outputs.push(clock_output(
                                 &self.id,
                                 &self.attrs,
@@ -241,7 +287,7 @@ impl Ticket {
                                 spec,
                                 body,
                                 deadline,
-                                t,
+                                t.max(deadline),
                             ));
                         }
                     }
@@ -249,13 +295,16 @@ impl Ticket {
             }
         }
 
-        // 4. Pause / resume.
+        // 4. Pause / resume: by phase (`paused_in`) or by events.
+        let phase = self.phase;
         for (i, c) in self.clocks.iter_mut().enumerate() {
             if !c.is_running() {
                 continue;
             }
             let spec = &plan.clocks[i];
-            if !c.is_paused() && spec.pause.hits(matches) {
+            if !spec.paused_in.is_empty() {
+                c.follow_phase(spec.paused_in, phase, t);
+            } else if !c.is_paused() && spec.pause.hits(matches) {
                 c.pause_at(t);
             } else if c.is_paused() && spec.resume.hits(matches) {
                 c.resume_at(t);
@@ -267,6 +316,7 @@ impl Ticket {
             self.closed_at = Some(t);
             for (i, c) in self.clocks.iter_mut().enumerate() {
                 if c.is_running() && !plan.clocks[i].survives_close {
+                    censor(&self.attrs, &plan, i, c, t, sink);
                     c.status = ClockStatus::Cancelled;
                 }
             }
@@ -297,6 +347,7 @@ impl Ticket {
                 continue;
             }
             self.clocks[i].start_at(t);
+            self.clocks[i].follow_phase(spec.paused_in, self.phase, t);
             if spec.follow_up {
                 let cal = plan.calendar(i);
                 let deadline = deadline_of(&self.clocks[i], spec, cal, t);
@@ -423,6 +474,10 @@ impl Ticket {
                 carried[ni] = true;
             }
         }
+        // Clocks only in the old policy are cancelled: their cycle ends without a stop.
+        for (oi, c) in self.clocks.iter().enumerate() {
+            censor(&self.attrs, old, oi, c, t, sink);
+        }
         self.clocks = clocks.into_boxed_slice();
         self.plan = new_index;
         for (ni, was_carried) in carried.iter().enumerate() {
@@ -433,6 +488,9 @@ impl Ticket {
                 && self.after_satisfied(new, ni)
             {
                 self.clocks[ni].start_at(self.opened_at);
+                // The phase history is not kept: a retroactive clock is paused from the
+                // change when the ticket is in one of its `paused_in` phases now.
+                self.clocks[ni].follow_phase(spec.paused_in, self.phase, t);
             }
         }
         for ni in 0..new.clocks.len() {
@@ -441,6 +499,14 @@ impl Ticket {
         let opened = MatcherSet::of(&[Matcher::Opened]);
         let opened_at = self.opened_at;
         self.fire_actions(new, opened, opened_at, t, sink);
+    }
+
+    /// Rule 12: observes every running clock with a `metric` as censored at `t` (the ticket
+    /// is being dropped, or a report closes its books), without changing any state.
+    pub fn censor_running(&self, plan: &Plan, t: Ts, sink: &mut Sink) {
+        for (i, c) in self.clocks.iter().enumerate() {
+            censor(&self.attrs, plan, i, c, t, sink);
+        }
     }
 
     /// Fires every output of every clock due at or before `until` (a timer at `until`).

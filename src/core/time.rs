@@ -42,7 +42,12 @@ impl Ts {
     pub fn parse_rfc3339(s: &str) -> Result<Ts, String> {
         chrono::DateTime::parse_from_rfc3339(s)
             .map(|t| Ts::from_chrono(&t))
-            .map_err(|e| format!("invalid RFC 3339 time {s:?}: {e}"))
+            .map_err(|e| {
+                format!(
+                    "invalid RFC 3339 time {s:?}: {e} (expected a date, 'T', a time and a zone, \
+                     e.g. \"2024-03-04T10:00:00Z\" or \"2024-03-04T18:00:00+08:00\")"
+                )
+            })
     }
     pub fn saturating_add(self, d: Dur) -> Ts {
         Ts(self.0.saturating_add(d.0))

@@ -11,6 +11,7 @@
 use crate::codec;
 use crate::core::model::{Channel, Event};
 use crate::core::policy::builtin::PolicySource;
+use crate::core::policy::LatencyMetric;
 use crate::core::ticket::Observation;
 use crate::core::time::{Dur, Ts};
 use crate::runtime::admin;
@@ -185,7 +186,7 @@ create = false
     let on_observation = {
         let samples = samples.clone();
         Arc::new(move |o: &Observation| {
-            if &*o.clock == "first_response" {
+            if o.metric == Some(LatencyMetric::FirstResponse) && !o.censored {
                 let mut s = samples.lock().unwrap();
                 s.first_response
                     .entry(o.channel)

@@ -413,6 +413,14 @@ fn lock(core: &Mutex<Core>) -> std::sync::MutexGuard<'_, Core> {
 fn register_policy(set: &PolicySet) {
     for p in &set.policies {
         telemetry::register_policy_series(&p.id, p.clocks.iter().map(|c| &*c.rule));
+        // The first clock of the policy that feeds a metric sets that metric's target.
+        let mut seen = Vec::new();
+        for c in &p.clocks {
+            if let Some(m) = c.metric.filter(|m| !seen.contains(m)) {
+                seen.push(m);
+                telemetry::register_policy_target(&p.id, m, c.target.as_secs_f64());
+            }
+        }
     }
 }
 
@@ -893,15 +901,7 @@ impl Core {
 
     fn forward_observations(&mut self) {
         for obs in self.out.observations.drain(..) {
-            if let Some(kind) = telemetry::LatencyKind::from_clock_id(&obs.clock) {
-                telemetry::record_latency(
-                    kind,
-                    &obs.policy_id,
-                    obs.channel,
-                    obs.urgency,
-                    obs.counted.as_secs_f64(),
-                );
-            }
+            telemetry::record_observation(&obs);
             if let Some(h) = &self.on_observation {
                 h(&obs);
             }

@@ -25,7 +25,14 @@
 //! `…resolution…`) record the clock's counted time (what the SLA judged) with buckets
 //! [`SLA_LATENCY_BUCKETS`] that resolve 1 s … 24 h (and a 2 d / 7 d tail), so
 //! `histogram_quantile(0.95, sum by (le, channel) (rate(slawatch_first_response_seconds_bucket[5m])))`
-//! gives the p95 across replicas to within one bucket. Internal latencies (event-to-decision,
+//! gives the p95 across replicas to within one bucket. A policy clock feeds the histogram its
+//! `metric` names (no clock id is special here). Every ticket counts once per cycle (rule 12):
+//! a clock that ends without its stop (closed, cancelled, dropped idle unanswered) is recorded
+//! as censored, at [`CENSORED_SAMPLE_SECONDS`], above every finite bucket — so it lands in the
+//! `+Inf` bucket only and a p95 among unanswered tickets reads as "above the largest bucket",
+//! never as a fast answer. (`_sum` counts a censored ticket at that value: use the buckets.)
+//! The target of each policy's clock is published as [`SLA_TARGET_SECONDS`], so the p95 alert
+//! compares against the policy, not against constants. Internal latencies (event-to-decision,
 //! output delay, transaction commit) use the millisecond-scale [`INTERNAL_LATENCY_BUCKETS`].
 //!
 //! # Single-instance quantiles
@@ -44,6 +51,8 @@ mod quantiles;
 pub use quantiles::*;
 
 use crate::core::model::{Channel, OutputBody, SlaOutput, Urgency};
+use crate::core::policy::LatencyMetric;
+use crate::core::ticket::Observation;
 use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, SharedString,
     Unit,
@@ -64,6 +73,9 @@ pub const FIRST_RESPONSE_SECONDS: &str = "slawatch_first_response_seconds";
 pub const NEXT_RESPONSE_SECONDS: &str = "slawatch_next_response_seconds";
 /// Histogram {policy, channel, urgency}: resolution time, clock-counted seconds.
 pub const RESOLUTION_SECONDS: &str = "slawatch_resolution_seconds";
+/// Gauge {policy, metric}: the target of the policy's clock that feeds `metric`, seconds of
+/// counted time (from the loaded policy file; the p95 alerts compare against it).
+pub const SLA_TARGET_SECONDS: &str = "slawatch_sla_target_seconds";
 /// Gauge {policy, channel, urgency}: in-process nearest-rank p50 of recent first responses.
 pub const FIRST_RESPONSE_P50_SECONDS: &str = "slawatch_first_response_p50_seconds";
 /// Gauge {policy, channel, urgency}: in-process nearest-rank p95 of recent first responses.
@@ -186,11 +198,13 @@ macro_rules! def {
 /// Every metric slawatch exports.
 pub const CATALOGUE: &[MetricDef] = &[
     def!(FIRST_RESPONSE_SECONDS, Histogram, Seconds, PCU,
-        "First-response time as counted by the SLA clock (calendar time, pauses excluded), recorded when the clock stops."),
+        "First-response time as counted by the SLA clock (calendar time, pauses excluded), recorded when the clock stops; a clock that ends unanswered counts in the +Inf bucket only (censored)."),
     def!(NEXT_RESPONSE_SECONDS, Histogram, Seconds, PCU,
-        "Next-response time as counted by the SLA clock, recorded when the clock stops."),
+        "Next-response time as counted by the SLA clock, recorded when the clock stops; a clock that ends unanswered counts in the +Inf bucket only (censored)."),
     def!(RESOLUTION_SECONDS, Histogram, Seconds, PCU,
-        "Resolution time as counted by the SLA clock, recorded when the clock stops."),
+        "Resolution time as counted by the SLA clock, recorded when the clock stops; a clock that ends unanswered counts in the +Inf bucket only (censored)."),
+    def!(SLA_TARGET_SECONDS, Gauge, Seconds, &["policy", "metric"],
+        "Target of the policy clock that feeds the metric's latency histogram (counted time), from the loaded policy file."),
     def!(FIRST_RESPONSE_P50_SECONDS, Gauge, Seconds, PCU,
         "Nearest-rank p50 of this replica's recent first-response samples (sliding window); NaN when the window is empty."),
     def!(FIRST_RESPONSE_P95_SECONDS, Gauge, Seconds, PCU,
@@ -348,13 +362,12 @@ impl LatencyKind {
             LatencyKind::Resolution => (RESOLUTION_P50_SECONDS, RESOLUTION_P95_SECONDS),
         }
     }
-    /// The kind whose clock id this is, for the default policy's clock names.
-    pub fn from_clock_id(clock: &str) -> Option<LatencyKind> {
-        match clock {
-            "first_response" => Some(LatencyKind::FirstResponse),
-            "next_response" => Some(LatencyKind::NextResponse),
-            "resolution" => Some(LatencyKind::Resolution),
-            _ => None,
+    /// The histogram a clock's `metric` names.
+    pub const fn of(metric: LatencyMetric) -> LatencyKind {
+        match metric {
+            LatencyMetric::FirstResponse => LatencyKind::FirstResponse,
+            LatencyMetric::NextResponse => LatencyKind::NextResponse,
+            LatencyMetric::Resolution => LatencyKind::Resolution,
         }
     }
 }
@@ -676,6 +689,52 @@ pub fn record_latency(
     );
 }
 
+/// The value a censored sample is recorded at: twice the largest finite bucket, so it falls in
+/// the `+Inf` bucket only (rule 12).
+pub const CENSORED_SAMPLE_SECONDS: f64 = 1_209_600.0;
+
+/// One censored sample (a clock with this metric ended without its stop): the histogram's
+/// `+Inf` bucket, and `+Inf` in this replica's window (so its p95 gauge reads `+Inf` when the
+/// p95 falls among unanswered tickets).
+pub fn record_censored(kind: LatencyKind, policy: &str, channel: Channel, urgency: Urgency) {
+    let policy = policy_label(policy);
+    histogram!(kind.histogram(),
+        "policy" => policy.clone(),
+        "channel" => channel_label(channel),
+        "urgency" => urgency_label(urgency))
+    .record(CENSORED_SAMPLE_SECONDS);
+    windows().record(
+        WindowKey {
+            kind,
+            policy,
+            channel,
+            urgency: urgency.effective(),
+        },
+        f64::INFINITY,
+        Instant::now(),
+    );
+}
+
+/// Records an engine observation in the histogram its clock's `metric` names (none without
+/// a metric): its counted time when answered, `+Inf` when censored.
+pub fn record_observation(obs: &Observation) {
+    let Some(metric) = obs.metric else {
+        return;
+    };
+    let kind = LatencyKind::of(metric);
+    if obs.censored {
+        record_censored(kind, &obs.policy_id, obs.channel, obs.urgency);
+    } else {
+        record_latency(
+            kind,
+            &obs.policy_id,
+            obs.channel,
+            obs.urgency,
+            obs.counted.as_secs_f64(),
+        );
+    }
+}
+
 /// First response: the first_response clock stopped in time or after its breach.
 pub fn record_first_response(policy: &str, channel: Channel, urgency: Urgency, secs: f64) {
     record_latency(LatencyKind::FirstResponse, policy, channel, urgency, secs);
@@ -935,6 +994,15 @@ pub fn register_policy_series<'a>(policy: &str, rules: impl IntoIterator<Item = 
             .absolute(0);
         }
     }
+}
+
+/// Publishes the target of a policy's clock that feeds `metric` (`slawatch_sla_target_seconds`).
+/// Call when a policy set is loaded (and reloaded), for every policy clock with a metric.
+pub fn register_policy_target(policy: &str, metric: LatencyMetric, target_secs: f64) {
+    gauge!(SLA_TARGET_SECONDS,
+        "policy" => policy_label(policy),
+        "metric" => metric.as_str())
+    .set(target_secs);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1271,11 +1339,9 @@ mod tests {
             SurgeDimension::of(Channel::Unspecified),
             SurgeDimension::Category
         );
-        assert_eq!(
-            LatencyKind::from_clock_id("first_response"),
-            Some(LatencyKind::FirstResponse)
-        );
-        assert_eq!(LatencyKind::from_clock_id("eta"), None);
+        for (metric, name) in crate::core::policy::LATENCY_METRICS.iter().copied() {
+            assert_eq!(LatencyKind::of(metric).as_str(), name);
+        }
     }
 
     #[test]

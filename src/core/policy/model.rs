@@ -257,11 +257,44 @@ pub struct PhaseSet(pub u8);
 impl PhaseSet {
     /// `open`, `waiting`, `on_hold`.
     pub const DEFAULT: PhaseSet = PhaseSet(0b111);
+    pub const EMPTY: PhaseSet = PhaseSet(0);
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
     pub fn of(ps: &[Phase]) -> PhaseSet {
         PhaseSet(ps.iter().fold(0, |acc, p| acc | p.bit()))
     }
     pub fn contains(self, p: Phase) -> bool {
         self.0 & p.bit() != 0
+    }
+}
+
+/// The latency distributions a clock may feed with `metric` (SLA-SEMANTICS §2 rule 12).
+/// A closed set: each is a histogram of the metric catalogue, whose names and label sets
+/// stay bounded whatever the policy file says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LatencyMetric {
+    FirstResponse,
+    NextResponse,
+    Resolution,
+}
+
+/// Every [`LatencyMetric`] with its name in the policy language.
+pub const LATENCY_METRICS: &[(LatencyMetric, &str)] = &[
+    (LatencyMetric::FirstResponse, "first_response"),
+    (LatencyMetric::NextResponse, "next_response"),
+    (LatencyMetric::Resolution, "resolution"),
+];
+
+impl LatencyMetric {
+    pub fn parse(s: &str) -> Option<LatencyMetric> {
+        LATENCY_METRICS
+            .iter()
+            .find(|(_, n)| *n == s)
+            .map(|(m, _)| *m)
+    }
+    pub fn as_str(self) -> &'static str {
+        LATENCY_METRICS[self as usize].1
     }
 }
 
@@ -335,6 +368,12 @@ pub struct ClockSpec {
     pub stop: MatcherSet,
     pub pause: MatcherSet,
     pub resume: MatcherSet,
+    /// Ticket phases during which the clock is paused (`paused_in`; empty = none): it pauses
+    /// when the phase enters one of them and resumes when the phase leaves them, so only the
+    /// event that really ends a hold (`resumed`) resumes it.
+    pub paused_in: PhaseSet,
+    /// The latency histogram its stops feed (`metric`; rule 12), one of [`LATENCY_METRICS`].
+    pub metric: Option<LatencyMetric>,
     /// For recurring clocks equal to `every`.
     pub target: Dur,
     pub calendar: CalendarId,

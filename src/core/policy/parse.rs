@@ -66,6 +66,8 @@
 //! since = "assigned"
 //! target = "10s"
 //! ```
+mod pausing;
+
 use super::diagnostics::{join, nearest, suggest, Sink};
 pub use super::diagnostics::{render, Diagnostic, Severity};
 use super::model::*;
@@ -120,6 +122,8 @@ const CLOCK_FIELDS: &[&str] = &[
     "stop",
     "pause",
     "resume",
+    "paused_in",
+    "metric",
     "target",
     "calendar",
     "warn_at",
@@ -1115,7 +1119,8 @@ impl<'s> Cx<'s> {
             ok = false;
         }
 
-        let mut holidays: Vec<(NaiveDate, Span)> = Vec::new();
+        // (date, span of its entry, listed as part of a range)
+        let mut holidays: Vec<(NaiveDate, Span, bool)> = Vec::new();
         if let Some(v) = t.get("holidays") {
             ok &= self.holidays(v, &mut holidays);
         }
@@ -1148,7 +1153,11 @@ impl<'s> Cx<'s> {
                 ok = false;
                 continue;
             }
-            if let Some((_, hspan)) = holidays.iter().find(|(d, _)| *d == date) {
+            // A special date inside a holiday range is what special dates are for (an adjusted
+            // working day within a closed week: special > holiday); the same date listed as a
+            // single holiday and as a special date contradicts itself.
+            if let Some((_, hspan, _)) = holidays.iter().find(|(d, _, range)| *d == date && !range)
+            {
                 let line = self.sink.line_of(hspan);
                 self.err(
                     span,
@@ -1169,7 +1178,7 @@ impl<'s> Cx<'s> {
             // A placeholder keeps calendar ids aligned; the set is discarded anyway.
             return registered.then(|| Calendar::always_open(&name));
         }
-        let mut holidays: Vec<NaiveDate> = holidays.into_iter().map(|(d, _)| d).collect();
+        let mut holidays: Vec<NaiveDate> = holidays.into_iter().map(|(d, _, _)| d).collect();
         holidays.sort_unstable();
         special.sort_by_key(|(d, _, _)| *d);
         Some(Calendar::business(
@@ -1254,7 +1263,7 @@ impl<'s> Cx<'s> {
     }
 
     /// Holiday dates and inclusive ranges `"A..B"`; duplicates and overlaps are errors.
-    fn holidays(&mut self, v: &Val, out: &mut Vec<(NaiveDate, Span)>) -> bool {
+    fn holidays(&mut self, v: &Val, out: &mut Vec<(NaiveDate, Span, bool)>) -> bool {
         let items: Vec<&Val> = match v.get_ref() {
             DeValue::Array(items) => items.iter().collect(),
             _ => vec![v],
@@ -1294,8 +1303,8 @@ impl<'s> Cx<'s> {
                     }
                 },
             };
-            let dup = out.iter().find(|(d, _)| *d >= from && *d <= to).cloned();
-            if let Some((d, first)) = dup {
+            let dup = out.iter().find(|(d, _, _)| *d >= from && *d <= to).cloned();
+            if let Some((d, first, _)) = dup {
                 let line = self.sink.line_of(&first);
                 self.err(
                     item.span(),
@@ -1307,8 +1316,9 @@ impl<'s> Cx<'s> {
                 ok = false;
                 continue;
             }
+            let range = from != to;
             for d in from.iter_days().take_while(|d| *d <= to) {
-                out.push((d, item.span()));
+                out.push((d, item.span(), range));
             }
         }
         ok
@@ -1696,6 +1706,20 @@ impl<'s> Cx<'s> {
                 PhaseSet::DEFAULT
             }),
         };
+        let paused_in = match t.get("paused_in") {
+            None => PhaseSet::EMPTY,
+            Some(v) => self.paused_in(v).unwrap_or_else(|| {
+                ok = false;
+                PhaseSet::EMPTY
+            }),
+        };
+        let metric = match t.get("metric") {
+            None => None,
+            Some(v) => self.metric(v).or_else(|| {
+                ok = false;
+                None
+            }),
+        };
         let on_reopen = match t.get("on_reopen") {
             None => OnReopen::Keep,
             Some(v) => match self.string(v, "on_reopen") {
@@ -1826,6 +1850,16 @@ impl<'s> Cx<'s> {
             }
         };
 
+        ok &= self.clock_pausing(&t, &label, paused_in, pause, resume);
+        if let (Some(_), ClockKind::Recurring { .. }) = (metric, &kind) {
+            let span = t.key_span("metric").unwrap_or(t.span.clone());
+            self.err(
+                span,
+                format!("recurring clock \"{label}\" cannot feed a latency metric: it has no stop to measure"),
+                Some("remove \"metric\", or make it a deadline clock with a target".into()),
+            );
+            ok = false;
+        }
         if !pause.is_empty() && resume.is_empty() {
             let span = t.key_span("pause").unwrap_or(t.span.clone());
             self.warn(
@@ -1850,6 +1884,8 @@ impl<'s> Cx<'s> {
                 stop,
                 pause,
                 resume,
+                paused_in,
+                metric,
                 target,
                 calendar,
                 warn_at,

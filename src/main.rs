@@ -2,6 +2,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use slawatch::codec::Format;
+use slawatch::core::engine::EngineConfig;
 use slawatch::core::policy::builtin::{PolicySource, DEFAULT_POLICY_TOML};
 use slawatch::core::policy::parse::{check_policy, Severity};
 use slawatch::core::policy::PolicySet;
@@ -216,22 +217,35 @@ enum InputFormat {
 
 #[derive(clap::Args)]
 struct ReplayArgs {
-    /// Policy file (TOML; default: the built-in default policy, `slawatch policy
-    /// show-default`).
+    /// Policy file (TOML; default: the config's policy_file with --config, else the
+    /// built-in default policy, `slawatch policy show-default`).
     #[arg(long)]
     policy: Option<PathBuf>,
+    /// The config file of `slawatch run`: its [engine] limits and allowed_lateness_ms apply,
+    /// so a replay reproduces a live run's decisions.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Input file, or - for standard input.
     #[arg(long, default_value = "-")]
     input: String,
     /// Output file, or - for standard output.
     #[arg(long, default_value = "-")]
     output: String,
-    /// Advance the watermark to this instant at the end of input (RFC 3339).
+    /// Advance the watermark to this instant at the end of input (RFC 3339); not before the
+    /// input's last event.
     #[arg(long)]
     until: Option<String>,
-    /// Allowed lateness, e.g. 1s, 500ms.
-    #[arg(long, default_value = "1s")]
-    allowed_lateness: String,
+    /// Allowed lateness, e.g. 1s, 500ms (default 1s, or the config's allowed_lateness_ms).
+    #[arg(long)]
+    allowed_lateness: Option<String>,
+    /// Apply events in line order with the lateness rules, as a live run reads a topic,
+    /// instead of in time order.
+    #[arg(long)]
+    as_stream: bool,
+    /// Memory for sorting the input into time order; beyond it sorted runs spill to
+    /// temporary files (e.g. 256MiB, 1GiB).
+    #[arg(long, default_value = "256MiB", conflicts_with = "as_stream")]
+    sort_memory: String,
     /// Print a what-if report (first-response p50/p95, met/breached per rule).
     #[arg(long)]
     summary: bool,
@@ -427,22 +441,53 @@ fn run_convert(
 }
 
 fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let policy = load_policy(&PolicySource::from_option(args.policy))?;
+    use slawatch::replay::{parse_byte_size, Order, ReplayError};
+    let config = args
+        .config
+        .as_deref()
+        .map(|path| {
+            slawatch::runtime::config::Config::load(path)
+                .map_err(|e| Usage(format!("--config: {e}")))
+        })
+        .transpose()?;
+    let mut engine = match &config {
+        Some(c) => slawatch::runtime::processor::engine_config(c),
+        None => EngineConfig::default(),
+    };
+    // Replay runs the surge detector in its one engine (`run` has a stage of its own).
+    engine.surge = true;
+    if let Some(l) = &args.allowed_lateness {
+        engine.allowed_lateness =
+            Dur::parse(l).map_err(|e| Usage(format!("--allowed-lateness: {e}")))?;
+    }
+    let source = match (args.policy, &config) {
+        (Some(p), _) => PolicySource::File(p),
+        (None, Some(c)) => c.policy_source(),
+        (None, None) => PolicySource::BuiltIn,
+    };
+    let policy = load_policy(&source)?;
     let until = args
         .until
         .as_deref()
         .map(Ts::parse_rfc3339)
         .transpose()
         .map_err(|e| Usage(format!("--until: {e}")))?;
-    let allowed_lateness = Dur::parse(&args.allowed_lateness)
-        .map_err(|e| Usage(format!("--allowed-lateness: {e}")))?;
+    let order = if args.as_stream {
+        Order::Stream
+    } else {
+        Order::History {
+            sort_memory: parse_byte_size(&args.sort_memory)
+                .map_err(|e| Usage(format!("--sort-memory: {e}")))?,
+        }
+    };
     let opts = ReplayOptions {
         format: match args.format {
             InputFormat::Json => Format::Json,
             InputFormat::Protobuf => Format::Protobuf,
         },
         until,
-        allowed_lateness,
+        engine,
+        order,
         summary: args.summary,
     };
     let mut input: Box<dyn std::io::BufRead> = if args.input == "-" {
@@ -467,8 +512,13 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         ))
     };
     let mut stderr = std::io::stderr().lock();
-    let report = replay(policy, &opts, &mut input, &mut output, &mut stderr)?;
+    let report = match replay(policy, &opts, &mut input, &mut output, &mut stderr) {
+        Ok(r) => r,
+        Err(e @ ReplayError::UntilBeforeData { .. }) => return Err(Usage(e.to_string()).into()),
+        Err(ReplayError::Io(e)) => return Err(e.into()),
+    };
     drop(output);
+    eprintln!("{}", report.input_line(opts.order));
     if opts.summary {
         let text = format!(
             "{} records, {} accepted, {} rejected, {} SLA events, {} unknown enum values\n\n{}",

@@ -1,29 +1,105 @@
 //! `slawatch replay`: runs the engine over a file of events (one partition, surge detection
 //! included) and writes the SLA events in rule-3 order, so a user can replay last month
 //! under a new policy before deploying it.
+//!
+//! A file is history, not a stream: by default its events apply in rule 4's order
+//! (occurred_at, causal rank, event_id) whatever the line order ([`sort`], spilling to
+//! temporary files beyond a memory budget), so an export grouped per ticket gives the same
+//! bytes as the same export sorted. [`Order::Stream`] applies them in line order with the
+//! lateness rules instead, as the live processor sees a topic.
+mod input;
+pub mod sort;
+
 use crate::codec::{self, Format};
 use crate::core::engine::{Emitted, Engine, EngineConfig};
 use crate::core::model::OutputBody;
+use crate::core::order::order_key;
 use crate::core::policy::{LatencyMetric, PolicySet};
 use crate::core::ticket::Observation;
-use crate::core::time::{Dur, Ts};
+use crate::core::time::Ts;
+use compact_str::CompactString;
 use std::collections::BTreeMap;
-use std::io::{BufRead, Read, Write};
+use std::io::{BufRead, Write};
 use std::sync::Arc;
+
+/// The order in which a replay applies its input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// Rule 4's order whatever the line order; events held up to `sort_memory` bytes, then
+    /// sorted runs spill to temporary files.
+    History { sort_memory: usize },
+    /// Line order, with the watermark and lateness rules of a live run (`--as-stream`).
+    Stream,
+}
+
+/// The default sort budget of [`Order::History`]: 256 MiB.
+pub const DEFAULT_SORT_MEMORY: usize = 256 << 20;
 
 pub struct ReplayOptions {
     pub format: Format,
+    /// Where the watermark ends; before the watermark the input reaches (its last event less
+    /// the allowed lateness) it is an error.
     pub until: Option<Ts>,
-    pub allowed_lateness: Dur,
+    /// Engine limits and lateness (`--config` takes them from `run`'s `[engine]`).
+    pub engine: EngineConfig,
+    pub order: Order,
     pub summary: bool,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions {
+            format: Format::Json,
+            until: None,
+            engine: EngineConfig::default(),
+            order: Order::History {
+                sort_memory: DEFAULT_SORT_MEMORY,
+            },
+            summary: false,
+        }
+    }
+}
+
+/// Why a replay stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The input moves the watermark past `--until`, which would then be ignored (the
+    /// watermark never moves back).
+    #[error(
+        "--until {until} is before the watermark the input reaches ({watermark}: its latest \
+         event read, {latest}, less the allowed lateness); give an instant at or after it, or \
+         leave --until out"
+    )]
+    UntilBeforeData {
+        until: String,
+        watermark: String,
+        latest: String,
+    },
 }
 
 /// What a replay saw, for the exit code and the report.
 #[derive(Default, Debug)]
 pub struct ReplayReport {
+    /// Lines (JSON) or records (protobuf) read, blank lines included.
     pub lines: u64,
+    /// Events decoded and not refused by the engine (duplicates included).
     pub accepted: u64,
+    /// Records that did not decode plus events the engine refused.
     pub rejected: u64,
+    /// Decoded events the engine refused (counted in `rejected`, not in `accepted`).
+    pub refused: u64,
+    /// `rejected` by reason (`undecodable`, `missing_field`, `capacity`, …).
+    pub rejected_by_reason: BTreeMap<&'static str, u64>,
+    /// Events whose rule-4 key sorts before that of an earlier line.
+    pub out_of_order: u64,
+    /// Events whose id the ticket had already seen (applied once, rule 10).
+    pub duplicates: u64,
+    /// Events applied below the watermark (only in stream order).
+    pub late: u64,
+    /// Sorted runs spilled to temporary files (history order).
+    pub spilled_runs: usize,
     pub outputs: u64,
     pub unknown_enums: u64,
     pub summary: Summary,
@@ -75,6 +151,40 @@ impl Latencies {
         all.extend_from_slice(&self.censored);
         all.sort_by(f64::total_cmp);
         Some(Percentile::MoreThan(all[rank - 1]))
+    }
+}
+
+impl ReplayReport {
+    /// One line for stderr: how the input was read and what was refused.
+    pub fn input_line(&self, order: Order) -> String {
+        let mut s = format!(
+            "replay: {} lines, {} events accepted, {} out of order, {} duplicates",
+            self.lines, self.accepted, self.out_of_order, self.duplicates
+        );
+        match order {
+            Order::History { .. } => {
+                s.push_str(", applied in time order");
+                if self.spilled_runs > 0 {
+                    s.push_str(&format!(" ({} sorted runs spilled)", self.spilled_runs));
+                }
+            }
+            Order::Stream => s.push_str(&format!(", {} late (applied in line order)", self.late)),
+        }
+        s.push_str(&format!("; {} rejected", self.rejected));
+        if self.rejected > 0 {
+            let by: Vec<String> = self
+                .rejected_by_reason
+                .iter()
+                .map(|(r, n)| format!("{r}: {n}"))
+                .collect();
+            s.push_str(&format!(" ({})", by.join(", ")));
+        }
+        s
+    }
+
+    fn reject(&mut self, reason: &'static str) {
+        self.rejected += 1;
+        *self.rejected_by_reason.entry(reason).or_default() += 1;
     }
 }
 
@@ -148,109 +258,68 @@ impl Summary {
     }
 }
 
-/// Reads length-delimited protobuf records (varint length prefix, as protobuf's
-/// `writeDelimitedTo`).
-fn read_delimited(r: &mut dyn Read) -> std::io::Result<Option<Vec<u8>>> {
-    let mut len: u64 = 0;
-    let mut shift = 0;
-    loop {
-        let mut b = [0u8; 1];
-        if r.read(&mut b)? == 0 {
-            return if shift == 0 {
-                Ok(None)
-            } else {
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "truncated length prefix",
-                ))
-            };
-        }
-        len |= ((b[0] & 0x7f) as u64) << shift;
-        if b[0] & 0x80 == 0 {
-            break;
-        }
-        shift += 7;
-        if shift > 63 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "length prefix too long",
-            ));
-        }
-    }
-    if len > 16 * 1024 * 1024 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("record of {len} bytes exceeds 16 MiB"),
-        ));
-    }
-    let mut buf = vec![0u8; len as usize];
-    r.read_exact(&mut buf)?;
-    Ok(Some(buf))
-}
-
-/// Runs a replay. Malformed records are reported on `errors` and skipped.
+/// Runs a replay. Malformed records and refused events are reported on `errors` and
+/// skipped; the report counts them by reason.
 pub fn replay(
     policy: Arc<PolicySet>,
     opts: &ReplayOptions,
     input: &mut dyn BufRead,
     output: &mut dyn Write,
     errors: &mut dyn Write,
-) -> std::io::Result<ReplayReport> {
-    let cfg = EngineConfig {
-        allowed_lateness: opts.allowed_lateness,
-        ..EngineConfig::default()
-    };
-    let mut engine = Engine::new(policy, cfg);
+) -> Result<ReplayReport, ReplayError> {
+    let mut engine = Engine::new(policy, opts.engine.clone());
     let mut report = ReplayReport::default();
     let mut out = Emitted::default();
-    let mut line = Vec::new();
-    loop {
-        let record = match opts.format {
-            Format::Json => {
-                line.clear();
-                if input.read_until(b'\n', &mut line)? == 0 {
-                    break;
-                }
-                while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                    line.pop();
-                }
-                report.lines += 1;
-                if line.iter().all(|b| b.is_ascii_whitespace()) {
-                    continue;
-                }
-                codec::decode_json(&line)
+    let mut records = input::Records::new(opts.format, input);
+    let mut decoded = 0u64;
+    let mut latest = Ts::MIN;
+    // The largest rule-4 key so far, to count lines that come before an earlier one.
+    let mut max_key: Option<(Ts, u8, CompactString)> = None;
+    let mut sorter = match opts.order {
+        Order::History { sort_memory } => Some(sort::HistorySorter::new(sort_memory)),
+        Order::Stream => None,
+    };
+    while let Some(record) = records.next_record()? {
+        let d = match record {
+            Ok(d) => d,
+            Err(r) => {
+                report.reject(r.reason);
+                writeln!(
+                    errors,
+                    "{} {}: {} ({})",
+                    r.what, r.number, r.reason, r.detail
+                )?;
+                continue;
             }
-            Format::Protobuf => match read_delimited(input) {
-                Ok(Some(buf)) => {
-                    report.lines += 1;
-                    codec::decode_protobuf(&buf)
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    report.rejected += 1;
-                    writeln!(errors, "record {}: {e}", report.lines + 1)?;
-                    break;
-                }
-            },
         };
-        match record {
-            Ok(d) => {
-                report.accepted += 1;
-                report.unknown_enums += d.unknown_enums as u64;
-                engine.ingest(d.event, &mut out);
+        decoded += 1;
+        report.unknown_enums += d.unknown_enums as u64;
+        let ev = d.event;
+        let key = order_key(&ev);
+        match &max_key {
+            Some((t, r, id)) if key < (*t, *r, id.as_str()) => report.out_of_order += 1,
+            _ => max_key = Some((key.0, key.1, ev.event_id.clone())),
+        }
+        latest = latest.max(ev.occurred_at);
+        match sorter.as_mut() {
+            Some(s) => s.push(ev)?,
+            None => {
+                check_until(opts, latest)?;
+                engine.ingest(ev, &mut out);
                 engine.pump(&mut out);
-            }
-            Err(e) => {
-                report.rejected += 1;
-                let what = if opts.format == Format::Json {
-                    "line"
-                } else {
-                    "record"
-                };
-                writeln!(errors, "{what} {}: {} ({e})", report.lines, e.reason())?;
+                flush(&mut out, &mut report, output, errors)?;
             }
         }
-        flush(&mut out, &mut report, output, errors)?;
+    }
+    report.lines = records.count;
+    if let Some(s) = sorter {
+        check_until(opts, latest)?;
+        report.spilled_runs = s.runs();
+        for ev in s.finish()? {
+            engine.ingest(ev?, &mut out);
+            engine.pump(&mut out);
+            flush(&mut out, &mut report, output, errors)?;
+        }
     }
     engine.finish(opts.until, &mut out);
     flush(&mut out, &mut report, output, errors)?;
@@ -261,7 +330,26 @@ pub fn replay(
         report.summary.observe(obs);
     }
     output.flush()?;
+    report.accepted = decoded - report.refused;
+    report.duplicates = engine.stats().duplicates;
+    report.late = engine.stats().late;
     Ok(report)
+}
+
+/// `--until` must not be before the watermark the input reaches (its latest event less the
+/// allowed lateness): the watermark never moves back, so it would be silently ignored.
+/// Between that watermark and the last event it is meaningful: events after it stay
+/// pending, as in a live run whose watermark is there.
+fn check_until(opts: &ReplayOptions, latest: Ts) -> Result<(), ReplayError> {
+    let watermark = latest.saturating_sub(opts.engine.allowed_lateness);
+    match opts.until {
+        Some(u) if latest != Ts::MIN && u < watermark => Err(ReplayError::UntilBeforeData {
+            until: codec::rfc3339_z(u),
+            watermark: codec::rfc3339_z(watermark),
+            latest: codec::rfc3339_z(latest),
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn flush(
@@ -280,7 +368,8 @@ fn flush(
         report.summary.observe(obs);
     }
     for (ev, reason) in &out.dead_letters {
-        report.rejected += 1;
+        report.reject(reason.as_str());
+        report.refused += 1;
         writeln!(
             errors,
             "event {} of ticket {}: {}",
@@ -291,4 +380,49 @@ fn flush(
     }
     out.clear();
     Ok(())
+}
+
+/// Parses a byte size such as `256MiB`, `8MiB`, `1GiB`, `500MB`, `64k` or `1048576`
+/// (`k`/`M`/`G` and their `iB` forms are powers of 1024, `kB`/`MB`/`GB` of 1000).
+pub fn parse_byte_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (expected e.g. 256MiB, 8MiB, 1GiB)"))?;
+    let mult: usize = match unit.trim() {
+        "" | "B" => 1,
+        "k" | "K" | "KiB" | "kiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        "kB" | "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "{s:?}: unknown unit {other:?} (expected B, KiB, MiB, GiB, kB, MB or GB)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .filter(|b| *b > 0)
+        .ok_or_else(|| format!("{s:?} must be a positive size that fits in memory"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes_parse_with_binary_and_decimal_units() {
+        assert_eq!(parse_byte_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_byte_size("8M"), Ok(8 << 20));
+        assert_eq!(parse_byte_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_byte_size("500MB"), Ok(500_000_000));
+        assert_eq!(parse_byte_size("4096"), Ok(4096));
+        assert!(parse_byte_size("0").is_err());
+        assert!(parse_byte_size("12 parsecs").is_err());
+        assert!(parse_byte_size("MiB").is_err());
+    }
 }

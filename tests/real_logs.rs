@@ -11,9 +11,9 @@ use slawatch::core::model::Body;
 use slawatch::core::order::order_key;
 use slawatch::core::policy::parse::{check_policy, Severity};
 use slawatch::core::policy::PolicySet;
-use slawatch::core::time::{Dur, Ts};
+use slawatch::core::time::Ts;
 use slawatch::proto::v1::sla_event::Body as Out;
-use slawatch::replay::{replay, ReplayOptions, ReplayReport};
+use slawatch::replay::{replay, Order, ReplayOptions, ReplayReport};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::sync::Arc;
@@ -163,9 +163,8 @@ fn run_raw(
 ) -> (ReplayReport, String, Duration) {
     let opts = ReplayOptions {
         format,
-        until: None,
-        allowed_lateness: Dur::from_secs(1),
         summary,
+        ..ReplayOptions::default()
     };
     let mut errors = Vec::new();
     let mut input = input;
@@ -414,6 +413,115 @@ fn uci_incident_log_replays_cleanly_and_tracks_made_sla() {
     assert!(
         r_missed >= r_met + 0.20 && r_missed >= 1.5 * r_met,
         "breach rate {r_missed:.3} (made_sla=false) vs {r_met:.3} (made_sla=true)"
+    );
+}
+
+/// A replay of `input` in `order`: its report, output digest and wall time.
+fn replay_in(
+    policy: &Arc<PolicySet>,
+    input: &[u8],
+    order: Order,
+) -> (ReplayReport, (u128, u64), Duration) {
+    let opts = ReplayOptions {
+        order,
+        ..ReplayOptions::default()
+    };
+    let (mut out, mut errors) = (Digest::default(), Vec::new());
+    let t = Instant::now();
+    let report = replay(
+        policy.clone(),
+        &opts,
+        &mut &input[..],
+        &mut out,
+        &mut errors,
+    )
+    .expect("replay");
+    let elapsed = t.elapsed();
+    assert_eq!(report.rejected, 0, "{}", String::from_utf8_lossy(&errors));
+    (report, (out.h.digest128(), out.len), elapsed)
+}
+
+/// Rule 4 on real history: the UCI log sorted (as converted), grouped per ticket (as
+/// exports come) and shuffled replays to the same bytes, with the sort in memory or spilled;
+/// read as a stream, the grouped export gives other (false) results.
+#[test]
+fn rule4_uci_log_replays_identically_in_any_line_order() {
+    let policy = default_policy();
+    let (conv, _) = convert_log(Source::Uci, UCI, &ConvertOptions::default());
+    let sorted = json_lines(&conv);
+    let lines: Vec<&[u8]> = sorted.split_inclusive(|b| *b == b'\n').collect();
+    assert_eq!(lines.len(), conv.events.len());
+    // Stable: each ticket's events stay in time order, tickets one after the other.
+    let mut grouped_lines: Vec<(&str, &[u8])> = conv
+        .events
+        .iter()
+        .map(|e| e.ticket_id.as_str())
+        .zip(lines.iter().copied())
+        .collect();
+    grouped_lines.sort_by_key(|(ticket, _)| *ticket);
+    let grouped: Vec<u8> = grouped_lines
+        .iter()
+        .flat_map(|(_, l)| l.iter().copied())
+        .collect();
+    let mut shuffled_lines = lines.clone();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in (1..shuffled_lines.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        shuffled_lines.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    let shuffled = shuffled_lines.concat();
+    assert_ne!(grouped, sorted);
+    assert_ne!(shuffled, sorted);
+
+    let history = Order::History {
+        sort_memory: slawatch::replay::DEFAULT_SORT_MEMORY,
+    };
+    let (r, want, t) = replay_in(&policy, &sorted, history);
+    assert_eq!(r.out_of_order, 0);
+    assert!(want.1 > 0);
+    let rate = |t: Duration| r.lines as f64 / t.as_secs_f64();
+    println!(
+        "[uci order] sorted: {} outputs, {:.0} events/s",
+        r.outputs,
+        rate(t)
+    );
+    for (name, input) in [("grouped per ticket", &grouped), ("shuffled", &shuffled)] {
+        let (g, got, t) = replay_in(&policy, input, history);
+        assert!(g.out_of_order > 0, "{name}");
+        assert_eq!(got, want, "{name}: output differs from the sorted log's");
+        println!(
+            "[uci order] {name}: {} lines out of order, {:.0} events/s",
+            g.out_of_order,
+            rate(t)
+        );
+    }
+    // Spilled: a 4 MiB budget sorts the grouped export in runs on disk.
+    let (s, got, t) = replay_in(
+        &policy,
+        &grouped,
+        Order::History {
+            sort_memory: 4 << 20,
+        },
+    );
+    assert!(s.spilled_runs > 1, "{} runs", s.spilled_runs);
+    assert_eq!(got, want, "spilled sort differs");
+    println!(
+        "[uci order] grouped, 4 MiB sort budget: {} runs, {:.0} events/s",
+        s.spilled_runs,
+        rate(t)
+    );
+    // As a stream (line order), the grouped export reads most events late.
+    let (st, got, _) = replay_in(&policy, &grouped, Order::Stream);
+    assert!(st.late > 0);
+    assert_ne!(
+        got, want,
+        "streaming a grouped export should differ from history order"
+    );
+    println!(
+        "[uci order] grouped as a stream: {} late events, {} outputs instead of {}",
+        st.late, st.outputs, r.outputs
     );
 }
 

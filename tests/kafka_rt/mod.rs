@@ -14,7 +14,7 @@ use slawatch::core::model::*;
 use slawatch::core::policy::parse::load_policy_file;
 use slawatch::core::policy::PolicySet;
 use slawatch::core::time::{Dur, Ts};
-use slawatch::replay::{replay, ReplayOptions};
+use slawatch::replay::{replay, Order, ReplayOptions};
 use slawatch::runtime::clock::{Clock, ManualClock};
 use slawatch::runtime::config::Config;
 use slawatch::runtime::control::Control;
@@ -225,11 +225,12 @@ pub fn reference(events: &[Event], until: Ts) -> Vec<String> {
         .collect();
     let mut out = Vec::new();
     let mut errors = Vec::new();
+    // Line order with the lateness rules: what the live processor does with the topic.
     let opts = ReplayOptions {
         format: Format::Json,
         until: Some(until),
-        allowed_lateness: Dur::from_secs(1),
-        summary: false,
+        order: Order::Stream,
+        ..ReplayOptions::default()
     };
     let report = replay(
         default_policy(),

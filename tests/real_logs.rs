@@ -437,7 +437,9 @@ fn replay_in(
     )
     .expect("replay");
     let elapsed = t.elapsed();
-    assert_eq!(report.rejected, 0, "{}", String::from_utf8_lossy(&errors));
+    if order != Order::Stream {
+        assert_eq!(report.rejected, 0, "{}", String::from_utf8_lossy(&errors));
+    }
     (report, (out.h.digest128(), out.len), elapsed)
 }
 
@@ -479,17 +481,23 @@ fn rule4_uci_log_replays_identically_in_any_line_order() {
         sort_memory: slawatch::replay::DEFAULT_SORT_MEMORY,
     };
     let (r, want, t) = replay_in(&policy, &sorted, history);
-    assert_eq!(r.out_of_order, 0);
+    // (the converter sorts by (occurred_at, event_id): events of one second are often out
+    // of rule 4's causal order, e.g. an assignment stamped with its ticket's opening)
     assert!(want.1 > 0);
     let rate = |t: Duration| r.lines as f64 / t.as_secs_f64();
     println!(
-        "[uci order] sorted: {} outputs, {:.0} events/s",
+        "[uci order] sorted: {} outputs, {} lines out of order, {:.0} events/s",
         r.outputs,
+        r.out_of_order,
         rate(t)
     );
     for (name, input) in [("grouped per ticket", &grouped), ("shuffled", &shuffled)] {
         let (g, got, t) = replay_in(&policy, input, history);
-        assert!(g.out_of_order > 0, "{name}");
+        assert!(
+            g.out_of_order > r.out_of_order,
+            "{name}: {}",
+            g.out_of_order
+        );
         assert_eq!(got, want, "{name}: output differs from the sorted log's");
         println!(
             "[uci order] {name}: {} lines out of order, {:.0} events/s",
@@ -520,8 +528,8 @@ fn rule4_uci_log_replays_identically_in_any_line_order() {
         "streaming a grouped export should differ from history order"
     );
     println!(
-        "[uci order] grouped as a stream: {} late events, {} outputs instead of {}",
-        st.late, st.outputs, r.outputs
+        "[uci order] grouped as a stream: {} late events, {} rejected, {} outputs instead of {}",
+        st.late, st.rejected, st.outputs, r.outputs
     );
 }
 

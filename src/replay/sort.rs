@@ -285,7 +285,7 @@ mod tests {
         (0..n)
             .map(|i| {
                 let x = (i * 7919) % n;
-                let body = if x % 3 == 0 {
+                let body = if x.is_multiple_of(3) {
                     Body::CustomerMessage
                 } else {
                     Body::Closed

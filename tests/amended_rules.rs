@@ -415,8 +415,8 @@ fn rule12_replay_summary_counts_clocks_open_at_the_end_as_unanswered() {
     let opts = ReplayOptions {
         format: Format::Json,
         until: Some(t("10:30:00")),
-        allowed_lateness: Dur::from_secs(1),
         summary: true,
+        ..ReplayOptions::default()
     };
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let report = replay(

@@ -350,6 +350,11 @@ fn exporter_serves_metrics_that_pass_promtool_check_metrics() {
     let handle = handle.expect("exporter installs");
     rt.block_on(async {
         telemetry::register_policy_series("chat", ["R1", "R6"]);
+        telemetry::register_policy_target(
+            "chat",
+            slawatch::core::policy::LatencyMetric::FirstResponse,
+            60.0,
+        );
         for secs in [10.0, 20.0, 45.0, 70.0] {
             telemetry::record_first_response("chat", Channel::Chat, Urgency::General, secs);
         }

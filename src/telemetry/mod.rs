@@ -1476,6 +1476,7 @@ mod tests {
             describe();
             register_fixed_series();
             register_policy_series("chat", ["R1", "R6"]);
+            register_policy_target("chat", LatencyMetric::FirstResponse, 60.0);
             set_build_info("test");
             let out = SlaOutput {
                 event_id: crate::core::model::OutputId(0),

@@ -1,4 +1,4 @@
-//! The admin API against a running processor: `/readyz`, `/healthz`, `GET /tickets/{id}`
+//! The admin API against a running processor: `/readyz`, `/healthz`, `GET /tickets/{tenant}/{id}`
 //! (a ticket's live clocks and deadlines), and a policy reload: tickets opened after it use
 //! the new policy, tickets already open keep theirs.
 mod common;
@@ -83,8 +83,10 @@ fn ticket_view_readiness_and_policy_reload() {
     // Events apply once the watermark reaches them: let the (caught-up) partitions' clock
     // pass it.
     clock.set(t0.saturating_add(Dur::from_secs(2)));
-    wait_for("C1 applied", WAIT, || get(addr, "/tickets/C1").0 == 200);
-    let v: serde_json::Value = serde_json::from_str(&get(addr, "/tickets/C1").1).unwrap();
+    wait_for("C1 applied", WAIT, || {
+        get(addr, "/tickets/acme/C1").0 == 200
+    });
+    let v: serde_json::Value = serde_json::from_str(&get(addr, "/tickets/acme/C1").1).unwrap();
     assert_eq!(v["policy"], "chat");
     let fr = v["clocks"]
         .as_array()
@@ -115,9 +117,10 @@ fn ticket_view_readiness_and_policy_reload() {
     );
     clock.set(later.saturating_add(Dur::from_secs(2)));
     wait_for("C2 applied", WAIT, || {
-        h.control.records_consumed.load(Ordering::Relaxed) >= 3 && get(addr, "/tickets/C2").0 == 200
+        h.control.records_consumed.load(Ordering::Relaxed) >= 3
+            && get(addr, "/tickets/acme/C2").0 == 200
     });
-    let v2: serde_json::Value = serde_json::from_str(&get(addr, "/tickets/C2").1).unwrap();
+    let v2: serde_json::Value = serde_json::from_str(&get(addr, "/tickets/acme/C2").1).unwrap();
     let fr2 = v2["clocks"]
         .as_array()
         .unwrap()
@@ -128,7 +131,7 @@ fn ticket_view_readiness_and_policy_reload() {
     assert_eq!(fr2["rule"], "R3", "{v2}");
     assert_eq!(fr2["deadline"], "2024-03-04T10:00:35Z", "{v2}");
     assert_ne!(v2["policy_version"], v["policy_version"]);
-    let v1: serde_json::Value = serde_json::from_str(&get(addr, "/tickets/C1").1).unwrap();
+    let v1: serde_json::Value = serde_json::from_str(&get(addr, "/tickets/acme/C1").1).unwrap();
     let fr1 = v1["clocks"]
         .as_array()
         .unwrap()

@@ -414,8 +414,16 @@ fn scram_over_tls_matches_replay_and_leaks_no_secret() {
     let ticket = want
         .iter()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v["ticketId"].as_str().map(|s| s.to_string()))
-        .find(|t| !t.is_empty())
+        .filter_map(|v| {
+            let id = v["ticketId"].as_str()?.to_string();
+            let tenant = v["tenant"].as_str().unwrap_or("").to_string();
+            Some(if tenant.is_empty() {
+                id
+            } else {
+                format!("{tenant}/{id}")
+            })
+        })
+        .find(|t| !t.is_empty() && !t.ends_with('/'))
         .expect("a ticket with outputs");
     let ticket_path = format!("/tickets/{ticket}");
     let before = http(admin, "GET", &ticket_path);

@@ -621,5 +621,114 @@ fn rule9_event_past_closed_retention_is_ticket_expired_and_the_tombstone_is_free
     // and the tombstone itself is freed one retention after it expired (11:01 + 1 h).
     engine.advance_to(t("12:01:01"), &mut out);
     assert_eq!(engine.open_tickets(), 0);
-    assert!(engine.ticket("A").is_none());
+    assert!(engine.ticket("acme", "A").is_none());
+}
+
+#[test]
+fn rule11_two_tenants_same_ticket_id() {
+    // Given two help desks that both number their tickets from 1: acme and globex each open
+    // "1234" (email, first response 5 min),
+    let p = default_policy();
+    let mut s = Scenario::new();
+    s.tenant("acme")
+        .opened("1234", "10:00:00", Opened::default());
+    s.tenant("globex")
+        .opened("1234", "10:00:30", Opened::default());
+    // when only acme's agent answers,
+    s.tenant("acme")
+        .reply("1234", "10:01:00", ReplyKind::Answer);
+    let r = run_until(&p, &s.events, t("10:06:00"), EngineConfig::default());
+    // then both tickets are open (the second `opened` is not taken for a duplicate), acme's
+    // reply stops acme's clock only, and globex's first response breaches at 10:05:30.
+    let first_response = |tenant: &str| -> Vec<String> {
+        r.outputs
+            .iter()
+            .filter(|o| &*o.clock == "first_response" && o.tenant == tenant)
+            .map(line)
+            .collect()
+    };
+    assert!(
+        first_response("acme").is_empty(),
+        "{:?}",
+        first_response("acme")
+    );
+    assert_eq!(
+        first_response("globex"),
+        vec![
+            "1234 2024-03-04T10:04:30Z warning R5 first_response deadline=2024-03-04T10:05:30Z f=0.8",
+            "1234 2024-03-04T10:05:30Z breach R5 first_response deadline=2024-03-04T10:05:30Z overdue=0s",
+            "1234 2024-03-04T10:05:30Z escalation R5 first_response deadline=2024-03-04T10:05:30Z L1 [team_lead] breach",
+        ]
+    );
+    let answered: Vec<_> = r
+        .observations
+        .iter()
+        .filter(|o| &*o.clock == "first_response")
+        .map(|o| o.counted)
+        .collect();
+    assert_eq!(answered, vec![Dur::from_secs(60)]);
+    assert!(r.emitted.dead_letters.is_empty());
+}
+
+#[test]
+fn rule11_same_clock_of_two_tenants_has_two_output_ids_and_orders_by_tenant() {
+    // Given acme's and globex's ticket "7" opened at the same instant, never answered,
+    let p = default_policy();
+    let mut s = Scenario::new();
+    s.tenant("globex")
+        .opened("7", "10:00:00", Opened::default());
+    s.tenant("acme").opened("7", "10:00:00", Opened::default());
+    let r = run_until(&p, &s.events, t("10:05:00"), EngineConfig::default());
+    // then each breaches with its own output id, and at equal fired_at, ticket id and
+    // clock the outputs are ordered by tenant (rule 3, ties of rule 11).
+    let breaches: Vec<_> = r
+        .outputs
+        .iter()
+        .filter(|o| &*o.clock == "first_response" && o.body.kind_name() == "breach")
+        .collect();
+    assert_eq!(breaches.len(), 2);
+    assert_eq!(breaches[0].tenant, "acme");
+    assert_eq!(breaches[1].tenant, "globex");
+    assert_ne!(breaches[0].event_id, breaches[1].event_id);
+}
+
+#[test]
+fn rule11_output_ids_of_tickets_without_tenant_are_unchanged() {
+    // Given the id formula of versions before rule 11: xxh3-128 of (ticket, policy, clock,
+    // kind, deadline ns, detail) joined by 0x1F,
+    let deadline = t("10:05:00");
+    let body = OutputBody::Warning { fraction: 0.8 };
+    let mut old = xxhash_rust::xxh3::Xxh3::new();
+    old.update(
+        format!(
+            "T1\x1fgeneral\x1ffirst_response\x1fwarning\x1f{}\x1f0.8",
+            deadline.0
+        )
+        .as_bytes(),
+    );
+    // when an output of a ticket without tenant is hashed, its id is that one; a tenant's
+    // ticket of the same id gets another.
+    let none = output_id("", "T1", "general", "first_response", &body, deadline);
+    assert_eq!(none, OutputId(old.digest128()));
+    let acme = output_id("acme", "T1", "general", "first_response", &body, deadline);
+    assert_ne!(acme, none);
+}
+
+#[test]
+fn rule11_preopen_buffer_keeps_tenants_apart() {
+    // Given a reply of globex's "9" that arrives before any opening,
+    let p = default_policy();
+    let mut s = Scenario::new();
+    s.tenant("globex").reply("9", "10:00:00", ReplyKind::Answer);
+    // when acme (not globex) opens its "9",
+    s.tenant("acme").opened("9", "10:00:05", Opened::default());
+    let r = run_until(&p, &s.events, t("11:30:00"), EngineConfig::default());
+    // then globex's reply does not answer acme's ticket (acme breaches) and expires from
+    // the pre-open buffer as globex's.
+    assert!(r.outputs.iter().any(|o| o.tenant == "acme"
+        && &*o.clock == "first_response"
+        && o.body.kind_name() == "breach"));
+    assert_eq!(r.emitted.dead_letters.len(), 1);
+    assert_eq!(r.emitted.dead_letters[0].0.tenant, "globex");
+    assert_eq!(r.emitted.dead_letters[0].1, RejectReason::PreopenExpired);
 }

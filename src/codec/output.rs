@@ -534,7 +534,7 @@ mod tests {
             999_999_999,
         ];
         SlaOutput {
-            event_id: output_id("t", "p", "c", &body, Ts(s)),
+            event_id: output_id("", "t", "p", "c", &body, Ts(s)),
             ticket_id: format!("tk-{seed}\"\\\n\u{1}é/").into(),
             tenant: if seed.is_multiple_of(3) {
                 "".into()

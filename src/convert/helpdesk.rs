@@ -501,8 +501,9 @@ mod tests {
                 "01-01T09:10:00 assigned",
                 "01-01T09:10:00 agent_reply",
                 "01-01T09:20:00 waiting_on_customer",
-                "01-01T10:00:00 resumed",
+                // Rule 4 order at one instant: escalated (rank 3) before resumed (6).
                 "01-01T10:00:00 escalated",
+                "01-01T10:00:00 resumed",
                 "01-01T11:00:00 urgency_changed",
                 "01-01T11:00:00 handed_to_department",
                 "01-01T12:00:00 agent_reply",

@@ -7,7 +7,7 @@
 //! watermark passes d, so at equal times events always apply first (rule 4), whatever
 //! the batching. [`Engine::finish`] closes the input and fires timers at the final instant
 //! too.
-use crate::core::model::{Body, Event, SlaOutput, TicketAttrs};
+use crate::core::model::{Body, Event, SlaOutput, TicketAttrs, TicketKey};
 use crate::core::order::order_key;
 use crate::core::plan::{OverlayIndices, Plan, PlanKey};
 use crate::core::policy::{MatcherSet, Phase, PolicySet};
@@ -80,10 +80,7 @@ impl RejectReason {
 /// Something worth a log line and a metric.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Notice {
-    IdleDropped {
-        ticket: CompactString,
-        last_event: Ts,
-    },
+    IdleDropped { ticket: TicketKey, last_event: Ts },
 }
 
 /// Everything one call emits. Outputs of one call are in rule-3 order.
@@ -168,9 +165,9 @@ impl PlanRegistry {
 
 #[derive(Debug, Default)]
 struct PreOpen {
-    by_ticket: FxHashMap<CompactString, Vec<Event>>,
+    by_ticket: FxHashMap<TicketKey, Vec<Event>>,
     /// (first event time, ticket) for expiry.
-    expiry: BTreeSet<(Ts, CompactString)>,
+    expiry: BTreeSet<(Ts, TicketKey)>,
 }
 
 /// An event waiting for the watermark, ordered by rule 4's [`order_key`], then arrival.
@@ -217,7 +214,7 @@ pub struct Engine {
     track_changes: bool,
     dirty: Vec<u32>,
     is_dirty: Vec<bool>,
-    freed_ids: Vec<CompactString>,
+    freed_ids: Vec<TicketKey>,
 }
 
 impl Engine {
@@ -261,16 +258,20 @@ impl Engine {
         }
     }
 
-    /// Tickets changed since the last call: `(ticket id, Some(record))`, or `None` when the
+    /// Tickets changed since the last call: `(ticket, Some(record))`, or `None` when the
     /// ticket was freed (a tombstone). Records are [`Engine::ticket_record`] bytes.
-    pub fn take_changes(&mut self) -> Vec<(CompactString, Option<Vec<u8>>)> {
+    pub fn take_changes(&mut self) -> Vec<(TicketKey, Option<Vec<u8>>)> {
         let mut out = Vec::with_capacity(self.dirty.len() + self.freed_ids.len());
         let mut live = FxHashMap::default();
         for slot in std::mem::take(&mut self.dirty) {
             self.is_dirty[slot as usize] = false;
             if let Some(t) = self.tickets.get(slot) {
-                live.insert(t.id.clone(), ());
-                out.push((t.id.clone(), Some(self.ticket_record(t))));
+                let key = TicketKey {
+                    tenant: t.attrs.tenant.clone(),
+                    id: t.id.clone(),
+                };
+                live.insert(key.clone(), ());
+                out.push((key, Some(self.ticket_record(t))));
             }
         }
         for id in std::mem::take(&mut self.freed_ids) {
@@ -357,8 +358,19 @@ impl Engine {
     pub fn active_surges(&self) -> usize {
         self.surge.as_ref().map_or(0, |s| s.active())
     }
-    pub fn ticket(&self, id: &str) -> Option<&Ticket> {
-        self.tickets.slot_of(id).and_then(|s| self.tickets.get(s))
+    /// The ticket `id` of `tenant` (empty for tickets without tenant; rule 11).
+    pub fn ticket(&self, tenant: &str, id: &str) -> Option<&Ticket> {
+        self.tickets
+            .slot_of(tenant, id)
+            .and_then(|s| self.tickets.get(s))
+    }
+
+    /// Marks a held ticket changed, so the next [`Engine::take_changes`] writes it again
+    /// (the changelog moves records of an older key form to the current one).
+    pub fn touch(&mut self, key: &TicketKey) {
+        if let Some(slot) = self.tickets.slot_of(&key.tenant, &key.id) {
+            self.mark_dirty(slot);
+        }
     }
     /// The plan a ticket runs under (for read-only views such as the admin API).
     pub fn plan_of(&self, t: &Ticket) -> &Plan {
@@ -531,11 +543,14 @@ impl Engine {
         let retained = ticket.closed_at.is_some_and(|closed| {
             ticket.running_clocks() == 0 && closed.saturating_add(self.cfg.closed_retention) <= at
         });
-        let (id, last_event) = (ticket.id.clone(), ticket.last_event);
+        let last_event = ticket.last_event;
         if idle {
             self.stats.idle_dropped += 1;
             out.notices.push(Notice::IdleDropped {
-                ticket: id.clone(),
+                ticket: TicketKey {
+                    tenant: ticket.attrs.tenant.clone(),
+                    id: ticket.id.clone(),
+                },
                 last_event,
             });
             self.expire(slot, at);
@@ -543,7 +558,7 @@ impl Engine {
             self.expire(slot, at);
         } else if retained {
             self.stats.freed += 1;
-            self.free_ticket(slot, &id);
+            self.free_ticket(slot);
         } else {
             if fired {
                 self.mark_dirty(slot);
@@ -567,11 +582,15 @@ impl Engine {
         self.schedule(slot);
     }
 
-    fn free_ticket(&mut self, slot: u32, id: &str) {
-        if self.track_changes {
-            self.freed_ids.push(CompactString::from(id));
+    fn free_ticket(&mut self, slot: u32) {
+        if let Some(t) = self.tickets.remove(slot) {
+            if self.track_changes {
+                self.freed_ids.push(TicketKey {
+                    tenant: t.attrs.tenant,
+                    id: t.id,
+                });
+            }
         }
-        self.tickets.remove(slot);
     }
 
     /// Recomputes a ticket's next due instant and queues a timer when it is earlier than the
@@ -609,7 +628,7 @@ impl Engine {
 
     /// Applies one event in order (it has reached the watermark, or is late).
     fn apply(&mut self, ev: Event, out: &mut Emitted) {
-        match self.tickets.slot_of(ev.ticket_id.as_str()) {
+        match self.tickets.slot_of(&ev.tenant, &ev.ticket_id) {
             Some(slot)
                 if self
                     .tickets
@@ -702,9 +721,10 @@ impl Engine {
             ticket.apply(&ev, matches, &plan, &mut no_rematch, &mut sink);
         }
         // Events that waited for this ticket apply now, in rule 4's order.
-        if let Some(mut waiting) = self.preopen.by_ticket.remove(ev.ticket_id.as_str()) {
+        let key = TicketKey::of(&ev);
+        if let Some(mut waiting) = self.preopen.by_ticket.remove(&key) {
             let first = waiting.iter().map(|e| e.occurred_at).min().unwrap();
-            self.preopen.expiry.remove(&(first, ev.ticket_id.clone()));
+            self.preopen.expiry.remove(&(first, key));
             waiting.sort_by(|a, b| order_key(a).cmp(&order_key(b)));
             for w in waiting {
                 self.apply_to(slot, &w, out);
@@ -714,7 +734,8 @@ impl Engine {
     }
 
     fn buffer_preopen(&mut self, ev: Event, out: &mut Emitted) {
-        if let Some(list) = self.preopen.by_ticket.get_mut(ev.ticket_id.as_str()) {
+        let key = TicketKey::of(&ev);
+        if let Some(list) = self.preopen.by_ticket.get_mut(&key) {
             list.push(ev);
             return;
         }
@@ -723,12 +744,8 @@ impl Engine {
             out.dead_letters.push((ev, RejectReason::PreopenOverflow));
             return;
         }
-        self.preopen
-            .expiry
-            .insert((ev.occurred_at, ev.ticket_id.clone()));
-        self.preopen
-            .by_ticket
-            .insert(ev.ticket_id.clone(), vec![ev]);
+        self.preopen.expiry.insert((ev.occurred_at, key.clone()));
+        self.preopen.by_ticket.insert(key, vec![ev]);
     }
 
     /// Pending events in application order (snapshots must not depend on heap layout).
@@ -809,23 +826,12 @@ impl Engine {
             }));
         }
         for ev in snap.preopen {
-            let first = e
-                .preopen
-                .by_ticket
-                .get(ev.ticket_id.as_str())
-                .map(|l| l[0].occurred_at);
-            match first {
-                Some(_) => e
-                    .preopen
-                    .by_ticket
-                    .get_mut(ev.ticket_id.as_str())
-                    .unwrap()
-                    .push(ev),
+            let key = TicketKey::of(&ev);
+            match e.preopen.by_ticket.get_mut(&key) {
+                Some(list) => list.push(ev),
                 None => {
-                    e.preopen
-                        .expiry
-                        .insert((ev.occurred_at, ev.ticket_id.clone()));
-                    e.preopen.by_ticket.insert(ev.ticket_id.clone(), vec![ev]);
+                    e.preopen.expiry.insert((ev.occurred_at, key.clone()));
+                    e.preopen.by_ticket.insert(key, vec![ev]);
                 }
             }
         }
@@ -856,8 +862,8 @@ impl Engine {
     }
 
     /// Whether a ticket's phase is closed (tombstone).
-    pub fn is_closed(&self, id: &str) -> Option<bool> {
-        self.ticket(id).map(|t| t.phase == Phase::Closed)
+    pub fn is_closed(&self, tenant: &str, id: &str) -> Option<bool> {
+        self.ticket(tenant, id).map(|t| t.phase == Phase::Closed)
     }
 }
 
@@ -925,6 +931,10 @@ pub struct Restorer {
     policy: Arc<PolicySet>,
     /// (policy id, overlay ids) → plan index; a handful of entries, scanned linearly.
     plans: Vec<(PlanKey, u32)>,
+    /// Ticket id → tenant of tickets restored from a tenant-less key whose record names a
+    /// tenant: written before tickets were keyed by tenant (rule 11). Such a key stands for
+    /// that ticket until a record under its current key replaces it.
+    legacy: FxHashMap<CompactString, CompactString>,
 }
 
 impl Restorer {
@@ -933,11 +943,24 @@ impl Restorer {
             engine: Engine::new(policy.clone(), cfg),
             policy,
             plans: Vec::new(),
+            legacy: FxHashMap::default(),
         }
     }
 
     /// A ticket record (`Engine::ticket_record`): replaces the ticket's earlier state.
     pub fn upsert(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
+        self.upsert_keyed(bytes, false)
+    }
+
+    /// A ticket record found under a tenant-less key (the changelog's `t/…` form): it
+    /// replaces whatever that key held. Versions before rule 11 wrote every ticket under
+    /// such a key; a record of theirs that names a tenant restores as that tenant's ticket
+    /// and is listed by [`Restorer::legacy`] so it can be rewritten under its current key.
+    pub fn upsert_tenantless_key(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
+        self.upsert_keyed(bytes, true)
+    }
+
+    fn upsert_keyed(&mut self, bytes: &[u8], tenantless_key: bool) -> Result<(), SnapshotError> {
         let rec: TicketRecordIn =
             postcard::from_bytes(bytes).map_err(|err| SnapshotError::Decode(err.to_string()))?;
         if rec.version != SNAPSHOT_VERSION {
@@ -972,7 +995,18 @@ impl Restorer {
             v.resize(n, Default::default());
             t.clocks = v.into_boxed_slice();
         }
-        if let Some(old) = e.tickets.slot_of(t.id.as_str()) {
+        if tenantless_key {
+            let held = self.legacy.remove(&t.id).unwrap_or_default();
+            if let Some(old) = e.tickets.slot_of(&held, &t.id) {
+                e.tickets.remove(old);
+            }
+            if !t.attrs.tenant.is_empty() {
+                self.legacy.insert(t.id.clone(), t.attrs.tenant.clone());
+            }
+        } else if self.legacy.get(&t.id) == Some(&t.attrs.tenant) {
+            self.legacy.remove(&t.id);
+        }
+        if let Some(old) = e.tickets.slot_of(&t.attrs.tenant, &t.id) {
             e.tickets.remove(old);
         }
         let slot = e.tickets.insert(t);
@@ -989,10 +1023,36 @@ impl Restorer {
     }
 
     /// A tombstone: the ticket was freed.
-    pub fn remove(&mut self, ticket_id: &str) {
-        if let Some(slot) = self.engine.tickets.slot_of(ticket_id) {
+    pub fn remove(&mut self, tenant: &str, ticket_id: &str) {
+        if self.legacy.get(ticket_id).is_some_and(|t| t == tenant) {
+            self.legacy.remove(ticket_id);
+        }
+        if let Some(slot) = self.engine.tickets.slot_of(tenant, ticket_id) {
             self.engine.tickets.remove(slot);
         }
+    }
+
+    /// A tombstone under a tenant-less key: frees whatever that key held.
+    pub fn remove_tenantless_key(&mut self, ticket_id: &str) {
+        let held = self.legacy.remove(ticket_id).unwrap_or_default();
+        if let Some(slot) = self.engine.tickets.slot_of(&held, ticket_id) {
+            self.engine.tickets.remove(slot);
+        }
+    }
+
+    /// Tickets restored from records written before rule 11 under a tenant-less key,
+    /// though they have a tenant: to be rewritten under their current key.
+    pub fn legacy(&self) -> Vec<TicketKey> {
+        let mut v: Vec<TicketKey> = self
+            .legacy
+            .iter()
+            .map(|(id, tenant)| TicketKey {
+                tenant: tenant.clone(),
+                id: id.clone(),
+            })
+            .collect();
+        v.sort();
+        v
     }
 
     pub fn tickets(&self) -> usize {

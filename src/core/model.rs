@@ -113,6 +113,34 @@ pub struct TicketAttrs {
     pub team: CompactString,
 }
 
+/// A ticket's identity (rule 11): two tenants' tickets with the same id are two tickets.
+/// The tenant is empty when the input names none.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TicketKey {
+    pub tenant: CompactString,
+    pub id: CompactString,
+}
+
+impl TicketKey {
+    pub fn of(ev: &Event) -> TicketKey {
+        TicketKey {
+            tenant: ev.tenant.clone(),
+            id: ev.ticket_id.clone(),
+        }
+    }
+}
+
+/// `tenant/id`, or the bare id for a ticket without tenant (logs and test keys).
+impl std::fmt::Display for TicketKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.tenant.is_empty() {
+            f.write_str(&self.id)
+        } else {
+            write!(f, "{}/{}", self.tenant, self.id)
+        }
+    }
+}
+
 /// One conversation event, validated (see `crate::codec` for the checks of rule 9).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -245,11 +273,13 @@ impl OutputBody {
 }
 
 impl SlaOutput {
-    /// Total order of rule 3: fired_at, ticket id, clock position, kind.
-    pub fn order_key(&self) -> (Ts, &str, u32, (u8, u64)) {
+    /// Total order of rule 3: fired_at, ticket id, clock position, kind. Two tenants'
+    /// tickets with the same id (rule 11) are told apart by tenant, after the id.
+    pub fn order_key(&self) -> (Ts, &str, &str, u32, (u8, u64)) {
         (
             self.fired_at,
             self.ticket_id.as_str(),
+            self.tenant.as_str(),
             self.clock_pos,
             self.body.rank(),
         )
@@ -271,10 +301,12 @@ impl std::fmt::Debug for OutputId {
     }
 }
 
-/// `event_id` of an output: xxh3-128 of (ticket or surge key, policy, clock, kind, deadline
-/// in Unix nanoseconds, level | nth | fraction), fields joined by 0x1F. Stable across
-/// versions and replays, so consumers can drop duplicates.
+/// `event_id` of an output: xxh3-128 of (tenant when not empty, ticket or surge key,
+/// policy, clock, kind, deadline in Unix nanoseconds, level | nth | fraction), fields joined
+/// by 0x1F. Stable across versions and replays, so consumers can drop duplicates; ids of
+/// tickets without tenant are those of versions before rule 11.
 pub fn output_id(
+    tenant: &str,
     ticket_or_key: &str,
     policy: &str,
     clock: &str,
@@ -283,6 +315,10 @@ pub fn output_id(
 ) -> OutputId {
     use std::io::Write;
     let mut h = xxhash_rust::xxh3::Xxh3::new();
+    if !tenant.is_empty() {
+        h.update(tenant.as_bytes());
+        h.update(b"\x1f");
+    }
     for part in [ticket_or_key, policy, clock, body.kind_name()] {
         h.update(part.as_bytes());
         h.update(b"\x1f");

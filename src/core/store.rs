@@ -1,6 +1,6 @@
 //! Where a partition's tickets live: a chunked slab (no doubling waste, stable slot
-//! numbers for timers) and an index that stores only the 4-byte slot, hashing the ticket id
-//! kept inside the ticket itself (the id is stored once).
+//! numbers for timers) and an index that stores only the 4-byte slot, hashing the ticket's
+//! identity (tenant, id; rule 11) kept inside the ticket itself (stored once).
 use crate::core::ticket::Ticket;
 use crate::core::time::Ts;
 use hashbrown::HashTable;
@@ -21,8 +21,18 @@ pub struct TicketStore {
     len: usize,
 }
 
-fn hash_id(id: &str) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(id.as_bytes())
+/// Hash of (tenant, id); a ticket without tenant hashes its id alone.
+fn hash_key(tenant: &str, id: &str) -> u64 {
+    let h = xxhash_rust::xxh3::xxh3_64(id.as_bytes());
+    if tenant.is_empty() {
+        h
+    } else {
+        xxhash_rust::xxh3::xxh3_64_with_seed(tenant.as_bytes(), h)
+    }
+}
+
+fn hash_ticket(t: &Ticket) -> u64 {
+    hash_key(&t.attrs.tenant, &t.id)
 }
 
 impl TicketStore {
@@ -40,10 +50,13 @@ impl TicketStore {
         self.len == 0
     }
 
-    pub fn slot_of(&self, id: &str) -> Option<u32> {
+    pub fn slot_of(&self, tenant: &str, id: &str) -> Option<u32> {
         self.index
-            .find(hash_id(id), |&s| {
-                self.slot(s).ticket.as_ref().is_some_and(|t| t.id == id)
+            .find(hash_key(tenant, id), |&s| {
+                self.slot(s)
+                    .ticket
+                    .as_ref()
+                    .is_some_and(|t| t.id == id && t.attrs.tenant == tenant)
             })
             .copied()
     }
@@ -66,12 +79,11 @@ impl TicketStore {
     pub fn reserve(&mut self, additional: usize) {
         let chunks = &self.chunks;
         self.index.reserve(additional, |&s| {
-            hash_id(
-                &chunks[s as usize / CHUNK][s as usize % CHUNK]
+            hash_ticket(
+                chunks[s as usize / CHUNK][s as usize % CHUNK]
                     .ticket
                     .as_ref()
-                    .unwrap()
-                    .id,
+                    .unwrap(),
             )
         });
     }
@@ -94,19 +106,18 @@ impl TicketStore {
                 n as u32
             }
         };
-        let h = hash_id(&ticket.id);
+        let h = hash_ticket(&ticket);
         *self.slot_mut(slot) = Slot {
             ticket: Some(ticket),
             due: Ts::MAX,
         };
         let chunks = &self.chunks;
         self.index.insert_unique(h, slot, |&s| {
-            hash_id(
-                &chunks[s as usize / CHUNK][s as usize % CHUNK]
+            hash_ticket(
+                chunks[s as usize / CHUNK][s as usize % CHUNK]
                     .ticket
                     .as_ref()
-                    .unwrap()
-                    .id,
+                    .unwrap(),
             )
         });
         self.len += 1;
@@ -116,7 +127,7 @@ impl TicketStore {
     pub fn remove(&mut self, slot: u32) -> Option<Ticket> {
         let ticket = self.slot_mut(slot).ticket.take()?;
         self.slot_mut(slot).due = Ts::MAX;
-        if let Ok(entry) = self.index.find_entry(hash_id(&ticket.id), |&s| s == slot) {
+        if let Ok(entry) = self.index.find_entry(hash_ticket(&ticket), |&s| s == slot) {
             entry.remove();
         }
         self.free.push(slot);

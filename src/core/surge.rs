@@ -216,7 +216,7 @@ impl SurgeDetector {
             };
             let key = surge_key(tenant, *dim);
             out.push(SlaOutput {
-                event_id: output_id(&key, "", "surge", &body, t),
+                event_id: output_id("", &key, "", "surge", &body, t),
                 ticket_id: CompactString::default(),
                 tenant: tenant.clone(),
                 policy_id: "".into(),

@@ -378,6 +378,7 @@ impl Ticket {
                         };
                         sink.outputs.push(SlaOutput {
                             event_id: output_id(
+                                &self.attrs.tenant,
                                 &self.id,
                                 &plan.policy_id,
                                 &check.id,
@@ -436,7 +437,14 @@ impl Ticket {
                 reason: a.reason.clone(),
             };
             sink.outputs.push(SlaOutput {
-                event_id: output_id(&self.id, &plan.policy_id, &a.clock, &body, deadline),
+                event_id: output_id(
+                    &self.attrs.tenant,
+                    &self.id,
+                    &plan.policy_id,
+                    &a.clock,
+                    &body,
+                    deadline,
+                ),
                 ticket_id: self.id.clone(),
                 tenant: self.attrs.tenant.clone(),
                 policy_id: plan.policy_id.clone(),
@@ -614,7 +622,14 @@ fn clock_output(
     fired_at: Ts,
 ) -> SlaOutput {
     SlaOutput {
-        event_id: output_id(ticket, &plan.policy_id, &spec.id, &body, deadline),
+        event_id: output_id(
+            &attrs.tenant,
+            ticket,
+            &plan.policy_id,
+            &spec.id,
+            &body,
+            deadline,
+        ),
         ticket_id: ticket.clone(),
         tenant: attrs.tenant.clone(),
         policy_id: plan.policy_id.clone(),

@@ -1,8 +1,9 @@
 //! The admin HTTP listener: `/metrics` (Prometheus text), `/healthz` (the processing thread
-//! runs), `/readyz` (every assigned partition is restored), `GET /tickets/{id}` (a
-//! ticket's live clocks and deadlines, answered by the processing thread) and
-//! `GET /tickets/{tenant}/{id}/timeline` (its live trail, `explain::live_trail`).
-//! Read-only: there is no endpoint that changes anything.
+//! runs), `/readyz` (every assigned partition is restored), `GET /tickets/{tenant}/{id}`
+//! and, for a ticket without tenant, `GET /tickets/{id}` (a ticket's live clocks and
+//! deadlines, answered by the processing thread; a ticket is (tenant, id), rule 11; a `/`
+//! inside a tenant or id is written `%2F`) and `GET /tickets/{tenant}/{id}/timeline` (its
+//! live trail, `explain::live_trail`). Read-only: there is no endpoint that changes anything.
 use crate::runtime::control::Control;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -129,12 +130,16 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
             {
                 return timeline(state, rest).await;
             }
-            if let Some(id) = path.strip_prefix("/tickets/") {
-                let id = percent_decode(id);
+            if let Some(rest) = path.strip_prefix("/tickets/") {
+                let (tenant, id) = ticket_path(rest);
                 if id.is_empty() {
-                    return text(StatusCode::NOT_FOUND, "usage: /tickets/{id}\n", PLAIN);
+                    return text(
+                        StatusCode::NOT_FOUND,
+                        "usage: /tickets/{tenant}/{id}, or /tickets/{id} for a ticket without tenant\n",
+                        PLAIN,
+                    );
                 }
-                let Some(rx) = state.control.query_ticket(id.clone()) else {
+                let Some(rx) = state.control.query_ticket(tenant.clone(), id.clone()) else {
                     return text(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "processor not running\n",
@@ -148,7 +153,11 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
                         format!(
                             "{}\n",
                             serde_json::json!({
-                                "error": format!("ticket {id} is not held by this replica")
+                                "error": if tenant.is_empty() {
+                                    format!("ticket {id} without tenant is not held by this replica (a tenant's ticket: /tickets/{{tenant}}/{{id}})")
+                                } else {
+                                    format!("ticket {id} of tenant {tenant} is not held by this replica")
+                                }
                             })
                         ),
                         JSON,
@@ -162,7 +171,7 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
             }
             text(
                 StatusCode::NOT_FOUND,
-                "endpoints: /metrics /healthz /readyz /tickets/{id} /tickets/{tenant}/{id}/timeline\n",
+                "endpoints: /metrics /healthz /readyz /tickets/{tenant}/{id} /tickets/{id} /tickets/{tenant}/{id}/timeline\n",
                 PLAIN,
             )
         }
@@ -190,7 +199,7 @@ async fn timeline(state: &State, rest: &str) -> Response<Full<Bytes>> {
             PLAIN,
         );
     }
-    let Some(rx) = state.control.query_ticket(id.clone()) else {
+    let Some(rx) = state.control.query_ticket(tenant.clone(), id.clone()) else {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
             "processor not running\n",
@@ -216,6 +225,14 @@ async fn timeline(state: &State, rest: &str) -> Response<Full<Bytes>> {
             "processor did not answer\n",
             PLAIN,
         ),
+    }
+}
+
+/// `{tenant}/{id}` or `{id}` (tenant empty), each percent-decoded after the split.
+fn ticket_path(rest: &str) -> (String, String) {
+    match rest.split_once('/') {
+        Some((tenant, id)) => (percent_decode(tenant), percent_decode(id)),
+        None => (String::new(), percent_decode(rest)),
     }
 }
 
@@ -247,5 +264,13 @@ mod tests {
         assert_eq!(percent_decode("T%2F1"), "T/1");
         assert_eq!(percent_decode("abc"), "abc");
         assert_eq!(percent_decode("a%2"), "a%2");
+    }
+
+    #[test]
+    fn rule11_ticket_paths_name_tenant_and_id() {
+        assert_eq!(ticket_path("1234"), (String::new(), "1234".into()));
+        assert_eq!(ticket_path("acme/1234"), ("acme".into(), "1234".into()));
+        assert_eq!(ticket_path("a%2Fb/T%2F1"), ("a/b".into(), "T/1".into()));
+        assert_eq!(ticket_path("T%2F1"), (String::new(), "T/1".into()));
     }
 }

@@ -6,7 +6,8 @@
 //!
 //! | key                         | value                                              |
 //! |-----------------------------|----------------------------------------------------|
-//! | `t/<input topic>/<ticket>`  | `Engine::ticket_record` (versioned postcard); NULL = freed (tombstone) |
+//! | `t/<input topic>/<ticket>`  | `Engine::ticket_record` of a ticket without tenant (versioned postcard); NULL = freed (tombstone) |
+//! | `T/<input topic>/<tenant length>/<tenant>/<ticket>` | the same, of a tenant's ticket (rule 11) |
 //! | `p/<input topic>`           | `Engine::partition_state`: watermark, pending and pre-open events, counters |
 //!
 //! Surge-state topic, partition p = repartition partition p's detector (kept apart so the
@@ -22,6 +23,12 @@
 //! Every format carries a version; older versions are read or refused with a named error,
 //! never misread.
 //!
+//! Versions before rule 11 keyed every ticket `t/<topic>/<ticket>`, its tenant only inside
+//! the record. Such a record restores as the ticket of the tenant it names, and the first
+//! state write after the restore moves it to its `T/…` key and tombstones the old key
+//! ([`RestoredInput::stale_keys`], [`RestoredInput::rewrite`]): nothing is lost and
+//! tickets without tenant keep their keys.
+//!
 //! # Restore
 //! On assignment a worker thread (1) fetches the group's committed offsets of the
 //! partition (read_committed makes the broker wait until no transaction holds them), then
@@ -32,6 +39,7 @@
 //! the input partition paused until the result arrives, then seeks it to the committed
 //! offset and resumes it.
 use crate::core::engine::{Engine, EngineConfig, Restorer, SnapshotError};
+use crate::core::model::TicketKey;
 use crate::core::policy::PolicySet;
 use crate::core::surge::{SurgeDetector, SurgeState};
 use crate::core::time::Ts;
@@ -46,14 +54,38 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Key of a ticket record.
-pub fn ticket_key(input_topic: &str, ticket: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(3 + input_topic.len() + ticket.len());
-    k.extend_from_slice(b"t/");
-    k.extend_from_slice(input_topic.as_bytes());
-    k.push(b'/');
+/// Key of a ticket record: `t/<topic>/<ticket>` for a ticket without tenant (the form of
+/// every earlier version), `T/<topic>/<tenant length>/<tenant>/<ticket>` for a tenant's.
+pub fn ticket_key(input_topic: &str, tenant: &str, ticket: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + input_topic.len() + tenant.len() + ticket.len());
+    if tenant.is_empty() {
+        k.extend_from_slice(b"t/");
+        k.extend_from_slice(input_topic.as_bytes());
+        k.push(b'/');
+    } else {
+        k.extend_from_slice(b"T/");
+        k.extend_from_slice(input_topic.as_bytes());
+        k.push(b'/');
+        k.extend_from_slice(tenant.len().to_string().as_bytes());
+        k.push(b'/');
+        k.extend_from_slice(tenant.as_bytes());
+        k.push(b'/');
+    }
     k.extend_from_slice(ticket.as_bytes());
     k
+}
+
+/// `<tenant length>/<tenant>/<ticket>` (the rest of a `T/<topic>/` key) → (tenant, ticket).
+fn split_tenant_key(rest: &[u8]) -> Option<(&str, &str)> {
+    let slash = rest.iter().position(|&b| b == b'/')?;
+    let len: usize = std::str::from_utf8(&rest[..slash]).ok()?.parse().ok()?;
+    let rest = &rest[slash + 1..];
+    if rest.len() <= len || rest[len] != b'/' {
+        return None;
+    }
+    let tenant = std::str::from_utf8(&rest[..len]).ok()?;
+    let ticket = std::str::from_utf8(&rest[len + 1..]).ok()?;
+    Some((tenant, ticket))
 }
 
 /// Key of an input partition's partition-level state.
@@ -130,9 +162,11 @@ pub struct RestoredInput {
     pub engine: Engine,
     /// The group's committed offset (next to consume); `None` = start from the beginning.
     pub committed: Option<i64>,
-    /// With `rebuild`: ticket keys present in the state topic (to tombstone those the
-    /// rebuild does not recreate).
+    /// Keys to tombstone unless rewritten: with `rebuild`, the ticket keys present in the
+    /// state topic; otherwise the pre-rule-11 keys of [`RestoredInput::rewrite`].
     pub stale_keys: Vec<Vec<u8>>,
+    /// Tickets restored from a pre-rule-11 key: to be written under their current key.
+    pub rewrite: Vec<TicketKey>,
     pub tickets: usize,
 }
 
@@ -212,7 +246,7 @@ fn run(
         let inputs: Vec<InputRestore> = req
             .inputs
             .iter()
-            .map(|t| InputRestore::new(env, t, req.rebuild))
+            .map(|t| InputRestore::new(&env.policy, &env.engine_cfg, t, req.rebuild))
             .collect();
         // The reader (this thread) copies records into chunks; a builder thread decodes them
         // into the engines meanwhile, so decoding overlaps reading on a second core.
@@ -360,8 +394,10 @@ impl Chunk {
 /// One input topic's share of a state partition, rebuilt record by record as it is read.
 struct InputRestore {
     topic: String,
-    /// `t/<topic>/`: its ticket records' key prefix.
+    /// `t/<topic>/`: its tenant-less ticket records' key prefix.
     prefix: Vec<u8>,
+    /// `T/<topic>/`: its tenants' ticket records' key prefix.
+    tenant_prefix: Vec<u8>,
     /// `p/<topic>`: its partition record's key.
     partition_key: Vec<u8>,
     partition_state: Option<Vec<u8>>,
@@ -375,19 +411,25 @@ enum Target {
 }
 
 impl InputRestore {
-    fn new(env: &RestoreEnv, topic: &str, rebuild: bool) -> InputRestore {
+    fn new(
+        policy: &Arc<PolicySet>,
+        engine_cfg: &EngineConfig,
+        topic: &str,
+        rebuild: bool,
+    ) -> InputRestore {
         InputRestore {
             topic: topic.to_string(),
-            prefix: ticket_key(topic, ""),
+            prefix: ticket_key(topic, "", ""),
+            tenant_prefix: format!("T/{topic}/").into_bytes(),
             partition_key: partition_key(topic),
             partition_state: None,
             target: if rebuild {
                 Target::Rebuild(
-                    Engine::new(env.policy.clone(), env.engine_cfg.clone()),
+                    Engine::new(policy.clone(), engine_cfg.clone()),
                     HashSet::new(),
                 )
             } else {
-                Target::Engine(Restorer::new(env.policy.clone(), env.engine_cfg.clone()))
+                Target::Engine(Restorer::new(policy.clone(), engine_cfg.clone()))
             },
         }
     }
@@ -404,7 +446,11 @@ impl InputRestore {
             self.partition_state = value.map(<[u8]>::to_vec);
             return Ok(true);
         }
-        let Some(ticket) = key.strip_prefix(self.prefix.as_slice()) else {
+        let (ticket, tenant) = if let Some(t) = key.strip_prefix(self.prefix.as_slice()) {
+            (t, None)
+        } else if let Some(rest) = key.strip_prefix(self.tenant_prefix.as_slice()) {
+            (rest, Some(rest))
+        } else {
             return Ok(false);
         };
         match &mut self.target {
@@ -414,18 +460,29 @@ impl InputRestore {
                     None => live.remove(key),
                 };
             }
-            Target::Engine(r) => match value {
-                Some(v) => r.upsert(v).map_err(|source| RestoreError::Snapshot {
+            Target::Engine(r) => {
+                let upserted = match (value, tenant) {
+                    (Some(v), None) => r.upsert_tenantless_key(v),
+                    (Some(v), Some(_)) => r.upsert(v),
+                    // Keys are written from ids (UTF-8); anything else is not ours.
+                    (None, None) => {
+                        if let Ok(id) = std::str::from_utf8(ticket) {
+                            r.remove_tenantless_key(id);
+                        }
+                        Ok(())
+                    }
+                    (None, Some(rest)) => {
+                        if let Some((tenant, id)) = split_tenant_key(rest) {
+                            r.remove(tenant, id);
+                        }
+                        Ok(())
+                    }
+                };
+                upserted.map_err(|source| RestoreError::Snapshot {
                     topic: self.topic.clone(),
                     source,
-                })?,
-                // Keys are written from ticket ids (UTF-8); anything else is not ours.
-                None => {
-                    if let Ok(id) = std::str::from_utf8(ticket) {
-                        r.remove(id);
-                    }
-                }
-            },
+                })?
+            }
         }
         Ok(true)
     }
@@ -438,10 +495,16 @@ impl InputRestore {
                 topic,
                 committed,
                 stale_keys: live.into_iter().collect(),
+                rewrite: Vec::new(),
                 tickets: 0,
             }),
             Target::Engine(r) => {
                 let tickets = r.tickets();
+                let rewrite = r.legacy();
+                let stale_keys = rewrite
+                    .iter()
+                    .map(|k| ticket_key(&topic, "", &k.id))
+                    .collect();
                 let engine = r
                     .finish(self.partition_state.as_deref())
                     .map_err(|source| RestoreError::Snapshot {
@@ -452,7 +515,8 @@ impl InputRestore {
                     topic,
                     engine,
                     committed,
-                    stale_keys: Vec::new(),
+                    stale_keys,
+                    rewrite,
                     tickets,
                 })
             }
@@ -558,11 +622,138 @@ mod tests {
 
     #[test]
     fn keys_split_unambiguously() {
-        assert_eq!(ticket_key("conv", "T/1"), b"t/conv/T/1".to_vec());
-        assert!(ticket_key("conv", "T1").starts_with(&ticket_key("conv", "")));
-        assert!(!ticket_key("conv2", "T1").starts_with(&ticket_key("conv", "")));
+        assert_eq!(ticket_key("conv", "", "T/1"), b"t/conv/T/1".to_vec());
+        assert!(ticket_key("conv", "", "T1").starts_with(&ticket_key("conv", "", "")));
+        assert!(!ticket_key("conv2", "", "T1").starts_with(&ticket_key("conv", "", "")));
+        let k = ticket_key("conv", "a/b", "T/1");
+        assert_eq!(k, b"T/conv/3/a/b/T/1".to_vec());
+        assert_eq!(
+            split_tenant_key(k.strip_prefix(b"T/conv/".as_slice()).unwrap()),
+            Some(("a/b", "T/1"))
+        );
+        assert_eq!(split_tenant_key(b"9/ab/c"), None);
         assert_eq!(partition_key("conv"), b"p/conv".to_vec());
         assert_eq!(surge_key("rep"), b"s/rep".to_vec());
+    }
+
+    use crate::core::engine::Emitted;
+    use crate::core::model::{Body, Event};
+    use crate::core::policy::builtin::PolicySource;
+
+    fn opened(tenant: &str, id: &str, at: i64) -> Event {
+        Event {
+            event_id: format!("{tenant}-{id}-open").into(),
+            ticket_id: id.into(),
+            occurred_at: Ts::from_secs(1_700_000_000 + at),
+            tenant: tenant.into(),
+            body: Body::Opened {
+                channel: Default::default(),
+                category: Default::default(),
+                urgency: Default::default(),
+                tier: Default::default(),
+                team: "".into(),
+            },
+        }
+    }
+
+    /// Ticket records of `events` as `(tenant, id, record)`, as the engine emits them.
+    fn records(policy: &Arc<PolicySet>, events: &[Event]) -> Vec<(TicketKey, Vec<u8>)> {
+        let mut e = Engine::new(policy.clone(), EngineConfig::default());
+        e.track_changes(true);
+        let mut out = Emitted::default();
+        for ev in events {
+            e.ingest(ev.clone(), &mut out);
+        }
+        e.finish(None, &mut out);
+        e.take_changes()
+            .into_iter()
+            .map(|(k, r)| (k, r.expect("live")))
+            .collect()
+    }
+
+    fn restore_from(policy: &Arc<PolicySet>, log: &[(Vec<u8>, Option<Vec<u8>>)]) -> RestoredInput {
+        let mut input = InputRestore::new(policy, &EngineConfig::default(), "conv", false);
+        for (k, v) in log {
+            assert!(input.offer(k, v.as_deref()).unwrap(), "{k:?} is conv's");
+        }
+        input.finish(None).unwrap()
+    }
+
+    #[test]
+    fn rule11_two_tenants_same_ticket_id_restore_as_two_tickets() {
+        let policy = Arc::new(PolicySource::BuiltIn.load().unwrap());
+        let log: Vec<_> = records(
+            &policy,
+            &[
+                opened("acme", "1234", 0),
+                opened("globex", "1234", 1),
+                opened("", "1234", 2),
+            ],
+        )
+        .into_iter()
+        .map(|(k, r)| (ticket_key("conv", &k.tenant, &k.id), Some(r)))
+        .collect();
+        assert_eq!(log.len(), 3);
+        let r = restore_from(&policy, &log);
+        for tenant in ["acme", "globex", ""] {
+            assert!(r.engine.ticket(tenant, "1234").is_some(), "{tenant:?}");
+        }
+        assert!(r.rewrite.is_empty() && r.stale_keys.is_empty());
+        // A tombstone frees its own tenant's ticket only.
+        let mut log = log;
+        log.push((ticket_key("conv", "globex", "1234"), None));
+        log.push((ticket_key("conv", "", "1234"), None));
+        let r = restore_from(&policy, &log);
+        assert!(r.engine.ticket("acme", "1234").is_some());
+        assert!(r.engine.ticket("globex", "1234").is_none());
+        assert!(r.engine.ticket("", "1234").is_none());
+    }
+
+    #[test]
+    fn rule11_changelog_of_the_previous_version_restores_and_moves_to_tenant_keys() {
+        // Given a changelog as versions before rule 11 wrote it: every ticket keyed
+        // `t/<topic>/<id>`, the tenant only inside the record; 55 was freed (tombstone).
+        let policy = Arc::new(PolicySource::BuiltIn.load().unwrap());
+        let recs = records(
+            &policy,
+            &[
+                opened("acme", "1234", 0),
+                opened("", "77", 1),
+                opened("globex", "55", 2),
+            ],
+        );
+        let mut log: Vec<_> = recs
+            .iter()
+            .map(|(k, r)| (ticket_key("conv", "", &k.id), Some(r.clone())))
+            .collect();
+        log.push((ticket_key("conv", "", "55"), None));
+        // When it is restored,
+        let r = restore_from(&policy, &log);
+        // then acme's ticket comes back as acme's, 77 without tenant, 55 stays freed,
+        assert!(r.engine.ticket("acme", "1234").is_some());
+        assert!(r.engine.ticket("", "77").is_some());
+        assert!(r.engine.ticket("globex", "55").is_none());
+        assert_eq!(r.tickets, 2);
+        // and acme's record is to move to its tenant key, the old key to be tombstoned.
+        let acme = TicketKey {
+            tenant: "acme".into(),
+            id: "1234".into(),
+        };
+        assert_eq!(r.rewrite, vec![acme.clone()]);
+        assert_eq!(r.stale_keys, vec![ticket_key("conv", "", "1234")]);
+        // After the move (new record, then the old key's tombstone) a restore is clean.
+        let mut engine = r.engine;
+        engine.track_changes(true);
+        engine.touch(&acme);
+        for (k, rec) in engine.take_changes() {
+            log.push((ticket_key("conv", &k.tenant, &k.id), rec));
+        }
+        log.push((ticket_key("conv", "", "1234"), None));
+        let r = restore_from(&policy, &log);
+        assert!(r.engine.ticket("acme", "1234").is_some());
+        assert!(r.engine.ticket("", "77").is_some());
+        assert!(r.rewrite.is_empty());
+        assert_eq!(r.tickets, 2);
     }
 
     #[test]

@@ -14,6 +14,8 @@ use std::sync::{mpsc, Arc, Mutex};
 
 /// A read-only question for the processing thread.
 pub struct TicketQuery {
+    /// Empty for a ticket without tenant.
+    pub tenant: String,
     pub ticket_id: String,
     pub reply: tokio::sync::oneshot::Sender<Option<serde_json::Value>>,
 }
@@ -107,13 +109,18 @@ impl Control {
     /// Sends a ticket query; `None` when the processing thread is gone.
     pub fn query_ticket(
         &self,
+        tenant: String,
         ticket_id: String,
     ) -> Option<tokio::sync::oneshot::Receiver<Option<serde_json::Value>>> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.queries_tx
             .lock()
             .unwrap()
-            .send(TicketQuery { ticket_id, reply })
+            .send(TicketQuery {
+                tenant,
+                ticket_id,
+                reply,
+            })
             .ok()?;
         Some(rx)
     }

@@ -446,7 +446,7 @@ fn run_loop(
             }
             if let Some(rx) = query_rx {
                 while let Ok(q) = rx.try_recv() {
-                    let answer = c.query(&q.ticket_id);
+                    let answer = c.query(&q.tenant, &q.ticket_id);
                     let _ = q.reply.send(answer);
                 }
             }
@@ -713,7 +713,7 @@ impl Core {
                     // Re-key by tenant for surge detection (rule 10), in the same
                     // transaction. A ticket already open (second `opened`, or a duplicate)
                     // is not counted again.
-                    if !suppressed && task.engine.ticket(&ev.ticket_id).is_none() {
+                    if !suppressed && task.engine.ticket(&ev.tenant, &ev.ticket_id).is_none() {
                         let value = codec::event_to_protobuf(&ev);
                         self.io.produce(
                             &self.topics.repartition,
@@ -909,7 +909,7 @@ impl Core {
         for n in self.out.notices.drain(..) {
             let crate::core::engine::Notice::IdleDropped { ticket, last_event } = n;
             telemetry::idle_tickets_dropped(1);
-            tracing::info!(ticket = %ticket, last_event = %last_event, "idle ticket dropped");
+            tracing::info!(tenant = %ticket.tenant, ticket = %ticket.id, last_event = %last_event, "idle ticket dropped");
         }
     }
 
@@ -1209,8 +1209,8 @@ impl Core {
             let p = t.partition;
             let changes = t.engine.take_changes();
             let mut stale = t.stale_keys.take();
-            for (id, rec) in changes {
-                let key = ticket_key(topic, &id);
+            for (k, rec) in changes {
+                let key = ticket_key(topic, &k.tenant, &k.id);
                 if let Some(s) = stale.as_mut() {
                     s.remove(&key);
                 }
@@ -1567,7 +1567,19 @@ impl Core {
             let rebuild = self.rebuild && !self.rebuilt.contains(&(i, p));
             let mut engine: Engine = ri.engine;
             engine.track_changes(true);
+            // Records of a pre-rule-11 key move to their current key at the next write.
+            for k in &ri.rewrite {
+                engine.touch(k);
+            }
             let mut task = InputTask::new(i, p, engine, ri.committed);
+            if !ri.rewrite.is_empty() {
+                tracing::info!(
+                    partition = p,
+                    tickets = ri.rewrite.len(),
+                    "state written before tickets were keyed by tenant: moving to tenant keys"
+                );
+                task.stale_keys = Some(ri.stale_keys.iter().cloned().collect());
+            }
             let start = if rebuild {
                 self.rebuilt.insert((i, p));
                 task.next_offset = None;
@@ -1684,12 +1696,13 @@ impl Core {
     // Admin, reload, metrics
     // ---------------------------------------------------------------------------------
 
-    fn query(&self, ticket_id: &str) -> Option<serde_json::Value> {
+    fn query(&self, tenant: &str, ticket_id: &str) -> Option<serde_json::Value> {
         self.inputs.values().find_map(|t| {
             ticket_view(
                 &t.engine,
                 &self.topics.inputs[t.topic],
                 t.partition,
+                tenant,
                 ticket_id,
             )
         })

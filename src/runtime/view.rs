@@ -23,9 +23,15 @@ fn status(s: ClockStatus) -> &'static str {
     }
 }
 
-/// The view of `ticket_id` in `engine`, if it holds it.
-pub fn ticket_view(engine: &Engine, topic: &str, partition: i32, ticket_id: &str) -> Option<Value> {
-    let t = engine.ticket(ticket_id)?;
+/// The view of `tenant`'s ticket `ticket_id` in `engine`, if it holds it.
+pub fn ticket_view(
+    engine: &Engine,
+    topic: &str,
+    partition: i32,
+    tenant: &str,
+    ticket_id: &str,
+) -> Option<Value> {
+    let t = engine.ticket(tenant, ticket_id)?;
     let plan = engine.plan_of(t);
     let clocks: Vec<Value> = t
         .clocks

@@ -328,10 +328,10 @@ impl Tracer {
         }
         for n in &out.notices {
             let Notice::IdleDropped { ticket, last_event } = n;
-            let tenant = self.tenant_of.remove(ticket).unwrap_or_default();
+            self.tenant_of.remove(&ticket.id);
             let policy = self.policy.clone();
             let at = last_event.saturating_add(self.idle_ttl);
-            let log = self.log(&tenant, ticket);
+            let log = self.log(&ticket.tenant, &ticket.id);
             let live: Vec<usize> = log.live.drain().map(|(_, i)| i).collect();
             for i in live {
                 // Dropped `idle_ttl` after the last event: counted up to then.
@@ -474,9 +474,9 @@ impl Tracer {
     }
 }
 
-/// The engine's ticket for an event (the engine keys tickets by ticket id today).
+/// The engine's ticket for an event (keyed by tenant and ticket id, rule 11).
 fn lookup<'e>(engine: &'e Engine, e: &Event) -> Option<&'e crate::core::ticket::Ticket> {
-    engine.ticket(e.ticket_id.as_str())
+    engine.ticket(&e.tenant, &e.ticket_id)
 }
 
 fn end_run(policy: &PolicySet, run: &mut ClockRun, how: RunEnd, at: Ts, counted: Option<Dur>) {

@@ -41,6 +41,8 @@ pub fn t(s: &str) -> Ts {
 pub struct Scenario {
     pub events: Vec<Event>,
     seq: u32,
+    /// Tenant of the events added next ("acme" unless set).
+    tenant: String,
 }
 
 pub struct Opened {
@@ -66,7 +68,13 @@ impl Scenario {
         Scenario {
             events: Vec::new(),
             seq: 0,
+            tenant: "acme".into(),
         }
+    }
+    /// Events added from now on belong to `tenant` (rule 11 scenarios).
+    pub fn tenant(&mut self, tenant: &str) -> &mut Self {
+        self.tenant = tenant.into();
+        self
     }
     pub fn event(&mut self, ticket: &str, at: &str, body: Body) -> &mut Self {
         self.seq += 1;
@@ -74,7 +82,7 @@ impl Scenario {
             event_id: format!("{ticket}-e{}", self.seq).into(),
             ticket_id: ticket.into(),
             occurred_at: t(at),
-            tenant: "acme".into(),
+            tenant: self.tenant.as_str().into(),
             body,
         });
         self

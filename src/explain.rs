@@ -680,8 +680,10 @@ pub fn live_trail(t: &Ticket, plan: &Plan, now: Ts) -> LiveTrail {
                 due: due.map(rfc3339_z),
                 deadline: dl.map(rfc3339_z),
                 detail,
-                event_id: dl
-                    .map(|d| output_id(&t.id, &plan.policy_id, &spec.id, &body, d).to_string()),
+                event_id: dl.map(|d| {
+                    output_id(&t.attrs.tenant, &t.id, &plan.policy_id, &spec.id, &body, d)
+                        .to_string()
+                }),
             });
         };
         match spec.kind {
@@ -832,7 +834,7 @@ mod tests {
         engine.ingest(ev("e2", "2024-03-04T10:00:01Z", Body::AutoReply), &mut out);
         let now = Ts::parse_rfc3339("2024-03-04T10:03:00Z").unwrap();
         engine.advance_to(now, &mut out);
-        let t = engine.ticket("T1").expect("open ticket");
+        let t = engine.ticket("acme", "T1").expect("open ticket");
         let trail = live_trail(t, engine.plan_of(t), now);
         let fr = trail
             .clocks

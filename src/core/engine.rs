@@ -200,6 +200,8 @@ impl Ord for Pending {
 
 pub struct Engine {
     cfg: EngineConfig,
+    /// True while a late event (below the watermark on arrival) is applied.
+    applying_late: bool,
     registry: PlanRegistry,
     tickets: TicketStore,
     timers: TimerQueue,
@@ -222,6 +224,7 @@ impl Engine {
         let surge = cfg.surge.then(|| SurgeDetector::new(policy.surge.clone()));
         Engine {
             cfg,
+            applying_late: false,
             registry: PlanRegistry::new(policy),
             tickets: TicketStore::default(),
             timers: TimerQueue::default(),
@@ -414,7 +417,9 @@ impl Engine {
         if ev.occurred_at < self.watermark {
             self.stats.late += 1;
             let start = out.outputs.len();
+            self.applying_late = true;
             self.apply(ev, out);
+            self.applying_late = false;
             self.run(self.watermark, false, out);
             sort_outputs(&mut out.outputs[start..]);
         } else {
@@ -529,6 +534,7 @@ impl Engine {
         let mut sink = Sink {
             outputs: &mut out.outputs,
             observations: &mut out.observations,
+            late: false,
         };
         ticket.fire_timers(&plan, at, &mut sink);
         // Housekeeping (event time): an idle ticket, or a closed one past its retention,
@@ -668,6 +674,7 @@ impl Engine {
         let mut sink = Sink {
             outputs: &mut out.outputs,
             observations: &mut out.observations,
+            late: self.applying_late,
         };
         ticket.apply(ev, matches, &plan, &mut rematch, &mut sink);
         self.mark_dirty(slot);
@@ -717,6 +724,7 @@ impl Engine {
             let mut sink = Sink {
                 outputs: &mut out.outputs,
                 observations: &mut out.observations,
+                late: false,
             };
             ticket.apply(&ev, matches, &plan, &mut no_rematch, &mut sink);
         }
@@ -848,6 +856,7 @@ impl Engine {
         let mut sink = Sink {
             outputs: &mut outputs,
             observations,
+            late: false,
         };
         let mut slots: Vec<&Ticket> = self.tickets.iter().collect();
         slots.sort_by(|a, b| a.id.cmp(&b.id));

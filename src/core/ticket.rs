@@ -99,6 +99,9 @@ pub struct Extras {
 pub struct Sink<'a> {
     pub outputs: &'a mut Vec<SlaOutput>,
     pub observations: &'a mut Vec<Observation>,
+    /// The event being applied arrived late (below the watermark): timers it would have
+    /// stopped may already have fired.
+    pub late: bool,
 }
 
 /// How an output's `fired_at` is set.
@@ -278,8 +281,10 @@ impl Ticket {
                             };
                             // A late stop (before the deadline, after the Breach fired)
                             // is cleared at the Breach's instant, so the Cleared never
-                            // precedes its Breach in rule-3 order. In-order input always
-                            // stops at or after the deadline: no change there.
+                            // precedes its Breach in rule-3 order. In-order input keeps the
+                            // event's time (rule 3): after a re-match that moved the
+                            // deadline later, a Breach emitted under the old deadline is
+                            // cleared by a stop before the new one.
                             sink.outputs.push(clock_output(
                                 &self.id,
                                 &self.attrs,
@@ -287,7 +292,7 @@ impl Ticket {
                                 spec,
                                 body,
                                 deadline,
-                                t.max(deadline),
+                                if sink.late { t.max(deadline) } else { t },
                             ));
                         }
                     }

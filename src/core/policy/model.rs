@@ -269,7 +269,7 @@ impl PhaseSet {
     }
 }
 
-/// The latency distributions a clock may feed with `metric` (SLA-SEMANTICS §2 rule 12).
+/// The latency distributions a clock may feed with `metric` (docs/sla-semantics.md §2 rule 12).
 /// A closed set: each is a histogram of the metric catalogue, whose names and label sets
 /// stay bounded whatever the policy file says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

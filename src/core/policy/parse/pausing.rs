@@ -1,4 +1,4 @@
-//! Clock fields of the amended contract (SLA-SEMANTICS §1): `paused_in`, the phases that
+//! Clock fields of the amended contract (docs/sla-semantics.md §1): `paused_in`, the phases that
 //! pause a clock, and `metric`, the latency distribution a clock's stops feed.
 use super::{suggest, Cx, Tbl, Val, START_PHASES};
 use crate::core::policy::model::{LatencyMetric, MatcherSet, PhaseSet, LATENCY_METRICS};

@@ -210,7 +210,17 @@ fn a_flood_of_distinct_ticket_ids_stays_within_the_memory_bound() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let drained = started.elapsed();
-    let metrics = http_get(port, "/metrics");
+    // The processor publishes its gauges once a second: wait for a publication that follows
+    // the drain (at most a few seconds) before reading what it holds.
+    let settle = Instant::now() + Duration::from_secs(5);
+    let metrics = loop {
+        let text = http_get(port, "/metrics");
+        let held = metric_sum(&text, "slawatch_open_tickets") as usize;
+        if held == CAP * PARTITIONS as usize || Instant::now() >= settle {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     let peak = status_kib(pid, "VmHWM:") << 10;
     let rss_end = status_kib(pid, "VmRSS:") << 10;
     let _ = child.kill();

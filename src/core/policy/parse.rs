@@ -1906,6 +1906,33 @@ impl<'s> Cx<'s> {
         })
     }
 
+    /// A set of the phases a clock may start in or pause in (`phases`, `paused_in`): each
+    /// name must be one of them; `closed` gets the field's own reason and hint.
+    fn phase_set(
+        &mut self,
+        names: Vec<(&str, Span)>,
+        closed_reason: &str,
+        closed_hint: &str,
+    ) -> Option<PhaseSet> {
+        let mut set = PhaseSet::EMPTY;
+        let mut ok = true;
+        for (name, span) in names {
+            match START_PHASES.iter().find(|(_, n)| *n == name) {
+                Some((p, _)) => set.0 |= p.bit(),
+                None if name == "closed" => {
+                    self.err(span, closed_reason, Some(closed_hint.into()));
+                    ok = false;
+                }
+                None => {
+                    let hint = suggest(name, START_PHASES.iter().map(|(_, n)| *n), "phases are");
+                    self.err(span, format!("unknown phase \"{name}\""), Some(hint));
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(set)
+    }
+
     /// `phases`: a phase or a non-empty list of `open`, `waiting`, `on_hold`, `resolved`.
     fn phases(&mut self, v: &Val) -> Option<PhaseSet> {
         let names = self.strings(v, "phases")?;
@@ -1917,27 +1944,11 @@ impl<'s> Cx<'s> {
             );
             return None;
         }
-        let mut set = PhaseSet(0);
-        let mut ok = true;
-        for (name, span) in names {
-            match START_PHASES.iter().find(|(_, n)| *n == name) {
-                Some((p, _)) => set.0 |= p.bit(),
-                None if name == "closed" => {
-                    self.err(
-                        span,
-                        "clocks never start in the closed phase",
-                        Some("to outlive closing, start on \"resolved\" with phases = [\"resolved\"] and survives_close = true".into()),
-                    );
-                    ok = false;
-                }
-                None => {
-                    let hint = suggest(name, START_PHASES.iter().map(|(_, n)| *n), "phases are");
-                    self.err(span, format!("unknown phase \"{name}\""), Some(hint));
-                    ok = false;
-                }
-            }
-        }
-        ok.then_some(set)
+        self.phase_set(
+            names,
+            "clocks never start in the closed phase",
+            "to outlive closing, start on \"resolved\" with phases = [\"resolved\"] and survives_close = true",
+        )
     }
 
     /// A start matcher after whose event the ticket is in a phase the clock may not start

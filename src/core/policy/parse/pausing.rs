@@ -1,33 +1,17 @@
 //! Clock fields of the amended contract (docs/sla-semantics.md §1): `paused_in`, the phases that
 //! pause a clock, and `metric`, the latency distribution a clock's stops feed.
-use super::{suggest, Cx, Tbl, Val, START_PHASES};
+use super::{suggest, Cx, Tbl, Val};
 use crate::core::policy::model::{LatencyMetric, MatcherSet, PhaseSet, LATENCY_METRICS};
 
 impl Cx<'_> {
     /// `paused_in`: a phase or a list of `open`, `waiting`, `on_hold`, `resolved`.
     pub(super) fn paused_in(&mut self, v: &Val) -> Option<PhaseSet> {
         let names = self.strings(v, "paused_in")?;
-        let mut set = PhaseSet::EMPTY;
-        let mut ok = true;
-        for (name, span) in names {
-            match START_PHASES.iter().find(|(_, n)| *n == name) {
-                Some((p, _)) => set.0 |= p.bit(),
-                None if name == "closed" => {
-                    self.err(
-                        span,
-                        "\"closed\" cannot pause a clock: closing cancels every clock but survivors",
-                        Some("paused_in lists open, waiting, on_hold or resolved".into()),
-                    );
-                    ok = false;
-                }
-                None => {
-                    let hint = suggest(name, START_PHASES.iter().map(|(_, n)| *n), "phases are");
-                    self.err(span, format!("unknown phase \"{name}\""), Some(hint));
-                    ok = false;
-                }
-            }
-        }
-        ok.then_some(set)
+        self.phase_set(
+            names,
+            "\"closed\" cannot pause a clock: closing cancels every clock but survivors",
+            "paused_in lists open, waiting, on_hold or resolved",
+        )
     }
 
     /// `metric`: one of the latency histograms of rule 12.

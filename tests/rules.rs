@@ -732,3 +732,38 @@ fn rule11_preopen_buffer_keeps_tenants_apart() {
     assert_eq!(r.emitted.dead_letters[0].0.tenant, "globex");
     assert_eq!(r.emitted.dead_letters[0].1, RejectReason::PreopenExpired);
 }
+
+#[test]
+fn rule9_opened_arriving_last_fires_the_timers_due_between_its_buffered_events() {
+    // Given a chat whose customer message and opening are stamped 10:00:00 and whose first
+    // answer came at 10:05:00 (first_response target 60 s: a breach at 10:01:00),
+    let p = default_policy();
+    let mut s = Scenario::new();
+    s.opened("A", "10:00:00", chat(Urgency::General))
+        .event("A", "10:00:00", Body::CustomerMessage)
+        .reply("A", "10:05:00", ReplyKind::Answer)
+        .opened("B", "10:06:00", chat(Urgency::General));
+    let in_order = run(&p, &s.events);
+    assert_has(
+        &in_order.outputs,
+        &["A 2024-03-04T10:01:00Z breach R1 first_response deadline=2024-03-04T10:01:00Z overdue=0s"],
+    );
+    // when A's opening is delivered last (its message and answer wait as pre-open, B's
+    // opening moved the watermark past both),
+    let opened_last = [&s.events[1..], &s.events[..1]].concat();
+    let r = run(&p, &opened_last);
+    // then the clock breaches before the answer stops it, exactly as in order: same
+    // outputs, same ids, nothing dead-lettered.
+    let with_ids = |r: &Run| -> Vec<String> {
+        r.outputs
+            .iter()
+            .map(|o| format!("{} {}", o.event_id, line(o)))
+            .collect()
+    };
+    assert_eq!(with_ids(&r), with_ids(&in_order));
+    assert!(r.emitted.dead_letters.is_empty());
+    assert_eq!(
+        r.emitted.dead_letters.len(),
+        in_order.emitted.dead_letters.len()
+    );
+}

@@ -728,17 +728,49 @@ impl Engine {
             };
             ticket.apply(&ev, matches, &plan, &mut no_rematch, &mut sink);
         }
-        // Events that waited for this ticket apply now, in rule 4's order.
+        // Events that waited for this ticket apply now, in rule 4's order, with the
+        // ticket's timers due between them fired in between, as if `opened` had come first:
+        // a late `opened` must not let a buffered answer stop a clock that had breached.
+        // They all reached the watermark already, so none of them is late for this ticket.
         let key = TicketKey::of(&ev);
+        self.schedule(slot);
         if let Some(mut waiting) = self.preopen.by_ticket.remove(&key) {
             let first = waiting.iter().map(|e| e.occurred_at).min().unwrap();
-            self.preopen.expiry.remove(&(first, key));
+            self.preopen.expiry.remove(&(first, key.clone()));
             waiting.sort_by(|a, b| order_key(a).cmp(&order_key(b)));
+            let late = std::mem::replace(&mut self.applying_late, false);
             for w in waiting {
-                self.apply_to(slot, &w, out);
+                self.fire_due_before(slot, &key, w.occurred_at, out);
+                // Through `apply`: a timer may have expired (idle) or freed the ticket.
+                self.apply(w, out);
             }
+            self.applying_late = late;
         }
         self.schedule(slot);
+    }
+
+    /// Fires the timers of the ticket in `slot` due strictly before `t` (events at `t`
+    /// apply before timers due at `t`, rule 4), each at its own due instant, as the
+    /// watermark would have. Queue entries for the instants fired here are skipped later
+    /// (their due no longer matches the slot's).
+    fn fire_due_before(&mut self, slot: u32, key: &TicketKey, t: Ts, out: &mut Emitted) {
+        loop {
+            match self.tickets.get(slot) {
+                Some(tk) if tk.id == key.id && tk.attrs.tenant == key.tenant => {}
+                _ => return,
+            }
+            let due = self.tickets.due(slot);
+            if due >= t {
+                return;
+            }
+            self.tickets.set_due(slot, Ts::MAX);
+            self.fire(slot, due, out);
+            if self.tickets.get(slot).is_some() && self.tickets.due(slot) <= due {
+                // Nothing fired moved the next due past `due` (cannot happen: firing at
+                // `due` consumes everything due by then); stop rather than loop.
+                return;
+            }
+        }
     }
 
     fn buffer_preopen(&mut self, ev: Event, out: &mut Emitted) {

@@ -1,7 +1,6 @@
 //! The `slawatch` command line. Errors become exit codes here (anyhow stays in this file).
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use slawatch::codec::Format;
 use slawatch::core::engine::EngineConfig;
 use slawatch::core::policy::builtin::{PolicySource, DEFAULT_POLICY_TOML};
 use slawatch::core::policy::parse::{check_policy, Severity};
@@ -207,12 +206,36 @@ enum PolicyCommand {
     ShowDefault,
 }
 
+/// `replay --format`: how records are framed (docs/replay.md "Input formats"); the
+/// names and meanings of `codec::framing::InputFormat`, the `input_formats` of `run`.
 #[derive(Clone, Copy, ValueEnum)]
 enum InputFormat {
-    /// proto3 JSON, one event per line.
+    /// proto3 JSON lines, or length-delimited records each JSON, raw protobuf or Schema
+    /// Registry framed (recognised per record, as `run` reads a topic without headers).
+    Auto,
+    /// proto3 JSON, one event per line (or length-delimited JSON values).
     Json,
-    /// Length-delimited binary protobuf.
+    /// Length-delimited raw protobuf ConversationEvents.
     Protobuf,
+    /// Length-delimited records framed by Confluent's protobuf serializer (magic byte,
+    /// schema id, message indexes, protobuf).
+    SchemaRegistryProtobuf,
+    /// Length-delimited records framed by Confluent's JSON Schema serializer (magic byte,
+    /// schema id, JSON).
+    SchemaRegistryJson,
+}
+
+impl From<InputFormat> for slawatch::codec::framing::InputFormat {
+    fn from(f: InputFormat) -> Self {
+        use slawatch::codec::framing::InputFormat as F;
+        match f {
+            InputFormat::Auto => F::Auto,
+            InputFormat::Json => F::Json,
+            InputFormat::Protobuf => F::Protobuf,
+            InputFormat::SchemaRegistryProtobuf => F::SchemaRegistryProtobuf,
+            InputFormat::SchemaRegistryJson => F::SchemaRegistryJson,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -249,7 +272,9 @@ struct ReplayArgs {
     /// Print a what-if report (first-response p50/p95, met/breached per rule).
     #[arg(long)]
     summary: bool,
-    #[arg(long, value_enum, default_value = "json")]
+    /// How the input's records are framed; `auto` tells JSON lines from length-delimited
+    /// records, and recognises each record's framing.
+    #[arg(long, value_enum, default_value = "auto")]
     format: InputFormat,
 }
 
@@ -481,10 +506,7 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let opts = ReplayOptions {
-        format: match args.format {
-            InputFormat::Json => Format::Json,
-            InputFormat::Protobuf => Format::Protobuf,
-        },
+        format: args.format.into(),
         until,
         engine,
         order,

@@ -10,7 +10,8 @@
 mod input;
 pub mod sort;
 
-use crate::codec::{self, Format};
+use crate::codec;
+use crate::codec::framing::InputFormat;
 use crate::core::engine::{Emitted, Engine, EngineConfig};
 use crate::core::model::OutputBody;
 use crate::core::order::order_key;
@@ -36,7 +37,8 @@ pub enum Order {
 pub const DEFAULT_SORT_MEMORY: usize = 256 << 20;
 
 pub struct ReplayOptions {
-    pub format: Format,
+    /// How records are framed (`--format`; docs/replay.md "Input formats").
+    pub format: InputFormat,
     /// Where the watermark ends; before the watermark the input reaches (its last event less
     /// the allowed lateness) it is an error.
     pub until: Option<Ts>,
@@ -49,7 +51,7 @@ pub struct ReplayOptions {
 impl Default for ReplayOptions {
     fn default() -> Self {
         ReplayOptions {
-            format: Format::Json,
+            format: InputFormat::Auto,
             until: None,
             engine: EngineConfig::default(),
             order: Order::History {
@@ -102,6 +104,10 @@ pub struct ReplayReport {
     pub spilled_runs: usize,
     pub outputs: u64,
     pub unknown_enums: u64,
+    /// Records decoded, by the wire format they were read as (`auto` tells them apart).
+    pub formats: BTreeMap<&'static str, u64>,
+    /// The input held length-delimited records rather than lines.
+    pub delimited: bool,
     pub summary: Summary,
 }
 
@@ -158,9 +164,23 @@ impl ReplayReport {
     /// One line for stderr: how the input was read and what was refused.
     pub fn input_line(&self, order: Order) -> String {
         let mut s = format!(
-            "replay: {} lines, {} events accepted, {} out of order, {} duplicates",
-            self.lines, self.accepted, self.out_of_order, self.duplicates
+            "replay: {} {}",
+            self.lines,
+            if self.delimited { "records" } else { "lines" }
         );
+        // Which formats the records were read as, unless all were plain JSON lines.
+        if !self.formats.is_empty() && (self.delimited || self.formats.len() > 1) {
+            let by: Vec<String> = self
+                .formats
+                .iter()
+                .map(|(f, n)| format!("{f}: {n}"))
+                .collect();
+            s.push_str(&format!(" ({})", by.join(", ")));
+        }
+        s.push_str(&format!(
+            ", {} events accepted, {} out of order, {} duplicates",
+            self.accepted, self.out_of_order, self.duplicates
+        ));
         match order {
             Order::History { .. } => {
                 s.push_str(", applied in time order");
@@ -312,6 +332,8 @@ pub fn replay(
         }
     }
     report.lines = records.count;
+    report.formats = std::mem::take(&mut records.formats);
+    report.delimited = records.layout() == Some(input::Layout::Delimited);
     if let Some(s) = sorter {
         check_until(opts, latest)?;
         report.spilled_runs = s.runs();

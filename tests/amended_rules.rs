@@ -413,7 +413,7 @@ fn rule12_replay_summary_counts_clocks_open_at_the_end_as_unanswered() {
         "\n",
     );
     let opts = ReplayOptions {
-        format: Format::Json,
+        format: Format::Json.into(),
         until: Some(t("10:30:00")),
         summary: true,
         ..ReplayOptions::default()

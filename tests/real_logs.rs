@@ -162,7 +162,7 @@ fn run_raw(
     summary: bool,
 ) -> (ReplayReport, String, Duration) {
     let opts = ReplayOptions {
-        format,
+        format: format.into(),
         summary,
         ..ReplayOptions::default()
     };

@@ -232,3 +232,165 @@ fn replay_spills_sorted_runs_under_a_small_sort_budget() {
     assert_eq!(small.stdout, big.stdout);
     assert!(!small.stdout.is_empty());
 }
+
+const FRAMING: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/framing");
+
+/// The record values of a length-delimited file (varint length, value).
+fn delimited_values(mut file: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while !file.is_empty() {
+        let (mut len, mut pos) = (0usize, 0usize);
+        for shift in (0..).step_by(7) {
+            let b = file[pos];
+            pos += 1;
+            len |= ((b & 0x7f) as usize) << shift;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        out.push(file[pos..pos + len].to_vec());
+        file = &file[pos + len..];
+    }
+    out
+}
+
+/// `slawatch replay --input PATH ARGS` (no SLAWATCH_* variables).
+fn replay_file(path: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_slawatch"));
+    cmd.arg("replay").arg("--input").arg(path).args(args);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("SLAWATCH_") {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd.output().expect("run slawatch replay")
+}
+
+const UNTIL: [&str; 4] = ["--policy", POLICY, "--until", "2024-03-06T00:00:00Z"];
+
+#[test]
+fn replay_format_reads_each_framing_fixture_as_its_json_events() {
+    // Given the seven events of tests/data/framing/ as JSON lines (the JSON values Python's
+    // json_format wrote, one per line) and their replay,
+    let dir = tempfile::tempdir().unwrap();
+    let json = std::fs::read(format!("{FRAMING}/events.json.bin")).unwrap();
+    let lines: Vec<String> = delimited_values(&json)
+        .into_iter()
+        .map(|v| String::from_utf8(v).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 7);
+    let reference = replay(dir.path(), &lines, &UNTIL);
+    assert!(reference.status.success(), "{}", stderr(&reference));
+    assert!(!reference.stdout.is_empty());
+    assert!(
+        stderr(&reference).starts_with("replay: 7 lines, 7 events accepted"),
+        "{}",
+        stderr(&reference)
+    );
+    // when each fixture (records as producers frame them, length-delimited) is replayed
+    // with --format auto and with its own format,
+    for (file, fixed, read_as) in [
+        ("events.json.bin", "json", "json"),
+        ("events.protobuf.bin", "protobuf", "protobuf"),
+        (
+            "events.schema-registry-protobuf.bin",
+            "schema-registry-protobuf",
+            "schema-registry-protobuf",
+        ),
+        (
+            "events.schema-registry-json.bin",
+            "schema-registry-json",
+            "schema-registry-json",
+        ),
+        // The schema id went to a header, which a file does not keep: a bare message.
+        (
+            "events.schema-registry-protobuf-header.bin",
+            "protobuf",
+            "protobuf",
+        ),
+    ] {
+        for format in ["auto", fixed] {
+            let path = Path::new(FRAMING).join(file);
+            let o = replay_file(&path, &[&UNTIL[..], &["--format", format]].concat());
+            // then the SLA events are the JSON events' byte for byte, every record is
+            // accepted, and stderr says what the records were read as.
+            assert!(
+                o.status.success(),
+                "{file} --format {format}: {}",
+                stderr(&o)
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&reference.stdout),
+                "{file} --format {format}"
+            );
+            assert!(
+                stderr(&o).starts_with(&format!(
+                    "replay: 7 records ({read_as}: 7), 7 events accepted"
+                )),
+                "{file} --format {format}: {}",
+                stderr(&o)
+            );
+        }
+    }
+}
+
+#[test]
+fn replay_wrong_format_is_rejected_naming_the_record_and_the_expected_form() {
+    let dir = tempfile::tempdir().unwrap();
+    // Given raw protobuf records read as Schema Registry protobuf,
+    let o = replay_file(
+        &Path::new(FRAMING).join("events.protobuf.bin"),
+        &[&UNTIL[..], &["--format", "schema-registry-protobuf"]].concat(),
+    );
+    // then every record is rejected with its number, the reason and the expected form;
+    // nothing is output and the exit code says something was rejected (no crash).
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(o.stdout.is_empty());
+    assert!(
+        err.contains("record 1: undecodable (")
+            && err.contains("no Schema Registry magic byte (0 or 1): the value starts with 0x0a")
+            && err.contains("--format schema-registry-protobuf expects length-delimited records, each a Schema Registry header"),
+        "{err}"
+    );
+    assert!(
+        err.contains(" 0 events accepted") && err.contains("; 7 rejected (undecodable: 7)"),
+        "{err}"
+    );
+
+    // Given Schema Registry JSON records read as plain JSON,
+    let o = replay_file(
+        &Path::new(FRAMING).join("events.schema-registry-json.bin"),
+        &[&UNTIL[..], &["--format", "json"]].concat(),
+    );
+    // then the message says the value starts with a magic byte and which format fits.
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("record 1: undecodable (")
+            && err.contains("\"schema-registry-json\" or \"auto\"")
+            && err.contains("--format json expects proto3 JSON"),
+        "{err}"
+    );
+
+    // Given JSON lines read as length-delimited protobuf,
+    let lines: Vec<String> = two_tickets();
+    let o = replay(
+        dir.path(),
+        &lines,
+        &[&UNTIL[..], &["--format", "protobuf"]].concat(),
+    );
+    // then the first record is rejected naming the expected form and that the file looks
+    // like JSON lines; whatever follows is rejected too, never silently read.
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(o.stdout.is_empty());
+    assert!(
+        err.contains("record 1: ")
+            && err.contains("--format protobuf expects length-delimited records")
+            && err.contains("the file starts with '{': JSON lines? try --format json or auto"),
+        "{err}"
+    );
+    assert!(err.contains(" 0 events accepted"), "{err}");
+}

@@ -79,6 +79,16 @@ impl InputFormat {
     }
 }
 
+/// The unframed format of that name (a record of a file known to hold JSON or protobuf).
+impl From<Format> for InputFormat {
+    fn from(f: Format) -> Self {
+        match f {
+            Format::Json => InputFormat::Json,
+            Format::Protobuf => InputFormat::Protobuf,
+        }
+    }
+}
+
 impl std::fmt::Display for InputFormat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -379,7 +389,8 @@ fn with_hint(
                 format: f,
                 detail: format!(
                     "{detail} (the value starts with a Schema Registry magic byte: is the \
-                     topic's format {fits:?} or \"auto\"?)"
+                     format {fits:?} or \"auto\"? — the topic's `input_formats` entry, or \
+                     replay --format)"
                 ),
             })
         }

@@ -227,7 +227,7 @@ pub fn reference(events: &[Event], until: Ts) -> Vec<String> {
     let mut errors = Vec::new();
     // Line order with the lateness rules: what the live processor does with the topic.
     let opts = ReplayOptions {
-        format: Format::Json,
+        format: Format::Json.into(),
         until: Some(until),
         order: Order::Stream,
         ..ReplayOptions::default()

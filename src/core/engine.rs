@@ -8,7 +8,7 @@
 //! the batching. [`Engine::finish`] closes the input and fires timers at the final instant
 //! too.
 use crate::core::model::{Body, Event, SlaOutput, TicketAttrs, TicketKey};
-use crate::core::order::order_key;
+use crate::core::order::{causal_rank, order_key};
 use crate::core::plan::{OverlayIndices, Plan, PlanKey};
 use crate::core::policy::{MatcherSet, Phase, PolicySet};
 use crate::core::store::TicketStore;
@@ -172,13 +172,30 @@ struct PreOpen {
 
 /// An event waiting for the watermark, ordered by rule 4's [`order_key`], then arrival.
 struct Pending {
+    /// The event's causal rank, computed once (heap comparisons are most of a pop).
+    rank: u8,
     seq: u64,
     event: Event,
 }
 
 impl Pending {
+    fn new(seq: u64, event: Event) -> Pending {
+        Pending {
+            rank: causal_rank(&event.body),
+            seq,
+            event,
+        }
+    }
+    /// [`order_key`], then arrival.
     fn key(&self) -> ((Ts, u8, &str), u64) {
-        (order_key(&self.event), self.seq)
+        (
+            (
+                self.event.occurred_at,
+                self.rank,
+                self.event.event_id.as_str(),
+            ),
+            self.seq,
+        )
     }
 }
 impl PartialEq for Pending {
@@ -424,10 +441,7 @@ impl Engine {
             sort_outputs(&mut out.outputs[start..]);
         } else {
             self.seq += 1;
-            self.pending.push(Reverse(Pending {
-                seq: self.seq,
-                event: ev,
-            }));
+            self.pending.push(Reverse(Pending::new(self.seq, ev)));
         }
     }
 
@@ -860,10 +874,7 @@ impl Engine {
             e.schedule(slot);
         }
         for (i, ev) in snap.pending.into_iter().enumerate() {
-            e.pending.push(Reverse(Pending {
-                seq: i as u64,
-                event: ev,
-            }));
+            e.pending.push(Reverse(Pending::new(i as u64, ev)));
         }
         for ev in snap.preopen {
             let key = TicketKey::of(&ev);
@@ -1129,6 +1140,21 @@ struct SnapshotOwned {
 }
 
 /// Rule 3 order: fired_at, ticket id, clock position, kind (stable for equal keys).
+/// Outputs of one call are mostly in order already (timers fire in time order), so that is
+/// checked first.
 pub fn sort_outputs(outputs: &mut [SlaOutput]) {
-    outputs.sort_by(|a, b| a.order_key().partial_cmp(&b.order_key()).unwrap());
+    if outputs.is_sorted_by(|a, b| output_order(a, b).is_le()) {
+        return;
+    }
+    outputs.sort_by(output_order);
+}
+
+/// [`SlaOutput::order_key`] compared field by field, stopping at the first difference.
+fn output_order(a: &SlaOutput, b: &SlaOutput) -> std::cmp::Ordering {
+    a.fired_at
+        .cmp(&b.fired_at)
+        .then_with(|| a.ticket_id.as_str().cmp(b.ticket_id.as_str()))
+        .then_with(|| a.tenant.as_str().cmp(b.tenant.as_str()))
+        .then_with(|| a.clock_pos.cmp(&b.clock_pos))
+        .then_with(|| a.body.rank().cmp(&b.body.rank()))
 }

@@ -113,6 +113,10 @@ enum Mode {
     Event(Ts),
 }
 
+/// The `reason` of a ladder escalation, shared (a fresh `Arc<str>` per output was an
+/// allocation per escalation).
+static BREACH_REASON: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| "breach".into());
+
 pub fn id_hash(event_id: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(event_id.as_bytes())
 }
@@ -565,7 +569,7 @@ impl Ticket {
                     OutputBody::Escalation {
                         level: k as u32 + 1,
                         notify: spec.escalate[k].notify.clone(),
-                        reason: "breach".into(),
+                        reason: BREACH_REASON.clone(),
                     },
                     deadline_of(c, spec, cal, fired_at),
                 ),

@@ -8,7 +8,8 @@
 //! the batching. [`Engine::finish`] closes the input and fires timers at the final instant
 //! too.
 use crate::core::model::{Body, Event, SlaOutput, TicketAttrs, TicketKey};
-use crate::core::order::{causal_rank, order_key};
+use crate::core::order::order_key;
+use crate::core::pending::PendingQueue;
 use crate::core::plan::{OverlayIndices, Plan, PlanKey};
 use crate::core::policy::{MatcherSet, Phase, PolicySet};
 use crate::core::store::TicketStore;
@@ -20,8 +21,7 @@ use compact_str::CompactString;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
-use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// Engine limits and retention (event time). Defaults are docs/sla-semantics.md §2's.
@@ -170,51 +170,6 @@ struct PreOpen {
     expiry: BTreeSet<(Ts, TicketKey)>,
 }
 
-/// An event waiting for the watermark, ordered by rule 4's [`order_key`], then arrival.
-struct Pending {
-    /// The event's causal rank, computed once (heap comparisons are most of a pop).
-    rank: u8,
-    seq: u64,
-    event: Event,
-}
-
-impl Pending {
-    fn new(seq: u64, event: Event) -> Pending {
-        Pending {
-            rank: causal_rank(&event.body),
-            seq,
-            event,
-        }
-    }
-    /// [`order_key`], then arrival.
-    fn key(&self) -> ((Ts, u8, &str), u64) {
-        (
-            (
-                self.event.occurred_at,
-                self.rank,
-                self.event.event_id.as_str(),
-            ),
-            self.seq,
-        )
-    }
-}
-impl PartialEq for Pending {
-    fn eq(&self, other: &Self) -> bool {
-        self.key() == other.key()
-    }
-}
-impl Eq for Pending {}
-impl PartialOrd for Pending {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Pending {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.key().cmp(&other.key())
-    }
-}
-
 pub struct Engine {
     cfg: EngineConfig,
     /// True while a late event (below the watermark on arrival) is applied.
@@ -222,7 +177,7 @@ pub struct Engine {
     registry: PlanRegistry,
     tickets: TicketStore,
     timers: TimerQueue,
-    pending: BinaryHeap<Reverse<Pending>>,
+    pending: PendingQueue,
     seq: u64,
     preopen: PreOpen,
     watermark: Ts,
@@ -245,7 +200,7 @@ impl Engine {
             registry: PlanRegistry::new(policy),
             tickets: TicketStore::default(),
             timers: TimerQueue::default(),
-            pending: BinaryHeap::new(),
+            pending: PendingQueue::default(),
             seq: 0,
             preopen: PreOpen::default(),
             watermark: Ts::MIN,
@@ -413,7 +368,7 @@ impl Engine {
 
     /// The earliest instant at which advancing the watermark would do something.
     pub fn next_wakeup(&self) -> Option<Ts> {
-        let ev = self.pending.peek().map(|p| p.0.event.occurred_at);
+        let ev = self.pending.peek_time();
         let tm = self.peek_timer().map(|t| Ts(t.0.saturating_add(1)));
         match (ev, tm) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -441,7 +396,7 @@ impl Engine {
             sort_outputs(&mut out.outputs[start..]);
         } else {
             self.seq += 1;
-            self.pending.push(Reverse(Pending::new(self.seq, ev)));
+            self.pending.push(self.seq, ev);
         }
     }
 
@@ -474,11 +429,7 @@ impl Engine {
 
     fn run(&mut self, wm: Ts, inclusive: bool, out: &mut Emitted) {
         loop {
-            let ev_t = self
-                .pending
-                .peek()
-                .map(|p| p.0.event.occurred_at)
-                .filter(|t| *t <= wm);
+            let ev_t = self.pending.peek_time().filter(|t| *t <= wm);
             let tm_t = self
                 .timers
                 .peek()
@@ -497,8 +448,8 @@ impl Engine {
                     if let Some(s) = self.surge.as_mut() {
                         s.advance(e, false, &mut out.outputs);
                     }
-                    let Reverse(p) = self.pending.pop().expect("peeked");
-                    self.apply(p.event, out);
+                    let event = self.pending.pop().expect("peeked");
+                    self.apply(event, out);
                 }
                 (_, Some(t)) => {
                     let (due, slot) = self.timers.pop().expect("peeked");
@@ -804,9 +755,7 @@ impl Engine {
 
     /// Pending events in application order (snapshots must not depend on heap layout).
     fn pending_sorted(&self) -> Vec<&Event> {
-        let mut v: Vec<&Pending> = self.pending.iter().map(|r| &r.0).collect();
-        v.sort();
-        v.into_iter().map(|p| &p.event).collect()
+        self.pending.sorted()
     }
 
     /// Serialises the whole partition state (versioned, compact).
@@ -874,7 +823,7 @@ impl Engine {
             e.schedule(slot);
         }
         for (i, ev) in snap.pending.into_iter().enumerate() {
-            e.pending.push(Reverse(Pending::new(i as u64, ev)));
+            e.pending.push(i as u64, ev);
         }
         for ev in snap.preopen {
             let key = TicketKey::of(&ev);

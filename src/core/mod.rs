@@ -4,6 +4,7 @@ pub mod clock;
 pub mod engine;
 pub mod model;
 pub mod order;
+pub mod pending;
 pub mod plan;
 pub mod policy;
 pub mod store;

@@ -117,6 +117,9 @@ enum Mode {
 /// allocation per escalation).
 static BREACH_REASON: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| "breach".into());
 
+/// Dedup hashes a new ticket has room for (64 bytes); then it grows by 4.
+const DEDUP_INITIAL: usize = 8;
+
 pub fn id_hash(event_id: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(event_id.as_bytes())
 }
@@ -134,7 +137,9 @@ impl Ticket {
             closed_at: None,
             clocks: vec![ClockState::default(); plan.clocks.len()].into_boxed_slice(),
             extras: None,
-            seen: Vec::new(),
+            // Room for the hashes of a typical ticket's events (opened, replies, resolved):
+            // growing from empty cost a reallocation every other event.
+            seen: Vec::with_capacity(DEDUP_INITIAL),
         }
     }
 

@@ -1,0 +1,207 @@
+//! Events waiting for the watermark, popped in rule 4's order ([`crate::core::order`]:
+//! occurred_at, causal rank, event id), then arrival.
+//!
+//! A binary heap of small keys (40 bytes) over a slab of events: a heap of whole events
+//! moved ~140-byte entries at every level of a push or pop and recomputed each event's
+//! causal rank and compared ids through `memcmp` at every comparison. Here a key carries
+//! the rank and the id's first 16 bytes as one integer, so comparisons rarely look at the
+//! event, and the event itself never moves while it waits.
+use crate::core::model::Event;
+use crate::core::order::causal_rank;
+use crate::core::time::Ts;
+use std::cmp::Ordering;
+
+#[derive(Clone, Copy)]
+struct Key {
+    at: Ts,
+    /// The id's first 16 bytes, big-endian, zero-padded: ordered like the ids themselves
+    /// whenever the two differ (see [`PendingQueue::cmp`]).
+    prefix: u128,
+    seq: u64,
+    slot: u32,
+    rank: u8,
+    /// The id's length, capped at 17 ("longer than the prefix").
+    len: u8,
+}
+
+#[derive(Default)]
+pub struct PendingQueue {
+    /// Min-heap by [`PendingQueue::cmp`].
+    heap: Vec<Key>,
+    events: Vec<Option<Event>>,
+    free: Vec<u32>,
+}
+
+fn prefix_of(id: &str) -> u128 {
+    let mut b = [0u8; 16];
+    let n = id.len().min(16);
+    b[..n].copy_from_slice(&id.as_bytes()[..n]);
+    u128::from_be_bytes(b)
+}
+
+impl PendingQueue {
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
+    /// Rule 4's order, then `seq` (arrival). Ids compare by their padded 16-byte prefixes:
+    /// where those differ, the first differing byte is a real byte of both ids, or a
+    /// padding zero against a non-zero byte of an id of which the other is a prefix — in
+    /// both cases the order of the ids. Equal prefixes of ids both within 16 bytes mean
+    /// one is a prefix of the other (it sorts first); otherwise the ids are compared.
+    fn cmp(&self, a: &Key, b: &Key) -> Ordering {
+        a.at.cmp(&b.at)
+            .then(a.rank.cmp(&b.rank))
+            .then(a.prefix.cmp(&b.prefix))
+            .then_with(|| {
+                if a.len <= 16 && b.len <= 16 {
+                    a.len.cmp(&b.len)
+                } else {
+                    self.event(a.slot)
+                        .event_id
+                        .as_str()
+                        .cmp(self.event(b.slot).event_id.as_str())
+                }
+            })
+            .then(a.seq.cmp(&b.seq))
+    }
+
+    fn event(&self, slot: u32) -> &Event {
+        self.events[slot as usize].as_ref().expect("queued slot")
+    }
+
+    fn less(&self, i: usize, j: usize) -> bool {
+        self.cmp(&self.heap[i], &self.heap[j]) == Ordering::Less
+    }
+
+    pub fn push(&mut self, seq: u64, event: Event) {
+        let key = Key {
+            at: event.occurred_at,
+            prefix: prefix_of(&event.event_id),
+            seq,
+            slot: 0,
+            rank: causal_rank(&event.body),
+            len: event.event_id.len().min(17) as u8,
+        };
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.events[s as usize] = Some(event);
+                s
+            }
+            None => {
+                self.events.push(Some(event));
+                (self.events.len() - 1) as u32
+            }
+        };
+        self.heap.push(Key { slot, ..key });
+        let mut i = self.heap.len() - 1;
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            if !self.less(i, parent) {
+                break;
+            }
+            self.heap.swap(i, parent);
+            i = parent;
+        }
+    }
+
+    /// The occurred_at of the next event.
+    pub fn peek_time(&self) -> Option<Ts> {
+        self.heap.first().map(|k| k.at)
+    }
+
+    pub fn pop(&mut self) -> Option<Event> {
+        if self.heap.is_empty() {
+            return None;
+        }
+        let top = self.heap.swap_remove(0);
+        let n = self.heap.len();
+        let mut i = 0;
+        loop {
+            let (l, r) = (2 * i + 1, 2 * i + 2);
+            let mut m = i;
+            if l < n && self.less(l, m) {
+                m = l;
+            }
+            if r < n && self.less(r, m) {
+                m = r;
+            }
+            if m == i {
+                break;
+            }
+            self.heap.swap(i, m);
+            i = m;
+        }
+        self.free.push(top.slot);
+        self.events[top.slot as usize].take()
+    }
+
+    /// The events in the order they will apply (for snapshots, which must not depend on
+    /// the heap's layout).
+    pub fn sorted(&self) -> Vec<&Event> {
+        let mut keys = self.heap.clone();
+        keys.sort_by(|a, b| self.cmp(a, b));
+        keys.iter().map(|k| self.event(k.slot)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::model::Body;
+    use crate::core::order::order_key;
+    use proptest::prelude::*;
+
+    fn ev(at: i64, id: &str, opened: bool) -> Event {
+        Event {
+            event_id: id.into(),
+            ticket_id: "T".into(),
+            occurred_at: Ts(at),
+            tenant: "".into(),
+            body: if opened {
+                Body::Opened {
+                    channel: Default::default(),
+                    category: Default::default(),
+                    urgency: Default::default(),
+                    tier: Default::default(),
+                    team: Default::default(),
+                }
+            } else {
+                Body::CustomerMessage
+            },
+        }
+    }
+
+    proptest! {
+        /// Pops in (order_key, arrival) order, as a heap of whole events did, with ids
+        /// that share long prefixes, contain NUL bytes or differ only in length.
+        #[test]
+        fn pops_in_rule4_then_arrival_order(
+            ops in proptest::collection::vec(
+                (any::<bool>(), 0i64..4, "(a|b|\\x00){0,3}(0123456789abcdef){0,2}[a-c\\x00]{0,2}", any::<bool>()),
+                1..200,
+            )
+        ) {
+            let mut q = PendingQueue::default();
+            let mut model: Vec<(u64, Event)> = Vec::new();
+            let mut seq = 0;
+            for (push, at, id, opened) in ops {
+                if push || model.is_empty() {
+                    seq += 1;
+                    q.push(seq, ev(at, &id, opened));
+                    model.push((seq, ev(at, &id, opened)));
+                } else {
+                    model.sort_by(|a, b| (order_key(&a.1), a.0).cmp(&(order_key(&b.1), b.0)));
+                    let sorted: Vec<&Event> = model.iter().map(|(_, e)| e).collect();
+                    prop_assert_eq!(q.sorted(), sorted);
+                    let (_, expected) = model.remove(0);
+                    prop_assert_eq!(q.pop(), Some(expected));
+                }
+                prop_assert_eq!(q.len(), model.len());
+            }
+        }
+    }
+}

@@ -265,3 +265,128 @@ fn many_open_tickets_are_restored_before_readiness() {
     );
     b.stop().unwrap();
 }
+
+/// Rule 11 across a restore: tenants acme and globex both have tickets "1"–"4" open (same
+/// Kafka key, so the same partition, store and changelog) when the processor stops; a new
+/// one restores them from the state topic, then each tenant's answers stop only its own
+/// clocks. Were the changelog keyed by ticket id alone, one tenant's record of each id
+/// would replace the other's: fewer than 8 tickets restored (3 when tried with the key's
+/// tenant dropped), and the outputs of the lost tickets missing.
+#[test]
+fn rule11_two_tenants_share_ticket_ids_across_a_restore() {
+    let names = Names::new("tenants-restore");
+    let cfg = config(&names, "i0", true, "");
+    let event = |tenant: &str, ticket: &str, n: u32, at: &str, body: Body| Event {
+        event_id: format!("{tenant}-{ticket}-{n}").into(),
+        ticket_id: ticket.into(),
+        occurred_at: t(at),
+        tenant: tenant.into(),
+        body,
+    };
+    let chat = || Body::Opened {
+        channel: Channel::Chat,
+        category: Category::Inquiry,
+        urgency: Urgency::General,
+        tier: Tier::Standard,
+        team: "".into(),
+    };
+    let answer = || Body::AgentMessage {
+        kind: ReplyKind::Answer,
+        audience: Audience::Customer,
+    };
+    // Given both tenants' chats "1"–"4" opened at 10:00 (first_response: 60 s), each with
+    // a customer message at 10:00:02 (which moves the watermark past the openings, so the
+    // tickets are held, and written to the state topic, before the stop),
+    let mut before = Vec::new();
+    for ticket in ["1", "2", "3", "4"] {
+        for tenant in ["acme", "globex"] {
+            before.push(event(tenant, ticket, 1, "10:00:00", chat()));
+        }
+    }
+    for ticket in ["1", "2", "3", "4"] {
+        for tenant in ["acme", "globex"] {
+            before.push(event(tenant, ticket, 2, "10:00:02", Body::CustomerMessage));
+        }
+    }
+    // and answers after the restart, at 10:00:20: acme answers "1" and "3", globex "2" and
+    // "3"; nobody answers "4". Then one opening per partition an hour later moves every
+    // watermark past the deadlines.
+    let mut after = vec![
+        event("acme", "1", 3, "10:00:20", answer()),
+        event("globex", "2", 3, "10:00:20", answer()),
+        event("acme", "3", 3, "10:00:20", answer()),
+        event("globex", "3", 3, "10:00:20", answer()),
+    ];
+    let (t_end, sentinels) = sentinels(t("10:00:20"), 3);
+    after.extend(sentinels.iter().map(|(_, e)| e.clone()));
+    let all: Vec<Event> = before.iter().chain(&after).cloned().collect();
+    let until = t_end.saturating_add(Dur::from_secs(48 * 3600));
+    let want = reference(&all, until);
+
+    let clock = Arc::new(ManualClock::new(Ts::from_secs(0)));
+    let a = start(&cfg, clock.clone());
+    wait_ready(&a);
+    produce_events(&names.input, &before, 2);
+    wait_for("openings consumed", WAIT, || {
+        a.control.records_consumed.load(Ordering::Relaxed) >= before.len() as u64
+    });
+    // When the processor stops and another restores from the state topic,
+    a.stop().expect("graceful stop");
+    let b = start(&cfg, clock.clone());
+    wait_ready(&b);
+    wait_for("every input partition assigned and restored", WAIT, || {
+        b.control.is_ready()
+            && b.control.assigned_partitions.load(Ordering::Relaxed) == 3
+            && b.control.restoring_partitions.load(Ordering::Relaxed) == 0
+    });
+    // then all eight tickets are back, each tenant's apart,
+    assert_eq!(
+        b.control.restored_tickets.load(Ordering::Relaxed),
+        8,
+        "tickets restored (4 would mean one tenant's ticket replaced the other's)"
+    );
+    let producer: BaseProducer = producer_config(&bootstrap()).create().expect("producer");
+    produce_with(&producer, &names.input, &after[..4], 0);
+    produce_to_partitions(&producer, &names.input, &sentinels);
+    producer.flush(TIMEOUT).expect("flush");
+    wait_for("everything committed", WAIT, || {
+        total_committed(&names, 3) >= all.len() as i64
+    });
+    clock.set(clock_for_until(until));
+    let r = reader(&output_topics(&names), "read_committed");
+    let got = read_n(&r, want.len(), WAIT, Duration::from_secs(1));
+    // and the outputs are replay's, exactly once: each answer stopped only its tenant's
+    // clock, so first_response breaches are globex "1", acme "2" and both "4"s, with
+    // output ids that differ between the tenants' "4".
+    assert_same_outputs(&got, &want);
+    let mut breaches: Vec<(String, String, String)> = payloads(&got)
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| {
+            v["clock"] == "first_response" && v.get("breach").is_some() && v["tenant"] != "zeta"
+        })
+        .map(|v| {
+            (
+                v["tenant"].as_str().unwrap_or("").to_string(),
+                v["ticketId"].as_str().unwrap().to_string(),
+                v["eventId"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    breaches.sort();
+    let who: Vec<(&str, &str)> = breaches
+        .iter()
+        .map(|(tenant, id, _)| (tenant.as_str(), id.as_str()))
+        .collect();
+    assert_eq!(
+        who,
+        vec![
+            ("acme", "2"),
+            ("acme", "4"),
+            ("globex", "1"),
+            ("globex", "4")
+        ]
+    );
+    assert_ne!(breaches[1].2, breaches[3].2, "tenant-hashed output ids");
+    b.stop().unwrap();
+}

@@ -542,8 +542,16 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     drop(output);
     eprintln!("{}", report.input_line(opts.order));
     if opts.summary {
+        let never_opened = if report.never_opened_events > 0 {
+            format!(
+                ", {} events of {} tickets never opened",
+                report.never_opened_events, report.never_opened_tickets
+            )
+        } else {
+            String::new()
+        };
         let text = format!(
-            "{} records, {} accepted, {} rejected, {} SLA events, {} unknown enum values\n\n{}",
+            "{} records, {} accepted, {} rejected, {} SLA events, {} unknown enum values{never_opened}\n\n{}",
             report.lines,
             report.accepted,
             report.rejected,

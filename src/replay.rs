@@ -108,6 +108,11 @@ pub struct ReplayReport {
     pub formats: BTreeMap<&'static str, u64>,
     /// The input held length-delimited records rather than lines.
     pub delimited: bool,
+    /// Events of tickets never opened, still waiting in the pre-open buffer at the end
+    /// (not yet expired: the input ended within `preopen_max_age` of their first event).
+    pub never_opened_events: u64,
+    /// The tickets of those events.
+    pub never_opened_tickets: u64,
     pub summary: Summary,
 }
 
@@ -189,6 +194,12 @@ impl ReplayReport {
                 }
             }
             Order::Stream => s.push_str(&format!(", {} late (applied in line order)", self.late)),
+        }
+        if self.never_opened_events > 0 {
+            s.push_str(&format!(
+                "; {} events of {} tickets never opened (left in the pre-open buffer)",
+                self.never_opened_events, self.never_opened_tickets
+            ));
         }
         s.push_str(&format!("; {} rejected", self.rejected));
         if self.rejected > 0 {
@@ -345,6 +356,23 @@ pub fn replay(
     }
     engine.finish(opts.until, &mut out);
     flush(&mut out, &mut report, output, errors)?;
+    // Events still waiting for an `opened` the input never had: said, not dropped silently.
+    let waiting = engine.preopen_events();
+    report.never_opened_events = waiting.len() as u64;
+    report.never_opened_tickets = engine.preopen_tickets() as u64;
+    for ev in waiting {
+        writeln!(
+            errors,
+            "event {} of ticket {}{}: never opened (left in the pre-open buffer at the end)",
+            ev.event_id,
+            ev.ticket_id,
+            if ev.tenant.is_empty() {
+                String::new()
+            } else {
+                format!(" (tenant {})", ev.tenant)
+            }
+        )?;
+    }
     // Rule 12: clocks still running at the end are unanswered as far as the report knows.
     let mut open = Vec::new();
     engine.censor_running(engine.watermark(), &mut open);

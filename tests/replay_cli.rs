@@ -394,3 +394,41 @@ fn replay_wrong_format_is_rejected_naming_the_record_and_the_expected_form() {
     );
     assert!(err.contains(" 0 events accepted"), "{err}");
 }
+
+#[test]
+fn replay_reports_events_of_tickets_never_opened() {
+    // Given two tickets' events without their openings (the export lost them), within the
+    // pre-open buffer's hour of the end, and one ticket opened and answered,
+    let dir = tempfile::tempdir().unwrap();
+    let lines = vec![
+        opened("a1", "T1", "10:00:00"),
+        answer("a2", "T1", "10:00:20"),
+        customer("x1", "X", "10:00:30"),
+        answer("x2", "X", "10:00:40"),
+        customer("y1", "Y", "10:00:50"),
+    ];
+    // when replayed with --summary,
+    let o = replay(dir.path(), &lines, &["--policy", POLICY, "--summary"]);
+    // then stderr names each waiting event and counts them, and the summary says so too;
+    // they were not refused, so nothing is rejected.
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    for (id, ticket) in [("x1", "X"), ("x2", "X"), ("y1", "Y")] {
+        assert!(
+            err.contains(&format!(
+                "event {id} of ticket {ticket} (tenant acme): never opened (left in the pre-open buffer at the end)"
+            )),
+            "{err}"
+        );
+    }
+    assert!(
+        err.contains(
+            "; 3 events of 2 tickets never opened (left in the pre-open buffer); 0 rejected"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("0 unknown enum values, 3 events of 2 tickets never opened"),
+        "{err}"
+    );
+}

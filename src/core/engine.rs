@@ -327,6 +327,15 @@ impl Engine {
     pub fn preopen_tickets(&self) -> usize {
         self.preopen.by_ticket.len()
     }
+    /// Events waiting for their ticket's `opened`, in rule 4's order (a replay's end
+    /// reports those of tickets never opened).
+    pub fn preopen_events(&self) -> Vec<&Event> {
+        let mut v: Vec<&Event> = self.preopen.by_ticket.values().flatten().collect();
+        v.sort_by(|a, b| {
+            (order_key(a), &a.tenant, &a.ticket_id).cmp(&(order_key(b), &b.tenant, &b.ticket_id))
+        });
+        v
+    }
     pub fn running_clocks(&self) -> usize {
         self.tickets.iter().map(|t| t.running_clocks()).sum()
     }

@@ -7,6 +7,7 @@ use slawatch::core::policy::parse::{check_policy, Severity};
 use slawatch::core::policy::PolicySet;
 use slawatch::core::time::{Dur, Ts};
 use slawatch::replay::{replay, ReplayOptions};
+use slawatch::runtime::service::LogFormat;
 use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -21,6 +22,10 @@ use std::sync::Arc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format of `run` and `demo` on stderr: text, or json (one object per line, for log
+    /// shippers). Default: $SLAWATCH_LOG_FORMAT, else text.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
 }
 
 #[derive(Subcommand)]
@@ -283,6 +288,18 @@ struct Usage(String);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let log_format = match cli.log_format {
+        Some(f) => f,
+        None => match std::env::var("SLAWATCH_LOG_FORMAT").ok().as_deref() {
+            None | Some("") | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                eprintln!("error: SLAWATCH_LOG_FORMAT={other:?}: expected \"text\" or \"json\"");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    slawatch::runtime::service::set_log_format(log_format);
     let result = match cli.command {
         Command::Replay(args) => run_replay(args),
         Command::Convert {

@@ -161,4 +161,22 @@ fn sigkill_mid_transaction_loses_nothing_and_duplicates_nothing() {
         std::thread::sleep(Duration::from_millis(20));
     }
     eprintln!("[eos] SIGTERM → exit 0 in {:?}", stop.elapsed());
+    // The last line says what the stop drained and that it is committed.
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("stopped:"))
+        .unwrap_or_else(|| panic!("no shutdown summary in the log:\n{text}"));
+    assert!(
+        last.contains("everything consumed is committed") && last.contains(" records, produced "),
+        "{last}"
+    );
+    let consumed: u64 = last
+        .split("consumed ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no record count in {last}"));
+    assert!(consumed > 0, "the second process consumed records: {last}");
 }

@@ -108,14 +108,15 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
         }
         "/readyz" => {
             let c = &state.control;
-            let body = format!(
-                "{{\"ready\":{},\"assigned_partitions\":{},\"restoring_partitions\":{}}}\n",
-                c.is_ready(),
-                c.assigned_partitions
-                    .load(std::sync::atomic::Ordering::Relaxed),
-                c.restoring_partitions
-                    .load(std::sync::atomic::Ordering::Relaxed)
-            );
+            let mut body = serde_json::json!({
+                "ready": c.is_ready(),
+                "assigned_partitions": c.assigned_partitions.load(std::sync::atomic::Ordering::Relaxed),
+                "restoring_partitions": c.restoring_partitions.load(std::sync::atomic::Ordering::Relaxed),
+            });
+            if let Some(reason) = c.not_ready_reason() {
+                body["reason"] = reason.into();
+            }
+            let body = format!("{body}\n");
             let status = if c.is_ready() {
                 StatusCode::OK
             } else {

@@ -211,8 +211,11 @@ impl rdkafka::ClientContext for ReaderCtx {
         if !matches!(error, KafkaError::PartitionEOF(_))
             && !matches!(&error, KafkaError::Global(c) if *c == rdkafka::types::RDKafkaErrorCode::PartitionEOF)
         {
-            tracing::warn!(%error, reason, "state restore reader error");
+            crate::runtime::kafka::client_log::client_error("state reader", &error, reason);
         }
+    }
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::runtime::kafka::client_log::client_log(level, fac, message);
     }
 }
 impl rdkafka::consumer::ConsumerContext for ReaderCtx {}

@@ -459,6 +459,7 @@ const ENV_IGNORED: &[&str] = &[
     "SLAWATCH_KAFKA_KEEP_DATA",
     "SLAWATCH_KAFKA_FORMAT_ARGS",
     "SLAWATCH_LOG",
+    "SLAWATCH_LOG_FORMAT",
 ];
 
 impl Config {

@@ -53,6 +53,9 @@ pub struct Control {
     /// Of which: moving watermarks and producing what fires.
     pub advance_micros: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// What start-up is doing while it has not handed over to the processing thread (e.g.
+    /// "connecting to Kafka at …: attempt 3 failed: …"); `None` afterwards.
+    starting: Mutex<Option<String>>,
     /// Durations of the most recent commits (for reports and benchmarks).
     commit_times: Mutex<std::collections::VecDeque<std::time::Duration>>,
 }
@@ -86,6 +89,7 @@ impl Control {
             after_batch_micros: AtomicU64::new(0),
             advance_micros: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            starting: Mutex::new(None),
             commit_times: Mutex::new(std::collections::VecDeque::new()),
         })
     }
@@ -165,6 +169,42 @@ impl Control {
     /// The most recent commit durations, oldest first.
     pub fn commit_times(&self) -> Vec<std::time::Duration> {
         self.commit_times.lock().unwrap().iter().copied().collect()
+    }
+
+    /// Start-up's progress, shown by `/readyz` until the processing thread runs.
+    pub fn set_starting(&self, what: Option<String>) {
+        *self.starting.lock().unwrap_or_else(|p| p.into_inner()) = what;
+    }
+
+    /// Why the processor is not ready, in words an operator can act on (`None` when ready).
+    pub fn not_ready_reason(&self) -> Option<String> {
+        if self.is_ready() {
+            return None;
+        }
+        if let Some(e) = self.last_error() {
+            return Some(format!("processor stopped: {e}"));
+        }
+        if self.shutdown_requested() {
+            return Some("shutting down".into());
+        }
+        if let Some(s) = self
+            .starting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Some(s);
+        }
+        if !self.is_alive() {
+            return Some("starting".into());
+        }
+        let assigned = self.assigned_partitions.load(Ordering::Relaxed);
+        let restoring = self.restoring_partitions.load(Ordering::Relaxed);
+        Some(if restoring > 0 {
+            format!("restoring {restoring} of {assigned} assigned partitions from the state topics")
+        } else {
+            "waiting for the consumer group to assign partitions".into()
+        })
     }
 
     pub fn set_error(&self, e: String) {

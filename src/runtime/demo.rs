@@ -243,11 +243,16 @@ create = false
         std::thread::sleep(Duration::from_millis(50));
         if last_table.elapsed() >= Duration::from_secs(5) {
             last_table = Instant::now();
+            let status = match control.not_ready_reason() {
+                None => "ready".to_string(),
+                Some(why) => format!("not ready: {why}"),
+            };
             print_table(
                 &samples,
                 &control,
                 clock.now(),
                 produced.load(Ordering::Relaxed),
+                &status,
             );
         }
     }
@@ -256,11 +261,16 @@ create = false
     let result = handle.stop();
     let _ = feed.join();
     println!("\nfinal:");
+    let status = match &result {
+        Ok(()) => "stopped: everything consumed is committed".to_string(),
+        Err(e) => format!("stopped with an error: {e}"),
+    };
     print_table(
         &samples,
         &control,
         clock.now(),
         produced.load(Ordering::Relaxed),
+        &status,
     );
     drop(mock);
     drop(mock_owner);
@@ -373,60 +383,49 @@ fn print_feed(bootstrap: &str, topics: &Topics, stop: &AtomicBool) {
         eprintln!("demo feed: {e}");
         return;
     }
+    // Records are gathered for a second and printed in fired-time order: the output
+    // topics' partitions arrive interleaved.
+    const PER_SECOND: usize = 6;
     let mut window = Instant::now();
-    let mut shown = 0u32;
-    let mut hidden: BTreeMap<&'static str, u64> = BTreeMap::new();
-    const PER_SECOND: u32 = 6;
+    let mut batch: Vec<serde_json::Value> = Vec::new();
+    let flush = |batch: &mut Vec<serde_json::Value>| {
+        let w = feed::arrange(batch, PER_SECOND);
+        for l in &w.lines {
+            println!("{l}");
+        }
+        if let Some(more) = feed::hidden_line(&w.hidden) {
+            println!("{more}");
+        }
+        batch.clear();
+    };
     while !stop.load(Ordering::SeqCst) {
         if window.elapsed() >= Duration::from_secs(1) {
-            if !hidden.is_empty() {
-                let parts: Vec<String> = hidden.iter().map(|(k, v)| format!("{v} {k}")).collect();
-                println!("      … and {} more", parts.join(", "));
-                hidden.clear();
-            }
+            flush(&mut batch);
             window = Instant::now();
-            shown = 0;
         }
         let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };
-        let Some(v) = m
+        if let Some(v) = m
             .payload()
             .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
-        else {
-            continue;
-        };
-        let kind = feed::kind_of(&v);
-        // Surges always show; the rest up to a few lines a second.
-        let surge = kind.starts_with("surge");
-        if !surge && shown >= PER_SECOND {
-            *hidden
-                .entry(match kind {
-                    "breach" => "breaches",
-                    "escalation" => "escalations",
-                    "progressReminder" => "reminders",
-                    "followUpDue" => "follow-ups",
-                    "cleared" => "cleared",
-                    _ => "others",
-                })
-                .or_default() += 1;
-            continue;
+        {
+            batch.push(v);
         }
-        shown += 1;
-        println!("{}", feed::line(kind, &v));
     }
+    flush(&mut batch);
 }
 
-fn print_table(samples: &Mutex<Samples>, control: &Control, now: Ts, produced: u64) {
-    let s = samples.lock().unwrap();
+/// `status` ends the headline: "ready", "not ready: <why>", or how the demo stopped.
+fn print_table(samples: &Mutex<Samples>, control: &Control, now: Ts, produced: u64, status: &str) {
+    let s = samples.lock().unwrap_or_else(|p| p.into_inner());
     println!(
-        "\n── simulated {} │ {} events produced │ {} SLA events │ {} dead letters │ {} commits │ ready: {}",
-        now,
+        "\n── simulated {} │ {} events produced │ {} SLA events │ {} dead letters │ {} commits │ {status}",
+        now.to_chrono().format("%Y-%m-%d %H:%M:%SZ"),
         produced,
         control.outputs_produced.load(Ordering::Relaxed),
         control.dead_letters_produced.load(Ordering::Relaxed),
         control.transactions_committed.load(Ordering::Relaxed),
-        control.is_ready(),
     );
     println!("   first response   channel      n      p50      p95   breached");
     for (ch, v) in &s.first_response {

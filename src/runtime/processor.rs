@@ -128,6 +128,9 @@ pub enum ProcessorError {
          sasl.username, the password in SLAWATCH_KAFKA_SASL_PASSWORD and the ssl.* settings)"
     )]
     Authentication(String),
+    /// The commit at shutdown failed: what it held is processed again after a restart.
+    #[error("the final commit failed: {0}; the records since the previous commit will be processed again after a restart (nothing is lost)")]
+    FinalCommit(String),
 }
 
 fn kerr(what: &'static str) -> impl FnOnce(KafkaError) -> ProcessorError {
@@ -233,6 +236,7 @@ pub fn start(
         trouble: trouble.clone(),
         recoveries: Vec::new(),
         committed_since_live: false,
+        commit_failure: None,
         scratch: Vec::with_capacity(1024),
     }));
     let (main, surge) = new_consumers(cfg, &opts.topics, &core, &trouble, &auth)?;
@@ -432,7 +436,7 @@ fn run_loop(
     restore_rx: &mpsc::Receiver<RestoreResult>,
     query_rx: Option<&mpsc::Receiver<TicketQuery>>,
 ) -> Result<(), ProcessorError> {
-    let result = loop {
+    let mut result = loop {
         if control.shutdown_requested() {
             break Ok(());
         }
@@ -475,6 +479,11 @@ fn run_loop(
         let mut c = lock(&core);
         if result.is_ok() {
             c.commit();
+            if let Some(e) = c.fatal.take() {
+                result = Err(e);
+            } else if let Some(e) = c.commit_failure.take() {
+                result = Err(ProcessorError::FinalCommit(e));
+            }
         } else {
             c.abort_open();
         }
@@ -546,8 +555,15 @@ impl ClientContext for ConsumerCtx {
     fn error(&self, error: KafkaError, reason: &str) {
         self.trouble.note(&error);
         if !self.auth.record(&error, reason) {
-            tracing::warn!(%error, reason, "consumer error");
+            let client = match self.role {
+                Role::Input => "consumer",
+                Role::Surge => "surge consumer",
+            };
+            crate::runtime::kafka::client_log::client_error(client, &error, reason);
         }
+    }
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::runtime::kafka::client_log::client_log(level, fac, message);
     }
 }
 
@@ -625,6 +641,9 @@ struct Core {
     committed_since_live: bool,
     /// Reused buffer for encoding an output.
     scratch: Vec<u8>,
+    /// The last commit's failure (cleared by a successful commit): a graceful stop reports
+    /// it instead of claiming everything was committed.
+    commit_failure: Option<String>,
 }
 
 impl Core {
@@ -1287,6 +1306,7 @@ impl Core {
         };
         match r {
             Ok(()) => {
+                self.commit_failure = None;
                 self.mark_committed();
                 self.committed_since_live = true;
                 self.control
@@ -1303,6 +1323,7 @@ impl Core {
             Err(e) => {
                 telemetry::error(e.reason());
                 tracing::warn!(error = %e, "commit failed; aborting and restoring every partition from the state topic");
+                self.commit_failure = Some(e.to_string());
                 self.abort_open();
                 self.reset_all();
             }

@@ -8,6 +8,7 @@ use crate::runtime::admin;
 use crate::runtime::clock::{Clock, WallClock};
 use crate::runtime::config::{Config, ConfigError};
 use crate::runtime::control::Control;
+use crate::runtime::kafka::connect::{wait_for_brokers, ConnectError};
 use crate::runtime::processor::{self, ProcessorError, ProcessorOptions};
 use crate::runtime::topics::Topics;
 use crate::telemetry;
@@ -45,6 +46,8 @@ pub enum RunError {
     },
     #[error(transparent)]
     Processor(#[from] ProcessorError),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     #[error("graceful shutdown did not finish within {0:?}")]
     ShutdownTimeout(Duration),
 }
@@ -78,17 +81,43 @@ pub fn config_check(path: &Path) -> Result<String, RunError> {
     ))
 }
 
-/// Logging for the long-running commands (`RUST_LOG` filters; info by default). Colour
-/// only on a terminal: a log file or a pipe to a shipper gets plain text.
+/// How the long-running commands write their log (`--log-format`, `SLAWATCH_LOG_FORMAT`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines; colour only on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, target, fields) for log shippers.
+    Json,
+}
+
+static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
+/// Chooses the log format for [`init_logging`] (set once, by the command line).
+pub fn set_log_format(format: LogFormat) {
+    let _ = LOG_FORMAT.set(format);
+}
+
+/// Logging for the long-running commands (`RUST_LOG` filters; info by default) on stderr.
+/// Colour only on a terminal: a log file or a pipe to a shipper gets plain text.
 pub fn init_logging() {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match LOG_FORMAT.get().copied().unwrap_or_default() {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_ansi(false)
+            .try_init(),
+    };
 }
 
 /// `slawatch run`: blocks until a signal stops it or the processor fails.
@@ -103,6 +132,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         .build()
         .map_err(RunError::Runtime)?;
     let control = Control::new();
+    control.set_starting(Some("starting".into()));
     let metrics = rt
         .block_on(async { telemetry::install_recorder(&telemetry::TelemetryOptions::default()) })?;
     let addr = cfg.admin_listen;
@@ -111,25 +141,75 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         .map_err(|source| RunError::Admin { addr, source })?;
     let topics = Topics::new(&cfg, opts.dry_run);
     tracing::info!(admin = %bound, dry_run = opts.dry_run, "slawatch {}\n{}", env!("CARGO_PKG_VERSION"), cfg.summary());
-    let clock: Arc<dyn Clock> = Arc::new(WallClock);
-    let handle = processor::start(
-        ProcessorOptions {
-            cfg: cfg.clone(),
-            topics,
-            policy,
-            clock,
-            rebuild_from_input: opts.rebuild_from_input,
-            on_observation: None,
-            on_output: None,
-            describe_topic_configs: true,
-        },
-        control.clone(),
-    )?;
+    // Signals first: a Ctrl-C while the brokers are unreachable must work too.
     rt.spawn(signals(control.clone(), cfg.policy_source()));
-    wait(
-        handle,
-        &control,
-        Duration::from_millis(cfg.shutdown_timeout_ms),
+    let bound = Duration::from_millis(cfg.shutdown_timeout_ms);
+    let starting = {
+        let (cfg, control) = (cfg.clone(), control.clone());
+        let rebuild_from_input = opts.rebuild_from_input;
+        std::thread::Builder::new()
+            .name("slawatch-start".into())
+            .spawn(move || -> Result<processor::ProcessorHandle, RunError> {
+                wait_for_brokers(&cfg, &control)?;
+                control.set_starting(Some(
+                    "checking topics and joining the consumer group".into(),
+                ));
+                let clock: Arc<dyn Clock> = Arc::new(WallClock);
+                let handle = processor::start(
+                    ProcessorOptions {
+                        cfg,
+                        topics,
+                        policy,
+                        clock,
+                        rebuild_from_input,
+                        on_observation: None,
+                        on_output: None,
+                        describe_topic_configs: true,
+                    },
+                    control.clone(),
+                )?;
+                control.set_starting(None);
+                Ok(handle)
+            })
+            .map_err(RunError::Runtime)?
+    };
+    // Start-up has consumed nothing and opened no transaction: a shutdown request during it
+    // ends the process at once (the start-up thread is abandoned mid-request).
+    while !starting.is_finished() {
+        if control.shutdown_requested() {
+            tracing::info!("stopped during start-up: nothing was consumed, nothing to commit");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let handle = match starting.join() {
+        Ok(Ok(handle)) => handle,
+        Ok(Err(RunError::Connect(ConnectError::Stopped(_)))) => {
+            tracing::info!("stopped during start-up: nothing was consumed, nothing to commit");
+            return Ok(());
+        }
+        Ok(Err(e)) => {
+            control.set_starting(None);
+            control.set_error(e.to_string());
+            return Err(e);
+        }
+        Err(_) => return Err(RunError::Processor(ProcessorError::Panicked)),
+    };
+    wait(handle, &control, bound)?;
+    tracing::info!("{}", stop_summary(&control));
+    Ok(())
+}
+
+/// What a graceful stop leaves behind, for the last log line.
+pub fn stop_summary(control: &Control) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    format!(
+        "stopped: consumed {} records, produced {} SLA events and {} dead letters in {} commits; \
+         everything consumed is committed",
+        control.records_consumed.load(Relaxed),
+        control.outputs_produced.load(Relaxed),
+        control.dead_letters_produced.load(Relaxed),
+        control.transactions_committed.load(Relaxed),
     )
 }
 
@@ -195,6 +275,6 @@ fn stop(control: &Control, what: &str) {
         tracing::warn!("{what} again: exiting at once");
         std::process::exit(130);
     }
-    tracing::info!("{what}: stopping (commit, leave the group)");
+    tracing::info!("{what}: stopping (a second one exits at once)");
     control.request_shutdown();
 }

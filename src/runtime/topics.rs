@@ -5,7 +5,6 @@ use crate::core::model::OutputBody;
 use crate::runtime::config::Config;
 use crate::runtime::kafka::{base_config, block_on, AuthWatch};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
@@ -164,8 +163,9 @@ pub fn ensure_topics(
     topics: &Topics,
     describe: bool,
 ) -> Result<TopicReport, TopicError> {
-    let admin: AdminClient<DefaultClientContext> =
-        base_config(cfg).create().map_err(TopicError::Metadata)?;
+    let admin: AdminClient<AuthWatch> = base_config(cfg)
+        .create_with_context(AuthWatch::default())
+        .map_err(TopicError::Metadata)?;
     let mut report = TopicReport {
         partitions: 0,
         created: Vec::new(),
@@ -299,7 +299,7 @@ fn partition_counts(cfg: &Config) -> Result<BTreeMap<String, usize>, TopicError>
 
 fn create(
     cfg: &Config,
-    admin: &AdminClient<DefaultClientContext>,
+    admin: &AdminClient<AuthWatch>,
     topic: &str,
     partitions: i32,
     config: &[(&str, &str)],

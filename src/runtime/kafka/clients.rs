@@ -221,8 +221,11 @@ pub struct AuthWatch {
 impl rdkafka::ClientContext for AuthWatch {
     fn error(&self, error: KafkaError, reason: &str) {
         if !self.failure.record(&error, reason) {
-            tracing::warn!(%error, reason, "Kafka client error");
+            super::client_log::client_error("client", &error, reason);
         }
+    }
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::runtime::kafka::client_log::client_log(level, fac, message);
     }
 }
 

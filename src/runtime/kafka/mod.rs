@@ -3,9 +3,13 @@
 //! | module       | what                                                                     |
 //! |--------------|--------------------------------------------------------------------------|
 //! | [`clients`]  | librdkafka settings slawatch owns; cached watermarks; `block_on`; auth   |
+//! | [`client_log`] | client errors and librdkafka logs: one line per distinct complaint |
+//! | [`connect`] | start-up: wait for the brokers with back-off, interruptible  |
 //! | [`txn`]      | the producer: records into a transaction, commit / abort, typed errors   |
 //! | [`recovery`] | trouble reaching the brokers, and when a fatal error is recovered from  |
+pub mod client_log;
 pub mod clients;
+pub mod connect;
 pub mod recovery;
 pub mod txn;
 

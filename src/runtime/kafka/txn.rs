@@ -416,8 +416,11 @@ impl ClientContext for ProducerCtx {
     fn error(&self, error: KafkaError, reason: &str) {
         self.trouble.note(&error);
         if !self.auth.record(&error, reason) {
-            tracing::warn!(%error, reason, "producer error");
+            super::client_log::client_error("producer", &error, reason);
         }
+    }
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::runtime::kafka::client_log::client_log(level, fac, message);
     }
 }
 

@@ -876,6 +876,13 @@ fn run_tail(
         max,
         idle,
     };
-    tail(&opts, &mut std::io::stdout().lock())?;
-    Ok(ExitCode::SUCCESS)
+    match tail(&opts, &mut std::io::stdout().lock()) {
+        // `slawatch tail … | head`: the reader has what it wanted.
+        Err(slawatch::runtime::clients::ClientError::Write(e))
+            if e.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            Ok(ExitCode::SUCCESS)
+        }
+        r => r.map(|_| ExitCode::SUCCESS).map_err(Into::into),
+    }
 }

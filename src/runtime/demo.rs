@@ -70,6 +70,20 @@ struct Samples {
     breached: BTreeMap<Channel, u64>,
 }
 
+/// Set when stdout is closed (`slawatch demo | head`): the demo then stops as after its
+/// duration, instead of panicking in `println!`.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// `println!` that notes a closed stdout instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout().lock(), $($arg)*).is_err() {
+            STDOUT_CLOSED.store(true, Ordering::SeqCst);
+        }
+    }};
+}
+
 /// Runs the demo until `duration` passes or Ctrl-C.
 pub fn run(opts: DemoOptions) -> Result<(), DemoError> {
     if std::env::var_os("RUST_LOG").is_none() {
@@ -166,18 +180,18 @@ create = false
         });
     }
 
-    println!("slawatch demo — in-process mock Kafka at {bootstrap}, {PARTITIONS} partitions");
-    println!(
+    say!("slawatch demo — in-process mock Kafka at {bootstrap}, {PARTITIONS} partitions");
+    say!(
         "  guarantee: AT-LEAST-ONCE. librdkafka's mock cluster accepts but discards offsets sent in a \
          transaction and shows aborted records to read_committed readers, so exactly-once cannot be \
          shown here; `slawatch run` defaults to exactly-once on a real broker (see tests/kafka_*.rs)."
     );
-    println!(
+    say!(
         "  clock: event time starts {} and runs {}× real time; {} new tickets per simulated minute; \
          a surge of tenant globex on chat is planted at +70 min",
         origin, opts.speed, opts.tickets_per_min
     );
-    println!(
+    say!(
         "  metrics: http://{bound}/metrics   ticket view: http://{bound}/tickets/T1   stops after {:?} or Ctrl-C\n",
         opts.duration
     );
@@ -238,7 +252,10 @@ create = false
 
     let started = Instant::now();
     let mut last_table = Instant::now();
-    while started.elapsed() < opts.duration && !stop.load(Ordering::SeqCst) && !handle.is_finished()
+    while started.elapsed() < opts.duration
+        && !stop.load(Ordering::SeqCst)
+        && !STDOUT_CLOSED.load(Ordering::SeqCst)
+        && !handle.is_finished()
     {
         std::thread::sleep(Duration::from_millis(50));
         if last_table.elapsed() >= Duration::from_secs(5) {
@@ -260,7 +277,7 @@ create = false
     let _ = traffic.join();
     let result = handle.stop();
     let _ = feed.join();
-    println!("\nfinal:");
+    say!("\nfinal:");
     let status = match &result {
         Ok(()) => "stopped: everything consumed is committed".to_string(),
         Err(e) => format!("stopped with an error: {e}"),
@@ -391,14 +408,14 @@ fn print_feed(bootstrap: &str, topics: &Topics, stop: &AtomicBool) {
     let flush = |batch: &mut Vec<serde_json::Value>| {
         let w = feed::arrange(batch, PER_SECOND);
         for l in &w.lines {
-            println!("{l}");
+            say!("{l}");
         }
         if let Some(more) = feed::hidden_line(&w.hidden) {
-            println!("{more}");
+            say!("{more}");
         }
         batch.clear();
     };
-    while !stop.load(Ordering::SeqCst) {
+    while !stop.load(Ordering::SeqCst) && !STDOUT_CLOSED.load(Ordering::SeqCst) {
         if window.elapsed() >= Duration::from_secs(1) {
             flush(&mut batch);
             window = Instant::now();
@@ -419,7 +436,7 @@ fn print_feed(bootstrap: &str, topics: &Topics, stop: &AtomicBool) {
 /// `status` ends the headline: "ready", "not ready: <why>", or how the demo stopped.
 fn print_table(samples: &Mutex<Samples>, control: &Control, now: Ts, produced: u64, status: &str) {
     let s = samples.lock().unwrap_or_else(|p| p.into_inner());
-    println!(
+    say!(
         "\n── simulated {} │ {} events produced │ {} SLA events │ {} dead letters │ {} commits │ {status}",
         now.to_chrono().format("%Y-%m-%d %H:%M:%SZ"),
         produced,
@@ -427,12 +444,12 @@ fn print_table(samples: &Mutex<Samples>, control: &Control, now: Ts, produced: u
         control.dead_letters_produced.load(Ordering::Relaxed),
         control.transactions_committed.load(Ordering::Relaxed),
     );
-    println!("   first response   channel      n      p50      p95   breached");
+    say!("   first response   channel      n      p50      p95   breached");
     for (ch, v) in &s.first_response {
         let mut v = v.clone();
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let q = |p: f64| v[(((p * v.len() as f64).ceil() as usize).max(1) - 1).min(v.len() - 1)];
-        println!(
+        say!(
             "                    {:<8} {:>6} {:>7.0}s {:>7.0}s {:>8}",
             ch.as_str(),
             v.len(),
@@ -441,5 +458,5 @@ fn print_table(samples: &Mutex<Samples>, control: &Control, now: Ts, produced: u
             s.breached.get(ch).copied().unwrap_or(0)
         );
     }
-    println!();
+    say!();
 }

@@ -225,3 +225,32 @@ fn offsets_sent_to_a_transaction_are_committed_with_it() {
         vec!["out-in-0", "out-in-1", "out-in-2", "out-in-3", "end"]
     );
 }
+
+/// The jar fetcher's output (what a newcomer sees in a terminal log or CI) is plain text:
+/// Maven 3.8 writes colour resets even when told not to, and the script strips them.
+#[test]
+fn fetch_jars_prints_plain_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let libs = dir.path().join("libs");
+    let out = std::process::Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/kafka/fetch-jars.sh"
+        ))
+        .arg(&libs)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(stdout.trim(), libs.display().to_string());
+    assert!(
+        !stdout.contains('\u{1b}') && !stderr.contains('\u{1b}'),
+        "escape codes in fetch-jars output: {:?}",
+        stderr
+    );
+    assert!(stderr.contains("jars in"), "{stderr}");
+    assert!(libs.join(".complete").exists());
+}

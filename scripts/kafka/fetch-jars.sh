@@ -35,8 +35,11 @@ start=$SECONDS
 # -f: the POM lives here, whatever the caller's working directory. Up to 3 tries: a
 # transient registry hiccup should not fail a CI run.
 for try in 1 2 3; do
+    # Maven 3.8's console library writes colour resets (ESC[0m) even with
+    # -Dstyle.color=never and -q; strip every escape sequence so a log file or CI output
+    # shows plain text (pipefail keeps mvn's exit status).
     if mvn -B -q -Dstyle.color=never -f "$pom" dependency:copy-dependencies \
-        -DincludeScope=runtime -DoutputDirectory="$tmp" >&2; then
+        -DincludeScope=runtime -DoutputDirectory="$tmp" 2>&1 | sed -u -e $'s/\x1b\\[[0-9;?]*[A-Za-z]//g' >&2; then
         break
     fi
     ((try < 3)) || { echo "fetch-jars: mvn failed 3 times" >&2; exit 1; }

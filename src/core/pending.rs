@@ -1,15 +1,18 @@
 //! Events waiting for the watermark, popped in rule 4's order ([`crate::core::order`]:
 //! occurred_at, causal rank, event id), then arrival.
 //!
-//! A binary heap of small keys (40 bytes) over a slab of events: a heap of whole events
-//! moved ~140-byte entries at every level of a push or pop and recomputed each event's
-//! causal rank and compared ids through `memcmp` at every comparison. Here a key carries
-//! the rank and the id's first 16 bytes as one integer, so comparisons rarely look at the
-//! event, and the event itself never moves while it waits.
+//! Small keys (40 bytes) over a slab of events: a heap of whole events moved ~140-byte
+//! entries at every level of a push or pop and recomputed each event's causal rank and
+//! compared ids through `memcmp` at every comparison. Here a key carries the rank and the
+//! id's first 16 bytes as one integer, so comparisons rarely look at the event, and the
+//! event itself never moves while it waits. Events arrive nearly in order, so keys not
+//! below the last one queued go to a sorted run (push and pop O(1)); only stragglers go
+//! to a binary heap, and a pop takes the smaller of the two fronts.
 use crate::core::model::Event;
 use crate::core::order::causal_rank;
 use crate::core::time::Ts;
 use std::cmp::Ordering;
+use std::collections::VecDeque;
 
 #[derive(Clone, Copy)]
 struct Key {
@@ -26,7 +29,9 @@ struct Key {
 
 #[derive(Default)]
 pub struct PendingQueue {
-    /// Min-heap by [`PendingQueue::cmp`].
+    /// Keys in ascending order (pushed at the back, popped at the front).
+    run: VecDeque<Key>,
+    /// Min-heap by [`PendingQueue::cmp`] of keys that arrived below the run's last key.
     heap: Vec<Key>,
     events: Vec<Option<Event>>,
     free: Vec<u32>,
@@ -41,10 +46,10 @@ fn prefix_of(id: &str) -> u128 {
 
 impl PendingQueue {
     pub fn len(&self) -> usize {
-        self.heap.len()
+        self.run.len() + self.heap.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
+        self.len() == 0
     }
 
     /// Rule 4's order, then `seq` (arrival). Ids compare by their padded 16-byte prefixes:
@@ -96,7 +101,16 @@ impl PendingQueue {
                 (self.events.len() - 1) as u32
             }
         };
-        self.heap.push(Key { slot, ..key });
+        let key = Key { slot, ..key };
+        if self
+            .run
+            .back()
+            .is_none_or(|last| self.cmp(last, &key) == Ordering::Less)
+        {
+            self.run.push_back(key);
+            return;
+        }
+        self.heap.push(key);
         let mut i = self.heap.len() - 1;
         while i > 0 {
             let parent = (i - 1) / 2;
@@ -108,14 +122,30 @@ impl PendingQueue {
         }
     }
 
+    /// Whether the next key is the run's front (rather than the heap's top).
+    fn next_from_run(&self) -> Option<bool> {
+        match (self.run.front(), self.heap.first()) {
+            (Some(r), Some(h)) => Some(self.cmp(r, h) == Ordering::Less),
+            (Some(_), None) => Some(true),
+            (None, Some(_)) => Some(false),
+            (None, None) => None,
+        }
+    }
+
     /// The occurred_at of the next event.
     pub fn peek_time(&self) -> Option<Ts> {
-        self.heap.first().map(|k| k.at)
+        // Both fronts' times: the smaller is the next event's (keys order by time first).
+        match (self.run.front(), self.heap.first()) {
+            (Some(r), Some(h)) => Some(r.at.min(h.at)),
+            (r, h) => r.or(h).map(|k| k.at),
+        }
     }
 
     pub fn pop(&mut self) -> Option<Event> {
-        if self.heap.is_empty() {
-            return None;
+        if self.next_from_run()? {
+            let top = self.run.pop_front().expect("non-empty run");
+            self.free.push(top.slot);
+            return self.events[top.slot as usize].take();
         }
         let top = self.heap.swap_remove(0);
         let n = self.heap.len();
@@ -142,7 +172,7 @@ impl PendingQueue {
     /// The events in the order they will apply (for snapshots, which must not depend on
     /// the heap's layout).
     pub fn sorted(&self) -> Vec<&Event> {
-        let mut keys = self.heap.clone();
+        let mut keys: Vec<Key> = self.run.iter().chain(&self.heap).copied().collect();
         keys.sort_by(|a, b| self.cmp(a, b));
         keys.iter().map(|k| self.event(k.slot)).collect()
     }

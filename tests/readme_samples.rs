@@ -1,6 +1,6 @@
-//! The README's replay example is what the command prints: the test runs the commands of
-//! that block (`$ …` lines, with `\` continuations) and compares the README's lines with
-//! the real output. In the README, a line `...` stands for any number of lines and `…`
+//! The README's replay example and docs/whatif.md's explain example are what the commands
+//! print: the test runs the commands of each block (`$ …` lines, with `\` continuations)
+//! and compares the document's lines with the real output. In the README, a line `...` stands for any number of lines and `…`
 //! inside a line for any text (an elided event id), nothing else may differ.
 use std::path::Path;
 use std::process::Command;
@@ -22,7 +22,7 @@ fn block_with(readme: &str, marker: &str) -> Vec<Shown> {
         .map(|b| b.split("```").next().unwrap());
     let block = blocks
         .find(|b| b.contains(&format!("$ {marker}")))
-        .unwrap_or_else(|| panic!("README has no ```text block with `$ {marker}`"));
+        .unwrap_or_else(|| panic!("the document has no ```text block with `$ {marker}`"));
     let mut shown: Vec<Shown> = Vec::new();
     let mut continued = false;
     for line in block.lines() {
@@ -152,6 +152,23 @@ fn the_readme_replay_example_is_what_replay_prints() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+}
+
+#[test]
+fn the_whatif_docs_explain_example_is_what_explain_prints() {
+    let doc = std::fs::read_to_string(format!("{ROOT}/docs/whatif.md")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for d in ["deploy", "examples"] {
+        std::os::unix::fs::symlink(format!("{ROOT}/{d}"), dir.path().join(d)).unwrap();
+    }
+    let commands = block_with(&doc, "slawatch explain");
+    assert_eq!(commands.len(), 1, "the block runs explain once");
+    let c = &commands[0];
+    assert!(c.output.len() >= 5, "the block shows explain's output");
+    let real = run(dir.path(), &c.command);
+    if let Err(e) = check(&c.command, &c.output, &real) {
+        panic!("docs/whatif.md: {e}");
+    }
 }
 
 #[test]

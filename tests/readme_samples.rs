@@ -132,13 +132,19 @@ fn check(command: &str, shown: &[String], real: &str) -> Result<(), String> {
     Ok(())
 }
 
-#[test]
-fn the_readme_replay_example_is_what_replay_prints() {
-    let readme = std::fs::read_to_string(format!("{ROOT}/README.md")).unwrap();
+/// A working directory where the documents' relative paths (deploy/, examples/) resolve.
+fn sandbox() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for d in ["deploy", "examples"] {
         std::os::unix::fs::symlink(format!("{ROOT}/{d}"), dir.path().join(d)).unwrap();
     }
+    dir
+}
+
+#[test]
+fn the_readme_replay_example_is_what_replay_prints() {
+    let readme = std::fs::read_to_string(format!("{ROOT}/README.md")).unwrap();
+    let dir = sandbox();
     let commands = block_with(&readme, "cargo run --release -- replay");
     assert!(
         commands.len() >= 2,
@@ -157,10 +163,7 @@ fn the_readme_replay_example_is_what_replay_prints() {
 #[test]
 fn the_whatif_docs_explain_example_is_what_explain_prints() {
     let doc = std::fs::read_to_string(format!("{ROOT}/docs/whatif.md")).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    for d in ["deploy", "examples"] {
-        std::os::unix::fs::symlink(format!("{ROOT}/{d}"), dir.path().join(d)).unwrap();
-    }
+    let dir = sandbox();
     let commands = block_with(&doc, "slawatch explain");
     assert_eq!(commands.len(), 1, "the block runs explain once");
     let c = &commands[0];

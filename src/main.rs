@@ -641,7 +641,8 @@ fn parse_ts(flag: &str, v: Option<&str>) -> anyhow::Result<Option<Ts>> {
         .map_err(|e| Usage(format!("{flag}: {e}")))?)
 }
 
-/// Reads a history file (JSON lines, gzip by name) with a progress bar on a terminal.
+/// Reads a history file as replay does (JSON lines or length-delimited records, `auto`;
+/// gzip by name) with a progress bar on a terminal.
 fn read_history(path: &Path) -> anyhow::Result<slawatch::whatif::trace::History> {
     let f = std::fs::File::open(path)
         .map_err(|e| Usage(format!("cannot open input {}: {e}", path.display())))?;
@@ -659,7 +660,7 @@ fn read_history(path: &Path) -> anyhow::Result<slawatch::whatif::trace::History>
     } else {
         Box::new(BufReader::with_capacity(1 << 20, counting))
     };
-    let h = slawatch::whatif::trace::History::read(&mut input, |_| {})
+    let h = slawatch::whatif::trace::History::read(&mut input)
         .with_context(|| format!("reading {}", path.display()))?;
     bar.finish_and_clear();
     Ok(h)

@@ -7,7 +7,7 @@
 //! temporary files beyond a memory budget), so an export grouped per ticket gives the same
 //! bytes as the same export sorted. [`Order::Stream`] applies them in line order with the
 //! lateness rules instead, as the live processor sees a topic.
-mod input;
+pub(crate) mod input;
 pub mod sort;
 
 use crate::codec;

@@ -26,6 +26,8 @@ pub struct Rejected {
     pub number: u64,
     pub reason: &'static str,
     pub detail: String,
+    /// The ticket the record names, when it is readable JSON with a ticket id.
+    pub ticket_id: Option<String>,
 }
 
 /// How the file holds its records.
@@ -188,6 +190,7 @@ impl<'a> Records<'a> {
                         number: self.count,
                         reason: "framing",
                         detail: format!("{e}; {}", self.expected()),
+                        ticket_id: None,
                     })))
                 }
                 Err(e) => Err(e),
@@ -201,7 +204,11 @@ impl<'a> Records<'a> {
                 *self.formats.entry(wire.as_str()).or_default() += 1;
                 Ok(d)
             }
-            Err(unread) => Err(self.rejected(&unread.error)),
+            Err(unread) => {
+                let mut r = self.rejected(&unread.error);
+                r.ticket_id = ticket_of_json(bytes);
+                Err(r)
+            }
         }
     }
 
@@ -231,8 +238,16 @@ impl<'a> Records<'a> {
             number: self.count,
             reason: e.reason(),
             detail,
+            ticket_id: None,
         }
     }
+}
+
+/// The ticket id of a record that did not decode, if it is readable JSON naming one.
+fn ticket_of_json(bytes: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let id = v.get("ticketId").or_else(|| v.get("ticket_id"))?;
+    id.as_str().map(str::to_string)
 }
 
 /// Whether a line starts a JSON object: `{`, then after blanks `"` or `}`.

@@ -7,13 +7,15 @@
 //! again) attributes every observation and state change to the event that caused it
 //! without an engine hook; the engine's own contract (rule 5) makes the outputs those of
 //! any other batching, so they equal `replay`'s for the same ordered history.
-use crate::codec;
+use crate::codec::framing::InputFormat;
 use crate::core::clock::{ClockState, ClockStatus};
 use crate::core::engine::{Emitted, Engine, EngineConfig, Notice};
 use crate::core::model::{Event, OutputBody, SlaOutput, TicketAttrs};
 use crate::core::order::order_key;
 use crate::core::policy::{CalendarId, PolicySet};
 use crate::core::time::{Dur, Ts};
+use crate::replay::input::Records;
+use crate::replay::sort::history_cmp;
 use compact_str::CompactString;
 use rustc_hash::FxHashMap;
 use std::io::BufRead;
@@ -83,38 +85,29 @@ pub struct History {
 }
 
 impl History {
-    /// Reads JSON lines (blank lines skipped) and sorts them by (occurred_at, causal rank,
-    /// event_id), then line number.
-    pub fn read(input: &mut dyn BufRead, mut progress: impl FnMut(u64)) -> std::io::Result<Self> {
+    /// Reads a file as `slawatch replay` does (the same reader: JSON lines or
+    /// length-delimited records, `--format auto`; docs/replay.md) and sorts its events into
+    /// replay's history order ([`history_cmp`]: rule 4's key, then tenant, ticket and
+    /// content), so `whatif` and `explain` apply exactly the sequence replay applies —
+    /// the same copy of a re-sent event included.
+    pub fn read(input: &mut dyn BufRead) -> std::io::Result<Self> {
         let mut h = History::default();
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            let n = input.read_until(b'\n', &mut line)?;
-            if n == 0 {
-                break;
-            }
-            progress(n as u64);
-            h.lines += 1;
-            while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                line.pop();
-            }
-            if line.iter().all(|b| b.is_ascii_whitespace()) {
-                continue;
-            }
-            match codec::decode_json(&line) {
+        let mut records = Records::new(InputFormat::Auto, input);
+        while let Some(record) = records.next_record()? {
+            match record {
                 Ok(d) => h.events.push(InputEvent {
-                    line: h.lines,
+                    line: records.count,
                     event: d.event,
                     out_of_order: false,
                 }),
-                Err(e) => h.rejected.push(RejectedLine {
-                    line: h.lines,
-                    reason: format!("{} ({e})", e.reason()),
-                    ticket_id: ticket_of_line(&line),
+                Err(r) => h.rejected.push(RejectedLine {
+                    line: r.number,
+                    reason: format!("{} ({})", r.reason, r.detail),
+                    ticket_id: r.ticket_id,
                 }),
             }
         }
+        h.lines = records.count;
         let mut latest: Option<usize> = None;
         for i in 0..h.events.len() {
             match latest {
@@ -125,11 +118,8 @@ impl History {
                 _ => latest = Some(i),
             }
         }
-        h.events.sort_by(|a, b| {
-            order_key(&a.event)
-                .cmp(&order_key(&b.event))
-                .then(a.line.cmp(&b.line))
-        });
+        h.events
+            .sort_by(|a, b| history_cmp(&a.event, &b.event).then(a.line.cmp(&b.line)));
         Ok(h)
     }
 
@@ -158,13 +148,6 @@ impl History {
     pub fn last_instant(&self) -> Option<Ts> {
         self.events.iter().map(|e| e.event.occurred_at).max()
     }
-}
-
-/// The ticket id of an undecodable line, if its JSON is readable.
-fn ticket_of_line(line: &[u8]) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_slice(line).ok()?;
-    let id = v.get("ticketId").or_else(|| v.get("ticket_id"))?;
-    id.as_str().map(str::to_string)
 }
 
 /// How the engine took one event.

@@ -217,6 +217,44 @@ struct Replayed {
     outputs: Vec<Output>,
 }
 
+const REAL_DATA_DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/real-data.md");
+
+/// docs/real-data.md with its whitespace collapsed (prose wraps anywhere).
+fn real_data_doc() -> String {
+    std::fs::read_to_string(REAL_DATA_DOC)
+        .expect("docs/real-data.md")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The figure docs/real-data.md's table gives in row `label` for `source`.
+fn doc_figure(label: &str, source: Source) -> String {
+    let doc = std::fs::read_to_string(REAL_DATA_DOC).expect("docs/real-data.md");
+    let row = doc
+        .lines()
+        .find(|l| l.starts_with(&format!("| {label} |")))
+        .unwrap_or_else(|| panic!("docs/real-data.md has no table row {label:?}"));
+    let col = match source {
+        Source::Uci => 2,
+        _ => 3,
+    };
+    row.split('|').nth(col).unwrap_or("").trim().to_string()
+}
+
+/// 171996 → "171,996", as the doc writes counts.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Converts, checks, replays three times (JSON, JSON again, protobuf) and checks the
 /// outputs; prints the figures.
 fn convert_and_replay(source: Source, path: &str, cases: u64, rows: u64) -> Replayed {
@@ -263,6 +301,20 @@ fn convert_and_replay(source: Source, path: &str, cases: u64, rows: u64) -> Repl
         (again.h.digest128(), again.len),
         digest(&first),
         "second JSON replay differs"
+    );
+    // The figures docs/real-data.md quotes are these.
+    assert_eq!(
+        (
+            doc_figure("rows / cases", source),
+            doc_figure("events", source),
+            doc_figure("SLA outputs", source)
+        ),
+        (
+            format!("{} / {}", thousands(rows), thousands(cases)),
+            thousands(conv.events.len() as u64),
+            thousands(report.outputs)
+        ),
+        "docs/real-data.md's table for {name} (regenerate it with the commands it gives)"
     );
     let pb = delimited_protobuf(&conv);
     let mut from_pb = Digest::default();
@@ -398,6 +450,18 @@ fn uci_incident_log_replays_cleanly_and_tracks_made_sla() {
     );
     let rate = |g: (u64, u64)| g.1 as f64 / g.0 as f64;
     let (r_missed, r_met) = (rate(missed), rate(met));
+    let quoted = format!(
+        "the resolution clock breached on {:.1} % of the {} incidents ServiceNow marked \
+         breached, and on {:.1} % of the {} it marked met",
+        100.0 * r_missed,
+        thousands(missed.0),
+        100.0 * r_met,
+        thousands(met.0)
+    );
+    assert!(
+        real_data_doc().contains(&quoted),
+        "docs/real-data.md should say: {quoted}"
+    );
     println!(
         "[uci] resolution clock breached: {:.1}% of the {} incidents ServiceNow marked breached \
          (made_sla=false), {:.1}% of the {} marked met; first response breached on {:.1}% of all",

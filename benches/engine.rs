@@ -12,9 +12,10 @@
 //! `SLAWATCH_BENCH_SETUP_ONLY=1` stops after building the input, so the script can
 //! subtract the set-up's instructions.
 use slawatch::codec;
-use slawatch::core::engine::{Emitted, Engine, EngineConfig, Restorer};
+use slawatch::core::engine::{Emitted, Engine, EngineConfig};
 use slawatch::core::model::*;
 use slawatch::core::policy::parse::load_policy_file;
+use slawatch::core::snapshot::Restorer;
 use slawatch::core::time::{Dur, Ts};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

@@ -21,10 +21,10 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use slawatch::codec;
 use slawatch::core::model::*;
 use slawatch::core::time::{Dur, Ts};
-use slawatch::runtime::clock::{Clock, ManualClock, WallClock};
 use slawatch::runtime::config::Config;
 use slawatch::runtime::control::Control;
 use slawatch::runtime::processor::{self, ProcessorHandle, ProcessorOptions};
+use slawatch::runtime::time_source::{Clock, ManualClock, WallClock};
 use slawatch::runtime::topics::Topics;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -319,6 +319,7 @@ fn drain(bs: &str, n: usize, partitions: i32, eos: bool, light: bool) {
     };
     let n = events.len();
     let load = preload(bs, &input, &events);
+    drop(events);
     println!(
         "drain ({}, {} workload): {} events pre-loaded in {:.1} s",
         if eos { "exactly-once" } else { "at-least-once" },
@@ -331,6 +332,10 @@ fn drain(bs: &str, n: usize, partitions: i32, eos: bool, light: bool) {
         load.as_secs_f64()
     );
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Ts::from_secs(0)));
+    // The peak RSS of the drain alone: the pre-load's producer buffers and events are gone,
+    // and the kernel's high-water mark restarts here.
+    let rss_base = rss_bytes();
+    reset_peak_rss();
     let started = Instant::now();
     let h = start(&cfg, clock, None);
     while !h.control.is_ready() {
@@ -375,6 +380,12 @@ fn drain(bs: &str, n: usize, partitions: i32, eos: bool, light: bool) {
         n as f64 / cpu
     );
     println!("  commit time under load: {}", summary(commits));
+    let peak = peak_rss_bytes();
+    println!(
+        "  peak RSS during the drain {:.0} MiB (process before start {:.0} MiB: the bench's own allocations)",
+        peak as f64 / (1u64 << 20) as f64,
+        rss_base as f64 / (1u64 << 20) as f64
+    );
     let c = &h.control;
     println!(
         "  loop: {} iterations; {:.2} s polling with records, {:.2} s idle polls, {:.2} s after-batch ({:.2} s watermarks and outputs, {:.2} s commits)",
@@ -545,11 +556,27 @@ fn answered_tickets(n: usize) -> Vec<Event> {
 }
 
 fn rss_bytes() -> u64 {
+    status_kb("VmRSS:")
+}
+
+/// The process's peak RSS since start or since [`reset_peak_rss`] (VmHWM).
+fn peak_rss_bytes() -> u64 {
+    status_kb("VmHWM:")
+}
+
+/// Restarts the kernel's RSS high-water mark (Linux ≥ 4.0: writing 5 to clear_refs).
+fn reset_peak_rss() {
+    if let Err(e) = std::fs::write("/proc/self/clear_refs", "5") {
+        println!("  (cannot reset the peak RSS: {e}; the figure includes the pre-load)");
+    }
+}
+
+fn status_kb(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<u64>().ok())
         })

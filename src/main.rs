@@ -843,7 +843,7 @@ fn run_explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_publish(brokers: &str, topic: &str, input: &str) -> anyhow::Result<ExitCode> {
-    use slawatch::runtime::clients::publish;
+    use slawatch::runtime::quickstart::publish;
     let timeout = std::time::Duration::from_secs(30);
     let n = if input == "-" {
         publish(brokers, topic, std::io::stdin().lock(), "stdin", timeout)?
@@ -863,7 +863,7 @@ fn run_tail(
     max: Option<u64>,
     idle: Option<String>,
 ) -> anyhow::Result<ExitCode> {
-    use slawatch::runtime::clients::{tail, TailOptions};
+    use slawatch::runtime::quickstart::{tail, TailOptions};
     let idle = idle
         .as_deref()
         .map(Dur::parse)

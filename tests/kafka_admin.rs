@@ -9,7 +9,7 @@ use slawatch::core::model::*;
 use slawatch::core::policy::parse::load_policy_file;
 use slawatch::core::time::{Dur, Ts};
 use slawatch::runtime::admin;
-use slawatch::runtime::clock::ManualClock;
+use slawatch::runtime::time_source::ManualClock;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;

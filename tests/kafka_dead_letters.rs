@@ -11,7 +11,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use slawatch::codec;
 use slawatch::core::model::*;
 use slawatch::core::time::{Dur, Ts};
-use slawatch::runtime::clock::ManualClock;
+use slawatch::runtime::time_source::ManualClock;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;

@@ -6,7 +6,7 @@ mod kafka_rt;
 
 use kafka_rt::*;
 use slawatch::core::time::{Dur, Ts};
-use slawatch::runtime::clock::ManualClock;
+use slawatch::runtime::time_source::ManualClock;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;

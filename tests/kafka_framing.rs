@@ -12,7 +12,7 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use slawatch::codec;
 use slawatch::core::time::{Dur, Ts};
-use slawatch::runtime::clock::ManualClock;
+use slawatch::runtime::time_source::ManualClock;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;

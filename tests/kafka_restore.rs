@@ -10,7 +10,7 @@ use kafka_rt::*;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use slawatch::core::model::*;
 use slawatch::core::time::{Dur, Ts};
-use slawatch::runtime::clock::ManualClock;
+use slawatch::runtime::time_source::ManualClock;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

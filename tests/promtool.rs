@@ -373,7 +373,7 @@ fn exporter_serves_metrics_that_pass_promtool_check_metrics() {
         telemetry::set_watermark_delay(0, 1.2);
         telemetry::set_consumer_lag(0, 5);
         telemetry::set_assigned_partitions(1);
-        telemetry::event_consumed(telemetry::Format::Json);
+        telemetry::event_consumed(telemetry::FormatLabel::Json);
         telemetry::event_duplicate();
         telemetry::event_late();
         telemetry::event_rejected(telemetry::RejectReason::Oversize);

@@ -3,7 +3,7 @@
 //! Times are UTC on 2024-03-04; 10:00 UTC is 18:00 in Asia/Shanghai, inside after-sales
 //! hours (08:30–24:00), so after-sales clocks of a few hours count like 24×7 here.
 mod support;
-use slawatch::core::engine::{EngineConfig, RejectReason};
+use slawatch::core::engine::{EngineConfig, Refusal};
 use slawatch::core::model::*;
 use slawatch::core::time::Dur;
 use support::*;
@@ -461,7 +461,7 @@ fn hygiene_duplicates_second_opened_and_preopen_buffer() {
         lines(&r.outputs)
     );
     assert_eq!(r.emitted.dead_letters.len(), 1);
-    assert_eq!(r.emitted.dead_letters[0].1, RejectReason::PreopenExpired);
+    assert_eq!(r.emitted.dead_letters[0].1, Refusal::PreopenExpired);
     assert_eq!(&*r.emitted.dead_letters[0].0.ticket_id, "Z");
 }
 
@@ -584,11 +584,8 @@ fn rule9_event_of_an_idle_dropped_ticket_is_ticket_expired_at_once() {
         .iter()
         .map(|(e, why)| (e.event_id.to_string(), *why))
         .collect();
-    assert_eq!(
-        dead,
-        vec![("A-e3".to_string(), RejectReason::TicketExpired)]
-    );
-    assert_eq!(RejectReason::TicketExpired.as_str(), "ticket_expired");
+    assert_eq!(dead, vec![("A-e3".to_string(), Refusal::TicketExpired)]);
+    assert_eq!(Refusal::TicketExpired.as_str(), "ticket_expired");
 }
 
 #[test]
@@ -615,7 +612,7 @@ fn rule9_event_past_closed_retention_is_ticket_expired_and_the_tombstone_is_free
     engine.advance_to(t("11:30:00"), &mut out);
     // then the reopen is refused at once as `ticket_expired`, nothing restarts,
     assert_eq!(out.dead_letters.len(), 1);
-    assert_eq!(out.dead_letters[0].1, RejectReason::TicketExpired);
+    assert_eq!(out.dead_letters[0].1, Refusal::TicketExpired);
     assert!(out.outputs.is_empty(), "{:#?}", lines(&out.outputs));
     assert_eq!(engine.open_tickets(), 1, "the expired tombstone is held");
     // and the tombstone itself is freed one retention after it expired (11:01 + 1 h).
@@ -730,7 +727,7 @@ fn rule11_preopen_buffer_keeps_tenants_apart() {
         && o.body.kind_name() == "breach"));
     assert_eq!(r.emitted.dead_letters.len(), 1);
     assert_eq!(r.emitted.dead_letters[0].0.tenant, "globex");
-    assert_eq!(r.emitted.dead_letters[0].1, RejectReason::PreopenExpired);
+    assert_eq!(r.emitted.dead_letters[0].1, Refusal::PreopenExpired);
 }
 
 #[test]

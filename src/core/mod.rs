@@ -7,6 +7,7 @@ pub mod order;
 pub mod pending;
 pub mod plan;
 pub mod policy;
+pub mod snapshot;
 pub mod store;
 pub mod surge;
 pub mod ticket;

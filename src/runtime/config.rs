@@ -676,11 +676,6 @@ impl Config {
         self.input_formats.get(topic).copied().unwrap_or_default()
     }
 
-    /// The transactional id: `<group_id>-<instance_id>`.
-    pub fn transactional_id(&self) -> String {
-        format!("{}-{}", self.group_id, self.instance_id)
-    }
-
     /// A human-readable summary of the effective settings (secrets in `[kafka]` masked).
     pub fn summary(&self) -> String {
         let mut s = String::new();
@@ -697,7 +692,6 @@ impl Config {
         let _ = writeln!(s, "brokers              = {}", self.brokers);
         let _ = writeln!(s, "group_id             = {}", self.group_id);
         let _ = writeln!(s, "instance_id          = {}", self.instance_id);
-        let _ = writeln!(s, "transactional id     = {}", self.transactional_id());
         let _ = writeln!(s, "input_topics         = {:?}", self.input_topics);
         let formats: Vec<String> = self
             .input_topics
@@ -914,7 +908,7 @@ mod tests {
     fn defaults_fill_everything_but_brokers() {
         let c = load("brokers = \"b:9092\"\ninstance_id = \"i1\"", &[]).unwrap();
         assert_eq!(c.group_id, "slawatch");
-        assert_eq!(c.transactional_id(), "slawatch-i1");
+        assert_eq!(c.instance_id, "i1");
         assert_eq!(c.allowed_lateness_ms, 1000);
         assert_eq!(c.commit_interval_ms, 100);
         assert!(c.exactly_once);

@@ -6,7 +6,7 @@
 //! | [`topics`]    | topic names (`--dry-run` shadow prefix), routing by kind, creation/check|
 //! | [`kafka`]     | librdkafka settings; the producer and its transactions; outage recovery |
 //! | [`records`]   | input hygiene, dead-letter headers, output keys and encodings           |
-//! | [`changelog`] | state-topic keys and formats; the restore of one partition              |
+//! | [`changelog`] | state topics: [`changelog::keys`], [`changelog::write`] (what a commit writes), [`changelog::restore`] |
 //! | [`commit_policy`] | how long a transaction stays open, from the partitions' lag     |
 //! | [`tasks`]     | per-partition state: an engine per input partition, a surge detector per repartition partition |
 //! | [`partitions`] | owned partitions: restoring (epoch) or live; assign / revoke / lost rules |
@@ -14,16 +14,14 @@
 //! | [`control`]   | shutdown / reload requests, readiness, ticket queries                   |
 //! | [`view`]      | the admin API's view of a ticket's clocks                               |
 //! | [`admin`]     | `/metrics`, `/healthz`, `/readyz`, `/tickets/{id}`                       |
-//! | [`clock`]     | where "now" comes from: wall, scaled (demo), manual (tests)             |
+//! | [`time_source`] | where "now" comes from: wall, scaled (demo), manual (tests) (an SLA clock is `core::clock`) |
 //! | [`service`]   | `slawatch run`: config → telemetry → admin → processor → signals        |
 //! | [`traffic`]   | the demo's synthetic support traffic                                    |
 //! | [`demo`]      | `slawatch demo`: mock cluster + traffic + the same processor            |
 //! | [`feed`]      | an SLA event as one readable line (demo feed, `slawatch tail`)          |
-//! | [`clients`]   | `slawatch publish` and `slawatch tail`: the quick start's Kafka clients |
+//! | [`quickstart`] | `slawatch publish` and `slawatch tail`: the quick start's Kafka clients (librdkafka settings are `kafka::clients`) |
 pub mod admin;
 pub mod changelog;
-pub mod clients;
-pub mod clock;
 pub mod commit_policy;
 pub mod config;
 pub mod control;
@@ -32,9 +30,11 @@ pub mod feed;
 pub mod kafka;
 pub mod partitions;
 pub mod processor;
+pub mod quickstart;
 pub mod records;
 pub mod service;
 pub mod tasks;
+pub mod time_source;
 pub mod topics;
 pub mod traffic;
 pub mod view;

@@ -30,7 +30,7 @@
 //! failed delivery also resets).
 //!
 //! # Rebalances
-//! The consumer contexts' callbacks run inside `poll` on this thread and share [`Core`]
+//! The consumer contexts' callbacks run inside `poll` on this thread and share [`Processor`]
 //! through a mutex that is never held across `poll`. Revoke: commit the open transaction
 //! (so the revoked partitions' outputs, state and offsets are committed), then drop their
 //! engines. Lost: abort, drop them, and reset the others (the abort discarded their
@@ -45,10 +45,9 @@ use crate::core::policy::PolicySet;
 use crate::core::ticket::Observation;
 use crate::core::time::{Dur, Ts};
 use crate::runtime::changelog::{
-    self, partition_key, surge_key as surge_state_key, ticket_key, RestoreEnv, RestoreRequest,
-    RestoreResult, SurgeRecord, SURGE_RECORD_VERSION,
+    self, partition_key, surge_key as surge_state_key, RestoreEnv, RestoreRequest, RestoreResult,
+    SurgeRecord, SURGE_RECORD_VERSION,
 };
-use crate::runtime::clock::Clock;
 use crate::runtime::commit_policy::{
     commit_plan, partition_lag, CommitPlan, CommitSettings, PartitionLag,
 };
@@ -56,10 +55,11 @@ use crate::runtime::config::{Config, OutputFormat};
 use crate::runtime::control::{Control, TicketQuery};
 use crate::runtime::kafka::recovery::{self, Trouble};
 use crate::runtime::kafka::txn::{self, ProducerCtx, Recovery, Txn, TxnError, TxnOp};
-use crate::runtime::kafka::{cached_watermarks, consumer_config, AuthFailure};
+use crate::runtime::kafka::{cached_watermarks, consumer_config, producer_config, AuthFailure};
 use crate::runtime::partitions::{Key as PartKey, Partitions, RestorePlan, Source};
 use crate::runtime::records::{self, check_input, InputLimits, CONTENT_TYPE};
 use crate::runtime::tasks::{InputTask, SurgeTask, WatermarkMark};
+use crate::runtime::time_source::Clock;
 use crate::runtime::topics::{ensure_topics, TopicError, Topics};
 use crate::runtime::view::ticket_view;
 use crate::telemetry;
@@ -194,7 +194,7 @@ pub fn start(
     register_policy(&opts.policy);
     let (restore_tx, restore_rx) = mpsc::channel();
     let engine_cfg = engine_config(cfg);
-    let core = Arc::new(Mutex::new(Core {
+    let processor = Arc::new(Mutex::new(Processor {
         io: Txn::new(producer, exactly_once, OP_TIMEOUT),
         cfg: cfg.clone(),
         topics: opts.topics.clone(),
@@ -239,12 +239,13 @@ pub fn start(
         commit_failure: None,
         scratch: Vec::with_capacity(1024),
     }));
-    let (main, surge) = new_consumers(cfg, &opts.topics, &core, &trouble, &auth)?;
+    let (main, surge) = new_consumers(cfg, &opts.topics, &processor, &trouble, &auth)?;
     let subscribed: Vec<&str> = opts.topics.inputs.iter().map(|s| s.as_str()).collect();
     tracing::info!(
         group = %opts.topics.group_id,
         surge_group = %opts.topics.surge_group_id,
         instance = %cfg.instance_id,
+        transactional_id = %opts.topics.transactional_id,
         topics = ?subscribed,
         guarantee = if exactly_once { "exactly-once" } else { "at-least-once" },
         "processor started"
@@ -260,15 +261,15 @@ pub fn start(
                 let r = run_loop(
                     clients.0,
                     clients.1,
-                    core.clone(),
+                    processor.clone(),
                     &thread_control,
                     &restore_rx,
                     query_rx.as_ref(),
                 );
                 match r {
-                    Err(ProcessorError::Fatal(e)) if lock(&core).may_recover() => {
+                    Err(ProcessorError::Fatal(e)) if lock(&processor).may_recover() => {
                         tracing::warn!(error = %e, "fatal Kafka client error after a broker outage; recreating the clients and restoring every partition from the state topics");
-                        match reconnect(&core, &thread_control) {
+                        match reconnect(&processor, &thread_control) {
                             Ok(Some(c)) => clients = c,
                             Ok(None) => break Ok(()),
                             Err(e) => break Err(e),
@@ -318,26 +319,34 @@ fn new_producer(
     trouble: &Arc<Trouble>,
     auth: &AuthFailure,
 ) -> Result<BaseProducer<ProducerCtx>, ProcessorError> {
-    let txn_id = topics.transactional_id(&cfg.instance_id);
     txn::new_producer(
-        cfg,
-        &txn_id,
+        producer_settings(cfg, topics),
+        cfg.exactly_once,
         ProducerCtx::new(auth.clone(), trouble.clone()),
         OP_TIMEOUT,
     )
     .map_err(|(what, source)| ProcessorError::Kafka { what, source })
 }
 
-/// Both consumers, subscribed, and handed to `core`.
+/// The output producer's settings: with exactly-once, the replica's transactional id as
+/// [`Topics`] derives it (`shadow.`-prefixed under `--dry-run`).
+fn producer_settings(cfg: &Config, topics: &Topics) -> rdkafka::ClientConfig {
+    producer_config(
+        cfg,
+        cfg.exactly_once.then_some(topics.transactional_id.as_str()),
+    )
+}
+
+/// Both consumers, subscribed, and handed to the processor.
 fn new_consumers(
     cfg: &Config,
     topics: &Topics,
-    core: &Arc<Mutex<Core>>,
+    processor: &Arc<Mutex<Processor>>,
     trouble: &Arc<Trouble>,
     auth: &AuthFailure,
 ) -> Result<Clients, ProcessorError> {
     let ctx = |role| ConsumerCtx {
-        core: core.clone(),
+        processor: processor.clone(),
         role,
         trouble: trouble.clone(),
         auth: auth.clone(),
@@ -357,7 +366,7 @@ fn new_consumers(
     surge
         .subscribe(&[&topics.repartition])
         .map_err(kerr("subscribing to the repartition topic"))?;
-    lock(core).consumers = Some(Consumers {
+    lock(processor).consumers = Some(Consumers {
         main: main.clone(),
         surge: surge.clone(),
     });
@@ -370,11 +379,11 @@ fn new_consumers(
 /// partition; the new consumers' assignment restores them from the state topics. `None`
 /// when a shutdown was requested meanwhile.
 fn reconnect(
-    core: &Arc<Mutex<Core>>,
+    processor: &Arc<Mutex<Processor>>,
     control: &Control,
 ) -> Result<Option<Clients>, ProcessorError> {
     let (cfg, topics, trouble, auth) = {
-        let mut c = lock(core);
+        let mut c = lock(processor);
         c.parts.clear();
         c.update_ready();
         (
@@ -399,19 +408,19 @@ fn reconnect(
         }
     };
     {
-        let mut c = lock(core);
+        let mut c = lock(processor);
         c.io.replace(producer);
         c.out = Emitted::default();
         c.surge_out.clear();
         c.fatal = None;
     }
-    new_consumers(&cfg, &topics, core, &trouble, &auth).map(Some)
+    new_consumers(&cfg, &topics, processor, &trouble, &auth).map(Some)
 }
 
 /// The processor state; a panic while it was held already ended the processing thread, so a
 /// poisoned lock is taken over rather than panicking again (admin queries, shutdown).
-fn lock(core: &Mutex<Core>) -> std::sync::MutexGuard<'_, Core> {
-    core.lock().unwrap_or_else(|p| p.into_inner())
+fn lock(processor: &Mutex<Processor>) -> std::sync::MutexGuard<'_, Processor> {
+    processor.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn register_policy(set: &PolicySet) {
@@ -431,7 +440,7 @@ fn register_policy(set: &PolicySet) {
 fn run_loop(
     main: Arc<Consumer>,
     surge: Arc<Consumer>,
-    core: Arc<Mutex<Core>>,
+    processor: Arc<Mutex<Processor>>,
     control: &Control,
     restore_rx: &mpsc::Receiver<RestoreResult>,
     query_rx: Option<&mpsc::Receiver<TicketQuery>>,
@@ -441,7 +450,7 @@ fn run_loop(
             break Ok(());
         }
         let timeout = {
-            let mut c = lock(&core);
+            let mut c = lock(&processor);
             if let Some(set) = control.take_reload() {
                 c.reload(set);
             }
@@ -465,10 +474,10 @@ fn run_loop(
         // The input consumer may block for the timeout; the surge stage's consumer is then
         // drained without blocking (surges work on minute boundaries).
         let t0 = Instant::now();
-        let n = poll_batch(&main, &core, timeout);
+        let n = poll_batch(&main, &processor, timeout);
         let t1 = Instant::now();
-        poll_batch(&surge, &core, Duration::ZERO);
-        lock(&core).after_batch();
+        poll_batch(&surge, &processor, Duration::ZERO);
+        lock(&processor).after_batch();
         let t2 = Instant::now();
         control.loop_stats(n, t1 - t0, t2 - t1);
     };
@@ -476,7 +485,7 @@ fn run_loop(
     // callbacks find nothing left to commit). With static membership the group keeps the
     // partitions for session.timeout.ms, so a restart within it causes no rebalance.
     {
-        let mut c = lock(&core);
+        let mut c = lock(&processor);
         if result.is_ok() {
             c.commit();
             if let Some(e) = c.fatal.take() {
@@ -497,7 +506,7 @@ fn run_loop(
 }
 
 /// Polls up to [`MAX_BATCH`] records (the first poll may wait `timeout`).
-fn poll_batch(consumer: &Consumer, core: &Mutex<Core>, timeout: Duration) -> usize {
+fn poll_batch(consumer: &Consumer, processor: &Mutex<Processor>, timeout: Duration) -> usize {
     let mut msg = consumer.poll(timeout);
     let polled = Instant::now();
     let mut n = 0;
@@ -505,7 +514,7 @@ fn poll_batch(consumer: &Consumer, core: &Mutex<Core>, timeout: Duration) -> usi
         match msg {
             None => break,
             Some(Ok(m)) => {
-                lock(core).on_message(&m);
+                lock(processor).on_message(&m);
                 // From the poll that returned the record to the engine having taken it in.
                 telemetry::event_to_decision(polled.elapsed());
                 n += 1;
@@ -513,7 +522,7 @@ fn poll_batch(consumer: &Consumer, core: &Mutex<Core>, timeout: Duration) -> usi
             Some(Err(KafkaError::PartitionEOF(_))) => {}
             Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
                 telemetry::error(telemetry::ErrorReason::ConsumerFatal);
-                lock(core).fatal = Some(ProcessorError::Fatal(format!("consumer: {code}")));
+                lock(processor).fatal = Some(ProcessorError::Fatal(format!("consumer: {code}")));
                 break;
             }
             Some(Err(e)) => {
@@ -539,7 +548,7 @@ enum Role {
 }
 
 struct ConsumerCtx {
-    core: Arc<Mutex<Core>>,
+    processor: Arc<Mutex<Processor>>,
     role: Role,
     auth: AuthFailure,
     trouble: Arc<Trouble>,
@@ -575,7 +584,7 @@ impl ConsumerContext for ConsumerCtx {
                 if lost {
                     self.trouble.mark();
                 }
-                lock(&self.core).on_revoke(consumer, self.role, tpl, lost);
+                lock(&self.processor).on_revoke(consumer, self.role, tpl, lost);
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
             Rebalance::Assign(_) => {}
@@ -583,8 +592,8 @@ impl ConsumerContext for ConsumerCtx {
     }
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
-            Rebalance::Assign(tpl) => lock(&self.core).on_assign(consumer, tpl),
-            Rebalance::Revoke(_) => lock(&self.core).update_assigned(),
+            Rebalance::Assign(tpl) => lock(&self.processor).on_assign(consumer, tpl),
+            Rebalance::Revoke(_) => lock(&self.processor).update_assigned(),
             Rebalance::Error(_) => {}
         }
     }
@@ -594,7 +603,7 @@ type Consumer = BaseConsumer<ConsumerCtx>;
 /// The input stage's consumer and the surge stage's.
 type Clients = (Arc<Consumer>, Arc<Consumer>);
 
-struct Core {
+struct Processor {
     io: Txn<BaseProducer<ProducerCtx>>,
     cfg: Config,
     topics: Topics,
@@ -646,7 +655,7 @@ struct Core {
     commit_failure: Option<String>,
 }
 
-impl Core {
+impl Processor {
     /// Whether a fatal client error is to be recovered from by recreating the clients: it
     /// came soon after trouble reaching the brokers, and not too often.
     fn may_recover(&mut self) -> bool {
@@ -1226,20 +1235,11 @@ impl Core {
             }
             let topic = &self.topics.inputs[t.topic];
             let p = t.partition;
-            let changes = t.engine.take_changes();
-            let mut stale = t.stale_keys.take();
-            for (k, rec) in changes {
-                let key = ticket_key(topic, &k.tenant, &k.id);
-                if let Some(s) = stale.as_mut() {
-                    s.remove(&key);
-                }
+            let records =
+                changelog::ticket_records(topic, t.engine.take_changes(), t.stale_keys.take());
+            for r in records {
                 self.io
-                    .produce(&state_topic, Some(p), &key, rec.as_deref(), None);
-            }
-            if let Some(stale) = stale {
-                for key in stale {
-                    self.io.produce(&state_topic, Some(p), &key, None, None);
-                }
+                    .produce(&state_topic, Some(p), &r.key, r.value.as_deref(), None);
             }
             if t.changed {
                 let ps = t.engine.partition_state();
@@ -1265,14 +1265,22 @@ impl Core {
                 max_seen: s.max_seen,
                 state: s.detector.state().clone(),
             };
-            self.io.produce(
-                &surge_state_topic,
-                Some(s.partition),
-                &key,
-                Some(&rec.encode()),
-                None,
-            );
-            s.dirty = false;
+            match rec.encode() {
+                Ok(bytes) => {
+                    self.io.produce(
+                        &surge_state_topic,
+                        Some(s.partition),
+                        &key,
+                        Some(&bytes),
+                        None,
+                    );
+                    s.dirty = false;
+                }
+                // Stays dirty: the next commit tries again; the last written state stands.
+                Err(e) => {
+                    tracing::error!(partition = s.partition, error = %e, "surge state not written")
+                }
+            }
         }
     }
 
@@ -1794,4 +1802,28 @@ fn header<'a>(m: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a [u8]> {
     h.iter()
         .find(|h| h.key.eq_ignore_ascii_case(name))
         .and_then(|h| h.value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(exactly_once: bool) -> Config {
+        let text = format!(
+            "brokers = \"b:9092\"\ngroup_id = \"g\"\ninstance_id = \"i1\"\nexactly_once = {exactly_once}"
+        );
+        Config::from_sources(&text, "test.toml", Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn the_producer_uses_the_dry_run_prefixed_transactional_id() {
+        let cfg = config(true);
+        let live = producer_settings(&cfg, &Topics::new(&cfg, false));
+        assert_eq!(live.get("transactional.id"), Some("g-i1"));
+        let shadow = producer_settings(&cfg, &Topics::new(&cfg, true));
+        assert_eq!(shadow.get("transactional.id"), Some("shadow.g-i1"));
+        let alo = config(false);
+        let settings = producer_settings(&alo, &Topics::new(&alo, true));
+        assert_eq!(settings.get("transactional.id"), None);
+    }
 }

@@ -3,7 +3,7 @@
 //! the encoding and key of SLA events.
 use crate::codec;
 use crate::codec::framing::{self, InputFormat, WireFormat};
-use crate::core::engine::RejectReason as EngineReject;
+use crate::core::engine::Refusal;
 use crate::core::model::{Category, Channel, Event, OutputBody, SlaOutput};
 use crate::core::surge::{surge_key, Dimension};
 use crate::core::time::{Dur, Ts};
@@ -186,12 +186,12 @@ pub fn dead_letter_headers(
 }
 
 /// The telemetry reason of an engine rejection.
-pub fn engine_reason(r: EngineReject) -> RejectReason {
+pub fn engine_reason(r: Refusal) -> RejectReason {
     match r {
-        EngineReject::PreopenExpired => RejectReason::PreopenExpired,
-        EngineReject::PreopenOverflow => RejectReason::PreopenOverflow,
-        EngineReject::Capacity => RejectReason::Capacity,
-        EngineReject::TicketExpired => RejectReason::TicketExpired,
+        Refusal::PreopenExpired => RejectReason::PreopenExpired,
+        Refusal::PreopenOverflow => RejectReason::PreopenOverflow,
+        Refusal::Capacity => RejectReason::Capacity,
+        Refusal::TicketExpired => RejectReason::TicketExpired,
     }
 }
 

@@ -5,11 +5,11 @@
 use crate::core::policy::builtin::PolicySource;
 use crate::core::policy::PolicySet;
 use crate::runtime::admin;
-use crate::runtime::clock::{Clock, WallClock};
 use crate::runtime::config::{Config, ConfigError};
 use crate::runtime::control::Control;
 use crate::runtime::kafka::connect::{wait_for_brokers, ConnectError};
 use crate::runtime::processor::{self, ProcessorError, ProcessorOptions};
+use crate::runtime::time_source::{Clock, WallClock};
 use crate::runtime::topics::Topics;
 use crate::telemetry;
 use std::path::{Path, PathBuf};

@@ -22,6 +22,10 @@ pub struct Topics {
     /// stage's partitions are balanced across replicas independently (cooperative-sticky
     /// balances the total partition count of a member, not each topic's).
     pub surge_group_id: String,
+    /// The output producer's `transactional.id`: `<group_id>-<instance_id>`, prefixed under
+    /// `--dry-run` like the group (the only place it is derived: a shadow replica must not
+    /// fence the live one's producer).
+    pub transactional_id: String,
     pub inputs: Vec<String>,
     pub breaches: String,
     pub warnings: String,
@@ -51,6 +55,7 @@ impl Topics {
         Topics {
             group_id: p(&cfg.group_id),
             surge_group_id: p(&format!("{}.surge", cfg.group_id)),
+            transactional_id: p(&format!("{}-{}", cfg.group_id, cfg.instance_id)),
             inputs: cfg.input_topics.clone(),
             breaches: p(&t.breaches),
             warnings: p(&t.warnings),
@@ -89,11 +94,6 @@ impl Topics {
         v.sort();
         v.dedup();
         v
-    }
-
-    /// Transactional ids are per replica: `<group>-<instance>`.
-    pub fn transactional_id(&self, instance_id: &str) -> String {
-        format!("{}-{instance_id}", self.group_id)
     }
 }
 
@@ -372,7 +372,8 @@ mod tests {
 
     #[test]
     fn routing_and_shadow_prefix() {
-        let cfg = Config::from_sources("brokers = \"b\"", "t", Vec::new()).unwrap();
+        let cfg =
+            Config::from_sources("brokers = \"b\"\ninstance_id = \"i1\"", "t", Vec::new()).unwrap();
         let t = Topics::new(&cfg, false);
         assert_eq!(
             t.for_output(&OutputBody::Cleared {
@@ -388,6 +389,8 @@ mod tests {
         assert_eq!(s.state, "shadow.slawatch.state");
         assert_eq!(s.group_id, "shadow.slawatch");
         assert_eq!(s.surge_group_id, "shadow.slawatch.surge");
+        assert_eq!(t.transactional_id, "slawatch-i1");
+        assert_eq!(s.transactional_id, "shadow.slawatch-i1");
         assert_eq!(t.surge_state, "slawatch.surge-state");
         assert_eq!(s.inputs, vec!["conversations"]);
     }

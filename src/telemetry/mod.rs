@@ -412,7 +412,7 @@ impl OutputKind {
 
 label_enum!(
     /// Wire format of an input record, as read (codec::framing::WireFormat).
-    Format {
+    FormatLabel {
         Json => "json",
         Protobuf => "protobuf",
         SchemaRegistryJson => "schema-registry-json",
@@ -470,24 +470,24 @@ impl From<&crate::codec::DecodeError> for RejectReason {
     }
 }
 
-impl From<Option<crate::codec::framing::WireFormat>> for Format {
-    fn from(f: Option<crate::codec::framing::WireFormat>) -> Format {
+impl From<Option<crate::codec::framing::WireFormat>> for FormatLabel {
+    fn from(f: Option<crate::codec::framing::WireFormat>) -> FormatLabel {
         use crate::codec::framing::WireFormat as W;
         match f {
-            Some(W::Json) => Format::Json,
-            Some(W::Protobuf) => Format::Protobuf,
-            Some(W::SchemaRegistryJson) => Format::SchemaRegistryJson,
-            Some(W::SchemaRegistryProtobuf) => Format::SchemaRegistryProtobuf,
-            None => Format::Unrecognised,
+            Some(W::Json) => FormatLabel::Json,
+            Some(W::Protobuf) => FormatLabel::Protobuf,
+            Some(W::SchemaRegistryJson) => FormatLabel::SchemaRegistryJson,
+            Some(W::SchemaRegistryProtobuf) => FormatLabel::SchemaRegistryProtobuf,
+            None => FormatLabel::Unrecognised,
         }
     }
 }
 
-impl From<crate::codec::Format> for Format {
-    fn from(f: crate::codec::Format) -> Format {
+impl From<crate::codec::Format> for FormatLabel {
+    fn from(f: crate::codec::Format) -> FormatLabel {
         match f {
-            crate::codec::Format::Json => Format::Json,
-            crate::codec::Format::Protobuf => Format::Protobuf,
+            crate::codec::Format::Json => FormatLabel::Json,
+            crate::codec::Format::Protobuf => FormatLabel::Protobuf,
         }
     }
 }
@@ -841,7 +841,7 @@ pub fn set_assigned_partitions(n: u64) {
 }
 
 /// One input record consumed.
-pub fn event_consumed(format: Format) {
+pub fn event_consumed(format: FormatLabel) {
     counter!(EVENTS_CONSUMED_TOTAL, "format" => format.as_str()).increment(1);
 }
 
@@ -935,7 +935,7 @@ pub fn set_build_info(version: &'static str) {
 /// Registers every series whose labels come only from fixed sets at zero, so the first
 /// increment is visible to `rate()` / `increase()` and every dashboard panel has a series.
 pub fn register_fixed_series() {
-    for f in Format::ALL {
+    for f in FormatLabel::ALL {
         counter!(EVENTS_CONSUMED_TOTAL, "format" => f.as_str()).absolute(0);
     }
     for r in RejectReason::ALL {
@@ -1261,7 +1261,7 @@ mod tests {
             );
         }
         for f in [crate::codec::Format::Json, crate::codec::Format::Protobuf] {
-            assert_eq!(Format::from(f).as_str(), f.as_str());
+            assert_eq!(FormatLabel::from(f).as_str(), f.as_str());
         }
         {
             use crate::codec::framing::WireFormat as W;
@@ -1271,9 +1271,9 @@ mod tests {
                 W::SchemaRegistryJson,
                 W::SchemaRegistryProtobuf,
             ] {
-                assert_eq!(Format::from(Some(f)).as_str(), f.as_str());
+                assert_eq!(FormatLabel::from(Some(f)).as_str(), f.as_str());
             }
-            assert_eq!(Format::from(None).as_str(), "unrecognised");
+            assert_eq!(FormatLabel::from(None).as_str(), "unrecognised");
         }
         assert_eq!(RejectReason::from_label("nope"), None);
     }

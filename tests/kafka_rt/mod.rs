@@ -15,10 +15,10 @@ use slawatch::core::policy::parse::load_policy_file;
 use slawatch::core::policy::PolicySet;
 use slawatch::core::time::{Dur, Ts};
 use slawatch::replay::{replay, Order, ReplayOptions};
-use slawatch::runtime::clock::{Clock, ManualClock};
 use slawatch::runtime::config::Config;
 use slawatch::runtime::control::Control;
 use slawatch::runtime::processor::{self, ProcessorHandle, ProcessorOptions};
+use slawatch::runtime::time_source::{Clock, ManualClock};
 use slawatch::runtime::topics::Topics;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -453,7 +453,7 @@ pub fn header(m: &OwnedMessage, name: &str) -> Option<String> {
 
 /// Wall-clock instant (for building events relative to now).
 pub fn now() -> Ts {
-    slawatch::runtime::clock::WallClock.now()
+    slawatch::runtime::time_source::WallClock.now()
 }
 
 /// The clock position that makes every partition fire what `replay --until until` fires.

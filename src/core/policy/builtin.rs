@@ -2,8 +2,8 @@
 //! directory without `--policy` / `policy_file`. deploy/policies/default.toml stays the
 //! source: this is its text at build time, and tests/builtin_policy.rs checks that
 //! `slawatch policy show-default` prints that file byte for byte.
+use super::compiled::PolicySet;
 use super::diagnostics::Diagnostic;
-use super::model::PolicySet;
 use super::parse::{check_policy, check_policy_file};
 use std::fmt;
 use std::path::PathBuf;

@@ -68,9 +68,9 @@
 //! ```
 mod pausing;
 
+use super::compiled::*;
 use super::diagnostics::{join, nearest, suggest, Sink};
 pub use super::diagnostics::{render, Diagnostic, Severity};
-use super::model::*;
 use crate::core::calendar::{Calendar, LocalInterval};
 use crate::core::model::{Category, Channel, Role, Tier, Urgency};
 use crate::core::time::Dur;

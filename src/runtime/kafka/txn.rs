@@ -7,8 +7,7 @@
 //! Failures are typed ([`TxnError`]) and say what to do about them ([`Recovery`]): reset
 //! (abort, restore every partition from the state topics) or fatal (stop, or recreate the
 //! clients after a broker outage) — decided from librdkafka's flags, never from a message.
-use crate::runtime::config::Config;
-use crate::runtime::kafka::clients::{producer_config, AuthFailure};
+use crate::runtime::kafka::clients::AuthFailure;
 use crate::runtime::kafka::recovery::Trouble;
 use crate::telemetry::ErrorReason;
 use rdkafka::client::ClientContext;
@@ -18,6 +17,7 @@ use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientConfig;
 use rdkafka::Message as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -444,16 +444,15 @@ impl ProducerContext for ProducerCtx {
 /// The output producer; with exactly-once, `init_transactions` (which fences a zombie with
 /// the same transactional id and aborts its open transaction).
 pub fn new_producer(
-    cfg: &Config,
-    transactional_id: &str,
+    settings: ClientConfig,
+    exactly_once: bool,
     ctx: ProducerCtx,
     timeout: Duration,
 ) -> Result<BaseProducer<ProducerCtx>, (&'static str, KafkaError)> {
-    let producer: BaseProducer<ProducerCtx> =
-        producer_config(cfg, cfg.exactly_once.then_some(transactional_id))
-            .create_with_context(ctx)
-            .map_err(|e| ("creating the producer", e))?;
-    if cfg.exactly_once {
+    let producer: BaseProducer<ProducerCtx> = settings
+        .create_with_context(ctx)
+        .map_err(|e| ("creating the producer", e))?;
+    if exactly_once {
         producer
             .init_transactions(timeout)
             .map_err(|e| ("init_transactions", e))?;

@@ -1,7 +1,7 @@
 //! Clock fields of the amended contract (docs/sla-semantics.md §1): `paused_in`, the phases that
 //! pause a clock, and `metric`, the latency distribution a clock's stops feed.
 use super::{suggest, Cx, Tbl, Val};
-use crate::core::policy::model::{LatencyMetric, MatcherSet, PhaseSet, LATENCY_METRICS};
+use crate::core::policy::compiled::{LatencyMetric, MatcherSet, PhaseSet, LATENCY_METRICS};
 
 impl Cx<'_> {
     /// `paused_in`: a phase or a list of `open`, `waiting`, `on_hold`, `resolved`.

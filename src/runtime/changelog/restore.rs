@@ -1,130 +1,21 @@
-//! The state topics: compacted changelogs written in the same transaction as the outputs
-//! and the consumed offsets, and the restore that reads them back.
-//!
-//! # Records
-//! State topic, partition p = input partition p's state:
-//!
-//! | key                         | value                                              |
-//! |-----------------------------|----------------------------------------------------|
-//! | `t/<input topic>/<ticket>`  | `Engine::ticket_record` of a ticket without tenant (versioned postcard); NULL = freed (tombstone) |
-//! | `T/<input topic>/<tenant length>/<tenant>/<ticket>` | the same, of a tenant's ticket (rule 11) |
-//! | `p/<input topic>`           | `Engine::partition_state`: watermark, pending and pre-open events, counters |
-//!
-//! Surge-state topic, partition p = repartition partition p's detector (kept apart so the
-//! surge stage, a consumer group of its own, restores without scanning ticket state):
-//!
-//! | key                         | value                                              |
-//! |-----------------------------|----------------------------------------------------|
-//! | `s/<repartition topic>`     | [`SurgeRecord`] (versioned postcard)                |
-//!
-//! The input topic is part of the ticket key because several co-partitioned input topics
-//! each have their own engine per partition number, and a restore must know which engine a
-//! ticket belongs to (topic names cannot contain `/`, so the key splits unambiguously).
-//! Every format carries a version; older versions are read or refused with a named error,
-//! never misread.
-//!
-//! Versions before rule 11 keyed every ticket `t/<topic>/<ticket>`, its tenant only inside
-//! the record. Such a record restores as the ticket of the tenant it names, and the first
-//! state write after the restore moves it to its `T/…` key and tombstones the old key
-//! ([`RestoredInput::stale_keys`], [`RestoredInput::rewrite`]): nothing is lost and
-//! tickets without tenant keep their keys.
-//!
-//! # Restore
-//! On assignment a worker thread (1) fetches the group's committed offsets of the
-//! partition (read_committed makes the broker wait until no transaction holds them), then
-//! (2) reads the state partition from the beginning to its end with a read_committed
-//! `assign`ed consumer, and hands the records in chunks to a builder thread that feeds a [`Restorer`] (a later record of a ticket replaces the
-//! earlier one, a tombstone removes it, the partition record is applied last), so
-//! decoding overlaps reading and no copy of the whole partition is held. The processing thread keeps
-//! the input partition paused until the result arrives, then seeks it to the committed
-//! offset and resumes it.
-use crate::core::engine::{Engine, EngineConfig, Restorer, SnapshotError};
+//! Reading a state partition back: the committed offsets, then every record to the end,
+//! decoded on a builder thread while the reader reads (see [`super`] for the protocol).
+use super::keys::{partition_key, split_tenant_key, surge_key, ticket_key};
+use super::write::{SurgeRecord, SurgeRecordError};
+use crate::core::engine::{Engine, EngineConfig};
 use crate::core::model::TicketKey;
 use crate::core::policy::PolicySet;
-use crate::core::surge::{SurgeDetector, SurgeState};
-use crate::core::time::Ts;
+use crate::core::snapshot::{Restorer, SnapshotError};
+use crate::core::surge::SurgeDetector;
 use crate::runtime::config::Config;
 use crate::runtime::kafka::reader_config;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Key of a ticket record: `t/<topic>/<ticket>` for a ticket without tenant (the form of
-/// every earlier version), `T/<topic>/<tenant length>/<tenant>/<ticket>` for a tenant's.
-pub fn ticket_key(input_topic: &str, tenant: &str, ticket: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(8 + input_topic.len() + tenant.len() + ticket.len());
-    if tenant.is_empty() {
-        k.extend_from_slice(b"t/");
-        k.extend_from_slice(input_topic.as_bytes());
-        k.push(b'/');
-    } else {
-        k.extend_from_slice(b"T/");
-        k.extend_from_slice(input_topic.as_bytes());
-        k.push(b'/');
-        k.extend_from_slice(tenant.len().to_string().as_bytes());
-        k.push(b'/');
-        k.extend_from_slice(tenant.as_bytes());
-        k.push(b'/');
-    }
-    k.extend_from_slice(ticket.as_bytes());
-    k
-}
-
-/// `<tenant length>/<tenant>/<ticket>` (the rest of a `T/<topic>/` key) → (tenant, ticket).
-fn split_tenant_key(rest: &[u8]) -> Option<(&str, &str)> {
-    let slash = rest.iter().position(|&b| b == b'/')?;
-    let len: usize = std::str::from_utf8(&rest[..slash]).ok()?.parse().ok()?;
-    let rest = &rest[slash + 1..];
-    if rest.len() <= len || rest[len] != b'/' {
-        return None;
-    }
-    let tenant = std::str::from_utf8(&rest[..len]).ok()?;
-    let ticket = std::str::from_utf8(&rest[len + 1..]).ok()?;
-    Some((tenant, ticket))
-}
-
-/// Key of an input partition's partition-level state.
-pub fn partition_key(input_topic: &str) -> Vec<u8> {
-    format!("p/{input_topic}").into_bytes()
-}
-
-/// Key of a surge partition's detector state (in the surge-state topic).
-pub fn surge_key(repartition_topic: &str) -> Vec<u8> {
-    format!("s/{repartition_topic}").into_bytes()
-}
-
-pub const SURGE_RECORD_VERSION: u32 = 1;
-
-/// A surge partition's state in the changelog.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct SurgeRecord {
-    pub version: u32,
-    pub watermark: Ts,
-    pub max_seen: Ts,
-    pub state: SurgeState,
-}
-
-impl SurgeRecord {
-    pub fn encode(&self) -> Vec<u8> {
-        postcard::to_stdvec(self).expect("surge record serialises")
-    }
-    pub fn decode(bytes: &[u8]) -> Result<SurgeRecord, RestoreError> {
-        let r: SurgeRecord =
-            postcard::from_bytes(bytes).map_err(|e| RestoreError::Surge(e.to_string()))?;
-        if r.version != SURGE_RECORD_VERSION {
-            return Err(RestoreError::Surge(format!(
-                "surge record version {} is not supported (this build reads {SURGE_RECORD_VERSION})",
-                r.version
-            )));
-        }
-        Ok(r)
-    }
-}
 
 /// What to restore for one partition number.
 #[derive(Clone, Debug)]
@@ -198,7 +89,7 @@ pub enum RestoreError {
         source: SnapshotError,
     },
     #[error("surge state: {0}")]
-    Surge(String),
+    Surge(#[from] SurgeRecordError),
     #[error("the restore builder stopped")]
     BuilderStopped,
 }
@@ -618,30 +509,14 @@ pub fn surge_detector(policy: &PolicySet, record: Option<&SurgeRecord>) -> Surge
         None => SurgeDetector::new(policy.surge.clone()),
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn keys_split_unambiguously() {
-        assert_eq!(ticket_key("conv", "", "T/1"), b"t/conv/T/1".to_vec());
-        assert!(ticket_key("conv", "", "T1").starts_with(&ticket_key("conv", "", "")));
-        assert!(!ticket_key("conv2", "", "T1").starts_with(&ticket_key("conv", "", "")));
-        let k = ticket_key("conv", "a/b", "T/1");
-        assert_eq!(k, b"T/conv/3/a/b/T/1".to_vec());
-        assert_eq!(
-            split_tenant_key(k.strip_prefix(b"T/conv/".as_slice()).unwrap()),
-            Some(("a/b", "T/1"))
-        );
-        assert_eq!(split_tenant_key(b"9/ab/c"), None);
-        assert_eq!(partition_key("conv"), b"p/conv".to_vec());
-        assert_eq!(surge_key("rep"), b"s/rep".to_vec());
-    }
-
     use crate::core::engine::Emitted;
     use crate::core::model::{Body, Event};
     use crate::core::policy::builtin::PolicySource;
+    use crate::core::time::Ts;
 
     fn opened(tenant: &str, id: &str, at: i64) -> Event {
         Event {
@@ -757,20 +632,5 @@ mod tests {
         assert!(r.engine.ticket("", "77").is_some());
         assert!(r.rewrite.is_empty());
         assert_eq!(r.tickets, 2);
-    }
-
-    #[test]
-    fn surge_record_round_trip_and_version() {
-        let r = SurgeRecord {
-            version: SURGE_RECORD_VERSION,
-            watermark: Ts::from_secs(10),
-            max_seen: Ts::from_secs(11),
-            state: SurgeState::default(),
-        };
-        let back = SurgeRecord::decode(&r.encode()).unwrap();
-        assert_eq!(back.watermark, Ts::from_secs(10));
-        let mut old = r.clone();
-        old.version = 99;
-        assert!(SurgeRecord::decode(&old.encode()).is_err());
     }
 }

@@ -1,0 +1,372 @@
+//! The engine's state format: one ticket record per ticket (compacted changelog), a small
+//! partition-level record (watermark, pending and pre-open events, surge windows, counters),
+//! and the whole-partition snapshot `replay` and tests use. Every format is versioned and
+//! postcard-encoded; a record of another version is refused with a named error, never
+//! misread. Plans are named by policy and overlay ids, so a ticket restores under any
+//! plan table.
+use crate::core::engine::{Engine, EngineConfig, EngineStats};
+use crate::core::model::{Event, TicketKey};
+use crate::core::plan::{OverlayIndices, Plan, PlanKey};
+use crate::core::policy::{Phase, PolicySet};
+use crate::core::surge::{SurgeDetector, SurgeState};
+use crate::core::ticket::Ticket;
+use crate::core::time::Ts;
+use compact_str::CompactString;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
+use std::sync::Arc;
+
+impl Engine {
+    /// One ticket's state with its plan named (so it restores under any plan table).
+    pub fn ticket_record(&self, t: &Ticket) -> Vec<u8> {
+        let plan = &self.registry.plans[t.plan as usize];
+        let rec = TicketRecordRef {
+            version: SNAPSHOT_VERSION,
+            plan: PlanKeyRef {
+                policy_id: &plan.policy_id,
+                overlay_ids: plan.overlay_ids.iter().map(|s| &**s).collect(),
+            },
+            ticket: t,
+        };
+        postcard::to_stdvec(&rec).expect("ticket serialises")
+    }
+
+    /// Partition-level state (watermark, pending and pre-open events, surge windows,
+    /// counters): small, written with every changelog commit.
+    pub fn partition_state(&self) -> Vec<u8> {
+        let snap = SnapshotRef {
+            version: SNAPSHOT_VERSION,
+            watermark: self.watermark,
+            max_seen: self.max_seen,
+            seq: self.seq,
+            plans: Vec::new(),
+            tickets: Vec::new(),
+            pending: self.pending_sorted(),
+            preopen: self.preopen.by_ticket.values().flatten().collect(),
+            surge: self.surge.as_ref().map(|s| s.state()),
+            stats: &self.stats,
+        };
+        let mut bytes = SNAPSHOT_MAGIC.to_vec();
+        bytes.extend(postcard::to_stdvec(&snap).expect("partition state serialises"));
+        bytes
+    }
+
+    /// Rebuilds an engine from a changelog: the partition record (if any) and the latest
+    /// record of every live ticket.
+    pub fn restore_parts<'a>(
+        policy: Arc<PolicySet>,
+        cfg: EngineConfig,
+        partition_state: Option<&[u8]>,
+        tickets: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<Engine, SnapshotError> {
+        let mut r = Restorer::new(policy, cfg);
+        for bytes in tickets {
+            r.upsert(bytes)?;
+        }
+        r.finish(partition_state)
+    }
+
+    /// Serialises the whole partition state (versioned, compact).
+    pub fn snapshot(&self) -> Vec<u8> {
+        let snap = SnapshotRef {
+            version: SNAPSHOT_VERSION,
+            watermark: self.watermark,
+            max_seen: self.max_seen,
+            seq: self.seq,
+            plans: self.registry.plans.iter().map(|p| p.key()).collect(),
+            tickets: self.tickets.iter().collect(),
+            pending: self.pending_sorted(),
+            preopen: self.preopen.by_ticket.values().flatten().collect(),
+            surge: self.surge.as_ref().map(|s| s.state()),
+            stats: &self.stats,
+        };
+        let mut bytes = SNAPSHOT_MAGIC.to_vec();
+        bytes.extend(postcard::to_stdvec(&snap).expect("snapshot serialises"));
+        bytes
+    }
+
+    /// Rebuilds an engine from [`Engine::snapshot`] bytes, binding tickets to `policy` by
+    /// policy and overlay ids.
+    pub fn restore(
+        policy: Arc<PolicySet>,
+        cfg: EngineConfig,
+        bytes: &[u8],
+    ) -> Result<Engine, SnapshotError> {
+        let body = bytes
+            .strip_prefix(SNAPSHOT_MAGIC)
+            .ok_or(SnapshotError::BadMagic)?;
+        let snap: SnapshotOwned =
+            postcard::from_bytes(body).map_err(|e| SnapshotError::Decode(e.to_string()))?;
+        if snap.version != SNAPSHOT_VERSION {
+            return Err(SnapshotError::UnsupportedVersion(snap.version));
+        }
+        let mut e = Engine::new(policy.clone(), cfg);
+        for key in &snap.plans {
+            let plan = Plan::from_key(&policy, key);
+            // Keep indices stable even when two keys resolve to the same plan.
+            let i = e.registry.plans.len() as u32;
+            let overlays: OverlayIndices = plan
+                .overlay_ids
+                .iter()
+                .filter_map(|id| policy.overlays.iter().position(|o| o.id == *id))
+                .collect();
+            e.registry
+                .index
+                .entry((Arc::as_ptr(&policy) as usize, plan.policy_index, overlays))
+                .or_insert(i);
+            e.registry.plans.push(Arc::new(plan));
+        }
+        e.watermark = snap.watermark;
+        e.max_seen = snap.max_seen;
+        e.seq = snap.seq;
+        e.stats = snap.stats;
+        for mut t in snap.tickets {
+            let plan = &e.registry.plans[t.plan as usize];
+            if t.clocks.len() != plan.clocks.len() && t.phase != Phase::Expired {
+                let mut v = std::mem::take(&mut t.clocks).into_vec();
+                v.resize(plan.clocks.len(), Default::default());
+                t.clocks = v.into_boxed_slice();
+            }
+            let slot = e.tickets.insert(t);
+            e.schedule(slot);
+        }
+        for (i, ev) in snap.pending.into_iter().enumerate() {
+            e.pending.push(i as u64, ev);
+        }
+        for ev in snap.preopen {
+            let key = TicketKey::of(&ev);
+            match e.preopen.by_ticket.get_mut(&key) {
+                Some(list) => list.push(ev),
+                None => {
+                    e.preopen.expiry.insert((ev.occurred_at, key.clone()));
+                    e.preopen.by_ticket.insert(key, vec![ev]);
+                }
+            }
+        }
+        if let (Some(state), true) = (snap.surge, e.cfg.surge) {
+            e.surge = Some(SurgeDetector::from_state(policy.surge.clone(), state));
+        }
+        Ok(e)
+    }
+}
+
+const SNAPSHOT_MAGIC: &[u8] = b"SLAW";
+/// Bumped on any incompatible change of the snapshot layout; older versions are refused
+/// with a clear error rather than misread.
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SnapshotError {
+    #[error("not a slawatch snapshot (bad magic bytes)")]
+    BadMagic,
+    #[error("snapshot format version {0} is not supported (this build reads {SNAPSHOT_VERSION})")]
+    UnsupportedVersion(u32),
+    #[error("snapshot could not be decoded: {0}")]
+    Decode(String),
+}
+
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    version: u32,
+    watermark: Ts,
+    max_seen: Ts,
+    seq: u64,
+    plans: Vec<PlanKey>,
+    tickets: Vec<&'a Ticket>,
+    pending: Vec<&'a Event>,
+    preopen: Vec<&'a Event>,
+    surge: Option<&'a SurgeState>,
+    stats: &'a EngineStats,
+}
+
+/// A plan key as written and read in ticket records: borrowed, so neither side allocates
+/// per record (same wire form as [`PlanKey`]).
+#[derive(Serialize, Deserialize)]
+struct PlanKeyRef<'a> {
+    #[serde(borrow)]
+    policy_id: &'a str,
+    #[serde(borrow)]
+    overlay_ids: SmallVec<[&'a str; 4]>,
+}
+
+#[derive(Serialize)]
+struct TicketRecordRef<'a> {
+    version: u32,
+    plan: PlanKeyRef<'a>,
+    ticket: &'a Ticket,
+}
+
+#[derive(Deserialize)]
+struct TicketRecordIn<'a> {
+    version: u32,
+    #[serde(borrow)]
+    plan: PlanKeyRef<'a>,
+    ticket: Ticket,
+}
+
+/// Rebuilds an engine from changelog records as they are read, in log order: ticket records
+/// replace earlier ones of the same ticket, tombstones remove them, and the partition-level
+/// record (watermark, pending and pre-open events, counters) is applied last. Streaming
+/// lets the Kafka runtime decode while librdkafka is still fetching, with no copy of the
+/// partition's records in between.
+pub struct Restorer {
+    engine: Engine,
+    policy: Arc<PolicySet>,
+    /// (policy id, overlay ids) → plan index; a handful of entries, scanned linearly.
+    plans: Vec<(PlanKey, u32)>,
+    /// Ticket id → tenant of tickets restored from a tenant-less key whose record names a
+    /// tenant: written before tickets were keyed by tenant (rule 11). Such a key stands for
+    /// that ticket until a record under its current key replaces it.
+    legacy: FxHashMap<CompactString, CompactString>,
+}
+
+impl Restorer {
+    pub fn new(policy: Arc<PolicySet>, cfg: EngineConfig) -> Restorer {
+        Restorer {
+            engine: Engine::new(policy.clone(), cfg),
+            policy,
+            plans: Vec::new(),
+            legacy: FxHashMap::default(),
+        }
+    }
+
+    /// A ticket record (`Engine::ticket_record`): replaces the ticket's earlier state.
+    pub fn upsert(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
+        self.upsert_keyed(bytes, false)
+    }
+
+    /// A ticket record found under a tenant-less key (the changelog's `t/…` form): it
+    /// replaces whatever that key held. Versions before rule 11 wrote every ticket under
+    /// such a key; a record of theirs that names a tenant restores as that tenant's ticket
+    /// and is listed by [`Restorer::legacy`] so it can be rewritten under its current key.
+    pub fn upsert_tenantless_key(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
+        self.upsert_keyed(bytes, true)
+    }
+
+    fn upsert_keyed(&mut self, bytes: &[u8], tenantless_key: bool) -> Result<(), SnapshotError> {
+        let rec: TicketRecordIn =
+            postcard::from_bytes(bytes).map_err(|err| SnapshotError::Decode(err.to_string()))?;
+        if rec.version != SNAPSHOT_VERSION {
+            return Err(SnapshotError::UnsupportedVersion(rec.version));
+        }
+        let e = &mut self.engine;
+        let found = self.plans.iter().find(|(k, _)| {
+            k.policy_id == rec.plan.policy_id
+                && k.overlay_ids.len() == rec.plan.overlay_ids.len()
+                && k.overlay_ids
+                    .iter()
+                    .zip(rec.plan.overlay_ids.iter())
+                    .all(|(a, b)| a == b)
+        });
+        let plan = match found {
+            Some(&(_, p)) => p,
+            None => {
+                let key = PlanKey {
+                    policy_id: rec.plan.policy_id.to_string(),
+                    overlay_ids: rec.plan.overlay_ids.iter().map(|s| s.to_string()).collect(),
+                };
+                let p = e.registry.intern(Plan::from_key(&self.policy, &key));
+                self.plans.push((key, p));
+                p
+            }
+        };
+        let mut t = rec.ticket;
+        t.plan = plan;
+        let n = e.registry.plans[plan as usize].clocks.len();
+        if t.clocks.len() != n && t.phase != Phase::Expired {
+            let mut v = std::mem::take(&mut t.clocks).into_vec();
+            v.resize(n, Default::default());
+            t.clocks = v.into_boxed_slice();
+        }
+        if tenantless_key {
+            let held = self.legacy.remove(&t.id).unwrap_or_default();
+            if let Some(old) = e.tickets.slot_of(&held, &t.id) {
+                e.tickets.remove(old);
+            }
+            if !t.attrs.tenant.is_empty() {
+                self.legacy.insert(t.id.clone(), t.attrs.tenant.clone());
+            }
+        } else if self.legacy.get(&t.id) == Some(&t.attrs.tenant) {
+            self.legacy.remove(&t.id);
+        }
+        if let Some(old) = e.tickets.slot_of(&t.attrs.tenant, &t.id) {
+            e.tickets.remove(old);
+        }
+        let slot = e.tickets.insert(t);
+        e.schedule(slot);
+        Ok(())
+    }
+
+    /// Expect up to `tickets` more tickets (see [`TicketStore::reserve`]); capped by the
+    /// open-ticket limit and at 8 M, since the caller's count is only a bound (an
+    /// uncompacted changelog holds many records per ticket).
+    pub fn reserve(&mut self, tickets: usize) {
+        let n = tickets.min(self.engine.cfg.max_open_tickets).min(1 << 23);
+        self.engine.tickets.reserve(n);
+    }
+
+    /// A tombstone: the ticket was freed.
+    pub fn remove(&mut self, tenant: &str, ticket_id: &str) {
+        if self.legacy.get(ticket_id).is_some_and(|t| t == tenant) {
+            self.legacy.remove(ticket_id);
+        }
+        if let Some(slot) = self.engine.tickets.slot_of(tenant, ticket_id) {
+            self.engine.tickets.remove(slot);
+        }
+    }
+
+    /// A tombstone under a tenant-less key: frees whatever that key held.
+    pub fn remove_tenantless_key(&mut self, ticket_id: &str) {
+        let held = self.legacy.remove(ticket_id).unwrap_or_default();
+        if let Some(slot) = self.engine.tickets.slot_of(&held, ticket_id) {
+            self.engine.tickets.remove(slot);
+        }
+    }
+
+    /// Tickets restored from records written before rule 11 under a tenant-less key,
+    /// though they have a tenant: to be rewritten under their current key.
+    pub fn legacy(&self) -> Vec<TicketKey> {
+        let mut v: Vec<TicketKey> = self
+            .legacy
+            .iter()
+            .map(|(id, tenant)| TicketKey {
+                tenant: tenant.clone(),
+                id: id.clone(),
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn tickets(&self) -> usize {
+        self.engine.tickets.len()
+    }
+
+    /// The engine, with the latest partition-level record if there is one.
+    pub fn finish(self, partition_state: Option<&[u8]>) -> Result<Engine, SnapshotError> {
+        let Some(bytes) = partition_state else {
+            return Ok(self.engine);
+        };
+        let mut e = Engine::restore(self.policy, self.engine.cfg.clone(), bytes)?;
+        debug_assert!(e.tickets.is_empty(), "partition records hold no tickets");
+        e.registry = self.engine.registry;
+        e.tickets = self.engine.tickets;
+        e.timers = self.engine.timers;
+        Ok(e)
+    }
+}
+
+#[derive(Deserialize)]
+struct SnapshotOwned {
+    version: u32,
+    watermark: Ts,
+    max_seen: Ts,
+    seq: u64,
+    plans: Vec<PlanKey>,
+    tickets: Vec<Ticket>,
+    pending: Vec<Event>,
+    preopen: Vec<Event>,
+    surge: Option<SurgeState>,
+    stats: EngineStats,
+}

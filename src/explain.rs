@@ -662,19 +662,14 @@ pub fn live_trail(t: &Ticket, plan: &Plan, now: Ts) -> LiveTrail {
         };
         let mut outs = Vec::new();
         let mut push = |body: OutputBody, due: Option<Ts>, dl: Option<Ts>| {
-            let detail = output_detail(&SlaOutput {
-                event_id: crate::core::model::OutputId(0),
-                ticket_id: t.id.clone(),
-                tenant: t.attrs.tenant.clone(),
-                policy_id: plan.policy_id.clone(),
-                rule_id: spec.rule.clone(),
-                clock: spec.id.clone(),
-                deadline: dl.unwrap_or(Ts(0)),
-                target: None,
-                fired_at: due.unwrap_or(Ts(0)),
-                body: body.clone(),
-                clock_pos: spec.position,
-            });
+            let detail = output_detail(&SlaOutput::ticket(
+                &t.id,
+                &t.attrs.tenant,
+                crate::core::ticket::clock_emitter(plan, spec),
+                body.clone(),
+                dl.unwrap_or(Ts(0)),
+                due.unwrap_or(Ts(0)),
+            ));
             outs.push(LiveOutput {
                 kind: body.kind_name(),
                 due: due.map(rfc3339_z),

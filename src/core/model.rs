@@ -272,7 +272,63 @@ impl OutputBody {
     }
 }
 
+/// What emits a ticket's output: a clock, a check or an action of the ticket's plan.
+#[derive(Clone, Copy, Debug)]
+pub struct Emitter<'a> {
+    pub policy_id: &'a Arc<str>,
+    pub rule_id: &'a Arc<str>,
+    /// The clock (check, action) id: the output's `clock` and part of its id.
+    pub clock: &'a Arc<str>,
+    /// Position in the policy file, for rule 3's order.
+    pub clock_pos: u32,
+    /// The target measured, if any (actions have none).
+    pub target: Option<Dur>,
+}
+
 impl SlaOutput {
+    /// A ticket's output, of any kind: the one place a ticket output and its deterministic
+    /// id ([`output_id`]) are built, whoever emits it.
+    pub fn ticket(
+        ticket_id: &CompactString,
+        tenant: &CompactString,
+        by: Emitter<'_>,
+        body: OutputBody,
+        deadline: Ts,
+        fired_at: Ts,
+    ) -> SlaOutput {
+        SlaOutput {
+            event_id: output_id(tenant, ticket_id, by.policy_id, by.clock, &body, deadline),
+            ticket_id: ticket_id.clone(),
+            tenant: tenant.clone(),
+            policy_id: by.policy_id.clone(),
+            rule_id: by.rule_id.clone(),
+            clock: by.clock.clone(),
+            deadline,
+            target: by.target,
+            fired_at,
+            body,
+            clock_pos: by.clock_pos,
+        }
+    }
+
+    /// A surge output (rule R26) of `tenant`'s dimension `key`, at `at`: no ticket, no
+    /// policy; its id hashes the key (the tenant is part of it) under clock `surge`.
+    pub fn surge(tenant: &CompactString, key: &str, body: OutputBody, at: Ts) -> SlaOutput {
+        SlaOutput {
+            event_id: output_id("", key, "", "surge", &body, at),
+            ticket_id: CompactString::default(),
+            tenant: tenant.clone(),
+            policy_id: "".into(),
+            rule_id: "R26".into(),
+            clock: "surge".into(),
+            deadline: at,
+            target: None,
+            fired_at: at,
+            body,
+            clock_pos: 0,
+        }
+    }
+
     /// Total order of rule 3: fired_at, ticket id, clock position, kind. Two tenants'
     /// tickets with the same id (rule 11) are told apart by tenant, after the id.
     pub fn order_key(&self) -> (Ts, &str, &str, u32, (u8, u64)) {

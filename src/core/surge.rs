@@ -6,7 +6,7 @@
 //! It is an aggregation that can be fed from several partitions: the Kafka runtime re-keys
 //! `opened` events by tenant into a repartition topic and runs one detector per partition
 //! of it; `replay` runs one over its whole input.
-use crate::core::model::{output_id, Category, Channel, OutputBody, SlaOutput};
+use crate::core::model::{Category, Channel, OutputBody, SlaOutput};
 use crate::core::policy::SurgeSpec;
 use crate::core::time::{Ts, NANOS_PER_SEC};
 use compact_str::CompactString;
@@ -215,19 +215,7 @@ impl SurgeDetector {
                 continue;
             };
             let key = surge_key(tenant, *dim);
-            out.push(SlaOutput {
-                event_id: output_id("", &key, "", "surge", &body, t),
-                ticket_id: CompactString::default(),
-                tenant: tenant.clone(),
-                policy_id: "".into(),
-                rule_id: "R26".into(),
-                clock: "surge".into(),
-                deadline: t,
-                target: None,
-                fired_at: t,
-                body,
-                clock_pos: 0,
-            });
+            out.push(SlaOutput::surge(tenant, &key, body, t));
         }
     }
 

@@ -1,7 +1,7 @@
 //! One ticket's state and how an event or a timer changes it. Pure: the engine hands in
 //! the plan and collects what is emitted.
 use crate::core::clock::{ClockState, ClockStatus, Item};
-use crate::core::model::{output_id, Body, Event, OutputBody, SlaOutput, TicketAttrs, Urgency};
+use crate::core::model::{Body, Emitter, Event, OutputBody, SlaOutput, TicketAttrs, Urgency};
 use crate::core::plan::Plan;
 use crate::core::policy::{
     ClockKind, ClockSpec, LatencyMetric, Matcher, MatcherSet, OnReopen, Phase,
@@ -392,26 +392,21 @@ impl Ticket {
                         let body = OutputBody::Breach {
                             overdue: t.since(deadline),
                         };
-                        sink.outputs.push(SlaOutput {
-                            event_id: output_id(
-                                &self.attrs.tenant,
-                                &self.id,
-                                &plan.policy_id,
-                                &check.id,
-                                &body,
-                                deadline,
-                            ),
-                            ticket_id: self.id.clone(),
-                            tenant: self.attrs.tenant.clone(),
-                            policy_id: plan.policy_id.clone(),
-                            rule_id: check.rule.clone(),
-                            clock: check.id.clone(),
-                            deadline,
-                            target: Some(check.target),
-                            fired_at: t,
-                            body,
+                        let by = Emitter {
+                            policy_id: &plan.policy_id,
+                            rule_id: &check.rule,
+                            clock: &check.id,
                             clock_pos: check.position,
-                        });
+                            target: Some(check.target),
+                        };
+                        sink.outputs.push(SlaOutput::ticket(
+                            &self.id,
+                            &self.attrs.tenant,
+                            by,
+                            body,
+                            deadline,
+                            t,
+                        ));
                         self.set_check_since(k, None);
                     }
                 }
@@ -452,26 +447,21 @@ impl Ticket {
                 notify: a.notify.clone(),
                 reason: a.reason.clone(),
             };
-            sink.outputs.push(SlaOutput {
-                event_id: output_id(
-                    &self.attrs.tenant,
-                    &self.id,
-                    &plan.policy_id,
-                    &a.clock,
-                    &body,
-                    deadline,
-                ),
-                ticket_id: self.id.clone(),
-                tenant: self.attrs.tenant.clone(),
-                policy_id: plan.policy_id.clone(),
-                rule_id: a.rule.clone(),
-                clock: a.clock.clone(),
-                deadline,
-                target: None,
-                fired_at: t,
-                body,
+            let by = Emitter {
+                policy_id: &plan.policy_id,
+                rule_id: &a.rule,
+                clock: &a.clock,
                 clock_pos: a.position,
-            });
+                target: None,
+            };
+            sink.outputs.push(SlaOutput::ticket(
+                &self.id,
+                &self.attrs.tenant,
+                by,
+                body,
+                deadline,
+                t,
+            ));
         }
     }
 
@@ -628,6 +618,7 @@ fn deadline_of(
     }
 }
 
+/// An output of a clock of the ticket's plan (see [`SlaOutput::ticket`]).
 fn clock_output(
     ticket: &CompactString,
     attrs: &TicketAttrs,
@@ -637,24 +628,23 @@ fn clock_output(
     deadline: Ts,
     fired_at: Ts,
 ) -> SlaOutput {
-    SlaOutput {
-        event_id: output_id(
-            &attrs.tenant,
-            ticket,
-            &plan.policy_id,
-            &spec.id,
-            &body,
-            deadline,
-        ),
-        ticket_id: ticket.clone(),
-        tenant: attrs.tenant.clone(),
-        policy_id: plan.policy_id.clone(),
-        rule_id: spec.rule.clone(),
-        clock: spec.id.clone(),
-        deadline,
-        target: Some(spec.target),
-        fired_at,
+    SlaOutput::ticket(
+        ticket,
+        &attrs.tenant,
+        clock_emitter(plan, spec),
         body,
+        deadline,
+        fired_at,
+    )
+}
+
+/// A clock as the emitter of its outputs.
+pub fn clock_emitter<'a>(plan: &'a Plan, spec: &'a ClockSpec) -> Emitter<'a> {
+    Emitter {
+        policy_id: &plan.policy_id,
+        rule_id: &spec.rule,
+        clock: &spec.id,
         clock_pos: spec.position,
+        target: Some(spec.target),
     }
 }

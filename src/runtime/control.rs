@@ -104,10 +104,10 @@ impl Control {
 
     /// Hands a validated policy set to the processing thread (applied at its next loop).
     pub fn reload_policy(&self, set: Arc<PolicySet>) {
-        *self.reload.lock().unwrap() = Some(set);
+        *lock(&self.reload) = Some(set);
     }
     pub(crate) fn take_reload(&self) -> Option<Arc<PolicySet>> {
-        self.reload.lock().unwrap().take()
+        lock(&self.reload).take()
     }
 
     /// Sends a ticket query; `None` when the processing thread is gone.
@@ -117,9 +117,7 @@ impl Control {
         ticket_id: String,
     ) -> Option<tokio::sync::oneshot::Receiver<Option<serde_json::Value>>> {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        self.queries_tx
-            .lock()
-            .unwrap()
+        lock(&self.queries_tx)
             .send(TicketQuery {
                 tenant,
                 ticket_id,
@@ -129,7 +127,7 @@ impl Control {
         Some(rx)
     }
     pub(crate) fn take_query_receiver(&self) -> Option<mpsc::Receiver<TicketQuery>> {
-        self.queries_rx.lock().unwrap().take()
+        lock(&self.queries_rx).take()
     }
 
     pub fn is_ready(&self) -> bool {
@@ -160,7 +158,7 @@ impl Control {
     }
 
     pub fn record_commit(&self, d: std::time::Duration) {
-        let mut q = self.commit_times.lock().unwrap();
+        let mut q = lock(&self.commit_times);
         if q.len() == COMMIT_TIMES_KEPT {
             q.pop_front();
         }
@@ -168,7 +166,7 @@ impl Control {
     }
     /// The most recent commit durations, oldest first.
     pub fn commit_times(&self) -> Vec<std::time::Duration> {
-        self.commit_times.lock().unwrap().iter().copied().collect()
+        lock(&self.commit_times).iter().copied().collect()
     }
 
     /// Start-up's progress, shown by `/readyz` until the processing thread runs.
@@ -208,9 +206,16 @@ impl Control {
     }
 
     pub fn set_error(&self, e: String) {
-        *self.last_error.lock().unwrap() = Some(e);
+        *lock(&self.last_error) = Some(e);
     }
     pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().unwrap().clone()
+        lock(&self.last_error).clone()
     }
+}
+
+/// A mutex's guard, poisoned or not: every value behind these mutexes is valid whatever a
+/// panicking holder left (a slot, a queue of durations, a channel end), and a panic on one
+/// thread must not take the admin API or the processor down with it.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

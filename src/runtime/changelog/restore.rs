@@ -92,6 +92,10 @@ pub enum RestoreError {
     Surge(#[from] SurgeRecordError),
     #[error("the restore builder stopped")]
     BuilderStopped,
+    #[error("cannot start the restore builder thread: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("the restore builder panicked")]
+    BuilderPanicked,
 }
 
 /// The restore reader's context: end-of-partition is how it knows it is done, not an error.
@@ -146,7 +150,7 @@ fn run(
         // into the engines meanwhile, so decoding overlaps reading on a second core.
         let (tx, rx) = std::sync::mpsc::sync_channel::<Feed>(16);
         let (read, built) = std::thread::scope(|s| {
-            let builder = std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name(format!("restore-build-{p}"))
                 .spawn_scoped(s, move || -> Result<Vec<InputRestore>, RestoreError> {
                     let mut inputs = inputs;
@@ -169,8 +173,18 @@ fn run(
                         }
                     }
                     Ok(inputs)
-                })
-                .expect("spawn the restore builder");
+                });
+            let builder = match spawned {
+                Ok(b) => b,
+                // Reported like any failed restore: the partition is retried, not the
+                // process brought down.
+                Err(e) => {
+                    return (
+                        Err(RestoreError::BuilderStopped),
+                        Err(RestoreError::Spawn(e)),
+                    )
+                }
+            };
             let mut chunk = Chunk::default();
             let read = read_partition(
                 env,
@@ -197,7 +211,9 @@ fn run(
                 let _ = tx.send(Feed::Records(chunk));
             }
             drop(tx);
-            let built = builder.join().expect("the restore builder does not panic");
+            let built = builder
+                .join()
+                .unwrap_or_else(|_| Err(RestoreError::BuilderPanicked));
             (read, built)
         });
         // The builder's error is the cause when both failed (the reader only saw it stop).

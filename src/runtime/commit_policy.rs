@@ -7,7 +7,10 @@
 //!   after downtime, recovery): ten times that, at most a quarter of the transaction
 //!   timeout. Nobody waits for outputs that are late anyway; fewer commits mean fewer
 //!   pipeline stalls and fewer changelog records (a ticket changed by several events in one
-//!   transaction is written once).
+//!   transaction is written once). Once draining, the interval stays wide while
+//!   ≥ [`BACKLOG_RECORDS`] records are to go, however many partitions have caught up:
+//!   librdkafka serves the partitions unevenly, and a 300 k-record drain measured half its
+//!   partitions caught up while 148 k records were still behind.
 //! - **First** (nothing committed since the partitions went live, i.e. since start,
 //!   assignment or a reset): `commit_interval_ms` whatever the lag, so a replica restarted
 //!   shortly after its last start (a crash loop, a rolling restart) makes its first progress
@@ -15,11 +18,17 @@
 //!
 //! A partition whose lag is not known yet (no fetch response since its assignment, so
 //! librdkafka has no high watermark for it) counts as behind, and only known lags count
-//! towards [`BACKLOG_RECORDS`]: with nothing known there is no evidence of a backlog. (A
-//! 193 k-record drain was once seen committing every 100 ms with all 6 partitions behind,
-//! i.e. with under 10 000 records of lag known at that moment; the `commit` debug line now
-//! logs the known lag, the partitions with an unknown lag and the mode, to tell the cases
-//! apart when it happens again.)
+//! towards [`BACKLOG_RECORDS`]: with nothing known there is no evidence of a backlog.
+//!
+//! Why a 193 k-record drain once logged `commit caught_up=0 partitions=6 interval_ms=100`:
+//! two causes, both seen again in a debug log of a 300 k-record drain. (1) At the first
+//! commit only one partition's high watermark was known (the others had not been answered
+//! a fetch yet); the code of then counted an unknown lag as 0 records, so the known lag
+//! fell below 10 000. (2) From the second commit on, half the partitions had caught up
+//! (uneven fetching) while 148 k records were still behind, and "most partitions behind"
+//! no longer held, so the drain committed every 100 ms to its end. Unknown lags now count
+//! as behind; the first commit is [`CommitPace::First`] on purpose; and a drain keeps its
+//! interval while the lag lasts (the `draining` input).
 use std::time::Duration;
 
 /// Records behind (summed over the assigned input partitions) from which a drain widens the
@@ -39,18 +48,18 @@ pub struct PartitionLag {
 
 /// Why the interval is what it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CommitMode {
+pub enum CommitPace {
     Live,
     Backlog,
     First,
 }
 
-impl CommitMode {
+impl CommitPace {
     pub fn as_str(self) -> &'static str {
         match self {
-            CommitMode::Live => "live",
-            CommitMode::Backlog => "backlog",
-            CommitMode::First => "first",
+            CommitPace::Live => "live",
+            CommitPace::Backlog => "backlog",
+            CommitPace::First => "first",
         }
     }
 }
@@ -68,39 +77,42 @@ pub struct CommitSettings {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CommitPlan {
     pub interval: Duration,
-    pub mode: CommitMode,
+    pub mode: CommitPace,
 }
 
 /// The commit interval for these partitions. `committed_since_live`: a commit has succeeded
-/// since the partitions went live (start, assignment, reset).
+/// since the partitions went live (start, assignment, reset). `previous`: the mode of the
+/// last plan (a drain, once begun, continues while the lag lasts).
 pub fn commit_plan(
     settings: CommitSettings,
     partitions: &[PartitionLag],
     committed_since_live: bool,
+    previous: CommitPace,
 ) -> CommitPlan {
     let live = CommitPlan {
         interval: settings.base,
-        mode: CommitMode::Live,
+        mode: CommitPace::Live,
     };
     if partitions.is_empty() {
         return live;
     }
     let behind = partitions.iter().filter(|p| !p.caught_up).count();
     let lag: u64 = partitions.iter().filter_map(|p| p.lag).sum();
-    if behind * 2 <= partitions.len() || lag < BACKLOG_RECORDS {
+    let draining = previous != CommitPace::Live;
+    if lag < BACKLOG_RECORDS || (behind * 2 <= partitions.len() && !draining) {
         return live;
     }
     if !committed_since_live {
         return CommitPlan {
             interval: settings.base,
-            mode: CommitMode::First,
+            mode: CommitPace::First,
         };
     }
     CommitPlan {
         interval: (settings.base * BACKLOG_FACTOR)
             .min(settings.transaction_timeout / 4)
             .max(settings.base),
-        mode: CommitMode::Backlog,
+        mode: CommitPace::Backlog,
     }
 }
 
@@ -151,18 +163,21 @@ mod tests {
 
     #[test]
     fn caught_up_commits_at_the_base_interval() {
-        let p = commit_plan(S, &[caught(), caught(), caught()], true);
+        let p = commit_plan(S, &[caught(), caught(), caught()], true, CommitPace::Live);
         assert_eq!(p.interval, Duration::from_millis(100));
-        assert_eq!(p.mode, CommitMode::Live);
-        assert_eq!(commit_plan(S, &[], true).mode, CommitMode::Live);
+        assert_eq!(p.mode, CommitPace::Live);
+        assert_eq!(
+            commit_plan(S, &[], true, CommitPace::Live).mode,
+            CommitPace::Live
+        );
     }
 
     #[test]
     fn a_drain_widens_the_interval_tenfold() {
         // The reported case: 193 k records behind on 6 partitions, none caught up.
         let parts = [behind(32_000); 6];
-        let p = commit_plan(S, &parts, true);
-        assert_eq!(p.mode, CommitMode::Backlog);
+        let p = commit_plan(S, &parts, true, CommitPace::Live);
+        assert_eq!(p.mode, CommitPace::Backlog);
         assert_eq!(p.interval, Duration::from_secs(1));
     }
 
@@ -173,7 +188,7 @@ mod tests {
             transaction_timeout: Duration::from_secs(4),
         };
         assert_eq!(
-            commit_plan(s, &[behind(50_000)], true).interval,
+            commit_plan(s, &[behind(50_000)], true, CommitPace::Live).interval,
             Duration::from_secs(1)
         );
         // ... but never below the base interval.
@@ -182,7 +197,7 @@ mod tests {
             transaction_timeout: Duration::from_secs(1),
         };
         assert_eq!(
-            commit_plan(s, &[behind(50_000)], true).interval,
+            commit_plan(s, &[behind(50_000)], true, CommitPace::Live).interval,
             Duration::from_millis(900)
         );
     }
@@ -190,12 +205,15 @@ mod tests {
     #[test]
     fn a_small_lag_or_a_minority_behind_is_live() {
         assert_eq!(
-            commit_plan(S, &[behind(4_000), behind(5_000)], true).mode,
-            CommitMode::Live
+            commit_plan(S, &[behind(4_000), behind(5_000)], true, CommitPace::Live).mode,
+            CommitPace::Live
         );
         // One hot partition out of four must not delay the other three's outputs.
         let parts = [behind(1_000_000), caught(), caught(), caught()];
-        assert_eq!(commit_plan(S, &parts, true).mode, CommitMode::Live);
+        assert_eq!(
+            commit_plan(S, &parts, true, CommitPace::Live).mode,
+            CommitPace::Live
+        );
     }
 
     #[test]
@@ -210,18 +228,57 @@ mod tests {
             UNKNOWN,
             UNKNOWN,
         ];
-        assert_eq!(commit_plan(S, &parts, true).mode, CommitMode::Backlog);
+        assert_eq!(
+            commit_plan(S, &parts, true, CommitPace::Live).mode,
+            CommitPace::Backlog
+        );
         // Nothing known: no evidence of a backlog.
-        assert_eq!(commit_plan(S, &[UNKNOWN; 6], true).mode, CommitMode::Live);
+        assert_eq!(
+            commit_plan(S, &[UNKNOWN; 6], true, CommitPace::Live).mode,
+            CommitPace::Live
+        );
     }
 
     #[test]
     fn the_first_commit_after_going_live_is_not_widened() {
         let parts = [behind(100_000); 3];
-        let p = commit_plan(S, &parts, false);
-        assert_eq!(p.mode, CommitMode::First);
+        let p = commit_plan(S, &parts, false, CommitPace::Live);
+        assert_eq!(p.mode, CommitPace::First);
         assert_eq!(p.interval, Duration::from_millis(100));
-        assert_eq!(commit_plan(S, &parts, true).mode, CommitMode::Backlog);
+        assert_eq!(
+            commit_plan(S, &parts, true, CommitPace::Live).mode,
+            CommitPace::Backlog
+        );
+    }
+
+    #[test]
+    fn a_drain_keeps_its_interval_while_partitions_catch_up_unevenly() {
+        // Measured (300 k records, 6 partitions): from the second commit on, three
+        // partitions were caught up while 148 k records were still behind.
+        let parts = [
+            behind(50_000),
+            behind(50_000),
+            behind(48_000),
+            caught(),
+            caught(),
+            caught(),
+        ];
+        for previous in [CommitPace::First, CommitPace::Backlog] {
+            let p = commit_plan(S, &parts, true, previous);
+            assert_eq!(p.mode, CommitPace::Backlog, "after {previous:?}");
+            assert_eq!(p.interval, Duration::from_secs(1));
+        }
+        // Not draining before (live traffic, one hot partition): stays live.
+        assert_eq!(
+            commit_plan(S, &parts, true, CommitPace::Live).mode,
+            CommitPace::Live
+        );
+        // The drain ends when fewer than BACKLOG_RECORDS are to go.
+        let tail = [behind(9_999), caught(), caught()];
+        assert_eq!(
+            commit_plan(S, &tail, true, CommitPace::Backlog).mode,
+            CommitPace::Live
+        );
     }
 
     #[test]

@@ -133,6 +133,17 @@ pub struct Config {
     /// Bound on a graceful shutdown (final commit, leaving the group), ms. Default 10000.
     #[serde(default = "d_shutdown_timeout_ms")]
     pub shutdown_timeout_ms: u64,
+    /// Pre-fetched input records librdkafka may hold per processing consumer, KiB
+    /// (`queued.max.messages.kbytes`; fetches are sized from it, see
+    /// `kafka::clients::consumer_config`). librdkafka's default, 64 MiB, plus a 50 MB fetch
+    /// in flight, was most of a drain's peak RSS. Default 16384.
+    #[serde(default = "d_fetch_queue_kbytes")]
+    pub fetch_queue_kbytes: u64,
+    /// Records the output producer may hold unsent or unacknowledged, KiB
+    /// (`queue.buffering.max.kbytes`; librdkafka's default is 1 GiB). A full queue makes
+    /// the processing thread wait for deliveries. Default 65536.
+    #[serde(default = "d_producer_queue_kbytes")]
+    pub producer_queue_kbytes: u64,
     /// Topic names and creation.
     #[serde(default)]
     pub topics: TopicsConfig,
@@ -307,6 +318,12 @@ fn d_max_clock_skew_secs() -> u64 {
 fn d_max_record_bytes() -> usize {
     1 << 20
 }
+fn d_fetch_queue_kbytes() -> u64 {
+    16 * 1024
+}
+fn d_producer_queue_kbytes() -> u64 {
+    64 * 1024
+}
 fn d_shutdown_timeout_ms() -> u64 {
     10_000
 }
@@ -422,6 +439,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "max_record_bytes",
     "wall_clock_watermark",
     "shutdown_timeout_ms",
+    "fetch_queue_kbytes",
+    "producer_queue_kbytes",
 ];
 const TOPICS_KEYS: &[&str] = &[
     "breaches",
@@ -575,6 +594,20 @@ impl Config {
         if self.shutdown_timeout_ms < 1000 {
             return invalid("shutdown_timeout_ms", "must be at least 1000".into());
         }
+        // librdkafka's ranges: queued.max.messages.kbytes ≤ 2097151, queue.buffering.max.kbytes
+        // ≤ 2147483647; below 1 MiB a fetch could not carry one record of max_record_bytes.
+        if !(1024..=2_097_151).contains(&self.fetch_queue_kbytes) {
+            return invalid(
+                "fetch_queue_kbytes",
+                "must be between 1024 (1 MiB) and 2097151".into(),
+            );
+        }
+        if !(1024..=2_147_483_647).contains(&self.producer_queue_kbytes) {
+            return invalid(
+                "producer_queue_kbytes",
+                "must be between 1024 (1 MiB) and 2147483647".into(),
+            );
+        }
         if self.topics.partitions < 1 || self.topics.output_partitions < 1 {
             return invalid(
                 "topics.partitions",
@@ -720,6 +753,11 @@ impl Config {
             }
         );
         let _ = writeln!(s, "admin_listen         = {}", self.admin_listen);
+        let _ = writeln!(
+            s,
+            "fetch / producer queues = {} KiB / {} KiB",
+            self.fetch_queue_kbytes, self.producer_queue_kbytes
+        );
         let t = &self.topics;
         let _ = writeln!(
             s,

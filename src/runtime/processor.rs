@@ -49,7 +49,7 @@ use crate::runtime::changelog::{
     SurgeRecord, SURGE_RECORD_VERSION,
 };
 use crate::runtime::commit_policy::{
-    commit_plan, partition_lag, CommitPlan, CommitSettings, PartitionLag,
+    commit_plan, partition_lag, CommitPace, CommitPlan, CommitSettings, PartitionLag,
 };
 use crate::runtime::config::{Config, OutputFormat};
 use crate::runtime::control::{Control, TicketQuery};
@@ -237,6 +237,7 @@ pub fn start(
         recoveries: Vec::new(),
         committed_since_live: false,
         commit_failure: None,
+        commit_pace: CommitPace::Live,
         scratch: Vec::with_capacity(1024),
     }));
     let (main, surge) = new_consumers(cfg, &opts.topics, &processor, &trouble, &auth)?;
@@ -648,6 +649,8 @@ struct Processor {
     recoveries: Vec<Instant>,
     /// A commit succeeded since the last partition went live (see [`commit_plan`]).
     committed_since_live: bool,
+    /// The mode of the last commit's plan (a drain keeps its interval while the lag lasts).
+    commit_pace: CommitPace,
     /// Reused buffer for encoding an output.
     scratch: Vec<u8>,
     /// The last commit's failure (cleared by a successful commit): a graceful stop reports
@@ -1144,6 +1147,7 @@ impl Processor {
             },
             &lags,
             self.committed_since_live,
+            self.commit_pace,
         )
     }
 
@@ -1297,6 +1301,7 @@ impl Processor {
         }
         let started = Instant::now();
         let plan = self.commit_plan();
+        self.commit_pace = plan.mode;
         telemetry::set_commit_interval(plan.interval);
         tracing::debug!(
             caught_up = self.inputs.values().filter(|t| t.caught_up).count(),

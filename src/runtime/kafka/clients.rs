@@ -47,12 +47,38 @@ pub fn consumer_config(cfg: &Config, group_id: &str) -> ClientConfig {
     if !cfg.kafka.contains_key("heartbeat.interval.ms") {
         c.set("heartbeat.interval.ms", "1000");
     }
-    // Larger fetches keep a backlog flowing (small records, one fetch in flight per broker).
-    if !cfg.kafka.contains_key("max.partition.fetch.bytes") {
-        c.set("max.partition.fetch.bytes", "8388608");
+    for (k, v) in fetch_sizes(cfg) {
+        if !cfg.kafka.contains_key(k) {
+            c.set(k, v.to_string());
+        }
     }
     set_fetch_backoff(&mut c, cfg, "10");
     c
+}
+
+/// A processing consumer's memory bounds, from `fetch_queue_kbytes` (each one a `[kafka]`
+/// key overrides). librdkafka's defaults let one consumer hold 64 MiB of pre-fetched
+/// records plus a 50 MB fetch in flight, which was most of a backlog drain's peak RSS.
+/// - `queued.max.messages.kbytes` = `fetch_queue_kbytes`: the pre-fetched records of all
+///   the consumer's partitions (they share the consumer's queue);
+/// - `fetch.max.bytes` = half of it: a fetch answered while the queue is nearly full
+///   overshoots the bound by at most that;
+/// - `max.partition.fetch.bytes` = a quarter of `fetch.max.bytes`, so one fetch carries
+///   several partitions and they are drained side by side rather than one after another
+///   (which let half the partitions catch up while the rest held most of the backlog).
+///
+/// Each is at least `max_record_bytes` (librdkafka returns a larger record anyway, but a
+/// fetch sized below one record makes no progress per round trip).
+pub fn fetch_sizes(cfg: &Config) -> [(&'static str, u64); 3] {
+    let queue = cfg.fetch_queue_kbytes * 1024;
+    let floor = cfg.max_record_bytes as u64;
+    let fetch = (queue / 2).max(floor);
+    let partition = (fetch / 4).max(floor);
+    [
+        ("queued.max.messages.kbytes", cfg.fetch_queue_kbytes),
+        ("fetch.max.bytes", fetch),
+        ("max.partition.fetch.bytes", partition),
+    ]
 }
 
 /// librdkafka postpones a partition's next fetch by `fetch.queue.backoff.ms` (default 1 s)
@@ -77,6 +103,14 @@ pub fn producer_config(cfg: &Config, transactional_id: Option<&str>) -> ClientCo
         .set("delivery.report.only.error", "true");
     if !cfg.kafka.contains_key("linger.ms") {
         c.set("linger.ms", "2");
+    }
+    // librdkafka's default queue is 1 GiB; a full queue only makes the processing thread
+    // wait for deliveries (see `Txn::send`).
+    if !cfg.kafka.contains_key("queue.buffering.max.kbytes") {
+        c.set(
+            "queue.buffering.max.kbytes",
+            cfg.producer_queue_kbytes.to_string(),
+        );
     }
     // State records (postcard) and outputs (JSON) shrink 3-5× with lz4, which is cheap to
     // compress and almost free to decompress: a restore reads the state partition to its
@@ -232,4 +266,64 @@ impl rdkafka::ClientContext for AuthWatch {
 impl rdkafka::producer::ProducerContext for AuthWatch {
     type DeliveryOpaque = ();
     fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: ()) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        let text = format!("brokers = \"b:9092\"\ninstance_id = \"i1\"\n{extra}");
+        Config::from_sources(&text, "test.toml", Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn queues_are_sized_from_the_config() {
+        let c = consumer_config(&config(""), "g");
+        assert_eq!(c.get("queued.max.messages.kbytes"), Some("16384"));
+        assert_eq!(c.get("fetch.max.bytes"), Some("8388608"));
+        assert_eq!(c.get("max.partition.fetch.bytes"), Some("2097152"));
+        let p = producer_config(&config(""), None);
+        assert_eq!(p.get("queue.buffering.max.kbytes"), Some("65536"));
+
+        let cfg = config("fetch_queue_kbytes = 4096\nproducer_queue_kbytes = 8192");
+        let c = consumer_config(&cfg, "g");
+        assert_eq!(c.get("queued.max.messages.kbytes"), Some("4096"));
+        assert_eq!(c.get("fetch.max.bytes"), Some("2097152"));
+        // A quarter of the fetch would be 512 KiB: raised to one record of max_record_bytes.
+        assert_eq!(c.get("max.partition.fetch.bytes"), Some("1048576"));
+        assert_eq!(
+            producer_config(&cfg, None).get("queue.buffering.max.kbytes"),
+            Some("8192")
+        );
+    }
+
+    #[test]
+    fn the_kafka_passthrough_overrides_the_sized_defaults() {
+        let cfg = config(
+            "[kafka]\n\"queued.max.messages.kbytes\" = \"65536\"\n\"fetch.max.bytes\" = \"52428800\"\n\"queue.buffering.max.kbytes\" = \"1048576\"",
+        );
+        let c = consumer_config(&cfg, "g");
+        assert_eq!(c.get("queued.max.messages.kbytes"), Some("65536"));
+        assert_eq!(c.get("fetch.max.bytes"), Some("52428800"));
+        assert_eq!(c.get("max.partition.fetch.bytes"), Some("2097152"));
+        assert_eq!(
+            producer_config(&cfg, None).get("queue.buffering.max.kbytes"),
+            Some("1048576")
+        );
+    }
+
+    #[test]
+    fn queue_sizes_out_of_librdkafkas_range_are_refused() {
+        for bad in [
+            "fetch_queue_kbytes = 10",
+            "fetch_queue_kbytes = 3000000",
+            "producer_queue_kbytes = 0",
+        ] {
+            let text = format!("brokers = \"b:9092\"\n{bad}");
+            let err = Config::from_sources(&text, "test.toml", Vec::new()).unwrap_err();
+            let key = bad.split(' ').next().unwrap();
+            assert!(err.to_string().contains(key), "{bad}: {err}");
+        }
+    }
 }

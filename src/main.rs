@@ -879,7 +879,7 @@ fn run_tail(
     };
     match tail(&opts, &mut std::io::stdout().lock()) {
         // `slawatch tail … | head`: the reader has what it wanted.
-        Err(slawatch::runtime::clients::ClientError::Write(e))
+        Err(slawatch::runtime::quickstart::ClientError::Write(e))
             if e.kind() == std::io::ErrorKind::BrokenPipe =>
         {
             Ok(ExitCode::SUCCESS)

@@ -205,7 +205,7 @@ fn summary(mut v: Vec<f64>) -> String {
 
 /// A realistic backlog from the demo's traffic generator.
 fn backlog(n: usize) -> Vec<Event> {
-    use slawatch::runtime::traffic::{Traffic, TrafficOptions};
+    use slawatch::demo::traffic::{Traffic, TrafficOptions};
     let origin = Ts::parse_rfc3339("2024-03-04T01:00:00Z").unwrap();
     let mut gen = Traffic::new(
         origin,

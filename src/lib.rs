@@ -5,13 +5,17 @@
 //!   watermarks, surge detection, snapshots). No I/O.
 //! - `codec`: protobuf / proto3-JSON ↔ domain conversion and input validation.
 //! - `proto`: generated code, used only by `codec`.
-//! - `runtime`: the Kafka runtime (`slawatch run`, `slawatch demo`): consumer group, exactly-once
-//!   outputs, changelog restore, admin HTTP. See its module map.
+//! - `runtime`: the Kafka runtime (`slawatch run`): consumer group, exactly-once outputs,
+//!   changelog restore, admin HTTP. See its module map.
+//! - `demo`: `slawatch demo` (the same processor on librdkafka's mock cluster), its
+//!   synthetic traffic (also the Kafka tests' and benchmarks' load) and the one-line feed
+//!   format `slawatch tail` shares.
 //! - `whatif`, `explain`: compare policies over history (report.json, HTML) and show one
 //!   ticket's audit trail.
 pub mod codec;
 pub mod convert;
 pub mod core;
+pub mod demo;
 pub mod explain;
 pub mod proto;
 pub mod replay;

@@ -624,7 +624,7 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     if !positive(args.speed) || !positive(args.tickets_per_min) {
         return Err(Usage("--speed and --tickets-per-min must be positive".into()).into());
     }
-    slawatch::runtime::demo::run(slawatch::runtime::demo::DemoOptions {
+    slawatch::demo::run(slawatch::demo::DemoOptions {
         speed: args.speed,
         duration: duration.to_std(),
         tickets_per_min: args.tickets_per_min,

@@ -1,7 +1,7 @@
 //! `slawatch demo` tells the truth at a glance: a `cleared` is never stamped before the
 //! breach it clears, the status line says `ready` or why not, and the final line says how
 //! it stopped (no bare `ready: false`). The in-window ordering by fired time is unit-tested
-//! in `runtime::feed`.
+//! in `demo::feed`.
 use std::collections::HashMap;
 use std::process::Command;
 

@@ -16,17 +16,12 @@
 //! | [`admin`]     | `/metrics`, `/healthz`, `/readyz`, `/tickets/{id}`                       |
 //! | [`time_source`] | where "now" comes from: wall, scaled (demo), manual (tests) (an SLA clock is `core::clock`) |
 //! | [`service`]   | `slawatch run`: config → telemetry → admin → processor → signals        |
-//! | [`traffic`]   | the demo's synthetic support traffic                                    |
-//! | [`demo`]      | `slawatch demo`: mock cluster + traffic + the same processor            |
-//! | [`feed`]      | an SLA event as one readable line (demo feed, `slawatch tail`)          |
 //! | [`quickstart`] | `slawatch publish` and `slawatch tail`: the quick start's Kafka clients (librdkafka settings are `kafka::clients`) |
 pub mod admin;
 pub mod changelog;
 pub mod commit_policy;
 pub mod config;
 pub mod control;
-pub mod demo;
-pub mod feed;
 pub mod kafka;
 pub mod partitions;
 pub mod processor;
@@ -36,5 +31,4 @@ pub mod service;
 pub mod tasks;
 pub mod time_source;
 pub mod topics;
-pub mod traffic;
 pub mod view;

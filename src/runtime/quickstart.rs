@@ -3,7 +3,7 @@
 //! required. `publish` sends ConversationEvent JSON lines keyed by ticket id; `tail` prints
 //! SLA events as the demo's feed does (or as they are, with `--json`).
 use crate::codec;
-use crate::runtime::feed;
+use crate::demo::feed;
 use crate::runtime::kafka::init_tls;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Message, OwnedHeaders};

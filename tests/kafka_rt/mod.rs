@@ -564,7 +564,7 @@ pub fn workload_with(
     prefix: &str,
     surges: Vec<(Dur, Dur, &'static str, f64)>,
 ) -> Vec<Event> {
-    use slawatch::runtime::traffic::{Traffic, TrafficOptions};
+    use slawatch::demo::traffic::{Traffic, TrafficOptions};
     let mut gen = Traffic::new(
         origin,
         TrafficOptions {

@@ -8,6 +8,9 @@
 //! aborted records to read_committed readers, so it cannot demonstrate exactly-once: the demo
 //! runs the processor at-least-once and says so. The integration tests prove exactly-once
 //! against a real Apache Kafka broker.
+pub mod feed;
+pub mod traffic;
+
 use crate::codec;
 use crate::core::model::{Channel, Event};
 use crate::core::policy::builtin::PolicySource;
@@ -17,13 +20,11 @@ use crate::core::time::{Dur, Ts};
 use crate::runtime::admin;
 use crate::runtime::config::Config;
 use crate::runtime::control::Control;
-use crate::runtime::feed;
 use crate::runtime::processor::{self, ProcessorOptions};
 use crate::runtime::records;
 use crate::runtime::service::{init_logging, load_policy, RunError};
 use crate::runtime::time_source::{Clock, ScaledClock};
 use crate::runtime::topics::Topics;
-use crate::runtime::traffic::{Traffic, TrafficOptions};
 use crate::telemetry;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Message, OwnedHeaders};
@@ -37,6 +38,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use traffic::{Traffic, TrafficOptions};
 
 /// Options of `slawatch demo`.
 #[derive(Clone, Debug)]

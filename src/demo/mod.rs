@@ -203,7 +203,7 @@ create = false
         let samples = samples.clone();
         Arc::new(move |o: &Observation| {
             if o.metric == Some(LatencyMetric::FirstResponse) && !o.censored {
-                let mut s = samples.lock().unwrap();
+                let mut s = samples.lock().unwrap_or_else(|p| p.into_inner());
                 s.first_response
                     .entry(o.channel)
                     .or_default()
@@ -301,8 +301,10 @@ fn demo_origin() -> Ts {
     use chrono::{TimeZone, Utc};
     let tz = chrono_tz::Asia::Shanghai;
     let today = Utc::now().with_timezone(&tz).date_naive();
-    let nine = today.and_hms_opt(9, 0, 0).expect("valid time");
-    match tz.from_local_datetime(&nine).single() {
+    match today
+        .and_hms_opt(9, 0, 0)
+        .and_then(|nine| tz.from_local_datetime(&nine).single())
+    {
         Some(t) => Ts::from_chrono(&t),
         None => Ts::from_chrono(&Utc::now()),
     }
@@ -449,7 +451,7 @@ fn print_table(samples: &Mutex<Samples>, control: &Control, now: Ts, produced: u
     say!("   first response   channel      n      p50      p95   breached");
     for (ch, v) in &s.first_response {
         let mut v = v.clone();
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v.sort_by(f64::total_cmp);
         let q = |p: f64| v[(((p * v.len() as f64).ceil() as usize).max(1) - 1).min(v.len() - 1)];
         say!(
             "                    {:<8} {:>6} {:>7.0}s {:>7.0}s {:>8}",

@@ -150,7 +150,13 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         std::thread::Builder::new()
             .name("slawatch-start".into())
             .spawn(move || -> Result<processor::ProcessorHandle, RunError> {
-                wait_for_brokers(&cfg, &control)?;
+                wait_for_brokers(&cfg, &control).map_err(|e| match e {
+                    // The same error, with its fix hint, as when a running client is refused.
+                    ConnectError::Authentication(why) => {
+                        RunError::Processor(ProcessorError::Authentication(why))
+                    }
+                    e => RunError::Connect(e),
+                })?;
                 control.set_starting(Some(
                     "checking topics and joining the consumer group".into(),
                 ));

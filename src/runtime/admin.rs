@@ -140,16 +140,10 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
                         PLAIN,
                     );
                 }
-                let Some(rx) = state.control.query_ticket(tenant.clone(), id.clone()) else {
-                    return text(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "processor not running\n",
-                        PLAIN,
-                    );
-                };
-                return match tokio::time::timeout(QUERY_TIMEOUT, rx).await {
-                    Ok(Ok(Some(v))) => text(StatusCode::OK, format!("{v}\n"), JSON),
-                    Ok(Ok(None)) => text(
+                return match ask(state, &tenant, &id).await {
+                    Err(unavailable) => unavailable,
+                    Ok(Some(v)) => text(StatusCode::OK, format!("{v}\n"), JSON),
+                    Ok(None) => text(
                         StatusCode::NOT_FOUND,
                         format!(
                             "{}\n",
@@ -162,11 +156,6 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
                             })
                         ),
                         JSON,
-                    ),
-                    _ => text(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "processor did not answer\n",
-                        PLAIN,
                     ),
                 };
             }
@@ -200,18 +189,12 @@ async fn timeline(state: &State, rest: &str) -> Response<Full<Bytes>> {
             PLAIN,
         );
     }
-    let Some(rx) = state.control.query_ticket(tenant.clone(), id.clone()) else {
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "processor not running\n",
-            PLAIN,
-        );
-    };
-    match tokio::time::timeout(QUERY_TIMEOUT, rx).await {
-        Ok(Ok(Some(v))) if v["tenant"] == tenant.as_str() && v.get("timeline").is_some() => {
+    match ask(state, &tenant, &id).await {
+        Err(unavailable) => unavailable,
+        Ok(Some(v)) if v["tenant"] == tenant.as_str() && v.get("timeline").is_some() => {
             text(StatusCode::OK, format!("{}\n", v["timeline"]), JSON)
         }
-        Ok(Ok(_)) => text(
+        Ok(_) => text(
             StatusCode::NOT_FOUND,
             format!(
                 "{}\n",
@@ -221,11 +204,27 @@ async fn timeline(state: &State, rest: &str) -> Response<Full<Bytes>> {
             ),
             JSON,
         ),
-        _ => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "processor did not answer\n",
-            PLAIN,
-        ),
+    }
+}
+
+/// Asks the processing thread for a ticket's view (`None`: not held here); a 503 response
+/// when the thread is gone or does not answer within [`QUERY_TIMEOUT`].
+async fn ask(
+    state: &State,
+    tenant: &str,
+    id: &str,
+) -> Result<Option<serde_json::Value>, Response<Full<Bytes>>> {
+    const PLAIN: &str = "text/plain; charset=utf-8";
+    let unavailable = |why: &'static str| text(StatusCode::SERVICE_UNAVAILABLE, why, PLAIN);
+    let Some(rx) = state
+        .control
+        .query_ticket(tenant.to_string(), id.to_string())
+    else {
+        return Err(unavailable("processor not running\n"));
+    };
+    match tokio::time::timeout(QUERY_TIMEOUT, rx).await {
+        Ok(Ok(answer)) => Ok(answer),
+        _ => Err(unavailable("processor did not answer\n")),
     }
 }
 

@@ -8,7 +8,9 @@
 //!
 //! Sizes: `SLAWATCH_BENCH_EVENTS` (backlog, default 1 000 000), `SLAWATCH_BENCH_TICKETS`
 //! (restore, default 1 000 000), `SLAWATCH_BENCH_PARTITIONS` (default 6);
-//! `SLAWATCH_BENCH_ONLY=engine,alo,eos,alo-quiet,eos-quiet,latency,restore` picks parts. Under
+//! `SLAWATCH_BENCH_ONLY=engine,alo,eos,alo-quiet,eos-quiet,latency,restore` picks parts;
+//! `SLAWATCH_BENCH_CONFIG` adds top-level config lines (e.g. `producer_queue_kbytes = 16384`)
+//! to every processor the bench starts. Under
 //! `cargo test --all-targets` (no `--bench` argument) it runs nothing.
 #[path = "../tests/common/kafka.rs"]
 mod kafka;
@@ -36,6 +38,10 @@ fn env_usize(name: &str, default: usize) -> usize {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// The binary's allocator (src/main.rs), so the in-process processor measures as it runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
@@ -81,6 +87,7 @@ fn policy() -> Arc<slawatch::core::policy::PolicySet> {
 }
 
 fn config(bs: &str, prefix: &str, partitions: i32, eos: bool, extra: &str) -> Config {
+    let env_extra = std::env::var("SLAWATCH_BENCH_CONFIG").unwrap_or_default();
     let text = format!(
         r#"
 brokers = "{bs}"
@@ -90,6 +97,7 @@ input_topics = ["{prefix}.in"]
 exactly_once = {eos}
 commit_interval_ms = 100
 {extra}
+{env_extra}
 [topics]
 breaches = "{prefix}.breaches"
 warnings = "{prefix}.warnings"

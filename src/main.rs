@@ -286,6 +286,12 @@ struct ReplayArgs {
 /// Usage errors exit 2 (clap does the same for malformed arguments).
 struct Usage(String);
 
+/// mimalloc rather than glibc's malloc: the engine and the runtime allocate and free many
+/// small, short-lived blocks (outputs, records, state records) across librdkafka's threads;
+/// measured on the Kafka drain bench it cuts CPU per event by ~19 % (docs/performance.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_format = match cli.log_format {

@@ -390,3 +390,27 @@ fn rule11_two_tenants_share_ticket_ids_across_a_restore() {
     assert_ne!(breaches[1].2, breaches[3].2, "tenant-hashed output ids");
     b.stop().unwrap();
 }
+
+/// The state topics a processor creates carry the settings that keep a restore to about
+/// one record per open ticket (src/runtime/topics.rs, docs/operations.md): a broker's
+/// defaults (1 GiB segments, cleaning at half dirty, tombstones kept a day) would have a
+/// restore read every update of the last segment and a day of freed tickets.
+#[test]
+fn created_state_topics_are_compacted_with_small_segments_and_short_lived_tombstones() {
+    use slawatch::runtime::topics::{ensure_topics, Topics, STATE_TOPIC_CONFIG};
+    let names = Names::new("state-topic-config");
+    let cfg = config(&names, "i0", true, "");
+    let topics = Topics::new(&cfg, false);
+    let report = ensure_topics(&cfg, &topics, true).expect("topics created");
+    assert!(report.created.contains(&topics.state), "{report:?}");
+    for topic in [&topics.state, &topics.surge_state] {
+        let got = topic_config(&bootstrap(), topic);
+        for &(key, want) in STATE_TOPIC_CONFIG {
+            let value = got
+                .iter()
+                .find(|(k, _)| k == key)
+                .and_then(|(_, v)| v.clone());
+            assert_eq!(value.as_deref(), Some(want), "{topic}: {key}");
+        }
+    }
+}

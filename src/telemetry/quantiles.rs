@@ -197,3 +197,72 @@ pub(super) fn init_windows(samples: usize, max_age: Duration) {
 pub fn refresh_window_quantiles() {
     windows().publish(Instant::now());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_quantiles() {
+        assert_eq!(nearest_rank(&[], Permille::P50), None);
+        assert_eq!(nearest_rank(&[7.0], Permille::P95), Some(7.0));
+        let v: Vec<f64> = (1..=20).map(f64::from).collect();
+        // ⌈0.5·20⌉ = 10, ⌈0.95·20⌉ = 19
+        assert_eq!(nearest_rank(&v, Permille::P50), Some(10.0));
+        assert_eq!(nearest_rank(&v, Permille::P95), Some(19.0));
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(nearest_rank(&v, Permille::P50), Some(50.0));
+        assert_eq!(nearest_rank(&v, Permille::P95), Some(95.0));
+        assert_eq!(nearest_rank(&v, Permille(1000)), Some(100.0));
+        assert_eq!(nearest_rank(&v, Permille(0)), Some(1.0));
+        let v = [1.0, 2.0, 3.0];
+        // ⌈1.5⌉ = 2, ⌈2.85⌉ = 3
+        assert_eq!(nearest_rank(&v, Permille::P50), Some(2.0));
+        assert_eq!(nearest_rank(&v, Permille::P95), Some(3.0));
+    }
+
+    #[test]
+    fn sliding_window_keeps_last_n_and_ages_out() {
+        let t0 = Instant::now();
+        let mut w = SlidingWindow::new(4);
+        for (i, x) in [100.0, 1.0, 2.0, 3.0, 4.0].into_iter().enumerate() {
+            w.push(t0 + Duration::from_secs(i as u64), x);
+        }
+        assert_eq!(w.len(), 4);
+        // 100 fell out of the window.
+        assert_eq!(
+            w.quantiles(&[Permille::P50, Permille::P95]),
+            Some(vec![2.0, 4.0])
+        );
+        w.evict_before(t0 + Duration::from_secs(3));
+        assert_eq!(w.len(), 2);
+        assert_eq!(w.quantiles(&[Permille::P50]), Some(vec![3.0]));
+        w.evict_before(t0 + Duration::from_secs(60));
+        assert!(w.is_empty());
+        assert_eq!(w.quantiles(&[Permille::P50]), None);
+    }
+
+    #[test]
+    fn latency_windows_snapshot_per_key() {
+        let ws = LatencyWindows::new(100, Duration::from_secs(60));
+        let t0 = Instant::now();
+        let key = |ch| WindowKey {
+            kind: LatencyKind::FirstResponse,
+            policy: SharedString::const_str("chat"),
+            channel: ch,
+            urgency: Urgency::General,
+        };
+        for i in 1..=20 {
+            ws.record(key(Channel::Chat), f64::from(i), t0);
+        }
+        ws.record(key(Channel::Email), 300.0, t0);
+        let snap = ws.snapshot(t0 + Duration::from_secs(1));
+        assert_eq!(snap.len(), 2);
+        assert_eq!(snap[0].key.channel, Channel::Chat);
+        assert_eq!(snap[0].samples, 20);
+        assert_eq!(snap[0].p50_p95, Some((10.0, 19.0)));
+        assert_eq!(snap[1].p50_p95, Some((300.0, 300.0)));
+        let later = ws.snapshot(t0 + Duration::from_secs(61));
+        assert!(later.iter().all(|w| w.p50_p95.is_none() && w.samples == 0));
+    }
+}

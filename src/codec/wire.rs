@@ -50,6 +50,13 @@ impl<'a> Reader<'a> {
 
     /// A varint of at most 10 bytes whose value fits 64 bits (prost's rule).
     fn varint(&mut self) -> Option<u64> {
+        // Keys, lengths and enum values are almost all one byte.
+        if let Some((&b, rest)) = self.0.split_first() {
+            if b < 0x80 {
+                self.0 = rest;
+                return Some(u64::from(b));
+            }
+        }
         let mut v = 0u64;
         for (i, &b) in self.0.iter().enumerate().take(10) {
             if i == 9 && b > 1 {
@@ -86,7 +93,14 @@ impl<'a> Reader<'a> {
     }
 
     fn str(&mut self) -> Option<&'a str> {
-        std::str::from_utf8(self.len()?).ok()
+        let bytes = self.len()?;
+        // Ids, tenants and teams are short and nearly always ASCII: a word-at-a-time ASCII
+        // check is a fraction of `from_utf8`'s byte-by-byte walk over so few bytes.
+        if bytes.is_ascii() {
+            // SAFETY: ASCII bytes are valid UTF-8.
+            return Some(unsafe { std::str::from_utf8_unchecked(bytes) });
+        }
+        std::str::from_utf8(bytes).ok()
     }
 
     fn int32(&mut self) -> Option<i32> {

@@ -15,6 +15,7 @@ use crate::core::ticket::Ticket;
 use crate::core::time::{Dur, Ts};
 use crate::whatif::trace::{self, ClockRun, History, InputEvent, RejectedLine, RunEnd, TicketLog};
 use crate::whatif::PolicyInput;
+use compact_str::CompactString;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -645,7 +646,7 @@ fn status_name(s: crate::core::clock::ClockStatus) -> &'static str {
 }
 
 /// The live trail of `t` under its plan, with counted time up to `now`.
-pub fn live_trail(t: &Ticket, plan: &Plan, now: Ts) -> LiveTrail {
+pub fn live_trail(t: &Ticket, tenant: &CompactString, plan: &Plan, now: Ts) -> LiveTrail {
     use crate::core::model::output_id;
     let mut clocks = Vec::new();
     for (i, c) in t.clocks.iter().enumerate() {
@@ -664,7 +665,7 @@ pub fn live_trail(t: &Ticket, plan: &Plan, now: Ts) -> LiveTrail {
         let mut push = |body: OutputBody, due: Option<Ts>, dl: Option<Ts>| {
             let detail = output_detail(&SlaOutput::ticket(
                 &t.id,
-                &t.attrs.tenant,
+                tenant,
                 crate::core::ticket::clock_emitter(plan, spec),
                 body.clone(),
                 dl.unwrap_or(Ts(0)),
@@ -676,8 +677,7 @@ pub fn live_trail(t: &Ticket, plan: &Plan, now: Ts) -> LiveTrail {
                 deadline: dl.map(rfc3339_z),
                 detail,
                 event_id: dl.map(|d| {
-                    output_id(&t.attrs.tenant, &t.id, &plan.policy_id, &spec.id, &body, d)
-                        .to_string()
+                    output_id(tenant, &t.id, &plan.policy_id, &spec.id, &body, d).to_string()
                 }),
             });
         };
@@ -781,7 +781,7 @@ pub fn live_trail(t: &Ticket, plan: &Plan, now: Ts) -> LiveTrail {
         .collect();
     LiveTrail {
         ticket_id: t.id.to_string(),
-        tenant: t.attrs.tenant.to_string(),
+        tenant: tenant.to_string(),
         policy_id: plan.policy_id.to_string(),
         overlays: plan.overlay_ids.iter().map(|s| s.to_string()).collect(),
         phase: t.phase.as_str(),
@@ -830,7 +830,7 @@ mod tests {
         let now = Ts::parse_rfc3339("2024-03-04T10:03:00Z").unwrap();
         engine.advance_to(now, &mut out);
         let t = engine.ticket("acme", "T1").expect("open ticket");
-        let trail = live_trail(t, engine.plan_of(t), now);
+        let trail = live_trail(t, engine.tenant_of(t), engine.plan_of(t), now);
         let fr = trail
             .clocks
             .iter()

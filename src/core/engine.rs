@@ -14,9 +14,10 @@ use crate::core::plan::{OverlayIndices, Plan};
 use crate::core::policy::{MatcherSet, Phase, PolicySet};
 use crate::core::store::TicketStore;
 use crate::core::surge::SurgeDetector;
-use crate::core::ticket::{Observation, Sink, Ticket};
+use crate::core::ticket::{CompactAttrs, Observation, Sink, Ticket};
 use crate::core::time::{Dur, Ts};
 use crate::core::timers::TimerQueue;
+use compact_str::CompactString;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -240,7 +241,7 @@ impl Engine {
             self.is_dirty[slot as usize] = false;
             if let Some(t) = self.tickets.get(slot) {
                 let key = TicketKey {
-                    tenant: t.attrs.tenant.clone(),
+                    tenant: self.tickets.tenant(t).clone(),
                     id: t.id.clone(),
                 };
                 live.insert(key.clone(), ());
@@ -296,6 +297,15 @@ impl Engine {
         self.tickets
             .slot_of(tenant, id)
             .and_then(|s| self.tickets.get(s))
+    }
+
+    /// A ticket's tenant (empty for a ticket without tenant).
+    pub fn tenant_of(&self, t: &Ticket) -> &CompactString {
+        self.tickets.tenant(t)
+    }
+    /// A ticket's attributes with their names (the ticket holds tenant and team by id).
+    pub fn attrs_of(&self, t: &Ticket) -> TicketAttrs {
+        self.tickets.attrs(&t.attrs)
     }
 
     /// Marks a held ticket changed, so the next [`Engine::take_changes`] writes it again
@@ -446,12 +456,14 @@ impl Engine {
     }
 
     fn fire(&mut self, slot: u32, at: Ts, out: &mut Emitted) {
-        let Some(ticket) = self.tickets.get_mut(slot) else {
+        let Some((ticket, names)) = self.tickets.get_mut_named(slot) else {
             return;
         };
         let plan = self.registry.plans[ticket.plan as usize].clone();
         let before = out.outputs.len();
+        let tenant = names.get(ticket.attrs.tenant);
         let mut sink = Sink {
+            tenant,
             outputs: &mut out.outputs,
             observations: &mut out.observations,
             late: false,
@@ -474,7 +486,7 @@ impl Engine {
             self.stats.idle_dropped += 1;
             out.notices.push(Notice::IdleDropped {
                 ticket: TicketKey {
-                    tenant: ticket.attrs.tenant.clone(),
+                    tenant: tenant.clone(),
                     id: ticket.id.clone(),
                 },
                 last_event,
@@ -509,12 +521,9 @@ impl Engine {
     }
 
     fn free_ticket(&mut self, slot: u32) {
-        if let Some(t) = self.tickets.remove(slot) {
+        if let Some(key) = self.tickets.remove(slot) {
             if self.track_changes {
-                self.freed_ids.push(TicketKey {
-                    tenant: t.attrs.tenant,
-                    id: t.id,
-                });
+                self.freed_ids.push(key);
             }
         }
     }
@@ -573,7 +582,7 @@ impl Engine {
     }
 
     fn apply_to(&mut self, slot: u32, ev: &Event, out: &mut Emitted) {
-        let ticket = self.tickets.get_mut(slot).expect("indexed slot");
+        let (ticket, names) = self.tickets.get_mut_named(slot).expect("indexed slot");
         if ticket.check_and_record(&ev.event_id) {
             self.stats.duplicates += 1;
             return;
@@ -587,11 +596,12 @@ impl Engine {
         let matches = MatcherSet::of_event(&ev.body);
         let registry = &mut self.registry;
         let set = plan.set.clone();
-        let mut rematch = |attrs: &TicketAttrs| {
-            let i = registry.for_attrs(&set, attrs);
+        let mut rematch = |attrs: &CompactAttrs| {
+            let i = registry.for_attrs(&set, &attrs.named(names));
             (i, registry.plans[i as usize].clone())
         };
         let mut sink = Sink {
+            tenant: names.get(ticket.attrs.tenant),
             outputs: &mut out.outputs,
             observations: &mut out.observations,
             late: self.applying_late,
@@ -628,7 +638,8 @@ impl Engine {
         let set = self.registry.current.clone();
         let plan_index = self.registry.for_attrs(&set, &attrs);
         let plan = self.registry.plans[plan_index as usize].clone();
-        let mut ticket = Ticket::open(&ev, attrs, plan_index, &plan);
+        let compact = self.tickets.intern_attrs(&attrs);
+        let mut ticket = Ticket::open(&ev, compact, plan_index, &plan);
         ticket.check_and_record(&ev.event_id);
         let slot = self.tickets.insert(ticket);
         self.mark_dirty(slot);
@@ -638,10 +649,11 @@ impl Engine {
         }
         // `opened` starts clocks and fires actions like any other event.
         {
-            let ticket = self.tickets.get_mut(slot).unwrap();
+            let (ticket, names) = self.tickets.get_mut_named(slot).expect("inserted");
             let matches = MatcherSet::of_event(&ev.body);
-            let mut no_rematch = |_: &TicketAttrs| (plan_index, plan.clone());
+            let mut no_rematch = |_: &CompactAttrs| (plan_index, plan.clone());
             let mut sink = Sink {
+                tenant: names.get(ticket.attrs.tenant),
                 outputs: &mut out.outputs,
                 observations: &mut out.observations,
                 late: false,
@@ -676,7 +688,7 @@ impl Engine {
     fn fire_due_before(&mut self, slot: u32, key: &TicketKey, t: Ts, out: &mut Emitted) {
         loop {
             match self.tickets.get(slot) {
-                Some(tk) if tk.id == key.id && tk.attrs.tenant == key.tenant => {}
+                Some(tk) if tk.id == key.id && *self.tickets.tenant(tk) == key.tenant => {}
                 _ => return,
             }
             let due = self.tickets.due(slot);
@@ -717,14 +729,15 @@ impl Engine {
     /// clock with a `metric` observed as censored, in ticket order; no state changes.
     pub fn censor_running(&self, at: Ts, observations: &mut Vec<Observation>) {
         let mut outputs = Vec::new();
-        let mut sink = Sink {
-            outputs: &mut outputs,
-            observations,
-            late: false,
-        };
         let mut slots: Vec<&Ticket> = self.tickets.iter().collect();
         slots.sort_by(|a, b| a.id.cmp(&b.id));
         for t in slots {
+            let mut sink = Sink {
+                tenant: self.tickets.tenant(t),
+                outputs: &mut outputs,
+                observations,
+                late: false,
+            };
             t.censor_running(&self.registry.plans[t.plan as usize], at, &mut sink);
         }
     }

@@ -3,6 +3,7 @@ pub mod calendar;
 pub mod clock;
 pub mod engine;
 pub mod model;
+pub mod names;
 pub mod order;
 pub mod pending;
 pub mod plan;

@@ -4,12 +4,15 @@
 //! postcard-encoded; a record of another version is refused with a named error, never
 //! misread. Plans are named by policy and overlay ids, so a ticket restores under any
 //! plan table.
+use crate::core::clock::ClockState;
 use crate::core::engine::{Engine, EngineConfig, EngineStats};
+use crate::core::model::{Category, Channel, Tier, Urgency};
 use crate::core::model::{Event, TicketKey};
 use crate::core::plan::{OverlayIndices, Plan, PlanKey};
 use crate::core::policy::{Phase, PolicySet};
+use crate::core::store::TicketStore;
 use crate::core::surge::{SurgeDetector, SurgeState};
-use crate::core::ticket::Ticket;
+use crate::core::ticket::{CompactAttrs, Extras, Ticket};
 use crate::core::time::Ts;
 use compact_str::CompactString;
 use rustc_hash::FxHashMap;
@@ -27,7 +30,7 @@ impl Engine {
                 policy_id: &plan.policy_id,
                 overlay_ids: plan.overlay_ids.iter().map(|s| &**s).collect(),
             },
-            ticket: t,
+            ticket: TicketOut::of(t, &self.tickets),
         };
         postcard::to_stdvec(&rec).expect("ticket serialises")
     }
@@ -75,7 +78,11 @@ impl Engine {
             max_seen: self.max_seen,
             seq: self.seq,
             plans: self.registry.plans.iter().map(|p| p.key()).collect(),
-            tickets: self.tickets.iter().collect(),
+            tickets: self
+                .tickets
+                .iter()
+                .map(|t| TicketOut::of(t, &self.tickets))
+                .collect(),
             pending: self.pending_sorted(),
             preopen: self.preopen.by_ticket.values().flatten().collect(),
             surge: self.surge.as_ref().map(|s| s.state()),
@@ -96,7 +103,7 @@ impl Engine {
         let body = bytes
             .strip_prefix(SNAPSHOT_MAGIC)
             .ok_or(SnapshotError::BadMagic)?;
-        let snap: SnapshotOwned =
+        let snap: SnapshotIn =
             postcard::from_bytes(body).map_err(|e| SnapshotError::Decode(e.to_string()))?;
         if snap.version != SNAPSHOT_VERSION {
             return Err(SnapshotError::UnsupportedVersion(snap.version));
@@ -121,7 +128,8 @@ impl Engine {
         e.max_seen = snap.max_seen;
         e.seq = snap.seq;
         e.stats = snap.stats;
-        for mut t in snap.tickets {
+        for t in snap.tickets {
+            let mut t = t.into_ticket(&mut e.tickets);
             let plan = &e.registry.plans[t.plan as usize];
             if t.clocks.len() != plan.clocks.len() && t.phase != Phase::Expired {
                 let mut v = std::mem::take(&mut t.clocks).into_vec();
@@ -173,7 +181,7 @@ struct SnapshotRef<'a> {
     max_seen: Ts,
     seq: u64,
     plans: Vec<PlanKey>,
-    tickets: Vec<&'a Ticket>,
+    tickets: Vec<TicketOut<'a>>,
     pending: Vec<&'a Event>,
     preopen: Vec<&'a Event>,
     surge: Option<&'a SurgeState>,
@@ -194,7 +202,7 @@ struct PlanKeyRef<'a> {
 struct TicketRecordRef<'a> {
     version: u32,
     plan: PlanKeyRef<'a>,
-    ticket: &'a Ticket,
+    ticket: TicketOut<'a>,
 }
 
 #[derive(Deserialize)]
@@ -202,7 +210,108 @@ struct TicketRecordIn<'a> {
     version: u32,
     #[serde(borrow)]
     plan: PlanKeyRef<'a>,
-    ticket: Ticket,
+    #[serde(borrow)]
+    ticket: TicketIn<'a>,
+}
+
+/// A ticket as encoded: its attributes name tenant and team (the in-memory [`Ticket`] holds
+/// ids of the store's name table). Field order and types are the encoded form written by
+/// every earlier build (`ticket_record_encoding_is_unchanged` pins the bytes).
+#[derive(Serialize)]
+struct TicketOut<'a> {
+    id: &'a str,
+    attrs: AttrsWire<'a>,
+    plan: u32,
+    phase: Phase,
+    cycle: u32,
+    opened_at: Ts,
+    last_event: Ts,
+    closed_at: Option<Ts>,
+    clocks: &'a [ClockState],
+    extras: &'a Option<Box<Extras>>,
+    seen: &'a [u64],
+}
+
+/// `TicketAttrs` as encoded, names borrowed (decoding one allocates nothing).
+#[derive(Serialize, Deserialize)]
+struct AttrsWire<'a> {
+    channel: Channel,
+    category: Category,
+    urgency: Urgency,
+    tier: Tier,
+    tenant: &'a str,
+    team: &'a str,
+}
+
+/// [`TicketOut`] decoded.
+#[derive(Deserialize)]
+struct TicketIn<'a> {
+    id: CompactString,
+    #[serde(borrow)]
+    attrs: AttrsWire<'a>,
+    plan: u32,
+    phase: Phase,
+    cycle: u32,
+    opened_at: Ts,
+    last_event: Ts,
+    closed_at: Option<Ts>,
+    clocks: Box<[ClockState]>,
+    extras: Option<Box<Extras>>,
+    seen: Vec<u64>,
+}
+
+impl<'a> TicketOut<'a> {
+    fn of(t: &'a Ticket, store: &'a TicketStore) -> Self {
+        let names = store.names();
+        TicketOut {
+            id: &t.id,
+            attrs: AttrsWire {
+                channel: t.attrs.channel,
+                category: t.attrs.category,
+                urgency: t.attrs.urgency,
+                tier: t.attrs.tier,
+                tenant: names.get(t.attrs.tenant),
+                team: names.get(t.attrs.team),
+            },
+            plan: t.plan,
+            phase: t.phase,
+            cycle: t.cycle,
+            opened_at: t.opened_at,
+            last_event: t.last_event,
+            closed_at: t.closed_at,
+            clocks: &t.clocks,
+            extras: &t.extras,
+            seen: &t.seen,
+        }
+    }
+}
+
+impl TicketIn<'_> {
+    /// The in-memory ticket, its names interned in `store` (it is to be inserted there).
+    fn into_ticket(self, store: &mut TicketStore) -> Ticket {
+        let a = &self.attrs;
+        let attrs = CompactAttrs {
+            channel: a.channel,
+            category: a.category,
+            urgency: a.urgency,
+            tier: a.tier,
+            tenant: store.intern(a.tenant),
+            team: store.intern(a.team),
+        };
+        Ticket {
+            id: self.id,
+            attrs,
+            plan: self.plan,
+            phase: self.phase,
+            cycle: self.cycle,
+            opened_at: self.opened_at,
+            last_event: self.last_event,
+            closed_at: self.closed_at,
+            clocks: self.clocks,
+            extras: self.extras,
+            seen: self.seen,
+        }
+    }
 }
 
 /// Rebuilds an engine from changelog records as they are read, in log order: ticket records
@@ -271,27 +380,29 @@ impl Restorer {
                 p
             }
         };
-        let mut t = rec.ticket;
+        let tenant = rec.ticket.attrs.tenant;
+        let id = rec.ticket.id.clone();
+        if tenantless_key {
+            let held = self.legacy.remove(&id).unwrap_or_default();
+            if let Some(old) = e.tickets.slot_of(&held, &id) {
+                e.tickets.remove(old);
+            }
+            if !tenant.is_empty() {
+                self.legacy.insert(id.clone(), tenant.into());
+            }
+        } else if self.legacy.get(&id).is_some_and(|t| t == tenant) {
+            self.legacy.remove(&id);
+        }
+        if let Some(old) = e.tickets.slot_of(tenant, &id) {
+            e.tickets.remove(old);
+        }
+        let mut t = rec.ticket.into_ticket(&mut e.tickets);
         t.plan = plan;
         let n = e.registry.plans[plan as usize].clocks.len();
         if t.clocks.len() != n && t.phase != Phase::Expired {
             let mut v = std::mem::take(&mut t.clocks).into_vec();
             v.resize(n, Default::default());
             t.clocks = v.into_boxed_slice();
-        }
-        if tenantless_key {
-            let held = self.legacy.remove(&t.id).unwrap_or_default();
-            if let Some(old) = e.tickets.slot_of(&held, &t.id) {
-                e.tickets.remove(old);
-            }
-            if !t.attrs.tenant.is_empty() {
-                self.legacy.insert(t.id.clone(), t.attrs.tenant.clone());
-            }
-        } else if self.legacy.get(&t.id) == Some(&t.attrs.tenant) {
-            self.legacy.remove(&t.id);
-        }
-        if let Some(old) = e.tickets.slot_of(&t.attrs.tenant, &t.id) {
-            e.tickets.remove(old);
         }
         let slot = e.tickets.insert(t);
         e.schedule(slot);
@@ -358,13 +469,14 @@ impl Restorer {
 }
 
 #[derive(Deserialize)]
-struct SnapshotOwned {
+struct SnapshotIn<'a> {
     version: u32,
     watermark: Ts,
     max_seen: Ts,
     seq: u64,
     plans: Vec<PlanKey>,
-    tickets: Vec<Ticket>,
+    #[serde(borrow)]
+    tickets: Vec<TicketIn<'a>>,
     pending: Vec<Event>,
     preopen: Vec<Event>,
     surge: Option<SurgeState>,

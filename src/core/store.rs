@@ -1,8 +1,12 @@
 //! Where a partition's tickets live: a chunked slab (no doubling waste, stable slot
-//! numbers for timers) and an index that stores only the 4-byte slot, hashing the ticket's
-//! identity (tenant, id; rule 11) kept inside the ticket itself (stored once).
-use crate::core::ticket::Ticket;
+//! numbers for timers), an index that stores only the 4-byte slot, hashing the ticket's
+//! identity (tenant, id; rule 11) kept inside the ticket itself (stored once), and the
+//! tenant and team names the tickets hold by id ([`Names`]).
+use crate::core::model::{TicketAttrs, TicketKey};
+use crate::core::names::Names;
+use crate::core::ticket::{CompactAttrs, Ticket};
 use crate::core::time::Ts;
+use compact_str::CompactString;
 use hashbrown::HashTable;
 
 const CHUNK: usize = 4096;
@@ -19,20 +23,16 @@ pub struct TicketStore {
     chunks: Vec<Box<[Slot]>>,
     free: Vec<u32>,
     len: usize,
+    names: Names,
 }
 
-/// Hash of (tenant, id); a ticket without tenant hashes its id alone.
-fn hash_key(tenant: &str, id: &str) -> u64 {
-    let h = xxhash_rust::xxh3::xxh3_64(id.as_bytes());
-    if tenant.is_empty() {
-        h
-    } else {
-        xxhash_rust::xxh3::xxh3_64_with_seed(tenant.as_bytes(), h)
-    }
+/// Hash of (tenant id, id): in memory only, so the interned id can seed it.
+fn hash_key(tenant: u32, id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(id.as_bytes(), tenant as u64)
 }
 
 fn hash_ticket(t: &Ticket) -> u64 {
-    hash_key(&t.attrs.tenant, &t.id)
+    hash_key(t.attrs.tenant, &t.id)
 }
 
 impl TicketStore {
@@ -50,13 +50,19 @@ impl TicketStore {
         self.len == 0
     }
 
+    /// The slot of `tenant`'s ticket `id` (empty tenant: a ticket without tenant).
     pub fn slot_of(&self, tenant: &str, id: &str) -> Option<u32> {
+        self.slot_of_id(self.names.find(tenant)?, id)
+    }
+
+    /// [`TicketStore::slot_of`] with the tenant's interned id.
+    pub fn slot_of_id(&self, tenant: u32, id: &str) -> Option<u32> {
         self.index
             .find(hash_key(tenant, id), |&s| {
                 self.slot(s)
                     .ticket
                     .as_ref()
-                    .is_some_and(|t| t.id == id && t.attrs.tenant == tenant)
+                    .is_some_and(|t| t.attrs.tenant == tenant && t.id == id)
             })
             .copied()
     }
@@ -66,6 +72,32 @@ impl TicketStore {
     }
     pub fn get_mut(&mut self, slot: u32) -> Option<&mut Ticket> {
         self.slot_mut(slot).ticket.as_mut()
+    }
+    /// The ticket in `slot` with the name table (to name its tenant while changing it).
+    pub fn get_mut_named(&mut self, slot: u32) -> Option<(&mut Ticket, &Names)> {
+        let ticket = self.chunks[slot as usize / CHUNK][slot as usize % CHUNK]
+            .ticket
+            .as_mut()?;
+        Some((ticket, &self.names))
+    }
+
+    /// The id of a name, counting the ticket about to hold it (see [`Names::intern`]).
+    pub fn intern(&mut self, name: &str) -> u32 {
+        self.names.intern(name)
+    }
+    pub fn names(&self) -> &Names {
+        &self.names
+    }
+    pub fn tenant(&self, t: &Ticket) -> &CompactString {
+        self.names.get(t.attrs.tenant)
+    }
+    /// `attrs` with their names interned for a ticket about to be inserted.
+    pub fn intern_attrs(&mut self, attrs: &TicketAttrs) -> CompactAttrs {
+        CompactAttrs::interned(attrs, &mut self.names)
+    }
+    /// A ticket's attributes with their names.
+    pub fn attrs(&self, a: &CompactAttrs) -> TicketAttrs {
+        a.named(&self.names)
     }
     pub fn due(&self, slot: u32) -> Ts {
         self.slot(slot).due
@@ -88,7 +120,8 @@ impl TicketStore {
         });
     }
 
-    /// Inserts a ticket whose id is not present; returns its slot.
+    /// Inserts a ticket whose id is not present; returns its slot. Its tenant and team ids
+    /// come from [`TicketStore::intern`] (released when it is removed).
     pub fn insert(&mut self, ticket: Ticket) -> u32 {
         let slot = match self.free.pop() {
             Some(s) => s,
@@ -124,7 +157,8 @@ impl TicketStore {
         slot
     }
 
-    pub fn remove(&mut self, slot: u32) -> Option<Ticket> {
+    /// Frees the ticket in `slot`; returns its key.
+    pub fn remove(&mut self, slot: u32) -> Option<TicketKey> {
         let ticket = self.slot_mut(slot).ticket.take()?;
         self.slot_mut(slot).due = Ts::MAX;
         if let Ok(entry) = self.index.find_entry(hash_ticket(&ticket), |&s| s == slot) {
@@ -132,7 +166,13 @@ impl TicketStore {
         }
         self.free.push(slot);
         self.len -= 1;
-        Some(ticket)
+        let key = TicketKey {
+            tenant: self.names.get(ticket.attrs.tenant).clone(),
+            id: ticket.id,
+        };
+        self.names.release(ticket.attrs.tenant);
+        self.names.release(ticket.attrs.team);
+        Some(key)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Ticket> {
@@ -140,5 +180,15 @@ impl TicketStore {
             .iter()
             .flat_map(|c| c.iter())
             .filter_map(|s| s.ticket.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_layout_size() {
+        assert_eq!(std::mem::size_of::<Slot>(), 136);
     }
 }

@@ -1,7 +1,10 @@
 //! One ticket's state and how an event or a timer changes it. Pure: the engine hands in
 //! the plan and collects what is emitted.
 use crate::core::clock::{ClockState, ClockStatus, Item};
-use crate::core::model::{Body, Emitter, Event, OutputBody, SlaOutput, TicketAttrs, Urgency};
+use crate::core::model::{
+    Body, Category, Channel, Emitter, Event, OutputBody, SlaOutput, TicketAttrs, Tier, Urgency,
+};
+use crate::core::names::Names;
 use crate::core::plan::Plan;
 use crate::core::policy::{
     ClockKind, ClockSpec, LatencyMetric, Matcher, MatcherSet, OnReopen, Phase,
@@ -36,7 +39,7 @@ pub struct Observation {
 
 impl Observation {
     fn of(
-        attrs: &TicketAttrs,
+        attrs: &CompactAttrs,
         plan: &Plan,
         i: usize,
         c: &ClockState,
@@ -61,17 +64,19 @@ impl Observation {
 
 /// Rule 12: a running clock with a `metric` that ends at `t` without its stop is counted as
 /// censored. Call before changing its state.
-fn censor(attrs: &TicketAttrs, plan: &Plan, i: usize, c: &ClockState, t: Ts, sink: &mut Sink) {
+fn censor(attrs: &CompactAttrs, plan: &Plan, i: usize, c: &ClockState, t: Ts, sink: &mut Sink) {
     if c.is_running() && plan.clocks[i].metric.is_some() {
         sink.observations
             .push(Observation::of(attrs, plan, i, c, t, true));
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A ticket's state in memory. Its changelog form (`core::snapshot`) names the tenant and
+/// team; here they are ids of the store's name table.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Ticket {
     pub id: CompactString,
-    pub attrs: TicketAttrs,
+    pub attrs: CompactAttrs,
     /// Index into the engine's plan registry.
     pub plan: u32,
     pub phase: Phase,
@@ -86,6 +91,42 @@ pub struct Ticket {
     pub seen: Vec<u64>,
 }
 
+/// [`TicketAttrs`] with tenant and team as ids of the store's [`Names`] (12 bytes, not 56).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct CompactAttrs {
+    pub channel: Channel,
+    pub category: Category,
+    pub urgency: Urgency,
+    pub tier: Tier,
+    pub tenant: u32,
+    pub team: u32,
+}
+
+impl CompactAttrs {
+    /// Interns `attrs`' names (counting this holder; see [`Names::intern`]).
+    pub fn interned(attrs: &TicketAttrs, names: &mut Names) -> CompactAttrs {
+        CompactAttrs {
+            channel: attrs.channel,
+            category: attrs.category,
+            urgency: attrs.urgency,
+            tier: attrs.tier,
+            tenant: names.intern(&attrs.tenant),
+            team: names.intern(&attrs.team),
+        }
+    }
+
+    pub fn named(&self, names: &Names) -> TicketAttrs {
+        TicketAttrs {
+            channel: self.channel,
+            category: self.category,
+            urgency: self.urgency,
+            tier: self.tier,
+            tenant: names.get(self.tenant).clone(),
+            team: names.get(self.team).clone(),
+        }
+    }
+}
+
 /// Ticket state most tickets never need: kept out of line so an open ticket stays small.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Extras {
@@ -97,6 +138,8 @@ pub struct Extras {
 
 /// Where a ticket's emissions go.
 pub struct Sink<'a> {
+    /// The ticket's tenant (outputs name it; the ticket holds its id).
+    pub tenant: &'a CompactString,
     pub outputs: &'a mut Vec<SlaOutput>,
     pub observations: &'a mut Vec<Observation>,
     /// The event being applied arrived late (below the watermark): timers it would have
@@ -129,7 +172,7 @@ pub fn id_hash(event_id: &str) -> u64 {
 }
 
 impl Ticket {
-    pub fn open(ev: &Event, attrs: TicketAttrs, plan_index: u32, plan: &Plan) -> Ticket {
+    pub fn open(ev: &Event, attrs: CompactAttrs, plan_index: u32, plan: &Plan) -> Ticket {
         Ticket {
             id: ev.ticket_id.clone(),
             attrs,
@@ -199,7 +242,7 @@ impl Ticket {
         ev: &Event,
         matches: MatcherSet,
         plan: &Arc<Plan>,
-        rematch: &mut dyn FnMut(&TicketAttrs) -> (u32, Arc<Plan>),
+        rematch: &mut dyn FnMut(&CompactAttrs) -> (u32, Arc<Plan>),
         sink: &mut Sink,
     ) {
         let t = ev.occurred_at;
@@ -248,7 +291,7 @@ impl Ticket {
 
         // 2. Re-match on urgency change (rule 6).
         if let Body::UrgencyChanged(u) = ev.body {
-            let mut attrs = self.attrs.clone();
+            let mut attrs = self.attrs;
             attrs.urgency = u;
             let (new_index, new_plan) = rematch(&attrs);
             self.attrs = attrs;
@@ -298,7 +341,7 @@ impl Ticket {
                             // cleared by a stop before the new one.
                             sink.outputs.push(clock_output(
                                 &self.id,
-                                &self.attrs,
+                                sink.tenant,
                                 &plan,
                                 spec,
                                 body,
@@ -369,7 +412,7 @@ impl Ticket {
                 let deadline = deadline_of(&self.clocks[i], spec, cal, t);
                 sink.outputs.push(clock_output(
                     &self.id,
-                    &self.attrs,
+                    sink.tenant,
                     &plan,
                     spec,
                     OutputBody::FollowUpDue,
@@ -401,7 +444,7 @@ impl Ticket {
                         };
                         sink.outputs.push(SlaOutput::ticket(
                             &self.id,
-                            &self.attrs.tenant,
+                            sink.tenant,
                             by,
                             body,
                             deadline,
@@ -456,7 +499,7 @@ impl Ticket {
             };
             sink.outputs.push(SlaOutput::ticket(
                 &self.id,
-                &self.attrs.tenant,
+                sink.tenant,
                 by,
                 body,
                 deadline,
@@ -586,7 +629,7 @@ impl Ticket {
             };
             sink.outputs.push(clock_output(
                 &self.id,
-                &self.attrs,
+                sink.tenant,
                 plan,
                 spec,
                 body,
@@ -621,7 +664,7 @@ fn deadline_of(
 /// An output of a clock of the ticket's plan (see [`SlaOutput::ticket`]).
 fn clock_output(
     ticket: &CompactString,
-    attrs: &TicketAttrs,
+    tenant: &CompactString,
     plan: &Plan,
     spec: &ClockSpec,
     body: OutputBody,
@@ -630,7 +673,7 @@ fn clock_output(
 ) -> SlaOutput {
     SlaOutput::ticket(
         ticket,
-        &attrs.tenant,
+        tenant,
         clock_emitter(plan, spec),
         body,
         deadline,
@@ -646,5 +689,19 @@ pub fn clock_emitter<'a>(plan: &'a Plan, spec: &'a ClockSpec) -> Emitter<'a> {
         clock: &spec.id,
         clock_pos: spec.position,
         target: Some(spec.target),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An open ticket's fixed part (the slab holds it inline, 1 M of them in the engine
+    /// bench): a regression here is bytes per open ticket (docs/performance.md, issue 14).
+    #[test]
+    fn ticket_layout_sizes() {
+        assert_eq!(std::mem::size_of::<CompactAttrs>(), 12);
+        assert_eq!(std::mem::size_of::<Ticket>(), 128);
+        assert_eq!(std::mem::size_of::<ClockState>(), 24);
     }
 }

@@ -66,7 +66,7 @@ pub fn ticket_view(
         "ticket_id": t.id.as_str(),
         "input_topic": topic,
         "partition": partition,
-        "tenant": t.attrs.tenant.as_str(),
+        "tenant": engine.tenant_of(t).as_str(),
         "channel": t.attrs.channel.as_str(),
         "category": t.attrs.category.as_str(),
         "urgency": t.attrs.urgency.effective().as_str(),
@@ -83,6 +83,7 @@ pub fn ticket_view(
         // Also served alone at /tickets/{tenant}/{id}/timeline.
         "timeline": serde_json::to_value(crate::explain::live_trail(
             t,
+            engine.tenant_of(t),
             plan,
             engine.watermark().max(t.last_event),
         ))

@@ -365,7 +365,7 @@ impl Tracer {
         if log.opened_at.is_none() {
             log.opened_at = Some(t.opened_at);
         }
-        log.attrs = t.attrs.clone();
+        log.attrs = engine.attrs_of(t);
         log.policy_id = plan.policy_id.clone();
         log.overlays = plan.overlay_ids.clone();
         let at = e.occurred_at;

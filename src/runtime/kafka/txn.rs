@@ -321,7 +321,9 @@ impl<P: TxnProducer> Txn<P> {
     /// (a transaction is opened for them if none is) and commits. `offsets` pairs each
     /// group's offsets with its metadata; empty lists are skipped.
     pub fn commit(&mut self, offsets: &[(&TopicPartitionList, &P::Group)]) -> Result<(), TxnError> {
+        let t0 = Instant::now();
         self.drain()?;
+        let t1 = Instant::now();
         if let Some(e) = self.failure() {
             return Err(e);
         }
@@ -344,6 +346,7 @@ impl<P: TxnProducer> Txn<P> {
             }
             self.producer.send_offsets(tpl, group, self.timeout)?;
         }
+        let t2 = Instant::now();
         let mut attempts = 1;
         loop {
             match self.producer.commit(self.timeout) {
@@ -357,6 +360,12 @@ impl<P: TxnProducer> Txn<P> {
         }
         self.open = false;
         self.pending = false;
+        tracing::debug!(
+            drain_us = (t1 - t0).as_micros() as u64,
+            offsets_us = (t2 - t1).as_micros() as u64,
+            commit_us = t2.elapsed().as_micros() as u64,
+            "commit phases"
+        );
         Ok(())
     }
 

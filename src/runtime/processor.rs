@@ -53,8 +53,9 @@ use crate::runtime::commit_policy::{
 };
 use crate::runtime::config::{Config, OutputFormat};
 use crate::runtime::control::{Control, TicketQuery};
+use crate::runtime::kafka::pipeline::{GroupOffsets, Pipeline};
 use crate::runtime::kafka::recovery::{self, Trouble};
-use crate::runtime::kafka::txn::{self, ProducerCtx, Recovery, Txn, TxnError, TxnOp};
+use crate::runtime::kafka::txn::{self, ProducerCtx, Recovery, TxnError, TxnOp};
 use crate::runtime::kafka::{cached_watermarks, consumer_config, producer_config, AuthFailure};
 use crate::runtime::partitions::{Key as PartKey, Partitions, RestorePlan, Source};
 use crate::runtime::records::{self, check_input, InputLimits, CONTENT_TYPE};
@@ -69,7 +70,7 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::producer::BaseProducer;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -80,6 +81,8 @@ use std::time::{Duration, Instant};
 const IDLE_POLL: Duration = Duration::from_millis(50);
 /// Records handled between two watermark / commit checks.
 const MAX_BATCH: usize = 4096;
+/// Longest poll while a commit is in flight.
+const COMMITTING_POLL: Duration = Duration::from_millis(2);
 /// Bound on one broker operation of the commit path.
 const OP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on one partition's restore.
@@ -190,12 +193,15 @@ pub fn start(
     let trouble = Arc::new(Trouble::new());
     // Authentication / TLS failures of any client stop the processing loop.
     let auth = AuthFailure::default();
-    let producer = new_producer(cfg, &opts.topics, &trouble, &auth)?;
+    let (producer, second) = new_producers(cfg, &opts.topics, &trouble, &auth)?;
+    let io = Pipeline::new(producer, second, exactly_once, OP_TIMEOUT)
+        .map_err(|e| ProcessorError::Fatal(format!("cannot spawn the committer thread: {e}")))?;
     register_policy(&opts.policy);
     let (restore_tx, restore_rx) = mpsc::channel();
     let engine_cfg = engine_config(cfg);
     let processor = Arc::new(Mutex::new(Processor {
-        io: Txn::new(producer, exactly_once, OP_TIMEOUT),
+        io,
+        auth: auth.clone(),
         cfg: cfg.clone(),
         topics: opts.topics.clone(),
         lateness: Dur::from_millis(cfg.allowed_lateness_ms as i64),
@@ -236,6 +242,7 @@ pub fn start(
         trouble: trouble.clone(),
         recoveries: Vec::new(),
         committed_since_live: false,
+        committing_inputs: Vec::new(),
         commit_failure: None,
         commit_pace: CommitPace::Live,
         scratch: Vec::with_capacity(1024),
@@ -246,7 +253,7 @@ pub fn start(
         group = %opts.topics.group_id,
         surge_group = %opts.topics.surge_group_id,
         instance = %cfg.instance_id,
-        transactional_id = %opts.topics.transactional_id,
+        transactional_ids = ?opts.topics.transactional_ids,
         topics = ?subscribed,
         guarantee = if exactly_once { "exactly-once" } else { "at-least-once" },
         "processor started"
@@ -313,30 +320,44 @@ pub fn engine_config(cfg: &Config) -> EngineConfig {
     }
 }
 
-/// The output producer (see [`txn::new_producer`]).
-fn new_producer(
+/// The output producers (see [`txn::new_producer`]): with exactly-once two, for pipelined
+/// transactions ([`Pipeline`]), both initialised here so a restart fences both zombies;
+/// at-least-once one.
+fn new_producers(
     cfg: &Config,
     topics: &Topics,
     trouble: &Arc<Trouble>,
     auth: &AuthFailure,
-) -> Result<BaseProducer<ProducerCtx>, ProcessorError> {
-    txn::new_producer(
-        producer_settings(cfg, topics),
-        cfg.exactly_once,
-        ProducerCtx::new(auth.clone(), trouble.clone()),
-        OP_TIMEOUT,
-    )
-    .map_err(|(what, source)| ProcessorError::Kafka { what, source })
+) -> Result<(OutProducer, Option<OutProducer>), ProcessorError> {
+    let new = |which| {
+        txn::new_producer(
+            producer_settings(cfg, topics, which),
+            cfg.exactly_once,
+            ProducerCtx::new(auth.clone(), trouble.clone()),
+            OP_TIMEOUT,
+        )
+        .map_err(|(what, source)| ProcessorError::Kafka { what, source })
+    };
+    let first = new(0)?;
+    let second = if cfg.exactly_once {
+        Some(new(1)?)
+    } else {
+        None
+    };
+    Ok((first, second))
 }
 
-/// The output producer's settings: with exactly-once, the replica's transactional id as
-/// [`Topics`] derives it (`shadow.`-prefixed under `--dry-run`).
-fn producer_settings(cfg: &Config, topics: &Topics) -> rdkafka::ClientConfig {
+/// Output producer `which`'s settings: with exactly-once, the transactional id [`Topics`]
+/// derives for it (`shadow.`-prefixed under `--dry-run`).
+fn producer_settings(cfg: &Config, topics: &Topics, which: usize) -> rdkafka::ClientConfig {
     producer_config(
         cfg,
-        cfg.exactly_once.then_some(topics.transactional_id.as_str()),
+        cfg.exactly_once
+            .then_some(topics.transactional_ids[which].as_str()),
     )
 }
+
+type OutProducer = BaseProducer<ProducerCtx>;
 
 /// Both consumers, subscribed, and handed to the processor.
 fn new_consumers(
@@ -391,16 +412,16 @@ fn reconnect(
             c.cfg.clone(),
             c.topics.clone(),
             c.trouble.clone(),
-            c.io.producer.context().auth.clone(),
+            c.auth.clone(),
         )
     };
     let mut delay = Duration::from_millis(500);
-    let producer = loop {
+    let (producer, second) = loop {
         if control.shutdown_requested() {
             return Ok(None);
         }
         std::thread::sleep(delay);
-        match new_producer(&cfg, &topics, &trouble, &auth) {
+        match new_producers(&cfg, &topics, &trouble, &auth) {
             Ok(p) => break p,
             Err(e) => {
                 tracing::warn!(error = %e, "recreating the producer failed; retrying");
@@ -410,7 +431,7 @@ fn reconnect(
     };
     {
         let mut c = lock(processor);
-        c.io.replace(producer);
+        c.io.replace(producer, second);
         c.out = Emitted::default();
         c.surge_out.clear();
         c.fatal = None;
@@ -467,7 +488,7 @@ fn run_loop(
             if let Some(e) = c.fatal.take() {
                 break Err(e);
             }
-            if let Some(why) = c.io.producer.context().auth.get() {
+            if let Some(why) = c.auth.get() {
                 break Err(ProcessorError::Authentication(why));
             }
             c.poll_timeout()
@@ -488,7 +509,7 @@ fn run_loop(
     {
         let mut c = lock(&processor);
         if result.is_ok() {
-            c.commit();
+            c.commit_sync();
             if let Some(e) = c.fatal.take() {
                 result = Err(e);
             } else if let Some(e) = c.commit_failure.take() {
@@ -605,7 +626,10 @@ type Consumer = BaseConsumer<ConsumerCtx>;
 type Clients = (Arc<Consumer>, Arc<Consumer>);
 
 struct Processor {
-    io: Txn<BaseProducer<ProducerCtx>>,
+    /// The output producers: one transaction open for sending, the previous one committing.
+    io: Pipeline<OutProducer>,
+    /// Authentication failures of any client (the producers' contexts record them too).
+    auth: AuthFailure,
     cfg: Config,
     topics: Topics,
     lateness: Dur,
@@ -649,6 +673,9 @@ struct Processor {
     recoveries: Vec<Instant>,
     /// A commit succeeded since the last partition went live (see [`commit_plan`]).
     committed_since_live: bool,
+    /// The input partitions live when the commit in flight started: its success counts for
+    /// `committed_since_live` only if no partition went live meanwhile.
+    committing_inputs: Vec<(usize, i32)>,
     /// The mode of the last commit's plan (a drain keeps its interval while the lag lasts).
     commit_pace: CommitPace,
     /// Reused buffer for encoding an output.
@@ -956,6 +983,7 @@ impl Processor {
             .advance_micros
             .fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
         self.io.serve();
+        self.settle(false);
         if self.last_commit.elapsed() >= self.effective_commit_interval() {
             self.commit();
         }
@@ -1160,6 +1188,11 @@ impl Processor {
                     .saturating_sub(self.last_commit.elapsed()),
             );
         }
+        if self.io.committing() {
+            // Its outcome, and the release of records held until its drain, are taken
+            // between polls.
+            d = d.min(COMMITTING_POLL);
+        }
         if self.cfg.wall_clock_watermark {
             for t in self.inputs.values() {
                 if !t.caught_up {
@@ -1288,11 +1321,17 @@ impl Processor {
         }
     }
 
-    /// Commits what is open (outputs, state, offsets); on failure aborts and resets.
+    /// Commits what is open (outputs, state, offsets): with pipelined transactions the
+    /// commit runs on the committer thread while processing goes on into the next
+    /// transaction (a commit still in flight is waited for first: commit order); otherwise
+    /// here. A failure aborts and resets.
     fn commit(&mut self) {
         let Some(consumers) = self.consumers.clone() else {
             return;
         };
+        if !self.settle(true) {
+            return; // the previous commit failed: everything was aborted and reset
+        }
         self.last_commit = Instant::now();
         let state_dirty = self.inputs.values().any(|t| t.changed && !t.rebuilding())
             || self.surges.values().any(|s| s.dirty);
@@ -1312,26 +1351,78 @@ impl Processor {
             mode = plan.mode.as_str(),
             "commit"
         );
+        self.committing_inputs = self.inputs.keys().copied().collect();
+        if self.io.is_pipelined() {
+            self.write_state();
+            let groups = match self.group_offsets(&consumers) {
+                Ok(g) => g,
+                Err(e) => {
+                    self.finish_commit(Err(e));
+                    return;
+                }
+            };
+            if self.io.start_commit(groups).is_err() {
+                // Cannot happen (settled above); a commit out of order must not start.
+                self.finish_commit(Err(TxnError::NoGroupMetadata));
+                return;
+            }
+            // Optimistic: a failure of this commit drops every partition's state and
+            // restores it, offsets included, from Kafka.
+            self.mark_committed();
+            return;
+        }
         let r = if self.io.exactly_once {
             self.commit_transaction(&consumers)
         } else {
             self.commit_at_least_once(&consumers)
         };
+        if r.is_ok() {
+            self.mark_committed();
+        }
+        self.finish_commit(r.map(|()| started.elapsed()));
+    }
+
+    /// Commits what is open and waits for it (rebalances, the graceful stop).
+    fn commit_sync(&mut self) {
+        self.commit();
+        self.settle(true);
+    }
+
+    /// Takes the outcome of the commit in flight, waiting for it with `block`. `false` when
+    /// it failed (everything was aborted and reset, or the processor is stopping).
+    fn settle(&mut self, block: bool) -> bool {
+        let outcome = if block {
+            self.io.wait_commit()
+        } else {
+            self.io.poll_commit()
+        };
+        match outcome {
+            Some(r) => self.finish_commit(r),
+            None => true,
+        }
+    }
+
+    /// Accounts for a finished commit; on failure aborts the open transaction and resets
+    /// (or stops on a fatal error). `false` on failure.
+    fn finish_commit(&mut self, r: Result<Duration, TxnError>) -> bool {
         match r {
-            Ok(()) => {
+            Ok(took) => {
                 self.commit_failure = None;
-                self.mark_committed();
-                self.committed_since_live = true;
+                let inputs = std::mem::take(&mut self.committing_inputs);
+                if self.inputs.keys().all(|k| inputs.contains(k)) {
+                    self.committed_since_live = true;
+                }
                 self.control
                     .transactions_committed
                     .fetch_add(1, Ordering::Relaxed);
-                let took = started.elapsed();
                 self.control.record_commit(took);
                 telemetry::transaction(telemetry::TxnOutcome::Committed, Some(took));
+                true
             }
             Err(e) if e.recovery() == Recovery::Fatal => {
                 telemetry::error(e.reason());
                 self.fatal = Some(ProcessorError::Fatal(e.to_string()));
+                false
             }
             Err(e) => {
                 telemetry::error(e.reason());
@@ -1339,30 +1430,41 @@ impl Processor {
                 self.commit_failure = Some(e.to_string());
                 self.abort_open();
                 self.reset_all();
+                false
             }
         }
     }
 
-    fn commit_transaction(&mut self, c: &Consumers) -> Result<(), TxnError> {
-        self.write_state();
+    /// Both groups' offsets to commit, with their group metadata (empty lists left out).
+    fn group_offsets(
+        &self,
+        c: &Consumers,
+    ) -> Result<Vec<GroupOffsets<ConsumerGroupMetadata>>, TxnError> {
         let (offsets, surge_offsets) = self.offsets();
         let mut groups = Vec::with_capacity(2);
-        for (tpl, consumer) in [(&offsets, &c.main), (&surge_offsets, &c.surge)] {
+        for (tpl, consumer) in [(offsets, &c.main), (surge_offsets, &c.surge)] {
             if tpl.count() > 0 {
                 let gm = consumer.group_metadata().ok_or(TxnError::NoGroupMetadata)?;
                 groups.push((tpl, gm));
             }
         }
+        Ok(groups)
+    }
+
+    /// An exactly-once commit on this thread (without a second producer).
+    fn commit_transaction(&mut self, c: &Consumers) -> Result<(), TxnError> {
+        self.write_state();
+        let groups = self.group_offsets(c)?;
         let groups: Vec<(&TopicPartitionList, &ConsumerGroupMetadata)> =
-            groups.iter().map(|(t, g)| (*t, g)).collect();
-        self.io.commit(&groups)
+            groups.iter().map(|(t, g)| (t, g)).collect();
+        self.io.commit_now(&groups)
     }
 
     fn commit_at_least_once(&mut self, c: &Consumers) -> Result<(), TxnError> {
         // Outputs first: state that says "fired" must never be durable before the output.
-        self.io.commit(&[])?;
+        self.io.commit_now(&[])?;
         self.write_state();
-        self.io.commit(&[])?;
+        self.io.commit_now(&[])?;
         let (offsets, surge_offsets) = self.offsets();
         for (tpl, consumer) in [(&offsets, &c.main), (&surge_offsets, &c.surge)] {
             if tpl.count() > 0 {
@@ -1374,7 +1476,8 @@ impl Processor {
         Ok(())
     }
 
-    /// Aborts the open transaction (exactly-once) and forgets pending failures.
+    /// Aborts the open transaction (exactly-once) and forgets pending failures (a commit
+    /// in flight is waited for first).
     fn abort_open(&mut self) {
         match self.io.abort() {
             Ok(true) => telemetry::transaction(telemetry::TxnOutcome::Aborted, None),
@@ -1416,9 +1519,9 @@ impl Processor {
             self.update_ready();
             return;
         }
-        // Commit first: an open transaction of ours writing to a state partition would hold
-        // the restore reader at its last stable offset.
-        self.commit();
+        // Commit first, and wait for it: an open transaction of ours writing to a state
+        // partition would hold the restore reader at its last stable offset.
+        self.commit_sync();
         if let Err(e) = consumer.pause(&self.partition_list(&plans, consumer.context().role)) {
             tracing::error!(error = %e, "pausing newly assigned partitions failed");
         }
@@ -1463,14 +1566,16 @@ impl Processor {
         let keys = self.keys_of(tpl);
         let (dropped, plans) = if lost {
             // Our offsets can no longer be committed for these; the abort discards the
-            // uncommitted work of every partition, so the others are restored too.
+            // uncommitted work of every partition, so the others are restored too. A commit
+            // in flight finishes first (if it fails, everything is reset anyway).
+            self.settle(true);
             let aborted = self.io.is_open() || self.io.has_pending();
             if aborted {
                 self.abort_open();
             }
             self.parts.lost(keys, aborted)
         } else {
-            self.commit();
+            self.commit_sync();
             (self.parts.revoke(keys), Vec::new())
         };
         for (source, p) in dropped {
@@ -1823,12 +1928,20 @@ mod tests {
     #[test]
     fn the_producer_uses_the_dry_run_prefixed_transactional_id() {
         let cfg = config(true);
-        let live = producer_settings(&cfg, &Topics::new(&cfg, false));
-        assert_eq!(live.get("transactional.id"), Some("g-i1"));
-        let shadow = producer_settings(&cfg, &Topics::new(&cfg, true));
-        assert_eq!(shadow.get("transactional.id"), Some("shadow.g-i1"));
+        let id = |topics: &Topics, which| {
+            producer_settings(&cfg, topics, which)
+                .get("transactional.id")
+                .map(str::to_string)
+        };
+        let (live, shadow) = (Topics::new(&cfg, false), Topics::new(&cfg, true));
+        assert_eq!(id(&live, 0).as_deref(), Some("g-i1"));
+        assert_eq!(id(&live, 1).as_deref(), Some("g-i1:1"));
+        assert_eq!(id(&shadow, 0).as_deref(), Some("shadow.g-i1"));
+        assert_eq!(id(&shadow, 1).as_deref(), Some("shadow.g-i1:1"));
         let alo = config(false);
-        let settings = producer_settings(&alo, &Topics::new(&alo, true));
-        assert_eq!(settings.get("transactional.id"), None);
+        for which in [0, 1] {
+            let settings = producer_settings(&alo, &Topics::new(&alo, true), which);
+            assert_eq!(settings.get("transactional.id"), None);
+        }
     }
 }

@@ -22,10 +22,12 @@ pub struct Topics {
     /// stage's partitions are balanced across replicas independently (cooperative-sticky
     /// balances the total partition count of a member, not each topic's).
     pub surge_group_id: String,
-    /// The output producer's `transactional.id`: `<group_id>-<instance_id>`, prefixed under
-    /// `--dry-run` like the group (the only place it is derived: a shadow replica must not
-    /// fence the live one's producer).
-    pub transactional_id: String,
+    /// The output producers' `transactional.id`s (exactly-once runs two, used alternately:
+    /// see `runtime::kafka::pipeline`): `<group_id>-<instance_id>` and the same with `:1`
+    /// (`:` cannot occur in an instance id, so the second never equals another replica's
+    /// first), prefixed under `--dry-run` like the group (the only place they are derived: a
+    /// shadow replica must not fence the live one's producers).
+    pub transactional_ids: [String; 2],
     pub inputs: Vec<String>,
     pub breaches: String,
     pub warnings: String,
@@ -55,7 +57,10 @@ impl Topics {
         Topics {
             group_id: p(&cfg.group_id),
             surge_group_id: p(&format!("{}.surge", cfg.group_id)),
-            transactional_id: p(&format!("{}-{}", cfg.group_id, cfg.instance_id)),
+            transactional_ids: [
+                p(&format!("{}-{}", cfg.group_id, cfg.instance_id)),
+                p(&format!("{}-{}:1", cfg.group_id, cfg.instance_id)),
+            ],
             inputs: cfg.input_topics.clone(),
             breaches: p(&t.breaches),
             warnings: p(&t.warnings),
@@ -395,8 +400,11 @@ mod tests {
         assert_eq!(s.state, "shadow.slawatch.state");
         assert_eq!(s.group_id, "shadow.slawatch");
         assert_eq!(s.surge_group_id, "shadow.slawatch.surge");
-        assert_eq!(t.transactional_id, "slawatch-i1");
-        assert_eq!(s.transactional_id, "shadow.slawatch-i1");
+        assert_eq!(t.transactional_ids, ["slawatch-i1", "slawatch-i1:1"]);
+        assert_eq!(
+            s.transactional_ids,
+            ["shadow.slawatch-i1", "shadow.slawatch-i1:1"]
+        );
         assert_eq!(t.surge_state, "slawatch.surge-state");
         assert_eq!(s.inputs, vec!["conversations"]);
     }

@@ -46,7 +46,7 @@ enum Report<P: TxnProducer> {
     /// Every record of the transaction is delivered: the next one's may be sent.
     Drained,
     /// The transaction committed, or failed (still open: the pipeline aborts it).
-    Done(Txn<P>, Result<(), TxnError>),
+    Done(Box<(Txn<P>, Result<(), TxnError>)>),
 }
 
 struct Committer<P: TxnProducer> {
@@ -328,7 +328,8 @@ where
                 }
                 self.release_held();
             }
-            Report::Done(mut txn, result) => {
+            Report::Done(done) => {
+                let (mut txn, result) = *done;
                 let took = self
                     .in_flight
                     .take()
@@ -403,7 +404,10 @@ where
                             offsets.iter().map(|(t, g)| (t, g)).collect();
                         txn.commit(&refs)
                     });
-                    if report_tx.send(Report::Done(txn, result)).is_err() {
+                    if report_tx
+                        .send(Report::Done(Box::new((txn, result))))
+                        .is_err()
+                    {
                         break;
                     }
                 }

@@ -1,9 +1,10 @@
 //! The processing thread: two `BaseConsumer`s (cooperative-sticky, static membership,
 //! read_committed, manual offsets) — one for the input topics (group `group_id`), one for
 //! the surge repartition topic (group `<group_id>.surge`, so each stage's partitions are
-//! balanced across replicas on their own) — and one producer (transactional with
-//! exactly-once, idempotent otherwise); one SLA engine per assigned input partition and
-//! one surge detector per assigned repartition partition.
+//! balanced across replicas on their own) — and the producers (two transactional ones used
+//! alternately with exactly-once, see [`Pipeline`]; one idempotent one otherwise); one SLA
+//! engine per assigned input partition and one surge detector per assigned repartition
+//! partition.
 //!
 //! # The loop
 //! poll (timeout: the earliest of the next commit, the next engine wake-up of a caught-up
@@ -19,8 +20,12 @@
 //! Changed tickets (`take_changes`) and the partition state go to the state topic (same
 //! partition number), surge detectors to the surge-state topic, in-flight deliveries are
 //! drained (a commit with records in flight costs ≥ 100 ms), the consumed offsets of both
-//! groups are added with `send_offsets_to_transaction`, and the transaction commits. An
-//! abortable error aborts and *resets*: every partition is paused, its state restored from
+//! groups are added with `send_offsets_to_transaction`, and the transaction commits — on the
+//! committer thread ([`Pipeline`]), while this thread goes on into the next transaction on
+//! the other producer, so a timer due meanwhile is produced at once. A commit still in
+//! flight when the next one is due is waited for (commit order), and so is one in flight at
+//! a rebalance, an assignment, the graceful stop or an abort. An abortable error of either
+//! transaction aborts both and *resets*: every partition is paused, its state restored from
 //! the state topics and its input re-read from the committed offset, so memory never runs
 //! ahead of what Kafka holds. A fatal error (e.g. fenced by a newer replica with the same
 //! transactional id) stops the processor — unless it follows a broker outage (librdkafka

@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use std::sync::Arc;
 
+mod decode;
+
 impl Engine {
     /// One ticket's state with its plan named (so it restores under any plan table).
     pub fn ticket_record(&self, t: &Ticket) -> Vec<u8> {
@@ -190,7 +192,7 @@ struct SnapshotRef<'a> {
 
 /// A plan key as written and read in ticket records: borrowed, so neither side allocates
 /// per record (same wire form as [`PlanKey`]).
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
 struct PlanKeyRef<'a> {
     #[serde(borrow)]
     policy_id: &'a str,
@@ -205,7 +207,7 @@ struct TicketRecordRef<'a> {
     ticket: TicketOut<'a>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 struct TicketRecordIn<'a> {
     version: u32,
     #[serde(borrow)]
@@ -233,7 +235,7 @@ struct TicketOut<'a> {
 }
 
 /// `TicketAttrs` as encoded, names borrowed (decoding one allocates nothing).
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
 struct AttrsWire<'a> {
     channel: Channel,
     category: Category,
@@ -244,7 +246,7 @@ struct AttrsWire<'a> {
 }
 
 /// [`TicketOut`] decoded.
-#[derive(Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 struct TicketIn<'a> {
     id: CompactString,
     #[serde(borrow)]
@@ -354,8 +356,12 @@ impl Restorer {
     }
 
     fn upsert_keyed(&mut self, bytes: &[u8], tenantless_key: bool) -> Result<(), SnapshotError> {
-        let rec: TicketRecordIn =
-            postcard::from_bytes(bytes).map_err(|err| SnapshotError::Decode(err.to_string()))?;
+        let rec: TicketRecordIn = match decode::ticket_record(bytes) {
+            Some(rec) => rec,
+            None => {
+                postcard::from_bytes(bytes).map_err(|err| SnapshotError::Decode(err.to_string()))?
+            }
+        };
         if rec.version != SNAPSHOT_VERSION {
             return Err(SnapshotError::UnsupportedVersion(rec.version));
         }

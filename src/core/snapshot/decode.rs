@@ -1,0 +1,442 @@
+//! A ticket record decoded without serde: postcard's reader takes every byte through a
+//! bounds-checked flavour and a visitor, ~4 400 instructions per restored ticket (two thirds
+//! of a restore), most of them in the varints of the dedup hashes and timestamps. This
+//! reader walks the same encoding over a slice; anything it does not take as plain (an
+//! unknown enum index, a bad bool, a truncated or overlong record) returns `None` and the
+//! caller decodes with postcard, so results and error texts are postcard's in every case
+//! (`fast_decoder_agrees_with_postcard` checks that on encoded, mutated and arbitrary
+//! bytes).
+use super::{AttrsWire, PlanKeyRef, TicketIn, TicketRecordIn};
+use crate::core::clock::{ClockState, ClockStatus, Pauses};
+use crate::core::model::{Category, Channel, Tier, Urgency};
+use crate::core::policy::Phase;
+use crate::core::ticket::Extras;
+use crate::core::time::Ts;
+use compact_str::CompactString;
+use smallvec::SmallVec;
+
+struct Reader<'a> {
+    b: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> Option<u8> {
+        let (&x, rest) = self.b.split_first()?;
+        self.b = rest;
+        Some(x)
+    }
+
+    /// Postcard's varint of an integer of `bytes` bytes: at most `max` bytes, the last one
+    /// no larger than `last_max` (as postcard checks).
+    #[inline]
+    fn varint(&mut self, max: usize, last_max: u8) -> Option<u64> {
+        let mut out = 0u64;
+        for i in 0..max {
+            let v = self.byte()?;
+            out |= ((v & 0x7f) as u64) << (7 * i);
+            if v & 0x80 == 0 {
+                return (i != max - 1 || v <= last_max).then_some(out);
+            }
+        }
+        None
+    }
+    /// A `u64` varint, eight bytes at a time when the record has them: the dedup hashes
+    /// take 10 bytes each and timestamps 9, so a byte loop is most of a restore.
+    #[inline]
+    fn u64(&mut self) -> Option<u64> {
+        let Some(w) = self.b.first_chunk::<8>() else {
+            return self.varint(10, 0x01);
+        };
+        let word = u64::from_le_bytes(*w);
+        let stops = !word & 0x8080_8080_8080_8080;
+        if stops != 0 {
+            let n = (stops.trailing_zeros() / 8 + 1) as usize;
+            let mask = if n == 8 {
+                u64::MAX
+            } else {
+                (1u64 << (8 * n)) - 1
+            };
+            self.b = &self.b[n..];
+            return Some(gather7(word & mask));
+        }
+        let low = gather7(word);
+        let b8 = *self.b.get(8)?;
+        if b8 & 0x80 == 0 {
+            self.b = &self.b[9..];
+            return Some(low | (b8 as u64) << 56);
+        }
+        // The tenth byte holds the top bit only (postcard refuses more, or a continuation).
+        let b9 = *self.b.get(9)?;
+        if b9 > 1 {
+            return None;
+        }
+        self.b = &self.b[10..];
+        Some(low | ((b8 & 0x7f) as u64) << 56 | (b9 as u64) << 63)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.varint(5, 0x0f).map(|v| v as u32)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.varint(3, 0x03).map(|v| v as u16)
+    }
+    fn len(&mut self) -> Option<usize> {
+        self.u64().map(|v| v as usize)
+    }
+    fn i64(&mut self) -> Option<i64> {
+        let n = self.u64()?;
+        Some(((n >> 1) as i64) ^ -((n & 1) as i64))
+    }
+    fn ts(&mut self) -> Option<Ts> {
+        self.i64().map(Ts)
+    }
+    fn bool(&mut self) -> Option<bool> {
+        match self.byte()? {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        }
+    }
+    fn option(&mut self) -> Option<bool> {
+        self.bool()
+    }
+    fn str(&mut self) -> Option<&'a str> {
+        let n = self.len()?;
+        if n > self.b.len() {
+            return None;
+        }
+        let (s, rest) = self.b.split_at(n);
+        self.b = rest;
+        // Ids and names are short and nearly always ASCII (as in `codec::wire`).
+        if s.is_ascii() {
+            // SAFETY: ASCII bytes are valid UTF-8.
+            return Some(unsafe { std::str::from_utf8_unchecked(s) });
+        }
+        std::str::from_utf8(s).ok()
+    }
+    /// A sequence's length, refused when the record cannot hold that many elements of at
+    /// least `min` bytes each (postcard would fail on it too; this only keeps a corrupt
+    /// length from reserving memory).
+    fn seq(&mut self, min: usize) -> Option<usize> {
+        let n = self.len()?;
+        (n.checked_mul(min)? <= self.b.len()).then_some(n)
+    }
+    fn opt_ts(&mut self) -> Option<Option<Ts>> {
+        Some(if self.option()? {
+            Some(self.ts()?)
+        } else {
+            None
+        })
+    }
+    fn u64s(&mut self) -> Option<Vec<u64>> {
+        let n = self.seq(1)?;
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            v.push(self.u64()?);
+        }
+        Some(v)
+    }
+}
+
+/// The low 7 bits of each of the eight bytes of `x`, packed (a varint's payload).
+#[inline]
+fn gather7(x: u64) -> u64 {
+    let x = x & 0x7f7f_7f7f_7f7f_7f7f;
+    let x = (x & 0x007f_007f_007f_007f) | ((x & 0x7f00_7f00_7f00_7f00) >> 1);
+    let x = (x & 0x0000_3fff_0000_3fff) | ((x & 0x3fff_0000_3fff_0000) >> 2);
+    (x & 0x0000_0000_0fff_ffff) | ((x & 0x0fff_ffff_0000_0000) >> 4)
+}
+
+fn domain<T>(r: &mut Reader, of: fn(i32) -> Option<T>) -> Option<T> {
+    let i = r.u32()?;
+    of(i32::try_from(i).ok()?)
+}
+
+fn phase(i: u32) -> Option<Phase> {
+    Some(match i {
+        0 => Phase::Open,
+        1 => Phase::Waiting,
+        2 => Phase::OnHold,
+        3 => Phase::Resolved,
+        4 => Phase::Closed,
+        5 => Phase::Expired,
+        _ => return None,
+    })
+}
+
+fn status(i: u32) -> Option<ClockStatus> {
+    Some(match i {
+        0 => ClockStatus::Idle,
+        1 => ClockStatus::Running,
+        2 => ClockStatus::Stopped,
+        3 => ClockStatus::Cancelled,
+        _ => return None,
+    })
+}
+
+fn clock(r: &mut Reader) -> Option<ClockState> {
+    let status = status(r.u32()?)?;
+    let once_used = r.bool()?;
+    let breached = r.bool()?;
+    let warned = r.byte()?;
+    let escalated = r.byte()?;
+    let nth = r.u16()?;
+    let start = r.ts()?;
+    let pauses = if r.option()? {
+        let n = r.seq(2)?;
+        let mut closed = Vec::with_capacity(n);
+        for _ in 0..n {
+            closed.push((r.ts()?, r.ts()?));
+        }
+        let open = r.opt_ts()?;
+        Some(Box::new(Pauses { closed, open }))
+    } else {
+        None
+    };
+    Some(ClockState {
+        status,
+        once_used,
+        breached,
+        warned,
+        escalated,
+        nth,
+        start,
+        pauses,
+    })
+}
+
+fn ticket<'a>(r: &mut Reader<'a>) -> Option<TicketIn<'a>> {
+    let id = CompactString::from(r.str()?);
+    let attrs = AttrsWire {
+        channel: domain(r, Channel::from_i32)?,
+        category: domain(r, Category::from_i32)?,
+        urgency: domain(r, Urgency::from_i32)?,
+        tier: domain(r, Tier::from_i32)?,
+        tenant: r.str()?,
+        team: r.str()?,
+    };
+    let plan = r.u32()?;
+    let phase = phase(r.u32()?)?;
+    let cycle = r.u32()?;
+    let opened_at = r.ts()?;
+    let last_event = r.ts()?;
+    let closed_at = r.opt_ts()?;
+    let n = r.seq(8)?;
+    let mut clocks = Vec::with_capacity(n);
+    for _ in 0..n {
+        clocks.push(clock(r)?);
+    }
+    let extras = if r.option()? {
+        let actions_fired = r.u64s()?;
+        let n = r.seq(1)?;
+        let mut check_since = Vec::with_capacity(n);
+        for _ in 0..n {
+            check_since.push(r.opt_ts()?);
+        }
+        Some(Box::new(Extras {
+            actions_fired,
+            check_since,
+        }))
+    } else {
+        None
+    };
+    let seen = r.u64s()?;
+    Some(TicketIn {
+        id,
+        attrs,
+        plan,
+        phase,
+        cycle,
+        opened_at,
+        last_event,
+        closed_at,
+        clocks: clocks.into_boxed_slice(),
+        extras,
+        seen,
+    })
+}
+
+/// A ticket record as postcard would decode it, or `None` to let postcard decode it.
+pub(super) fn ticket_record(bytes: &[u8]) -> Option<TicketRecordIn<'_>> {
+    let mut r = Reader { b: bytes };
+    let version = r.u32()?;
+    let policy_id = r.str()?;
+    let n = r.seq(1)?;
+    let mut overlay_ids = SmallVec::new();
+    for _ in 0..n {
+        overlay_ids.push(r.str()?);
+    }
+    let ticket = ticket(&mut r)?;
+    Some(TicketRecordIn {
+        version,
+        plan: PlanKeyRef {
+            policy_id,
+            overlay_ids,
+        },
+        ticket,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::TicketOut;
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_ts() -> impl Strategy<Value = Ts> {
+        prop_oneof![any::<i64>(), 0i64..2_000_000_000_000_000_000].prop_map(Ts)
+    }
+
+    fn arb_clock() -> impl Strategy<Value = ClockState> {
+        let pauses = proptest::option::of(
+            (
+                proptest::collection::vec((arb_ts(), arb_ts()), 0..3),
+                proptest::option::of(arb_ts()),
+            )
+                .prop_map(|(closed, open)| Box::new(Pauses { closed, open })),
+        );
+        (
+            0u32..4,
+            any::<(bool, bool, u8, u8, u16)>(),
+            arb_ts(),
+            pauses,
+        )
+            .prop_map(
+                |(s, (once_used, breached, warned, escalated, nth), start, pauses)| ClockState {
+                    status: status(s).unwrap(),
+                    once_used,
+                    breached,
+                    warned,
+                    escalated,
+                    nth,
+                    start,
+                    pauses,
+                },
+            )
+    }
+
+    type Parts = (
+        (String, [i32; 4], String, String),
+        (u32, u32, u32, Ts, Ts, Option<Ts>),
+        Vec<ClockState>,
+        Option<(Vec<u64>, Vec<Option<Ts>>)>,
+        Vec<u64>,
+        (String, Vec<String>),
+    );
+
+    fn arb_parts() -> impl Strategy<Value = Parts> {
+        (
+            (".{0,30}", [0i32..6, 0..6, 0..4, 0..3], ".{0,10}", ".{0,10}"),
+            (
+                any::<u32>(),
+                0u32..6,
+                any::<u32>(),
+                arb_ts(),
+                arb_ts(),
+                proptest::option::of(arb_ts()),
+            ),
+            proptest::collection::vec(arb_clock(), 0..6),
+            proptest::option::of((
+                proptest::collection::vec(any::<u64>(), 0..3),
+                proptest::collection::vec(proptest::option::of(arb_ts()), 0..3),
+            )),
+            proptest::collection::vec(any::<u64>(), 0..12),
+            (
+                "[a-z-]{0,12}",
+                proptest::collection::vec("[a-z]{0,8}", 0..6),
+            ),
+        )
+    }
+
+    fn encode(p: &Parts) -> Vec<u8> {
+        let (
+            (id, e, tenant, team),
+            (plan, ph, cycle, opened_at, last_event, closed_at),
+            clocks,
+            extras,
+            seen,
+            (policy, overlays),
+        ) = p;
+        let extras = extras.as_ref().map(|(a, c)| {
+            Box::new(Extras {
+                actions_fired: a.clone(),
+                check_since: c.clone(),
+            })
+        });
+        let rec = super::super::TicketRecordRef {
+            version: 1,
+            plan: PlanKeyRef {
+                policy_id: policy,
+                overlay_ids: overlays.iter().map(|s| s.as_str()).collect(),
+            },
+            ticket: TicketOut {
+                id,
+                attrs: AttrsWire {
+                    channel: Channel::from_i32(e[0]).unwrap(),
+                    category: Category::from_i32(e[1]).unwrap(),
+                    urgency: Urgency::from_i32(e[2]).unwrap(),
+                    tier: Tier::from_i32(e[3]).unwrap(),
+                    tenant,
+                    team,
+                },
+                plan: *plan,
+                phase: phase(*ph).unwrap(),
+                cycle: *cycle,
+                opened_at: *opened_at,
+                last_event: *last_event,
+                closed_at: *closed_at,
+                clocks,
+                extras: &extras,
+                seen,
+            },
+        };
+        postcard::to_stdvec(&rec).unwrap()
+    }
+
+    /// Whenever the fast reader takes a record, postcard decodes it to the same value.
+    fn agrees(bytes: &[u8]) -> Result<(), TestCaseError> {
+        if let Some(fast) = ticket_record(bytes) {
+            let slow: Result<TicketRecordIn, _> = postcard::from_bytes(bytes);
+            prop_assert_eq!(Some(fast), slow.ok());
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn word_varints_equal_the_byte_loop(bytes in proptest::collection::vec(any::<u8>(), 0..24), v in any::<u64>()) {
+            let (mut a, mut b) = (Reader { b: &bytes }, Reader { b: &bytes });
+            let (x, y) = (a.u64(), b.varint(10, 0x01));
+            prop_assert_eq!(x, y);
+            if x.is_some() {
+                prop_assert_eq!(a.b, b.b);
+            }
+            let enc = postcard::to_stdvec(&v).unwrap();
+            let mut tail = enc.clone();
+            tail.extend_from_slice(&bytes);
+            let mut r = Reader { b: &tail };
+            prop_assert_eq!(r.u64(), Some(v));
+            prop_assert_eq!(r.b, &bytes[..]);
+        }
+
+        #[test]
+        fn fast_decoder_agrees_with_postcard(
+            p in arb_parts(),
+            cut in any::<prop::sample::Index>(),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+            noise in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let bytes = encode(&p);
+            // Every encoded record is taken by the fast reader, equal to postcard's.
+            let slow: TicketRecordIn = postcard::from_bytes(&bytes).unwrap();
+            prop_assert_eq!(ticket_record(&bytes), Some(slow));
+            agrees(&bytes[..cut.index(bytes.len() + 1)])?;
+            let mut mutated = bytes.clone();
+            for (i, b) in flips {
+                let i = i.index(mutated.len());
+                mutated[i] = b;
+            }
+            agrees(&mutated)?;
+            agrees(&noise)?;
+        }
+    }
+}

@@ -265,24 +265,6 @@ impl<P: TxnProducer> Txn<P> {
         self.pending = true;
     }
 
-    /// [`Txn::send`] from parts.
-    pub fn produce(
-        &mut self,
-        topic: &str,
-        partition: Option<i32>,
-        key: &[u8],
-        value: Option<&[u8]>,
-        headers: Option<OwnedHeaders>,
-    ) {
-        self.send(OutRecord {
-            topic,
-            partition,
-            key,
-            value,
-            headers,
-        });
-    }
-
     /// Serves delivery reports without blocking.
     pub fn serve(&self) {
         self.producer.serve();

@@ -9,6 +9,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake};
+use std::time::{Duration, Instant};
 
 /// Initialises OpenSSL (once) without its exit-time cleanup: call before the first client
 /// or configuration is made. By default OpenSSL frees its global state in an `atexit`
@@ -218,31 +219,68 @@ pub fn is_auth_failure(error: &KafkaError) -> bool {
     )
 }
 
-/// The first authentication or TLS failure any client of this process saw, shared by the
+/// How soon a second authentication or TLS failure must follow the first for the two to
+/// stop the processor. One alone is not a verdict: a connection closed by the broker while
+/// it re-authenticates (`connections.max.reauth.ms`) fails its handshake with the same
+/// error code as a wrong password ("mechanism handshake failed: … Broker transport
+/// failure"), and librdkafka simply reconnects. Wrong or revoked credentials fail every
+/// reconnect of every client (within librdkafka's reconnect back-off, at most 10 s).
+pub const AUTH_CONFIRM_WINDOW: Duration = Duration::from_secs(10);
+
+/// Authentication or TLS failures seen by any client of this process, shared by the
 /// clients' contexts (whose error callbacks run on librdkafka's or the polling threads);
-/// the processing loop and the start-up check stop on it.
+/// the processing loop stops on a confirmed one ([`AUTH_CONFIRM_WINDOW`]).
 #[derive(Clone, Default)]
-pub struct AuthFailure(Arc<Mutex<Option<String>>>);
+pub struct AuthFailure(Arc<Mutex<AuthState>>);
+
+#[derive(Default)]
+struct AuthState {
+    /// The latest unconfirmed failure and when it was seen.
+    pending: Option<(String, Instant)>,
+    confirmed: Option<String>,
+}
 
 impl AuthFailure {
     /// Records `error` if it is an authentication or TLS failure ([`is_auth_failure`]);
     /// returns whether it was. librdkafka's reason names the broker and the mechanism,
     /// never the password.
     pub fn record(&self, error: &KafkaError, reason: &str) -> bool {
+        self.record_at(error, reason, Instant::now())
+    }
+
+    fn record_at(&self, error: &KafkaError, reason: &str, now: Instant) -> bool {
         if !is_auth_failure(error) {
             return false;
         }
-        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_none() {
-            tracing::error!(%error, reason, "Kafka authentication / TLS failure");
-            *slot = Some(format!("{error}: {reason}"));
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if state.confirmed.is_some() {
+            return true;
+        }
+        match state.pending.take() {
+            Some((first, at)) if now.saturating_duration_since(at) <= AUTH_CONFIRM_WINDOW => {
+                tracing::error!(%error, reason, "Kafka authentication / TLS failure (again)");
+                state.confirmed = Some(first);
+            }
+            _ => {
+                tracing::warn!(
+                    %error,
+                    reason,
+                    "Kafka authentication / TLS failure; stopping if it happens again within {}s",
+                    AUTH_CONFIRM_WINDOW.as_secs()
+                );
+                state.pending = Some((format!("{error}: {reason}"), now));
+            }
         }
         true
     }
 
-    /// The recorded failure, if any.
+    /// The confirmed failure (its first report), if any.
     pub fn get(&self) -> Option<String> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .confirmed
+            .clone()
     }
 }
 
@@ -275,6 +313,31 @@ mod tests {
     fn config(extra: &str) -> Config {
         let text = format!("brokers = \"b:9092\"\ninstance_id = \"i1\"\n{extra}");
         Config::from_sources(&text, "test.toml", Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn an_authentication_failure_stops_only_when_it_happens_again_soon() {
+        let auth = KafkaError::Global(RDKafkaErrorCode::Authentication);
+        let down = KafkaError::Global(RDKafkaErrorCode::AllBrokersDown);
+        let t0 = Instant::now();
+        let a = AuthFailure::default();
+        assert!(!a.record_at(&down, "all brokers down", t0));
+        assert!(a.record_at(&auth, "handshake failed: transport failure", t0));
+        assert_eq!(a.get(), None, "one failed handshake is not a verdict");
+        // The next one long after: still only one within the window.
+        let later = t0 + AUTH_CONFIRM_WINDOW + Duration::from_secs(1);
+        assert!(a.record_at(&auth, "invalid credentials", later));
+        assert_eq!(a.get(), None);
+        // Again soon after: confirmed, naming the failure that started the window.
+        assert!(a.record_at(
+            &auth,
+            "invalid credentials, again",
+            later + Duration::from_millis(300)
+        ));
+        let got = a.get().expect("confirmed");
+        assert!(got.ends_with(": invalid credentials"), "{got}");
+        assert!(a.record_at(&auth, "more", later + Duration::from_secs(60)));
+        assert_eq!(a.get().as_deref(), Some(got.as_str()), "a verdict stays");
     }
 
     #[test]

@@ -40,21 +40,7 @@ impl Engine {
     /// Partition-level state (watermark, pending and pre-open events, surge windows,
     /// counters): small, written with every changelog commit.
     pub fn partition_state(&self) -> Vec<u8> {
-        let snap = SnapshotRef {
-            version: SNAPSHOT_VERSION,
-            watermark: self.watermark,
-            max_seen: self.max_seen,
-            seq: self.seq,
-            plans: Vec::new(),
-            tickets: Vec::new(),
-            pending: self.pending_sorted(),
-            preopen: self.preopen.by_ticket.values().flatten().collect(),
-            surge: self.surge.as_ref().map(|s| s.state()),
-            stats: &self.stats,
-        };
-        let mut bytes = SNAPSHOT_MAGIC.to_vec();
-        bytes.extend(postcard::to_stdvec(&snap).expect("partition state serialises"));
-        bytes
+        self.encode_snapshot(false)
     }
 
     /// Rebuilds an engine from a changelog: the partition record (if any) and the latest
@@ -74,17 +60,29 @@ impl Engine {
 
     /// Serialises the whole partition state (versioned, compact).
     pub fn snapshot(&self) -> Vec<u8> {
+        self.encode_snapshot(true)
+    }
+
+    /// The snapshot format, with the plans and tickets or (the partition record) without.
+    fn encode_snapshot(&self, with_tickets: bool) -> Vec<u8> {
         let snap = SnapshotRef {
             version: SNAPSHOT_VERSION,
             watermark: self.watermark,
             max_seen: self.max_seen,
             seq: self.seq,
-            plans: self.registry.plans.iter().map(|p| p.key()).collect(),
-            tickets: self
-                .tickets
-                .iter()
-                .map(|t| TicketOut::of(t, &self.tickets))
-                .collect(),
+            plans: if with_tickets {
+                self.registry.plans.iter().map(|p| p.key()).collect()
+            } else {
+                Vec::new()
+            },
+            tickets: if with_tickets {
+                self.tickets
+                    .iter()
+                    .map(|t| TicketOut::of(t, &self.tickets))
+                    .collect()
+            } else {
+                Vec::new()
+            },
             pending: self.pending_sorted(),
             preopen: self.preopen.by_ticket.values().flatten().collect(),
             surge: self.surge.as_ref().map(|s| s.state()),

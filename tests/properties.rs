@@ -174,7 +174,9 @@ proptest! {
     ) {
         let until = until(&events);
         let expected = replay_bytes(&events, until, usize::MAX);
-        prop_assert!(!expected.is_empty());
+        // A history with no output (e.g. a ticket opened and closed at one instant) proves
+        // nothing about order: skip it rather than pass it.
+        prop_assume!(!expected.is_empty());
         // A budget of a few events spills runs of the permuted copy to temporary files.
         let budget = if spill { 3 * std::mem::size_of::<Event>() } else { usize::MAX };
         prop_assert_eq!(

@@ -193,6 +193,11 @@ pub trait TxnProducer {
 /// Commit attempts of a retriable `commit_transaction` error.
 const COMMIT_ATTEMPTS: u32 = 4;
 
+/// One `abort_transaction` call's bound. The abort purges what is queued and then waits for
+/// the delivery reports of what is in flight, which only a poll serves: the abort is called
+/// in short steps with the reports served between them, until done or the operation bound.
+const ABORT_STEP: Duration = Duration::from_millis(20);
+
 /// The producer side of the processor: sends records, opening a transaction lazily
 /// (exactly-once), and commits or aborts it.
 pub struct Txn<P: TxnProducer> {
@@ -204,6 +209,10 @@ pub struct Txn<P: TxnProducer> {
     pending: bool,
     /// A send failed for another reason than a full queue: the commit must not happen.
     broken: Option<TxnError>,
+    /// An abort ran out of time (retriably): librdkafka is still aborting, and the abort
+    /// is resumed before the next transaction begins (`begin_transaction` would fail with
+    /// "conflicting abort_transaction API call is already in progress" for ever).
+    aborting: bool,
     /// Bound on one broker operation.
     timeout: Duration,
 }
@@ -216,6 +225,7 @@ impl<P: TxnProducer> Txn<P> {
             open: false,
             pending: false,
             broken: None,
+            aborting: false,
             timeout,
         }
     }
@@ -237,11 +247,10 @@ impl<P: TxnProducer> Txn<P> {
             return;
         }
         if self.exactly_once && !self.open {
-            if let Err(e) = self.producer.begin() {
+            if let Err(e) = self.begin() {
                 self.broken = Some(e);
                 return;
             }
-            self.open = true;
         }
         let topic = rec.topic;
         let mut rec = rec;
@@ -319,8 +328,7 @@ impl<P: TxnProducer> Txn<P> {
                 self.pending = false;
                 return Ok(());
             }
-            self.producer.begin()?;
-            self.open = true;
+            self.begin()?;
         }
         for (tpl, group) in offsets {
             if tpl.count() == 0 {
@@ -355,8 +363,9 @@ impl<P: TxnProducer> Txn<P> {
     /// when a transaction was aborted.
     pub fn abort(&mut self) -> Result<bool, TxnError> {
         let mut r = Ok(false);
-        if self.exactly_once && self.open {
-            r = self.producer.abort(self.timeout).map(|()| true);
+        if self.exactly_once && (self.open || self.aborting) {
+            let was_open = self.open;
+            r = self.finish_abort().map(|()| was_open);
             self.open = false;
         }
         self.pending = false;
@@ -364,10 +373,42 @@ impl<P: TxnProducer> Txn<P> {
         r
     }
 
+    /// Begins a transaction, first finishing an abort that ran out of time.
+    fn begin(&mut self) -> Result<(), TxnError> {
+        if self.aborting {
+            self.finish_abort()?;
+        }
+        self.producer.begin()?;
+        self.open = true;
+        Ok(())
+    }
+
+    /// Calls `abort_transaction` in [`ABORT_STEP`]s, serving delivery reports between
+    /// them, until it completes, fails for good, or the operation bound passes (then
+    /// `aborting` stays set and the next [`Txn::begin`] resumes it).
+    fn finish_abort(&mut self) -> Result<(), TxnError> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            self.producer.serve();
+            match self.producer.abort(ABORT_STEP.min(self.timeout)) {
+                Ok(()) => {
+                    self.aborting = false;
+                    return Ok(());
+                }
+                Err(e) if e.is_retriable() && Instant::now() < deadline => {}
+                Err(e) => {
+                    self.aborting = e.is_retriable();
+                    return Err(e);
+                }
+            }
+        }
+    }
+
     /// Forgets failures and the open transaction (the producer was replaced).
     pub fn replace(&mut self, producer: P) {
         self.producer = producer;
         self.open = false;
+        self.aborting = false;
         self.pending = false;
         self.clear_failures();
     }
@@ -546,6 +587,8 @@ mod tests {
         commit_errors: RefCell<Vec<TxnError>>,
         in_flight: Cell<i32>,
         delivery: RefCell<Option<TxnError>>,
+        /// Abort calls answered with a retriable timeout before one succeeds.
+        abort_timeouts: Cell<u32>,
     }
 
     impl Fake {
@@ -556,6 +599,15 @@ mod tests {
 
     fn err() -> KafkaError {
         KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)
+    }
+
+    fn abort_timeout() -> TxnError {
+        TxnError::Op {
+            op: TxnOp::AbortTransaction,
+            source: KafkaError::Canceled,
+            fatal: false,
+            retriable: true,
+        }
     }
 
     impl TxnProducer for Fake {
@@ -608,6 +660,12 @@ mod tests {
         }
         fn abort(&self, _: Duration) -> Result<(), TxnError> {
             self.log.borrow_mut().push("abort".into());
+            // librdkafka's abort waits for the delivery reports of what is in flight.
+            if self.in_flight.get() > 0 || self.abort_timeouts.get() > 0 {
+                self.abort_timeouts
+                    .set(self.abort_timeouts.get().saturating_sub(1));
+                return Err(abort_timeout());
+            }
             Ok(())
         }
         fn delivery_failure(&self) -> Option<TxnError> {
@@ -816,6 +874,50 @@ mod tests {
         assert_eq!(t.producer.in_flight(), 1);
         t.commit(&[]).unwrap();
         assert_eq!(t.producer.in_flight(), 0);
+    }
+
+    #[test]
+    fn an_abort_serves_delivery_reports_and_resumes_until_done() {
+        let mut t = txn();
+        t.send(rec("out"));
+        t.producer.abort_timeouts.set(3);
+        assert!(t.abort().unwrap(), "a transaction was aborted");
+        assert_eq!(t.producer.in_flight(), 0, "delivery reports served");
+        assert_eq!(
+            t.producer.calls().iter().filter(|c| *c == "abort").count(),
+            4
+        );
+        t.send(rec("out"));
+        assert_eq!(
+            t.producer.calls()[t.producer.calls().len() - 2..],
+            ["begin", "send out"]
+        );
+    }
+
+    #[test]
+    fn an_abort_out_of_time_is_resumed_before_the_next_begin() {
+        let mut t = Txn::new(Fake::default(), true, Duration::from_millis(30));
+        t.send(rec("out"));
+        t.producer.abort_timeouts.set(u32::MAX);
+        assert!(t.abort().unwrap_err().is_retriable());
+        assert!(!t.is_open());
+        // The broker answers again: the next record first finishes the abort.
+        t.producer.abort_timeouts.set(0);
+        let aborts = t.producer.calls().iter().filter(|c| *c == "abort").count();
+        t.send(rec("out"));
+        assert!(t.failure().is_none());
+        let calls = t.producer.calls();
+        assert_eq!(
+            calls.iter().filter(|c| *c == "abort").count(),
+            aborts + 1,
+            "resumed once"
+        );
+        assert_eq!(calls[calls.len() - 3..], ["abort", "begin", "send out"]);
+        // A later abort with nothing open calls nothing.
+        t.commit(&[]).unwrap();
+        let n = t.producer.calls().len();
+        assert!(!t.abort().unwrap());
+        assert_eq!(t.producer.calls().len(), n);
     }
 
     #[test]

@@ -6,7 +6,10 @@
 //! Size override: `SLAWATCH_BENCH_TICKETS=200000 cargo bench --bench engine`.
 //!
 //! A counting global allocator reports heap allocations per event (split into `opened`,
-//! which must allocate the ticket, and every other event, which should not).
+//! which must allocate the ticket, and every other event, which should not). An event
+//! applies one pump after it is ingested, so that split charges some of an `opened`'s
+//! allocations to the next event; two more figures do not: by what a step applied (a
+//! ticket opened or not), and once every ticket is open.
 //! `SLAWATCH_BENCH_EVENTS=100000` runs about that many events and skips the memory and
 //! restore phases (the size scripts/cachegrind-engine.sh runs under cachegrind);
 //! `SLAWATCH_BENCH_SETUP_ONLY=1` stops after building the input, so the script can
@@ -193,9 +196,18 @@ fn main() {
     // Allocations of `opened` events and of all others (counted around each event: two
     // relaxed loads, noise next to an event's cost).
     let (mut opened, mut opened_allocs, mut other_allocs) = (0u64, 0u64, 0u64);
+    // An event applies one pump after it is ingested, so the split above charges some of
+    // an `opened`'s allocations to the event after it. Past the memory point every ticket
+    // is open and no `opened` is left: allocations there are those of other events alone.
+    let mut late_allocs = 0u64;
+    // The same by what a step (ingest + pump) applied: steps in which a ticket opened
+    // (the open-ticket count rose) and steps that opened none.
+    let (mut opening_steps_allocs, mut tickets_opened, mut plain_steps, mut plain_allocs) =
+        (0u64, 0u64, 0u64, 0u64);
     let started = Instant::now();
     for (i, (_, bytes)) in all.iter().enumerate() {
         let a0 = allocs();
+        let open0 = engine.open_tickets() as u64;
         let d = codec::decode_protobuf(bytes).expect("decodes");
         let is_open = matches!(d.event.body, Body::Opened { .. });
         engine.ingest(d.event, &mut out);
@@ -210,6 +222,17 @@ fn main() {
             opened_allocs += n;
         } else {
             other_allocs += n;
+        }
+        let opened_now = (engine.open_tickets() as u64).saturating_sub(open0);
+        if opened_now > 0 {
+            tickets_opened += opened_now;
+            opening_steps_allocs += n;
+        } else {
+            plain_steps += 1;
+            plain_allocs += n;
+        }
+        if i >= split {
+            late_allocs += n;
         }
         if i + 1 == split && short.is_none() {
             let open = engine.open_tickets();
@@ -239,6 +262,16 @@ fn main() {
         (opened_allocs + other_allocs) as f64 / events as f64,
         opened_allocs as f64 / opened.max(1) as f64,
         other_allocs as f64 / (events as u64 - opened).max(1) as f64
+    );
+    println!(
+        "heap allocations by what a step applied: {:.2} per ticket opened, {:.4} per event in steps that opened none ({plain_allocs} in {plain_steps})",
+        opening_steps_allocs as f64 / tickets_opened.max(1) as f64,
+        plain_allocs as f64 / plain_steps.max(1) as f64
+    );
+    println!(
+        "heap allocations per event once every ticket is open (no opened left, timers firing): {:.4} ({late_allocs} in {} events)",
+        late_allocs as f64 / (events - split).max(1) as f64,
+        events - split
     );
     println!("stats: {:?}", engine.stats());
     drop(engine);

@@ -188,6 +188,8 @@ pub struct Engine {
     dirty: Vec<u32>,
     is_dirty: Vec<bool>,
     freed_ids: Vec<TicketKey>,
+    /// Index buffer of [`sort_outputs_reusing`], kept between calls.
+    sort_order: Vec<u32>,
 }
 
 impl Engine {
@@ -210,6 +212,7 @@ impl Engine {
             dirty: Vec::new(),
             is_dirty: Vec::new(),
             freed_ids: Vec::new(),
+            sort_order: Vec::new(),
         }
     }
 
@@ -361,7 +364,7 @@ impl Engine {
             self.apply(ev, out);
             self.applying_late = false;
             self.run(self.watermark, false, out);
-            sort_outputs(&mut out.outputs[start..]);
+            sort_outputs_reusing(&mut out.outputs[start..], &mut self.sort_order);
         } else {
             self.seq += 1;
             self.pending.push(self.seq, ev);
@@ -380,7 +383,7 @@ impl Engine {
         }
         let start = out.outputs.len();
         self.run(self.watermark, false, out);
-        sort_outputs(&mut out.outputs[start..]);
+        sort_outputs_reusing(&mut out.outputs[start..], &mut self.sort_order);
     }
 
     /// End of input: the watermark moves to `until` (or the largest occurred_at) and
@@ -392,7 +395,7 @@ impl Engine {
         }
         let start = out.outputs.len();
         self.run(self.watermark, true, out);
-        sort_outputs(&mut out.outputs[start..]);
+        sort_outputs_reusing(&mut out.outputs[start..], &mut self.sort_order);
     }
 
     fn run(&mut self, wm: Ts, inclusive: bool, out: &mut Emitted) {
@@ -757,10 +760,16 @@ impl Engine {
 /// Outputs of one call are mostly in order already (timers fire in time order), so that is
 /// checked first.
 pub fn sort_outputs(outputs: &mut [SlaOutput]) {
+    sort_outputs_reusing(outputs, &mut Vec::new());
+}
+
+/// [`sort_outputs`] with a reusable index buffer: the engine sorts every call's outputs,
+/// and a stable sort of more than a few outputs allocates its scratch each time.
+pub fn sort_outputs_reusing(outputs: &mut [SlaOutput], order: &mut Vec<u32>) {
     if outputs.is_sorted_by(|a, b| output_order(a, b).is_le()) {
         return;
     }
-    outputs.sort_by(output_order);
+    crate::core::stable_sort::stable_sort_reusing(outputs, order, output_order);
 }
 
 /// [`SlaOutput::order_key`] compared field by field, stopping at the first difference.

@@ -9,6 +9,7 @@ pub mod pending;
 pub mod plan;
 pub mod policy;
 pub mod snapshot;
+pub mod stable_sort;
 pub mod store;
 pub mod surge;
 pub mod ticket;

@@ -56,7 +56,7 @@ mod tests {
                 let mut ours = v.clone();
                 let mut std_sorted = v;
                 stable_sort_reusing(&mut ours, &mut order, |a, b| a.0.cmp(&b.0));
-                std_sorted.sort_by(|a, b| a.0.cmp(&b.0));
+                std_sorted.sort_by_key(|a| a.0);
                 prop_assert_eq!(ours, std_sorted);
             }
         }

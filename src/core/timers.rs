@@ -203,7 +203,7 @@ mod tests {
             for (op, t, s) in ops {
                 if op == 0 {
                     // Drop the entries of odd slots below `s`.
-                    let keep = |_: Ts, slot: u32| slot % 2 == 0 || slot >= s;
+                    let keep = |_: Ts, slot: u32| slot.is_multiple_of(2) || slot >= s;
                     q.retain(keep);
                     model.retain(|std::cmp::Reverse((t, slot))| keep(*t, *slot));
                 } else if op < 6 || model.is_empty() {

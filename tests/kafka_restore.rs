@@ -327,8 +327,8 @@ fn rule11_two_tenants_share_ticket_ids_across_a_restore() {
     let a = start(&cfg, clock.clone());
     wait_ready(&a);
     produce_events(&names.input, &before, 2);
-    // (Committed input offsets, not `records_consumed`: that counts the repartition topic's
-    // records too, and reached 16 with one partition's input still unread.)
+    // (Committed input offsets, not `records_consumed`: what the next processor restores
+    // is what was committed, not what was read.)
     wait_for("openings consumed and committed", WAIT, || {
         total_committed(&names, 3) >= before.len() as i64
     });

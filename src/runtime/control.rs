@@ -36,6 +36,8 @@ pub struct Control {
     pub assigned_surge_partitions: AtomicUsize,
     pub restoring_partitions: AtomicUsize,
     pub transactions_committed: AtomicU64,
+    /// Input records consumed (the surge stage's repartition records are not counted:
+    /// tests and the stop summary read this as "input seen").
     pub records_consumed: AtomicU64,
     pub outputs_produced: AtomicU64,
     pub dead_letters_produced: AtomicU64,

@@ -12,7 +12,7 @@ use crate::core::plan::{OverlayIndices, Plan, PlanKey};
 use crate::core::policy::{Phase, PolicySet};
 use crate::core::store::TicketStore;
 use crate::core::surge::{SurgeDetector, SurgeState};
-use crate::core::ticket::{CompactAttrs, Extras, Ticket};
+use crate::core::ticket::{dedup_capacity, CompactAttrs, Extras, Ticket};
 use crate::core::time::Ts;
 use compact_str::CompactString;
 use rustc_hash::FxHashMap;
@@ -298,6 +298,13 @@ impl TicketIn<'_> {
             tenant: store.intern(a.tenant),
             team: store.intern(a.team),
         };
+        let mut seen = self.seen;
+        if self.phase != Phase::Expired {
+            // What the slice reader gives (see `decode::ticket_record`); postcard's decode
+            // holds exactly the hashes.
+            let room = dedup_capacity(seen.len() + 1);
+            seen.reserve_exact(room.saturating_sub(seen.len()));
+        }
         Ticket {
             id: self.id,
             attrs,
@@ -309,7 +316,7 @@ impl TicketIn<'_> {
             closed_at: self.closed_at,
             clocks: self.clocks,
             extras: self.extras,
-            seen: self.seen,
+            seen,
         }
     }
 }
@@ -397,9 +404,6 @@ impl Restorer {
         } else if self.legacy.get(&id).is_some_and(|t| t == tenant) {
             self.legacy.remove(&id);
         }
-        if let Some(old) = e.tickets.slot_of(tenant, &id) {
-            e.tickets.remove(old);
-        }
         let mut t = rec.ticket.into_ticket(&mut e.tickets);
         t.plan = plan;
         let n = e.registry.plans[plan as usize].clocks.len();
@@ -408,7 +412,8 @@ impl Restorer {
             v.resize(n, Default::default());
             t.clocks = v.into_boxed_slice();
         }
-        let slot = e.tickets.insert(t);
+        // Replaces an earlier record of the same ticket (one probe for both cases).
+        let slot = e.tickets.upsert(t);
         e.schedule(slot);
         Ok(())
     }
@@ -560,6 +565,32 @@ mod tests {
         "000000000000000101efb9e3b18080cea99b010005efd5c3daa38089bf1fb4afeaa1bd9f96b39101",
         "9596d4f192aeabc05ab4d4c5f6ffaff5db49cde4a2f890c081b318",
     );
+
+    /// A later record of a ticket replaces the earlier one in place (one ticket, the later
+    /// state, names held once), and a restored dedup vector has room for the next event.
+    #[test]
+    fn later_record_replaces_earlier_and_dedup_has_room() {
+        let mut e = engine_with_ticket();
+        let first = e.ticket_record(e.ticket("acme", "T1").expect("ticket"));
+        let mut out = Emitted::default();
+        e.ingest(ev(6, 7300, Body::CustomerMessage), &mut out);
+        e.advance_to(Ts::from_secs(1_709_546_400 + 7400), &mut out);
+        let second = e.ticket_record(e.ticket("acme", "T1").expect("ticket"));
+        assert_ne!(first, second);
+        for (a, b) in [(&first, &second), (&second, &first)] {
+            let mut r = Restorer::new(policy(), EngineConfig::default());
+            r.upsert(a).expect("restores");
+            r.upsert(b).expect("restores");
+            assert_eq!(r.tickets(), 1);
+            let t = r.engine.ticket("acme", "T1").expect("restored");
+            assert_eq!(&r.engine.ticket_record(t), b);
+            assert!(t.seen.capacity() > t.seen.len(), "room for the next event");
+            assert_eq!(r.engine.tickets.names().len(), 2, "acme and billing");
+            r.remove("acme", "T1");
+            assert_eq!(r.tickets(), 0);
+            assert!(r.engine.tickets.names().is_empty(), "names released");
+        }
+    }
 
     #[test]
     fn ticket_record_encoding_is_unchanged() {

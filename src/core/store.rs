@@ -7,6 +7,7 @@ use crate::core::names::Names;
 use crate::core::ticket::{CompactAttrs, Ticket};
 use crate::core::time::Ts;
 use compact_str::CompactString;
+use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 
 const CHUNK: usize = 4096;
@@ -123,22 +124,7 @@ impl TicketStore {
     /// Inserts a ticket whose id is not present; returns its slot. Its tenant and team ids
     /// come from [`TicketStore::intern`] (released when it is removed).
     pub fn insert(&mut self, ticket: Ticket) -> u32 {
-        let slot = match self.free.pop() {
-            Some(s) => s,
-            None => {
-                let n = self.chunks.len() * CHUNK;
-                self.chunks.push(
-                    (0..CHUNK)
-                        .map(|_| Slot {
-                            ticket: None,
-                            due: Ts::MAX,
-                        })
-                        .collect(),
-                );
-                self.free.extend((n as u32 + 1..(n + CHUNK) as u32).rev());
-                n as u32
-            }
-        };
+        let slot = take_slot(&mut self.chunks, &mut self.free);
         let h = hash_ticket(&ticket);
         *self.slot_mut(slot) = Slot {
             ticket: Some(ticket),
@@ -155,6 +141,50 @@ impl TicketStore {
         });
         self.len += 1;
         slot
+    }
+
+    /// Inserts a ticket, or replaces the one with its (tenant, id) in place (that one's
+    /// names released, its queued timer forgotten); returns its slot. One hash and one
+    /// index probe: a restore replacing or adding a record looked the ticket up, removed
+    /// it and inserted again, two of each (issue 14, restore per ticket).
+    pub fn upsert(&mut self, ticket: Ticket) -> u32 {
+        let h = hash_ticket(&ticket);
+        let chunks = &self.chunks;
+        let entry = self.index.entry(
+            h,
+            |&s| {
+                ticket_at(chunks, s)
+                    .is_some_and(|t| t.attrs.tenant == ticket.attrs.tenant && t.id == ticket.id)
+            },
+            |&s| ticket_at(chunks, s).map_or(0, hash_ticket),
+        );
+        match entry {
+            Entry::Occupied(o) => {
+                let slot = *o.get();
+                let old = std::mem::replace(
+                    self.slot_mut(slot),
+                    Slot {
+                        ticket: Some(ticket),
+                        due: Ts::MAX,
+                    },
+                );
+                if let Some(old) = old.ticket {
+                    self.names.release(old.attrs.tenant);
+                    self.names.release(old.attrs.team);
+                }
+                slot
+            }
+            Entry::Vacant(v) => {
+                let slot = take_slot(&mut self.chunks, &mut self.free);
+                v.insert(slot);
+                *self.slot_mut(slot) = Slot {
+                    ticket: Some(ticket),
+                    due: Ts::MAX,
+                };
+                self.len += 1;
+                slot
+            }
+        }
     }
 
     /// Frees the ticket in `slot`; returns its key.
@@ -181,6 +211,31 @@ impl TicketStore {
             .flat_map(|c| c.iter())
             .filter_map(|s| s.ticket.as_ref())
     }
+}
+
+/// The ticket in `slot`, if any (for the index's closures, which cannot borrow the store).
+fn ticket_at(chunks: &[Box<[Slot]>], slot: u32) -> Option<&Ticket> {
+    chunks[slot as usize / CHUNK][slot as usize % CHUNK]
+        .ticket
+        .as_ref()
+}
+
+/// A free slot: from the free list, else a new chunk's first.
+fn take_slot(chunks: &mut Vec<Box<[Slot]>>, free: &mut Vec<u32>) -> u32 {
+    if let Some(s) = free.pop() {
+        return s;
+    }
+    let n = chunks.len() * CHUNK;
+    chunks.push(
+        (0..CHUNK)
+            .map(|_| Slot {
+                ticket: None,
+                due: Ts::MAX,
+            })
+            .collect(),
+    );
+    free.extend((n as u32 + 1..(n + CHUNK) as u32).rev());
+    n as u32
 }
 
 #[cfg(test)]

@@ -167,6 +167,18 @@ static BREACH_REASON: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|
 /// 1 M-ticket bench).
 const DEDUP_INITIAL: usize = 10;
 
+/// The dedup capacity a live ticket holds once it has recorded `n` event hashes (the
+/// growth rule of [`Ticket::check_and_record`]: 10, then by 4). A restored ticket is given
+/// `dedup_capacity(n + 1)`, the room its next event needs: restored with exactly `n`, it
+/// reallocated on its first event after a restore.
+pub fn dedup_capacity(n: usize) -> usize {
+    if n <= DEDUP_INITIAL {
+        DEDUP_INITIAL
+    } else {
+        DEDUP_INITIAL + (n - DEDUP_INITIAL).div_ceil(4) * 4
+    }
+}
+
 pub fn id_hash(event_id: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(event_id.as_bytes())
 }
@@ -703,5 +715,18 @@ mod tests {
         assert_eq!(std::mem::size_of::<CompactAttrs>(), 12);
         assert_eq!(std::mem::size_of::<Ticket>(), 128);
         assert_eq!(std::mem::size_of::<ClockState>(), 24);
+    }
+
+    /// `dedup_capacity` is the capacity `check_and_record` reaches from a new ticket's.
+    #[test]
+    fn dedup_capacity_follows_check_and_record() {
+        let mut seen: Vec<u64> = Vec::with_capacity(DEDUP_INITIAL);
+        for n in 1..60usize {
+            if seen.len() == seen.capacity() {
+                seen.reserve_exact(if seen.len() < 8 { 2 } else { 4 });
+            }
+            seen.push(n as u64);
+            assert_eq!(dedup_capacity(n), seen.capacity(), "after {n} events");
+        }
     }
 }

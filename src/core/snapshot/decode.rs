@@ -10,7 +10,7 @@ use super::{AttrsWire, PlanKeyRef, TicketIn, TicketRecordIn};
 use crate::core::clock::{ClockState, ClockStatus, Pauses};
 use crate::core::model::{Category, Channel, Tier, Urgency};
 use crate::core::policy::Phase;
-use crate::core::ticket::Extras;
+use crate::core::ticket::{dedup_capacity, Extras};
 use crate::core::time::Ts;
 use compact_str::CompactString;
 use smallvec::SmallVec;
@@ -128,8 +128,12 @@ impl<'a> Reader<'a> {
         })
     }
     fn u64s(&mut self) -> Option<Vec<u64>> {
+        self.u64s_with_capacity(|n| n)
+    }
+    /// A sequence of `u64` in a vector of capacity `capacity(n)` (at least `n`).
+    fn u64s_with_capacity(&mut self, capacity: impl FnOnce(usize) -> usize) -> Option<Vec<u64>> {
         let n = self.seq(1)?;
-        let mut v = Vec::with_capacity(n);
+        let mut v = Vec::with_capacity(capacity(n).max(n));
         for _ in 0..n {
             v.push(self.u64()?);
         }
@@ -239,7 +243,14 @@ fn ticket<'a>(r: &mut Reader<'a>) -> Option<TicketIn<'a>> {
     } else {
         None
     };
-    let seen = r.u64s()?;
+    // Room for the next event's hash (a tombstone, which drops its dedup state, none).
+    let seen = r.u64s_with_capacity(|n| {
+        if phase == Phase::Expired {
+            n
+        } else {
+            dedup_capacity(n + 1)
+        }
+    })?;
     Some(TicketIn {
         id,
         attrs,

@@ -712,13 +712,13 @@ impl Processor {
     // ---------------------------------------------------------------------------------
 
     fn on_message(&mut self, m: &BorrowedMessage<'_>) {
+        self.control
+            .records_consumed
+            .fetch_add(1, Ordering::Relaxed);
         if m.topic() == self.topics.repartition {
             self.on_repartition_record(m);
             return;
         }
-        self.control
-            .records_consumed
-            .fetch_add(1, Ordering::Relaxed);
         let Some(idx) = self.input_index(m.topic()) else {
             self.stray += 1;
             return;
@@ -989,10 +989,7 @@ impl Processor {
             .fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
         self.io.serve();
         self.settle(false);
-        // A commit still in flight is not waited for here: timers due meanwhile go into the
-        // open transaction at once, and the next commit starts once this one is done
-        // (commit order). Only rebalances and the stop wait for it.
-        if !self.io.committing() && self.last_commit.elapsed() >= self.effective_commit_interval() {
+        if self.last_commit.elapsed() >= self.effective_commit_interval() {
             self.commit();
         }
         if self.last_metrics.elapsed() >= Duration::from_secs(1) {

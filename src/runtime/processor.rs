@@ -712,13 +712,13 @@ impl Processor {
     // ---------------------------------------------------------------------------------
 
     fn on_message(&mut self, m: &BorrowedMessage<'_>) {
-        self.control
-            .records_consumed
-            .fetch_add(1, Ordering::Relaxed);
         if m.topic() == self.topics.repartition {
             self.on_repartition_record(m);
             return;
         }
+        self.control
+            .records_consumed
+            .fetch_add(1, Ordering::Relaxed);
         let Some(idx) = self.input_index(m.topic()) else {
             self.stray += 1;
             return;

@@ -649,7 +649,7 @@ fn status_name(s: crate::core::clock::ClockStatus) -> &'static str {
 pub fn live_trail(t: &Ticket, tenant: &CompactString, plan: &Plan, now: Ts) -> LiveTrail {
     use crate::core::model::output_id;
     let mut clocks = Vec::new();
-    for (i, c) in t.clocks.iter().enumerate() {
+    for (i, c) in t.clock_states().enumerate() {
         let Some(spec) = plan.clocks.get(i) else {
             continue;
         };

@@ -47,6 +47,8 @@ pub struct Pauses {
     pub open: Option<Ts>,
 }
 
+/// A clock's whole state: as the ticket record encodes it, and as views, `explain` and
+/// `whatif` see it (`Ticket::clock`). A ticket holds it as [`ClockCore`] plus intervals.
 #[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ClockState {
     pub status: ClockStatus,
@@ -65,6 +67,23 @@ pub struct ClockState {
     pub pauses: Option<Box<Pauses>>,
 }
 
+/// A clock's state as a ticket holds it: [`ClockState`] without its paused intervals
+/// (16 bytes, not 24: 1 M open tickets hold ~6 each). The intervals of the rare clock that
+/// paused live beside the ticket's clocks (`Ticket`'s extras, by clock index); `paused`
+/// says whether one is open, and the arithmetic takes the intervals as an argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ClockCore {
+    pub status: ClockStatus,
+    pub once_used: bool,
+    pub breached: bool,
+    pub warned: u8,
+    pub escalated: u8,
+    /// A paused interval is open (its `Pauses::open` is set).
+    pub paused: bool,
+    pub nth: u16,
+    pub start: Ts,
+}
+
 /// What a due item of a clock is.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Item {
@@ -75,6 +94,32 @@ pub enum Item {
 }
 
 impl ClockState {
+    /// The state without its intervals.
+    pub fn core(&self) -> ClockCore {
+        ClockCore {
+            status: self.status,
+            once_used: self.once_used,
+            breached: self.breached,
+            warned: self.warned,
+            escalated: self.escalated,
+            paused: self.is_paused(),
+            nth: self.nth,
+            start: self.start,
+        }
+    }
+    /// A clock's whole state from what a ticket holds.
+    pub fn from_parts(c: ClockCore, pauses: Option<Box<Pauses>>) -> ClockState {
+        ClockState {
+            status: c.status,
+            once_used: c.once_used,
+            breached: c.breached,
+            warned: c.warned,
+            escalated: c.escalated,
+            nth: c.nth,
+            start: c.start,
+            pauses,
+        }
+    }
     pub fn is_running(&self) -> bool {
         self.status == ClockStatus::Running
     }
@@ -83,54 +128,116 @@ impl ClockState {
     }
     /// Satisfies another clock's `after`: stopped, or breached while running.
     pub fn done_or_breached(&self) -> bool {
+        self.core().done_or_breached()
+    }
+    /// (Re)starts the clock at `t`, re-arming all its outputs.
+    pub fn start_at(&mut self, t: Ts) {
+        let mut c = ClockCore::default();
+        c.start_at(t);
+        *self = ClockState::from_parts(c, None);
+    }
+    pub fn pause_at(&mut self, t: Ts) {
+        let mut c = self.core();
+        c.pause_at(&mut self.pauses, t);
+    }
+    pub fn resume_at(&mut self, t: Ts) {
+        let mut c = self.core();
+        c.resume_at(&mut self.pauses, t);
+    }
+    /// See [`ClockCore::follow_phase`].
+    pub fn follow_phase(&mut self, paused_in: PhaseSet, phase: Phase, t: Ts) {
+        let mut c = self.core();
+        c.follow_phase(&mut self.pauses, paused_in, phase, t);
+    }
+    /// See [`ClockCore::counted_until`].
+    pub fn counted_until(&self, cal: &Calendar, t: Ts) -> Dur {
+        self.core().counted_until(self.pauses.as_deref(), cal, t)
+    }
+    /// See [`ClockCore::instant_of`].
+    pub fn instant_of(&self, cal: &Calendar, x: Dur) -> Option<Ts> {
+        self.core().instant_of(self.pauses.as_deref(), cal, x)
+    }
+    /// See [`ClockCore::next_item`].
+    pub fn next_item(&self, spec: &ClockSpec) -> Option<(Item, Dur)> {
+        self.core().next_item(spec)
+    }
+    /// See [`ClockCore::next_due`].
+    pub fn next_due(&self, spec: &ClockSpec, cal: &Calendar) -> Option<Ts> {
+        self.core().next_due(self.pauses.as_deref(), spec, cal)
+    }
+    /// See [`ClockCore::deadline`].
+    pub fn deadline(&self, spec: &ClockSpec, cal: &Calendar) -> Option<Ts> {
+        self.core().deadline(self.pauses.as_deref(), spec, cal)
+    }
+}
+
+impl ClockCore {
+    pub fn is_running(&self) -> bool {
+        self.status == ClockStatus::Running
+    }
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+    /// Satisfies another clock's `after`: stopped, or breached while running.
+    pub fn done_or_breached(&self) -> bool {
         self.status == ClockStatus::Stopped || (self.is_running() && self.breached)
     }
 
     /// (Re)starts the clock at `t`, re-arming all its outputs.
     pub fn start_at(&mut self, t: Ts) {
-        *self = ClockState {
+        *self = ClockCore {
             status: ClockStatus::Running,
             once_used: true,
             start: t,
-            ..ClockState::default()
+            ..ClockCore::default()
         };
     }
 
-    pub fn pause_at(&mut self, t: Ts) {
-        let p = self.pauses.get_or_insert_with(Default::default);
+    /// Opens a paused interval at `t` in `pauses` (this clock's), unless one is open.
+    pub fn pause_at(&mut self, pauses: &mut Option<Box<Pauses>>, t: Ts) {
+        let p = pauses.get_or_insert_with(Default::default);
         if p.open.is_none() {
             p.open = Some(t);
         }
+        self.paused = true;
     }
 
-    pub fn resume_at(&mut self, t: Ts) {
-        if let Some(p) = self.pauses.as_mut() {
+    /// Closes the open paused interval of `pauses` (this clock's) at `t`, if any.
+    pub fn resume_at(&mut self, pauses: &mut Option<Box<Pauses>>, t: Ts) {
+        if let Some(p) = pauses.as_mut() {
             if let Some(from) = p.open.take() {
                 if t > from {
                     p.closed.push((from, t));
                 }
             }
         }
+        self.paused = false;
     }
 
     /// `paused_in`: paused at `t` exactly while `phase` is one of `paused_in` (a no-op for
     /// an empty set, i.e. a clock that pauses on events or not at all).
-    pub fn follow_phase(&mut self, paused_in: PhaseSet, phase: Phase, t: Ts) {
+    pub fn follow_phase(
+        &mut self,
+        pauses: &mut Option<Box<Pauses>>,
+        paused_in: PhaseSet,
+        phase: Phase,
+        t: Ts,
+    ) {
         if paused_in.is_empty() {
             return;
         }
         match (paused_in.contains(phase), self.is_paused()) {
-            (true, false) => self.pause_at(t),
-            (false, true) => self.resume_at(t),
+            (true, false) => self.pause_at(pauses, t),
+            (false, true) => self.resume_at(pauses, t),
             _ => {}
         }
     }
 
-    /// Counted time from the start to `t`, excluding pauses.
-    pub fn counted_until(&self, cal: &Calendar, t: Ts) -> Dur {
+    /// Counted time from the start to `t`, excluding `pauses` (this clock's).
+    pub fn counted_until(&self, pauses: Option<&Pauses>, cal: &Calendar, t: Ts) -> Dur {
         let mut acc = 0i64;
         let mut seg = self.start;
-        if let Some(p) = &self.pauses {
+        if let Some(p) = pauses {
             for &(from, to) in &p.closed {
                 if t <= from {
                     return Dur(acc + cal.counted(seg, t).0);
@@ -149,10 +256,10 @@ impl ClockState {
     }
 
     /// The first instant at which counted time reaches `x`; `None` while paused short of it.
-    pub fn instant_of(&self, cal: &Calendar, x: Dur) -> Option<Ts> {
+    pub fn instant_of(&self, pauses: Option<&Pauses>, cal: &Calendar, x: Dur) -> Option<Ts> {
         let mut acc = 0i64;
         let mut seg = self.start;
-        if let Some(p) = &self.pauses {
+        if let Some(p) = pauses {
             for &(from, to) in &p.closed {
                 let c = cal.counted(seg, from).0;
                 if acc + c >= x.0 {
@@ -215,14 +322,24 @@ impl ClockState {
     }
 
     /// Due instant of the next item, if any (None while paused or not running).
-    pub fn next_due(&self, spec: &ClockSpec, cal: &Calendar) -> Option<Ts> {
+    pub fn next_due(
+        &self,
+        pauses: Option<&Pauses>,
+        spec: &ClockSpec,
+        cal: &Calendar,
+    ) -> Option<Ts> {
         let (_, x) = self.next_item(spec)?;
-        self.instant_of(cal, x)
+        self.instant_of(pauses, cal, x)
     }
 
     /// The deadline (counted time = target) under `spec`, if reachable now.
-    pub fn deadline(&self, spec: &ClockSpec, cal: &Calendar) -> Option<Ts> {
-        self.instant_of(cal, spec.target)
+    pub fn deadline(
+        &self,
+        pauses: Option<&Pauses>,
+        spec: &ClockSpec,
+        cal: &Calendar,
+    ) -> Option<Ts> {
+        self.instant_of(pauses, cal, spec.target)
     }
 }
 

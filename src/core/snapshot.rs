@@ -4,7 +4,7 @@
 //! postcard-encoded; a record of another version is refused with a named error, never
 //! misread. Plans are named by policy and overlay ids, so a ticket restores under any
 //! plan table.
-use crate::core::clock::ClockState;
+use crate::core::clock::{ClockState, ClockStatus, Pauses};
 use crate::core::engine::{Engine, EngineConfig, EngineStats};
 use crate::core::model::{Category, Channel, Tier, Urgency};
 use crate::core::model::{Event, TicketKey};
@@ -12,7 +12,7 @@ use crate::core::plan::{OverlayIndices, Plan, PlanKey};
 use crate::core::policy::{Phase, PolicySet};
 use crate::core::store::TicketStore;
 use crate::core::surge::{SurgeDetector, SurgeState};
-use crate::core::ticket::{dedup_capacity, CompactAttrs, Extras, Ticket};
+use crate::core::ticket::{dedup_capacity, pauses_of, CompactAttrs, Extras, Ticket};
 use crate::core::time::Ts;
 use compact_str::CompactString;
 use rustc_hash::FxHashMap;
@@ -227,9 +227,51 @@ struct TicketOut<'a> {
     opened_at: Ts,
     last_event: Ts,
     closed_at: Option<Ts>,
-    clocks: &'a [ClockState],
-    extras: &'a Option<Box<Extras>>,
+    clocks: ClocksOut<'a>,
+    extras: Option<&'a Extras>,
     seen: &'a [u64],
+}
+
+/// A ticket's clocks as the record encodes them: a sequence of [`ClockState`] (each with
+/// its paused intervals), whether from a ticket, which holds the intervals apart
+/// ([`crate::core::clock::ClockCore`]), or given whole.
+enum ClocksOut<'a> {
+    Ticket(&'a Ticket),
+    #[cfg_attr(not(test), allow(dead_code))]
+    States(&'a [ClockState]),
+}
+
+/// [`ClockState`]'s fields in its order (so encoded alike), the intervals borrowed.
+#[derive(Serialize)]
+struct ClockOut<'a> {
+    status: ClockStatus,
+    once_used: bool,
+    breached: bool,
+    warned: u8,
+    escalated: u8,
+    nth: u16,
+    start: Ts,
+    pauses: Option<&'a Pauses>,
+}
+
+impl Serialize for ClocksOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ClocksOut::States(c) => c.serialize(s),
+            ClocksOut::Ticket(t) => {
+                s.collect_seq(t.clocks.iter().enumerate().map(|(i, c)| ClockOut {
+                    status: c.status,
+                    once_used: c.once_used,
+                    breached: c.breached,
+                    warned: c.warned,
+                    escalated: c.escalated,
+                    nth: c.nth,
+                    start: c.start,
+                    pauses: pauses_of(&t.extras, i),
+                }))
+            }
+        }
+    }
 }
 
 /// `TicketAttrs` as encoded, names borrowed (decoding one allocates nothing).
@@ -279,8 +321,8 @@ impl<'a> TicketOut<'a> {
             opened_at: t.opened_at,
             last_event: t.last_event,
             closed_at: t.closed_at,
-            clocks: &t.clocks,
-            extras: &t.extras,
+            clocks: ClocksOut::Ticket(t),
+            extras: Extras::wire(&t.extras),
             seen: &t.seen,
         }
     }
@@ -305,6 +347,26 @@ impl TicketIn<'_> {
             let room = dedup_capacity(seen.len() + 1);
             seen.reserve_exact(room.saturating_sub(seen.len()));
         }
+        // Paused intervals go to the extras, by clock index (see `ClockCore`).
+        let mut extras = self.extras;
+        let mut pauses = Vec::new();
+        let clocks = self
+            .clocks
+            .into_vec()
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut c)| {
+                let core = c.core();
+                if let Some(p) = c.pauses.take() {
+                    pauses.resize_with(i + 1, || None);
+                    pauses[i] = Some(p);
+                }
+                core
+            })
+            .collect();
+        if !pauses.is_empty() {
+            extras.get_or_insert_with(Default::default).pauses = pauses;
+        }
         Ticket {
             id: self.id,
             attrs,
@@ -314,8 +376,8 @@ impl TicketIn<'_> {
             opened_at: self.opened_at,
             last_event: self.last_event,
             closed_at: self.closed_at,
-            clocks: self.clocks,
-            extras: self.extras,
+            clocks,
+            extras,
             seen,
         }
     }
@@ -589,6 +651,54 @@ mod tests {
             r.remove("acme", "T1");
             assert_eq!(r.tickets(), 0);
             assert!(r.engine.tickets.names().is_empty(), "names released");
+        }
+    }
+
+    /// Paused intervals live in the extras, by clock index, apart from the clock states:
+    /// a clock that paused holds them there (and the record carries them with its clock),
+    /// a restart drops them and extras holding nothing else; a restored ticket equals the
+    /// live one at each step.
+    #[test]
+    fn paused_intervals_sit_in_extras_until_the_clock_restarts() {
+        let mut e = Engine::new(policy(), EngineConfig::default());
+        let mut out = Emitted::default();
+        let opened = Body::Opened {
+            channel: Channel::Chat,
+            category: Category::Inquiry,
+            urgency: Urgency::Urgent,
+            tier: Tier::Standard,
+            team: "".into(),
+        };
+        let steps = [
+            (ev(1, 0, opened), false),
+            (ev(2, 60, Body::WaitingOnCustomer), true),
+            (ev(3, 120, Body::CustomerMessage), true),
+            (ev(4, 180, Body::Resolved), true),
+            (ev(5, 240, Body::Reopened), false),
+        ];
+        for (n, (x, has_pauses)) in steps.into_iter().enumerate() {
+            let at = x.occurred_at;
+            e.ingest(x, &mut out);
+            e.advance_to(at, &mut out);
+            let t = e.ticket("acme", "T1").expect("ticket");
+            let resolution = e
+                .plan_of(t)
+                .clocks
+                .iter()
+                .position(|c| &*c.id == "resolution");
+            let i = resolution.expect("a resolution clock");
+            assert_eq!(
+                crate::core::ticket::pauses_of(&t.extras, i).is_some(),
+                has_pauses,
+                "step {n}"
+            );
+            if n == 4 {
+                assert!(t.clocks[i].is_running() && t.extras.is_none(), "restarted");
+            }
+            let rec = e.ticket_record(t);
+            let back = Engine::restore_parts(policy(), EngineConfig::default(), None, [&rec[..]])
+                .expect("restores");
+            assert_eq!(back.ticket("acme", "T1"), Some(t), "step {n}");
         }
     }
 

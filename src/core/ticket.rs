@@ -1,13 +1,13 @@
 //! One ticket's state and how an event or a timer changes it. Pure: the engine hands in
 //! the plan and collects what is emitted.
-use crate::core::clock::{ClockState, ClockStatus, Item};
+use crate::core::clock::{ClockCore, ClockState, ClockStatus, Item, Pauses};
 use crate::core::model::{
     Body, Category, Channel, Emitter, Event, OutputBody, SlaOutput, TicketAttrs, Tier, Urgency,
 };
 use crate::core::names::Names;
 use crate::core::plan::Plan;
 use crate::core::policy::{
-    ClockKind, ClockSpec, LatencyMetric, Matcher, MatcherSet, OnReopen, Phase,
+    ClockKind, ClockSpec, LatencyMetric, Matcher, MatcherSet, OnReopen, Phase, PhaseSet,
 };
 use crate::core::time::{Dur, Ts};
 use compact_str::CompactString;
@@ -42,7 +42,8 @@ impl Observation {
         attrs: &CompactAttrs,
         plan: &Plan,
         i: usize,
-        c: &ClockState,
+        c: &ClockCore,
+        p: Option<&Pauses>,
         t: Ts,
         censored: bool,
     ) -> Self {
@@ -54,7 +55,7 @@ impl Observation {
             metric: spec.metric,
             channel: attrs.channel,
             urgency: attrs.urgency.effective(),
-            counted: c.counted_until(plan.calendar(i), t),
+            counted: c.counted_until(p, plan.calendar(i), t),
             censored,
             breached: c.breached,
             at: t,
@@ -64,10 +65,92 @@ impl Observation {
 
 /// Rule 12: a running clock with a `metric` that ends at `t` without its stop is counted as
 /// censored. Call before changing its state.
-fn censor(attrs: &CompactAttrs, plan: &Plan, i: usize, c: &ClockState, t: Ts, sink: &mut Sink) {
+#[allow(clippy::too_many_arguments)]
+fn censor(
+    attrs: &CompactAttrs,
+    plan: &Plan,
+    i: usize,
+    c: &ClockCore,
+    p: Option<&Pauses>,
+    t: Ts,
+    sink: &mut Sink,
+) {
     if c.is_running() && plan.clocks[i].metric.is_some() {
         sink.observations
-            .push(Observation::of(attrs, plan, i, c, t, true));
+            .push(Observation::of(attrs, plan, i, c, p, t, true));
+    }
+}
+
+/// Clock `i`'s paused intervals, if it ever paused since its start.
+pub fn pauses_of(x: &Option<Box<Extras>>, i: usize) -> Option<&Pauses> {
+    x.as_ref()?.pauses.get(i)?.as_deref()
+}
+
+/// Clock `i`'s place for paused intervals, made on first use (the extras too).
+fn pauses_slot(x: &mut Option<Box<Extras>>, i: usize) -> &mut Option<Box<Pauses>> {
+    let p = &mut x.get_or_insert_with(Default::default).pauses;
+    if p.len() <= i {
+        p.resize_with(i + 1, || None);
+    }
+    &mut p[i]
+}
+
+/// Clock `i` (re)started at `t`: its state reset, its paused intervals dropped (extras that
+/// held nothing else too, as if it never paused: a restored ticket has none either).
+fn start_clock(c: &mut ClockCore, x: &mut Option<Box<Extras>>, i: usize, t: Ts) {
+    c.start_at(t);
+    drop_pauses(x, i);
+}
+
+/// Drops clock `i`'s paused intervals (see [`start_clock`]); the caller clears `paused`.
+fn drop_pauses(x: &mut Option<Box<Extras>>, i: usize) {
+    let Some(e) = x.as_mut() else {
+        return;
+    };
+    if e.pauses.is_empty() {
+        return;
+    }
+    if let Some(p) = e.pauses.get_mut(i) {
+        *p = None;
+    }
+    while e.pauses.last().is_some_and(|p| p.is_none()) {
+        e.pauses.pop();
+    }
+    if e.pauses.is_empty() && e.actions_fired.is_empty() && e.check_since.is_empty() {
+        *x = None;
+    }
+}
+
+/// [`ClockCore::pause_at`] for clock `i` (nothing allocated if already paused).
+fn pause_clock(c: &mut ClockCore, x: &mut Option<Box<Extras>>, i: usize, t: Ts) {
+    if !c.is_paused() {
+        c.pause_at(pauses_slot(x, i), t);
+    }
+}
+
+/// [`ClockCore::resume_at`] for clock `i`.
+fn resume_clock(c: &mut ClockCore, x: &mut Option<Box<Extras>>, i: usize, t: Ts) {
+    if c.is_paused() {
+        c.resume_at(pauses_slot(x, i), t);
+    }
+}
+
+/// [`ClockCore::follow_phase`] for clock `i` (nothing allocated unless it pauses).
+fn follow_phase(
+    c: &mut ClockCore,
+    x: &mut Option<Box<Extras>>,
+    i: usize,
+    paused_in: PhaseSet,
+    phase: Phase,
+    t: Ts,
+) {
+    if paused_in.is_empty() {
+        return;
+    }
+    match (paused_in.contains(phase), c.is_paused()) {
+        (true, false) => pause_clock(c, x, i, t),
+        (false, true) => resume_clock(c, x, i, t),
+        _ => {}
     }
 }
 
@@ -84,7 +167,8 @@ pub struct Ticket {
     pub opened_at: Ts,
     pub last_event: Ts,
     pub closed_at: Option<Ts>,
-    pub clocks: Box<[ClockState]>,
+    /// By the plan's clock index; paused intervals are in `extras` ([`ClockCore`]).
+    pub clocks: Box<[ClockCore]>,
     /// Rarely used state, allocated on first use (most tickets never need it).
     pub extras: Option<Box<Extras>>,
     /// 64-bit hashes of every event id applied (rule 9 dedup).
@@ -134,6 +218,21 @@ pub struct Extras {
     pub actions_fired: Vec<u64>,
     /// Per check of the policy file: the last `since` event not yet judged.
     pub check_since: Vec<Option<Ts>>,
+    /// Paused intervals by clock index, for clocks that paused since their start (kept
+    /// out of [`ClockCore`]: 8 bytes per clock of every ticket for what few clocks use).
+    /// Not part of the record's `extras`: the record's clocks carry them, as before.
+    #[serde(skip)]
+    pub pauses: Vec<Option<Box<Pauses>>>,
+}
+
+impl Extras {
+    /// What the record's `extras` holds (`None` when these extras hold paused intervals
+    /// only, which the record keeps with the clocks).
+    pub fn wire(x: &Option<Box<Extras>>) -> Option<&Extras> {
+        x.as_deref().filter(|e| {
+            e.pauses.is_empty() || !e.actions_fired.is_empty() || !e.check_since.is_empty()
+        })
+    }
 }
 
 /// Where a ticket's emissions go.
@@ -194,7 +293,7 @@ impl Ticket {
             opened_at: ev.occurred_at,
             last_event: ev.occurred_at,
             closed_at: None,
-            clocks: vec![ClockState::default(); plan.clocks.len()].into_boxed_slice(),
+            clocks: vec![ClockCore::default(); plan.clocks.len()].into_boxed_slice(),
             extras: None,
             seen: Vec::with_capacity(DEDUP_INITIAL),
         }
@@ -242,8 +341,27 @@ impl Ticket {
         self.clocks
             .iter()
             .enumerate()
-            .filter_map(|(i, c)| c.next_due(&plan.clocks[i], plan.calendar(i)))
+            .filter_map(|(i, c)| {
+                c.next_due(
+                    pauses_of(&self.extras, i),
+                    &plan.clocks[i],
+                    plan.calendar(i),
+                )
+            })
             .min()
+    }
+
+    /// Clock `i`'s whole state (its paused intervals copied), for views and traces.
+    pub fn clock(&self, i: usize) -> ClockState {
+        ClockState::from_parts(
+            self.clocks[i],
+            pauses_of(&self.extras, i).map(|p| Box::new(p.clone())),
+        )
+    }
+
+    /// Every clock's whole state (see [`Ticket::clock`]).
+    pub fn clock_states(&self) -> impl Iterator<Item = ClockState> + '_ {
+        (0..self.clocks.len()).map(|i| self.clock(i))
     }
 
     /// Applies one event (not `opened` of a new ticket; not a duplicate). `rematch` is
@@ -290,13 +408,14 @@ impl Ticket {
                 let restart = spec.on_reopen == OnReopen::Restart;
                 if (spec.follow_up || restart) && c.is_running() {
                     // The cycle that ends here ends without the clock's stop.
-                    censor(&self.attrs, &plan, i, c, t, sink);
+                    let p = pauses_of(&self.extras, i);
+                    censor(&self.attrs, &plan, i, c, p, t, sink);
                 }
                 if spec.follow_up && c.is_running() {
                     c.status = ClockStatus::Cancelled;
                 }
                 if restart {
-                    c.start_at(t);
+                    start_clock(c, &mut self.extras, i, t);
                 }
             }
         }
@@ -325,23 +444,32 @@ impl Ticket {
                         c.status = ClockStatus::Stopped;
                     } else if spec.stop.hits(matches) {
                         let paused = c.is_paused();
+                        drop_pauses(&mut self.extras, i);
                         c.start = t;
                         c.nth = 0;
-                        c.pauses = None;
+                        c.paused = false;
                         if paused {
-                            c.pause_at(t);
+                            pause_clock(c, &mut self.extras, i, t);
                         }
                     }
                 }
                 ClockKind::Deadline => {
                     if spec.stop.hits(matches) {
                         let cal = plan.calendar(i);
-                        let counted = c.counted_until(cal, t);
-                        sink.observations
-                            .push(Observation::of(&self.attrs, &plan, i, c, t, false));
+                        let p = pauses_of(&self.extras, i);
+                        let counted = c.counted_until(p, cal, t);
+                        sink.observations.push(Observation::of(
+                            &self.attrs,
+                            &plan,
+                            i,
+                            c,
+                            p,
+                            t,
+                            false,
+                        ));
                         c.status = ClockStatus::Stopped;
                         if c.breached {
-                            let deadline = deadline_of(c, spec, cal, t);
+                            let deadline = deadline_of(c, p, spec, cal, t);
                             let body = OutputBody::Cleared {
                                 overdue: Dur((counted.0 - spec.target.0).max(0)),
                             };
@@ -373,12 +501,13 @@ impl Ticket {
                 continue;
             }
             let spec = &plan.clocks[i];
+            let x = &mut self.extras;
             if !spec.paused_in.is_empty() {
-                c.follow_phase(spec.paused_in, phase, t);
+                follow_phase(c, x, i, spec.paused_in, phase, t);
             } else if !c.is_paused() && spec.pause.hits(matches) {
-                c.pause_at(t);
+                pause_clock(c, x, i, t);
             } else if c.is_paused() && spec.resume.hits(matches) {
-                c.resume_at(t);
+                resume_clock(c, x, i, t);
             }
         }
 
@@ -387,7 +516,15 @@ impl Ticket {
             self.closed_at = Some(t);
             for (i, c) in self.clocks.iter_mut().enumerate() {
                 if c.is_running() && !plan.clocks[i].survives_close {
-                    censor(&self.attrs, &plan, i, c, t, sink);
+                    censor(
+                        &self.attrs,
+                        &plan,
+                        i,
+                        c,
+                        pauses_of(&self.extras, i),
+                        t,
+                        sink,
+                    );
                     c.status = ClockStatus::Cancelled;
                 }
             }
@@ -417,11 +554,13 @@ impl Ticket {
             {
                 continue;
             }
-            self.clocks[i].start_at(t);
-            self.clocks[i].follow_phase(spec.paused_in, self.phase, t);
+            let c = &mut self.clocks[i];
+            start_clock(c, &mut self.extras, i, t);
+            follow_phase(c, &mut self.extras, i, spec.paused_in, self.phase, t);
             if spec.follow_up {
                 let cal = plan.calendar(i);
-                let deadline = deadline_of(&self.clocks[i], spec, cal, t);
+                let p = pauses_of(&self.extras, i);
+                let deadline = deadline_of(&self.clocks[i], p, spec, cal, t);
                 sink.outputs.push(clock_output(
                     &self.id,
                     sink.tenant,
@@ -523,11 +662,20 @@ impl Ticket {
     /// Rule 6: carry clocks by id, cancel old-only ones, start new-only `opened` clocks
     /// retroactively, then fire whatever is past due at the change.
     fn rematch(&mut self, t: Ts, new_index: u32, old: &Plan, new: &Plan, sink: &mut Sink) {
-        let mut clocks = vec![ClockState::default(); new.clocks.len()];
+        let mut clocks = vec![ClockCore::default(); new.clocks.len()];
+        let mut pauses: Vec<Option<Box<Pauses>>> = Vec::new();
         let mut carried = vec![false; new.clocks.len()];
         for (ni, spec) in new.clocks.iter().enumerate() {
             if let Some(oi) = old.clocks.iter().position(|c| c.id == spec.id) {
                 let mut st = std::mem::take(&mut self.clocks[oi]);
+                let p = self
+                    .extras
+                    .as_mut()
+                    .and_then(|x| x.pauses.get_mut(oi)?.take());
+                if p.is_some() {
+                    pauses.resize_with(ni + 1, || None);
+                    pauses[ni] = p;
+                }
                 let old_spec = &old.clocks[oi];
                 let mut warned = 0u8;
                 for (nj, f) in spec.warn_at.iter().enumerate().take(8) {
@@ -545,9 +693,26 @@ impl Ticket {
         }
         // Clocks only in the old policy are cancelled: their cycle ends without a stop.
         for (oi, c) in self.clocks.iter().enumerate() {
-            censor(&self.attrs, old, oi, c, t, sink);
+            censor(
+                &self.attrs,
+                old,
+                oi,
+                c,
+                pauses_of(&self.extras, oi),
+                t,
+                sink,
+            );
         }
         self.clocks = clocks.into_boxed_slice();
+        if let Some(x) = self.extras.as_mut() {
+            // Carried clocks' intervals at their new indices; old-only clocks' dropped.
+            let had = !x.pauses.is_empty();
+            x.pauses = pauses;
+            if had && x.pauses.is_empty() && x.actions_fired.is_empty() && x.check_since.is_empty()
+            {
+                self.extras = None;
+            }
+        }
         self.plan = new_index;
         for (ni, was_carried) in carried.iter().enumerate() {
             let spec = &new.clocks[ni];
@@ -556,10 +721,11 @@ impl Ticket {
                 && spec.phases.contains(self.phase)
                 && self.after_satisfied(new, ni)
             {
-                self.clocks[ni].start_at(self.opened_at);
+                let c = &mut self.clocks[ni];
+                start_clock(c, &mut self.extras, ni, self.opened_at);
                 // The phase history is not kept: a retroactive clock is paused from the
                 // change when the ticket is in one of its `paused_in` phases now.
-                self.clocks[ni].follow_phase(spec.paused_in, self.phase, t);
+                follow_phase(c, &mut self.extras, ni, spec.paused_in, self.phase, t);
             }
         }
         for ni in 0..new.clocks.len() {
@@ -574,7 +740,7 @@ impl Ticket {
     /// is being dropped, or a report closes its books), without changing any state.
     pub fn censor_running(&self, plan: &Plan, t: Ts, sink: &mut Sink) {
         for (i, c) in self.clocks.iter().enumerate() {
-            censor(&self.attrs, plan, i, c, t, sink);
+            censor(&self.attrs, plan, i, c, pauses_of(&self.extras, i), t, sink);
         }
     }
 
@@ -590,10 +756,11 @@ impl Ticket {
         let cal = plan.calendar(i);
         loop {
             let c = &self.clocks[i];
+            let p = pauses_of(&self.extras, i);
             let Some((item, x)) = c.next_item(spec) else {
                 return;
             };
-            let Some(due) = c.instant_of(cal, x) else {
+            let Some(due) = c.instant_of(p, cal, x) else {
                 return;
             };
             if due > until {
@@ -608,12 +775,14 @@ impl Ticket {
                     OutputBody::Warning {
                         fraction: spec.warn_at[w],
                     },
-                    deadline_of(c, spec, cal, fired_at),
+                    deadline_of(c, p, spec, cal, fired_at),
                 ),
                 Item::Breach => {
                     let overdue = match mode {
                         Mode::Timer => Dur::ZERO,
-                        Mode::Event(t) => Dur((c.counted_until(cal, t).0 - spec.target.0).max(0)),
+                        Mode::Event(t) => {
+                            Dur((c.counted_until(p, cal, t).0 - spec.target.0).max(0))
+                        }
                     };
                     (OutputBody::Breach { overdue }, due)
                 }
@@ -623,7 +792,7 @@ impl Ticket {
                         notify: spec.escalate[k].notify.clone(),
                         reason: BREACH_REASON.clone(),
                     },
-                    deadline_of(c, spec, cal, fired_at),
+                    deadline_of(c, p, spec, cal, fired_at),
                 ),
                 Item::Reminder(nth) => {
                     let every = match spec.kind {
@@ -655,7 +824,8 @@ impl Ticket {
 
 /// The clock's deadline; while paused, as if it resumed at `at`.
 fn deadline_of(
-    c: &ClockState,
+    c: &ClockCore,
+    p: Option<&Pauses>,
     spec: &ClockSpec,
     cal: &crate::core::calendar::Calendar,
     at: Ts,
@@ -663,12 +833,13 @@ fn deadline_of(
     match spec.kind {
         ClockKind::Recurring { every, .. } => {
             let x = Dur(every.0.saturating_mul(c.nth as i64 + 1));
-            c.instant_of(cal, x).unwrap_or(at)
+            c.instant_of(p, cal, x).unwrap_or(at)
         }
-        ClockKind::Deadline => c.deadline(spec, cal).unwrap_or_else(|| {
-            let mut resumed = c.clone();
-            resumed.resume_at(at);
-            resumed.deadline(spec, cal).unwrap_or(at)
+        ClockKind::Deadline => c.deadline(p, spec, cal).unwrap_or_else(|| {
+            let mut resumed = *c;
+            let mut rp = p.map(|p| Box::new(p.clone()));
+            resumed.resume_at(&mut rp, at);
+            resumed.deadline(rp.as_deref(), spec, cal).unwrap_or(at)
         }),
     }
 }
@@ -715,6 +886,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<CompactAttrs>(), 12);
         assert_eq!(std::mem::size_of::<Ticket>(), 128);
         assert_eq!(std::mem::size_of::<ClockState>(), 24);
+        assert_eq!(std::mem::size_of::<ClockCore>(), 16);
     }
 
     /// `dedup_capacity` is the capacity `check_and_record` reaches from a new ticket's.

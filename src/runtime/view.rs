@@ -34,8 +34,7 @@ pub fn ticket_view(
     let t = engine.ticket(tenant, ticket_id)?;
     let plan = engine.plan_of(t);
     let clocks: Vec<Value> = t
-        .clocks
-        .iter()
+        .clock_states()
         .enumerate()
         .filter_map(|(i, c)| {
             let spec = plan.clocks.get(i)?;

@@ -400,8 +400,8 @@ impl Tracer {
                 RunEnd::Cancelled
             };
             let run = &mut log.runs[i];
-            if let Some(c) = now.filter(|_| stopped) {
-                run.state = c.clone();
+            if let Some(k) = k.filter(|_| stopped) {
+                run.state = t.clock(k);
             }
             end_run(&policy, run, how, at, counted);
         }
@@ -415,7 +415,7 @@ impl Tracer {
                 Some(&i) => {
                     // A re-match (rule 6) carries the clock under the new rule and target.
                     let run = &mut log.runs[i];
-                    run.state = c.clone();
+                    run.state = t.clock(k);
                     run.rule = spec.rule.clone();
                     run.target = spec.target;
                     run.calendar = spec.calendar;
@@ -433,7 +433,7 @@ impl Tracer {
                         end: RunEnd::Open,
                         counted: Dur::ZERO,
                         breached: c.breached,
-                        state: c.clone(),
+                        state: t.clock(k),
                     });
                 }
             }

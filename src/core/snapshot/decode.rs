@@ -239,6 +239,7 @@ fn ticket<'a>(r: &mut Reader<'a>) -> Option<TicketIn<'a>> {
         Some(Box::new(Extras {
             actions_fired,
             check_since,
+            pauses: Vec::new(),
         }))
     } else {
         None
@@ -371,6 +372,7 @@ mod tests {
             Box::new(Extras {
                 actions_fired: a.clone(),
                 check_since: c.clone(),
+                pauses: Vec::new(),
             })
         });
         let rec = super::super::TicketRecordRef {
@@ -395,8 +397,8 @@ mod tests {
                 opened_at: *opened_at,
                 last_event: *last_event,
                 closed_at: *closed_at,
-                clocks,
-                extras: &extras,
+                clocks: super::super::ClocksOut::States(clocks),
+                extras: extras.as_deref(),
                 seen,
             },
         };

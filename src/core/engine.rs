@@ -481,7 +481,7 @@ impl Engine {
             ticket.censor_running(&plan, at, &mut sink);
         }
         let fired = out.outputs.len() != before;
-        let retained = ticket.closed_at.is_some_and(|closed| {
+        let retained = ticket.closed_at().is_some_and(|closed| {
             ticket.running_clocks() == 0 && closed.saturating_add(self.cfg.closed_retention) <= at
         });
         let last_event = ticket.last_event;
@@ -515,7 +515,7 @@ impl Engine {
     fn expire(&mut self, slot: u32, at: Ts) {
         let t = self.tickets.get_mut(slot).expect("indexed slot");
         t.phase = Phase::Expired;
-        t.closed_at = Some(at);
+        t.set_closed_at(Some(at));
         t.clocks = Box::default();
         t.extras = None;
         t.seen = Vec::new();
@@ -544,7 +544,7 @@ impl Engine {
         if ticket.phase != Phase::Expired {
             next = next.min(ticket.last_event.saturating_add(self.cfg.idle_ttl));
         }
-        if let Some(closed) = ticket.closed_at {
+        if let Some(closed) = ticket.closed_at() {
             if ticket.running_clocks() == 0 {
                 next = next.min(closed.saturating_add(self.cfg.closed_retention));
             }

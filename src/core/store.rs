@@ -244,6 +244,6 @@ mod tests {
 
     #[test]
     fn slot_layout_size() {
-        assert_eq!(std::mem::size_of::<Slot>(), 136);
+        assert_eq!(std::mem::size_of::<Slot>(), 128);
     }
 }

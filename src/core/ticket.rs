@@ -166,7 +166,11 @@ pub struct Ticket {
     pub cycle: u32,
     pub opened_at: Ts,
     pub last_event: Ts,
-    pub closed_at: Option<Ts>,
+    /// [`Ticket::closed_at`] as a flag and an instant (`Ts(0)` when not closed), not an
+    /// `Option<Ts>`: the flag fits the ticket's padding, 8 bytes less per ticket (its slab
+    /// slot 136 → 128 bytes). Set through [`Ticket::set_closed_at`].
+    pub(crate) closed: bool,
+    pub(crate) closed_ts: Ts,
     /// By the plan's clock index; paused intervals are in `extras` ([`ClockCore`]).
     pub clocks: Box<[ClockCore]>,
     /// Rarely used state, allocated on first use (most tickets never need it).
@@ -292,11 +296,22 @@ impl Ticket {
             cycle: 0,
             opened_at: ev.occurred_at,
             last_event: ev.occurred_at,
-            closed_at: None,
+            closed: false,
+            closed_ts: Ts(0),
             clocks: vec![ClockCore::default(); plan.clocks.len()].into_boxed_slice(),
             extras: None,
             seen: Vec::with_capacity(DEDUP_INITIAL),
         }
+    }
+
+    /// When the ticket closed (or expired), if it is closed.
+    pub fn closed_at(&self) -> Option<Ts> {
+        self.closed.then_some(self.closed_ts)
+    }
+
+    pub fn set_closed_at(&mut self, at: Option<Ts>) {
+        self.closed = at.is_some();
+        self.closed_ts = at.unwrap_or(Ts(0));
     }
 
     /// True when the event id was already applied; records it otherwise.
@@ -401,7 +416,7 @@ impl Ticket {
         };
         if reopening {
             self.cycle += 1;
-            self.closed_at = None;
+            self.set_closed_at(None);
             for (i, c) in self.clocks.iter_mut().enumerate() {
                 let spec = &plan.clocks[i];
                 c.once_used = false;
@@ -513,7 +528,7 @@ impl Ticket {
 
         // 5. Close cancels all but survivors, silently (rule 8).
         if matches!(ev.body, Body::Closed) {
-            self.closed_at = Some(t);
+            self.set_closed_at(Some(t));
             for (i, c) in self.clocks.iter_mut().enumerate() {
                 if c.is_running() && !plan.clocks[i].survives_close {
                     censor(
@@ -884,7 +899,7 @@ mod tests {
     #[test]
     fn ticket_layout_sizes() {
         assert_eq!(std::mem::size_of::<CompactAttrs>(), 12);
-        assert_eq!(std::mem::size_of::<Ticket>(), 128);
+        assert_eq!(std::mem::size_of::<Ticket>(), 120);
         assert_eq!(std::mem::size_of::<ClockState>(), 24);
         assert_eq!(std::mem::size_of::<ClockCore>(), 16);
     }

@@ -76,7 +76,7 @@ pub fn ticket_view(
         "phase": t.phase.as_str(),
         "opened_at": ts(t.opened_at),
         "last_event": ts(t.last_event),
-        "closed_at": t.closed_at.map(ts).unwrap_or(Value::Null),
+        "closed_at": t.closed_at().map(ts).unwrap_or(Value::Null),
         "partition_watermark": ts(engine.watermark()),
         "clocks": clocks,
         // Also served alone at /tickets/{tenant}/{id}/timeline.

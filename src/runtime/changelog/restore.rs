@@ -473,6 +473,15 @@ fn read_partition(
         })
         .collect();
     let t_committed = t0.elapsed();
+    if t_committed > Duration::from_secs(5) {
+        // An open transaction holds offsets of this partition: a crashed previous owner's
+        // (the broker ends it at its transaction timeout) or one of ours left unfinished.
+        tracing::warn!(
+            partition = p,
+            waited_ms = t_committed.as_millis() as u64,
+            "state restore: the committed offsets were held by an open transaction"
+        );
+    }
     // 2. The state partition, from the beginning to its end.
     // Know the partition's leader before assigning: otherwise librdkafka's first offset
     // lookup fails and is retried only after 500 ms.

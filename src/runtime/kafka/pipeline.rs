@@ -184,10 +184,15 @@ where
         });
     }
 
-    /// Serves the active producer's delivery reports and takes the committer's reports
+    /// Tends both producers (delivery reports; an abort that ran out of time goes on, even
+    /// while nothing is sent, e.g. while every partition restores after a failed commit,
+    /// and the restore's offset fetch would wait for it) and takes the committer's reports
     /// (releasing held records once the previous transaction is drained); never blocks.
     pub fn serve(&mut self) {
-        self.active.serve();
+        self.active.tend();
+        if let Some(spare) = &mut self.spare {
+            spare.tend();
+        }
         self.take_reports(false);
     }
 

@@ -274,9 +274,27 @@ impl<P: TxnProducer> Txn<P> {
         self.pending = true;
     }
 
-    /// Serves delivery reports without blocking.
-    pub fn serve(&self) {
+    /// Serves the producer without blocking: its delivery reports, and one step of an abort
+    /// that ran out of time. Such an abort only proceeds while
+    /// someone serves the producer, and until it does the broker keeps the transaction
+    /// open: its consumed offsets stay pending, and a restore's require-stable offset fetch
+    /// for those partitions waits until the broker times the transaction out (a minute and
+    /// more).
+    pub fn tend(&mut self) {
         self.producer.serve();
+        if self.exactly_once && self.aborting {
+            match self.producer.abort(Duration::ZERO) {
+                Ok(()) => {
+                    self.aborting = false;
+                    tracing::info!("a transaction left aborting is aborted");
+                }
+                Err(e) if e.is_retriable() => {}
+                Err(e) => {
+                    self.aborting = false;
+                    tracing::warn!(error = %e, "resuming an abort failed");
+                }
+            }
+        }
     }
 
     /// Waits until nothing is in flight, serving delivery reports in short steps. (A
@@ -398,6 +416,9 @@ impl<P: TxnProducer> Txn<P> {
                 Err(e) if e.is_retriable() && Instant::now() < deadline => {}
                 Err(e) => {
                     self.aborting = e.is_retriable();
+                    if self.aborting {
+                        tracing::warn!(error = %e, "the abort ran out of time; it is resumed while the producer is served");
+                    }
                     return Err(e);
                 }
             }
@@ -918,6 +939,30 @@ mod tests {
         let n = t.producer.calls().len();
         assert!(!t.abort().unwrap());
         assert_eq!(t.producer.calls().len(), n);
+    }
+
+    #[test]
+    fn an_idle_producer_left_aborting_finishes_the_abort_when_tended() {
+        let mut t = Txn::new(Fake::default(), true, Duration::from_millis(30));
+        t.send(rec("out"));
+        t.producer.abort_timeouts.set(u32::MAX);
+        assert!(t.abort().unwrap_err().is_retriable());
+        t.tend();
+        assert!(t.aborting, "still out of reach: stays aborting");
+        t.producer.abort_timeouts.set(0);
+        let aborts = t.producer.calls().iter().filter(|c| *c == "abort").count();
+        t.tend();
+        assert!(!t.aborting, "finished without a new transaction");
+        assert_eq!(
+            t.producer.calls().iter().filter(|c| *c == "abort").count(),
+            aborts + 1
+        );
+        // Nothing left to resume: tending calls no abort, and the next record begins at once.
+        t.tend();
+        t.send(rec("out"));
+        let calls = t.producer.calls();
+        assert_eq!(calls.iter().filter(|c| *c == "abort").count(), aborts + 1);
+        assert_eq!(calls[calls.len() - 2..], ["begin", "send out"]);
     }
 
     #[test]

@@ -1,0 +1,288 @@
+//! The commit: state records, consumed offsets and the transaction (pipelined on the
+//! committer thread with exactly-once, see [`Pipeline`]); a failure aborts and restores
+//! every partition.
+use super::*;
+
+impl Processor {
+    pub(super) fn offsets_pending(&self) -> bool {
+        self.inputs
+            .values()
+            .any(|t| !t.rebuilding() && t.next_offset.is_some() && t.next_offset != t.committed)
+            || self
+                .surges
+                .values()
+                .any(|s| s.next_offset.is_some() && s.next_offset != s.committed)
+    }
+
+    /// Offsets to commit: (the input group's, the surge group's).
+    pub(super) fn offsets(&self) -> (TopicPartitionList, TopicPartitionList) {
+        let mut tpl = TopicPartitionList::new();
+        let mut surge = TopicPartitionList::new();
+        for t in self.inputs.values() {
+            if t.rebuilding() {
+                continue;
+            }
+            if let Some(o) = t.next_offset {
+                if Some(o) != t.committed {
+                    let _ = tpl.add_partition_offset(
+                        &self.topics.inputs[t.topic],
+                        t.partition,
+                        Offset::Offset(o),
+                    );
+                }
+            }
+        }
+        for s in self.surges.values() {
+            if let Some(o) = s.next_offset {
+                if Some(o) != s.committed {
+                    let _ = surge.add_partition_offset(
+                        &self.topics.repartition,
+                        s.partition,
+                        Offset::Offset(o),
+                    );
+                }
+            }
+        }
+        (tpl, surge)
+    }
+
+    pub(super) fn mark_committed(&mut self) {
+        for t in self.inputs.values_mut() {
+            if !t.rebuilding() {
+                t.committed = t.next_offset.or(t.committed);
+            }
+        }
+        for s in self.surges.values_mut() {
+            s.committed = s.next_offset.or(s.committed);
+        }
+    }
+
+    /// Sends changed tickets, partition states and surge states to the state topic.
+    pub(super) fn write_state(&mut self) {
+        let state_topic = self.topics.state.clone();
+        for t in self.inputs.values_mut() {
+            if t.rebuilding() {
+                continue; // a rebuild writes its state once it reaches the committed offset
+            }
+            let topic = &self.topics.inputs[t.topic];
+            let p = t.partition;
+            let records =
+                changelog::ticket_records(topic, t.engine.take_changes(), t.stale_keys.take());
+            for r in records {
+                self.io
+                    .produce(&state_topic, Some(p), &r.key, r.value.as_deref(), None);
+            }
+            if t.changed {
+                let ps = t.engine.partition_state();
+                self.io.produce(
+                    &state_topic,
+                    Some(p),
+                    &partition_key(topic),
+                    Some(&ps),
+                    None,
+                );
+                t.changed = false;
+            }
+        }
+        let key = surge_state_key(&self.topics.repartition);
+        let surge_state_topic = self.topics.surge_state.clone();
+        for s in self.surges.values_mut() {
+            if !s.dirty {
+                continue;
+            }
+            let rec = SurgeRecord {
+                version: SURGE_RECORD_VERSION,
+                watermark: s.watermark,
+                max_seen: s.max_seen,
+                state: s.detector.state().clone(),
+            };
+            match rec.encode() {
+                Ok(bytes) => {
+                    self.io.produce(
+                        &surge_state_topic,
+                        Some(s.partition),
+                        &key,
+                        Some(&bytes),
+                        None,
+                    );
+                    s.dirty = false;
+                }
+                // Stays dirty: the next commit tries again; the last written state stands.
+                Err(e) => {
+                    tracing::error!(partition = s.partition, error = %e, "surge state not written")
+                }
+            }
+        }
+    }
+
+    /// Commits what is open (outputs, state, offsets): with pipelined transactions the
+    /// commit runs on the committer thread while processing goes on into the next
+    /// transaction (a commit still in flight is waited for first: commit order); otherwise
+    /// here. A failure aborts and resets.
+    pub(super) fn commit(&mut self) {
+        let Some(consumers) = self.consumers.clone() else {
+            return;
+        };
+        if !self.settle(true) {
+            return; // the previous commit failed: everything was aborted and reset
+        }
+        self.last_commit = Instant::now();
+        let state_dirty = self.inputs.values().any(|t| t.changed && !t.rebuilding())
+            || self.surges.values().any(|s| s.dirty);
+        if !self.io.has_pending() && !self.io.is_open() && !state_dirty && !self.offsets_pending() {
+            return;
+        }
+        let started = Instant::now();
+        let plan = self.commit_plan();
+        self.commit_pace = plan.mode;
+        telemetry::set_commit_interval(plan.interval);
+        tracing::debug!(
+            caught_up = self.inputs.values().filter(|t| t.caught_up).count(),
+            partitions = self.inputs.len(),
+            lag = self.inputs.values().filter_map(|t| t.lag).sum::<u64>(),
+            lag_unknown = self.inputs.values().filter(|t| t.lag.is_none()).count(),
+            interval_ms = plan.interval.as_millis() as u64,
+            mode = plan.mode.as_str(),
+            "commit"
+        );
+        self.committing_inputs = self.inputs.keys().copied().collect();
+        if self.io.is_pipelined() {
+            self.write_state();
+            let groups = match self.group_offsets(&consumers) {
+                Ok(g) => g,
+                Err(e) => {
+                    self.finish_commit(Err(e));
+                    return;
+                }
+            };
+            if self.io.start_commit(groups).is_err() {
+                // Cannot happen (settled above); a commit out of order must not start.
+                self.finish_commit(Err(TxnError::NoGroupMetadata));
+                return;
+            }
+            // Optimistic: a failure of this commit drops every partition's state and
+            // restores it, offsets included, from Kafka.
+            self.mark_committed();
+            return;
+        }
+        let r = if self.io.exactly_once {
+            self.commit_transaction(&consumers)
+        } else {
+            self.commit_at_least_once(&consumers)
+        };
+        if r.is_ok() {
+            self.mark_committed();
+        }
+        self.finish_commit(r.map(|()| started.elapsed()));
+    }
+
+    /// Commits what is open and waits for it (rebalances, the graceful stop).
+    pub(super) fn commit_sync(&mut self) {
+        self.commit();
+        self.settle(true);
+    }
+
+    /// Takes the outcome of the commit in flight, waiting for it with `block`. `false` when
+    /// it failed (everything was aborted and reset, or the processor is stopping).
+    pub(super) fn settle(&mut self, block: bool) -> bool {
+        let outcome = if block {
+            self.io.wait_commit()
+        } else {
+            self.io.poll_commit()
+        };
+        match outcome {
+            Some(r) => self.finish_commit(r),
+            None => true,
+        }
+    }
+
+    /// Accounts for a finished commit; on failure aborts the open transaction and resets
+    /// (or stops on a fatal error). `false` on failure.
+    pub(super) fn finish_commit(&mut self, r: Result<Duration, TxnError>) -> bool {
+        match r {
+            Ok(took) => {
+                self.commit_failure = None;
+                let inputs = std::mem::take(&mut self.committing_inputs);
+                if self.inputs.keys().all(|k| inputs.contains(k)) {
+                    self.committed_since_live = true;
+                }
+                self.control
+                    .transactions_committed
+                    .fetch_add(1, Ordering::Relaxed);
+                self.control.record_commit(took);
+                telemetry::transaction(telemetry::TxnOutcome::Committed, Some(took));
+                true
+            }
+            Err(e) if e.recovery() == Recovery::Fatal => {
+                telemetry::error(e.reason());
+                self.fatal = Some(ProcessorError::Fatal(e.to_string()));
+                false
+            }
+            Err(e) => {
+                telemetry::error(e.reason());
+                tracing::warn!(error = %e, "commit failed; aborting and restoring every partition from the state topic");
+                self.commit_failure = Some(e.to_string());
+                self.abort_open();
+                self.reset_all();
+                false
+            }
+        }
+    }
+
+    /// Both groups' offsets to commit, with their group metadata (empty lists left out).
+    pub(super) fn group_offsets(
+        &self,
+        c: &Consumers,
+    ) -> Result<Vec<GroupOffsets<ConsumerGroupMetadata>>, TxnError> {
+        let (offsets, surge_offsets) = self.offsets();
+        let mut groups = Vec::with_capacity(2);
+        for (tpl, consumer) in [(offsets, &c.main), (surge_offsets, &c.surge)] {
+            if tpl.count() > 0 {
+                let gm = consumer.group_metadata().ok_or(TxnError::NoGroupMetadata)?;
+                groups.push((tpl, gm));
+            }
+        }
+        Ok(groups)
+    }
+
+    /// An exactly-once commit on this thread (without a second producer).
+    pub(super) fn commit_transaction(&mut self, c: &Consumers) -> Result<(), TxnError> {
+        self.write_state();
+        let groups = self.group_offsets(c)?;
+        let groups: Vec<(&TopicPartitionList, &ConsumerGroupMetadata)> =
+            groups.iter().map(|(t, g)| (t, g)).collect();
+        self.io.commit_now(&groups)
+    }
+
+    pub(super) fn commit_at_least_once(&mut self, c: &Consumers) -> Result<(), TxnError> {
+        // Outputs first: state that says "fired" must never be durable before the output.
+        self.io.commit_now(&[])?;
+        self.write_state();
+        self.io.commit_now(&[])?;
+        let (offsets, surge_offsets) = self.offsets();
+        for (tpl, consumer) in [(&offsets, &c.main), (&surge_offsets, &c.surge)] {
+            if tpl.count() > 0 {
+                consumer
+                    .commit(tpl, CommitMode::Sync)
+                    .map_err(TxnError::op(TxnOp::CommitOffsets))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Aborts the open transaction (exactly-once) and forgets pending failures (a commit
+    /// in flight is waited for first).
+    pub(super) fn abort_open(&mut self) {
+        match self.io.abort() {
+            Ok(true) => telemetry::transaction(telemetry::TxnOutcome::Aborted, None),
+            Ok(false) => {}
+            Err(e) => {
+                telemetry::error(e.reason());
+                if e.recovery() == Recovery::Fatal {
+                    self.fatal = Some(ProcessorError::Fatal(e.to_string()));
+                }
+                tracing::error!(error = %e, "abort failed");
+            }
+        }
+    }
+}

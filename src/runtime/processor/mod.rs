@@ -1,0 +1,657 @@
+//! The processing thread: two `BaseConsumer`s (cooperative-sticky, static membership,
+//! read_committed, manual offsets) — one for the input topics (group `group_id`), one for
+//! the surge repartition topic (group `<group_id>.surge`, so each stage's partitions are
+//! balanced across replicas on their own) — and the producers (two transactional ones used
+//! alternately with exactly-once, see [`Pipeline`]; one idempotent one otherwise); one SLA
+//! engine per assigned input partition and one surge detector per assigned repartition
+//! partition.
+//!
+//! # The loop
+//! poll (timeout: the earliest of the next commit, the next engine wake-up of a caught-up
+//! partition, 50 ms) → for each record: input hygiene (dead letters), `Engine::ingest`, and
+//! for accepted `opened` events a record re-keyed by tenant into the repartition topic →
+//! after the batch: every partition's watermark moves to max(event watermark, and while
+//! caught up, wall clock − allowed lateness) and what fires is produced; input partitions
+//! announce their watermark to every surge partition (at most once a second), and a surge
+//! partition evaluates minute boundaries below the minimum announced → every
+//! `commit_interval_ms` (10× that while draining a backlog), the commit.
+//!
+//! # Commit (exactly-once)
+//! Changed tickets (`take_changes`) and the partition state go to the state topic (same
+//! partition number), surge detectors to the surge-state topic, in-flight deliveries are
+//! drained (a commit with records in flight costs ≥ 100 ms), the consumed offsets of both
+//! groups are added with `send_offsets_to_transaction`, and the transaction commits — on the
+//! committer thread ([`Pipeline`]), while this thread goes on into the next transaction on
+//! the other producer, so a timer due meanwhile is produced at once. A commit still in
+//! flight when the next one is due is not waited for: processing goes on, and the next
+//! commit starts once it is done (commit order). One in flight at a rebalance, an
+//! assignment, the graceful stop or an abort is waited for. An abortable error of either
+//! transaction aborts both and *resets*: every partition is paused, its state restored from
+//! the state topics and its input re-read from the committed offset, so memory never runs
+//! ahead of what Kafka holds. A fatal error (e.g. fenced by a newer replica with the same
+//! transactional id) stops the processor — unless it follows a broker outage (librdkafka
+//! reports some outages as fencing, see [`Trouble`]): then the clients are recreated and
+//! every partition is restored, as after an abort. Without exactly-once: outputs are
+//! flushed, then the state records, then the offsets are committed (at-least-once; a
+//! failed delivery also resets).
+//!
+//! # Rebalances
+//! The consumer contexts' callbacks run inside `poll` on this thread and share [`Processor`]
+//! through a mutex that is never held across `poll`. Revoke: commit the open transaction
+//! (so the revoked partitions' outputs, state and offsets are committed), then drop their
+//! engines. Lost: abort, drop them, and reset the others (the abort discarded their
+//! uncommitted work too). Assign: commit what is open, pause the new partitions and restore
+//! each on a worker thread; the result is installed after a later poll: seek to the
+//! committed offset, resume. Readiness is true only when nothing is restoring.
+//!
+//! # Layout
+//! This file: the clients, the loop and the state ([`Processor`]); the consumer groups and
+//! their rebalance callbacks in `group`; `Processor`'s work by phase in `ingest` (records
+//! in, outputs out), `timekeeping` (after each batch: positions, watermarks, timers),
+//! `commit`, `assignment` (assign, revoke, lost, restore) and `upkeep` (admin queries,
+//! reloads, metrics).
+use crate::codec;
+use crate::codec::framing::InputFormat;
+use crate::core::engine::{Emitted, Engine, EngineConfig};
+use crate::core::model::{Body, SlaOutput};
+use crate::core::policy::PolicySet;
+use crate::core::ticket::Observation;
+use crate::core::time::{Dur, Ts};
+use crate::runtime::changelog::{
+    self, partition_key, surge_key as surge_state_key, RestoreEnv, RestoreRequest, RestoreResult,
+    SurgeRecord, SURGE_RECORD_VERSION,
+};
+use crate::runtime::commit_policy::{
+    commit_plan, partition_lag, CommitPace, CommitPlan, CommitSettings, PartitionLag,
+};
+use crate::runtime::config::{Config, OutputFormat};
+use crate::runtime::control::{Control, TicketQuery};
+use crate::runtime::kafka::pipeline::{GroupOffsets, Pipeline};
+use crate::runtime::kafka::recovery::{self, Trouble};
+use crate::runtime::kafka::txn::{self, ProducerCtx, Recovery, TxnError, TxnOp};
+use crate::runtime::kafka::{cached_watermarks, consumer_config, producer_config, AuthFailure};
+use crate::runtime::partitions::{Key as PartKey, Partitions, RestorePlan, Source};
+use crate::runtime::records::{self, check_input, InputLimits, CONTENT_TYPE};
+use crate::runtime::tasks::{InputTask, SurgeTask, WatermarkMark};
+use crate::runtime::time_source::Clock;
+use crate::runtime::topics::{ensure_topics, TopicError, Topics};
+use crate::runtime::view::ticket_view;
+use crate::telemetry;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, ConsumerGroupMetadata, Rebalance,
+};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers, Message, OwnedHeaders};
+use rdkafka::producer::BaseProducer;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+mod assignment;
+mod commit;
+mod group;
+mod ingest;
+mod timekeeping;
+mod upkeep;
+
+use group::{new_consumers, Clients, Consumer, Consumers, Role};
+
+/// Longest poll; bounds how long a query, a reload or a shutdown request waits.
+const IDLE_POLL: Duration = Duration::from_millis(50);
+/// Records handled between two watermark / commit checks.
+const MAX_BATCH: usize = 4096;
+/// Longest poll while a commit is in flight.
+const COMMITTING_POLL: Duration = Duration::from_millis(2);
+/// Bound on one broker operation of the commit path.
+const OP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on one partition's restore.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Called with every observation (a stopped clock's counted time) and every output handed to
+/// the producer; the demo and the benchmarks use them.
+pub type ObservationHook = Arc<dyn Fn(&Observation) + Send + Sync>;
+pub type OutputHook = Arc<dyn Fn(&SlaOutput, Ts) + Send + Sync>;
+
+/// Everything the processor needs.
+pub struct ProcessorOptions {
+    pub cfg: Config,
+    pub topics: Topics,
+    pub policy: Arc<PolicySet>,
+    pub clock: Arc<dyn Clock>,
+    /// `--rebuild-from-input`: ignore the state topic; rebuild from the input's first offset
+    /// with outputs suppressed up to the committed offset.
+    pub rebuild_from_input: bool,
+    pub on_observation: Option<ObservationHook>,
+    /// Called with each output and the clock's `now` when it was handed to the producer.
+    pub on_output: Option<OutputHook>,
+    /// Check the state topic's cleanup policy with DescribeConfigs (advisory; off for
+    /// librdkafka's mock cluster, which does not answer it).
+    pub describe_topic_configs: bool,
+}
+
+/// Errors that stop the processor.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessorError {
+    #[error(transparent)]
+    Topics(#[from] TopicError),
+    #[error("{what}: {source}")]
+    Kafka {
+        what: &'static str,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("fatal Kafka error: {0} (a newer replica with the same instance_id may have fenced this one)")]
+    Fatal(String),
+    #[error("processing thread panicked")]
+    Panicked,
+    /// Bad credentials or a failed TLS handshake (retrying cannot cure them).
+    #[error(
+        "Kafka authentication failed: {0} (check security.protocol, sasl.mechanism, \
+         sasl.username, the password in SLAWATCH_KAFKA_SASL_PASSWORD and the ssl.* settings)"
+    )]
+    Authentication(String),
+    /// The commit at shutdown failed: what it held is processed again after a restart.
+    #[error("the final commit failed: {0}; the records since the previous commit will be processed again after a restart (nothing is lost)")]
+    FinalCommit(String),
+}
+
+fn kerr(what: &'static str) -> impl FnOnce(KafkaError) -> ProcessorError {
+    move |source| ProcessorError::Kafka { what, source }
+}
+
+/// A running processor.
+pub struct ProcessorHandle {
+    pub control: Arc<Control>,
+    thread: Option<std::thread::JoinHandle<Result<(), ProcessorError>>>,
+}
+
+impl ProcessorHandle {
+    /// Waits for the processing thread to end.
+    pub fn join(mut self) -> Result<(), ProcessorError> {
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(ProcessorError::Panicked),
+            None => Ok(()),
+        }
+    }
+    /// Requests a graceful stop and waits for it.
+    pub fn stop(self) -> Result<(), ProcessorError> {
+        self.control.request_shutdown();
+        self.join()
+    }
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+}
+
+impl Drop for ProcessorHandle {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            self.control.request_shutdown();
+            let _ = t.join();
+        }
+    }
+}
+
+/// Checks the topics, creates the clients (with exactly-once: `init_transactions`, which
+/// fences a zombie with the same transactional id), subscribes, and starts the processing
+/// thread.
+pub fn start(
+    opts: ProcessorOptions,
+    control: Arc<Control>,
+) -> Result<ProcessorHandle, ProcessorError> {
+    let cfg = &opts.cfg;
+    let report = ensure_topics(cfg, &opts.topics, opts.describe_topic_configs)?;
+    for w in &report.warnings {
+        tracing::warn!("{w}");
+    }
+    if !report.created.is_empty() {
+        tracing::info!(topics = ?report.created, "created topics");
+    }
+    let exactly_once = cfg.exactly_once;
+    let trouble = Arc::new(Trouble::new());
+    // Authentication / TLS failures of any client stop the processing loop.
+    let auth = AuthFailure::default();
+    let (producer, second) = new_producers(cfg, &opts.topics, &trouble, &auth)?;
+    let io = Pipeline::new(producer, second, exactly_once, OP_TIMEOUT)
+        .map_err(|e| ProcessorError::Fatal(format!("cannot spawn the committer thread: {e}")))?;
+    register_policy(&opts.policy);
+    let (restore_tx, restore_rx) = mpsc::channel();
+    let engine_cfg = engine_config(cfg);
+    let processor = Arc::new(Mutex::new(Processor {
+        io,
+        auth: auth.clone(),
+        cfg: cfg.clone(),
+        topics: opts.topics.clone(),
+        lateness: Dur::from_millis(cfg.allowed_lateness_ms as i64),
+        limits: InputLimits {
+            max_record_bytes: cfg.max_record_bytes,
+            max_clock_skew: Dur::from_secs(cfg.max_clock_skew_secs as i64),
+        },
+        input_formats: opts
+            .topics
+            .inputs
+            .iter()
+            .map(|t| cfg.input_format(t))
+            .collect(),
+        output_format: cfg.output_format,
+        commit_interval: Duration::from_millis(cfg.commit_interval_ms),
+        engine_cfg,
+        policy: opts.policy.clone(),
+        clock: opts.clock.clone(),
+        rebuild: opts.rebuild_from_input,
+        rebuilt: HashSet::new(),
+        on_observation: opts.on_observation.clone(),
+        on_output: opts.on_output.clone(),
+        control: control.clone(),
+        inputs: HashMap::new(),
+        surges: HashMap::new(),
+        parts: Partitions::new(),
+        restore_tx,
+        last_commit: Instant::now(),
+        out: Emitted::default(),
+        surge_out: Vec::new(),
+        fatal: None,
+        stray: 0,
+        input_partitions: report.partitions,
+        last_metrics: Instant::now(),
+        last_clock_scan: Instant::now() - Duration::from_secs(60),
+        capacity_log: (0, None),
+        consumers: None,
+        trouble: trouble.clone(),
+        recoveries: Vec::new(),
+        committed_since_live: false,
+        committing_inputs: Vec::new(),
+        commit_failure: None,
+        commit_pace: CommitPace::Live,
+        scratch: Vec::with_capacity(1024),
+    }));
+    let (main, surge) = new_consumers(cfg, &opts.topics, &processor, &trouble, &auth)?;
+    let subscribed: Vec<&str> = opts.topics.inputs.iter().map(|s| s.as_str()).collect();
+    tracing::info!(
+        group = %opts.topics.group_id,
+        surge_group = %opts.topics.surge_group_id,
+        instance = %cfg.instance_id,
+        transactional_ids = ?opts.topics.transactional_ids,
+        topics = ?subscribed,
+        guarantee = if exactly_once { "exactly-once" } else { "at-least-once" },
+        "processor started"
+    );
+    let query_rx = control.take_query_receiver();
+    let thread_control = control.clone();
+    let thread = std::thread::Builder::new()
+        .name("slawatch-processor".into())
+        .spawn(move || {
+            thread_control.alive.store(true, Ordering::SeqCst);
+            let mut clients = (main, surge);
+            let r = loop {
+                let r = run_loop(
+                    clients.0,
+                    clients.1,
+                    processor.clone(),
+                    &thread_control,
+                    &restore_rx,
+                    query_rx.as_ref(),
+                );
+                match r {
+                    Err(ProcessorError::Fatal(e)) if lock(&processor).may_recover() => {
+                        tracing::warn!(error = %e, "fatal Kafka client error after a broker outage; recreating the clients and restoring every partition from the state topics");
+                        match reconnect(&processor, &thread_control) {
+                            Ok(Some(c)) => clients = c,
+                            Ok(None) => break Ok(()),
+                            Err(e) => break Err(e),
+                        }
+                    }
+                    r => break r,
+                }
+            };
+            if let Err(e) = &r {
+                thread_control.set_error(e.to_string());
+                tracing::error!(error = %e, "processor stopped");
+            }
+            thread_control.ready.store(false, Ordering::SeqCst);
+            telemetry::set_ready(false);
+            thread_control.alive.store(false, Ordering::SeqCst);
+            r
+        })
+        .expect("spawn processing thread");
+    Ok(ProcessorHandle {
+        control,
+        thread: Some(thread),
+    })
+}
+
+/// The engine limits of a config (surge detection runs in the surge stage, not here).
+pub fn engine_config(cfg: &Config) -> EngineConfig {
+    let e = &cfg.engine;
+    EngineConfig {
+        allowed_lateness: Dur::from_millis(cfg.allowed_lateness_ms as i64),
+        preopen_max_tickets: e.preopen_max_tickets,
+        preopen_max_age: Dur::from_secs(e.preopen_max_age_secs as i64),
+        closed_retention: Dur::from_secs(e.closed_retention_secs as i64),
+        idle_ttl: Dur::from_secs(e.idle_ttl_secs as i64),
+        max_open_tickets: if e.max_open_tickets_per_partition == 0 {
+            usize::MAX
+        } else {
+            e.max_open_tickets_per_partition
+        },
+        surge: false,
+    }
+}
+
+/// The output producers (see [`txn::new_producer`]): with exactly-once two, for pipelined
+/// transactions ([`Pipeline`]), both initialised here so a restart fences both zombies;
+/// at-least-once one.
+fn new_producers(
+    cfg: &Config,
+    topics: &Topics,
+    trouble: &Arc<Trouble>,
+    auth: &AuthFailure,
+) -> Result<(OutProducer, Option<OutProducer>), ProcessorError> {
+    let new = |which| {
+        txn::new_producer(
+            producer_settings(cfg, topics, which),
+            cfg.exactly_once,
+            ProducerCtx::new(auth.clone(), trouble.clone()),
+            OP_TIMEOUT,
+        )
+        .map_err(|(what, source)| ProcessorError::Kafka { what, source })
+    };
+    let first = new(0)?;
+    let second = if cfg.exactly_once {
+        Some(new(1)?)
+    } else {
+        None
+    };
+    Ok((first, second))
+}
+
+/// Output producer `which`'s settings: with exactly-once, the transactional id [`Topics`]
+/// derives for it (`shadow.`-prefixed under `--dry-run`).
+fn producer_settings(cfg: &Config, topics: &Topics, which: usize) -> rdkafka::ClientConfig {
+    producer_config(
+        cfg,
+        cfg.exactly_once
+            .then_some(topics.transactional_ids[which].as_str()),
+    )
+}
+
+type OutProducer = BaseProducer<ProducerCtx>;
+
+/// After a fatal client error that followed a broker outage (see [`Trouble`]): new
+/// producer (`init_transactions`, retried until the brokers answer) and new consumers, with
+/// nothing kept in memory — `run_loop` has aborted what was open and dropped every
+/// partition; the new consumers' assignment restores them from the state topics. `None`
+/// when a shutdown was requested meanwhile.
+fn reconnect(
+    processor: &Arc<Mutex<Processor>>,
+    control: &Control,
+) -> Result<Option<Clients>, ProcessorError> {
+    let (cfg, topics, trouble, auth) = {
+        let mut c = lock(processor);
+        c.parts.clear();
+        c.update_ready();
+        (
+            c.cfg.clone(),
+            c.topics.clone(),
+            c.trouble.clone(),
+            c.auth.clone(),
+        )
+    };
+    let mut delay = Duration::from_millis(500);
+    let (producer, second) = loop {
+        if control.shutdown_requested() {
+            return Ok(None);
+        }
+        std::thread::sleep(delay);
+        match new_producers(&cfg, &topics, &trouble, &auth) {
+            Ok(p) => break p,
+            Err(e) => {
+                tracing::warn!(error = %e, "recreating the producer failed; retrying");
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    };
+    {
+        let mut c = lock(processor);
+        c.io.replace(producer, second);
+        c.out = Emitted::default();
+        c.surge_out.clear();
+        c.fatal = None;
+    }
+    new_consumers(&cfg, &topics, processor, &trouble, &auth).map(Some)
+}
+
+/// The processor state; a panic while it was held already ended the processing thread, so a
+/// poisoned lock is taken over rather than panicking again (admin queries, shutdown).
+fn lock(processor: &Mutex<Processor>) -> std::sync::MutexGuard<'_, Processor> {
+    processor.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn register_policy(set: &PolicySet) {
+    for p in &set.policies {
+        telemetry::register_policy_series(&p.id, p.clocks.iter().map(|c| &*c.rule));
+        // The first clock of the policy that feeds a metric sets that metric's target.
+        let mut seen = Vec::new();
+        for c in &p.clocks {
+            if let Some(m) = c.metric.filter(|m| !seen.contains(m)) {
+                seen.push(m);
+                telemetry::register_policy_target(&p.id, m, c.target.as_secs_f64());
+            }
+        }
+    }
+}
+
+fn run_loop(
+    main: Arc<Consumer>,
+    surge: Arc<Consumer>,
+    processor: Arc<Mutex<Processor>>,
+    control: &Control,
+    restore_rx: &mpsc::Receiver<RestoreResult>,
+    query_rx: Option<&mpsc::Receiver<TicketQuery>>,
+) -> Result<(), ProcessorError> {
+    let mut result = loop {
+        if control.shutdown_requested() {
+            break Ok(());
+        }
+        let timeout = {
+            let mut c = lock(&processor);
+            if let Some(set) = control.take_reload() {
+                c.reload(set);
+            }
+            while let Ok(r) = restore_rx.try_recv() {
+                c.install(r);
+            }
+            if let Some(rx) = query_rx {
+                while let Ok(q) = rx.try_recv() {
+                    let answer = c.query(&q.tenant, &q.ticket_id);
+                    let _ = q.reply.send(answer);
+                }
+            }
+            if let Some(e) = c.fatal.take() {
+                break Err(e);
+            }
+            if let Some(why) = c.auth.get() {
+                break Err(ProcessorError::Authentication(why));
+            }
+            c.poll_timeout()
+        };
+        // The input consumer may block for the timeout; the surge stage's consumer is then
+        // drained without blocking (surges work on minute boundaries).
+        let t0 = Instant::now();
+        let n = poll_batch(&main, &processor, timeout);
+        let t1 = Instant::now();
+        poll_batch(&surge, &processor, Duration::ZERO);
+        lock(&processor).after_batch();
+        let t2 = Instant::now();
+        control.loop_stats(n, t1 - t0, t2 - t1);
+    };
+    // Graceful end: commit (or abort) what is open, then close the consumers (their revoke
+    // callbacks find nothing left to commit). With static membership the group keeps the
+    // partitions for session.timeout.ms, so a restart within it causes no rebalance.
+    {
+        let mut c = lock(&processor);
+        if result.is_ok() {
+            c.commit_sync();
+            if let Some(e) = c.fatal.take() {
+                result = Err(e);
+            } else if let Some(e) = c.commit_failure.take() {
+                result = Err(ProcessorError::FinalCommit(e));
+            }
+        } else {
+            c.abort_open();
+        }
+        c.inputs.clear();
+        c.surges.clear();
+        c.consumers = None;
+    }
+    drop(main);
+    drop(surge);
+    result
+}
+
+/// Polls up to [`MAX_BATCH`] records (the first poll may wait `timeout`).
+fn poll_batch(consumer: &Consumer, processor: &Mutex<Processor>, timeout: Duration) -> usize {
+    let mut msg = consumer.poll(timeout);
+    let polled = Instant::now();
+    let mut n = 0;
+    loop {
+        match msg {
+            None => break,
+            Some(Ok(m)) => {
+                lock(processor).on_message(&m);
+                // From the poll that returned the record to the engine having taken it in.
+                telemetry::event_to_decision(polled.elapsed());
+                n += 1;
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
+            Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
+                telemetry::error(telemetry::ErrorReason::ConsumerFatal);
+                lock(processor).fatal = Some(ProcessorError::Fatal(format!("consumer: {code}")));
+                break;
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "consumer error");
+                break;
+            }
+        }
+        if n >= MAX_BATCH {
+            break;
+        }
+        msg = consumer.poll(Duration::ZERO);
+    }
+    n
+}
+
+struct Processor {
+    /// The output producers: one transaction open for sending, the previous one committing.
+    io: Pipeline<OutProducer>,
+    /// Authentication failures of any client (the producers' contexts record them too).
+    auth: AuthFailure,
+    cfg: Config,
+    topics: Topics,
+    lateness: Dur,
+    limits: InputLimits,
+    /// The framing of each input topic's records, by input index.
+    input_formats: Vec<InputFormat>,
+    output_format: OutputFormat,
+    commit_interval: Duration,
+    engine_cfg: EngineConfig,
+    policy: Arc<PolicySet>,
+    clock: Arc<dyn Clock>,
+    rebuild: bool,
+    /// Input partitions already rebuilt (a later reset restores them from the state topic).
+    rebuilt: HashSet<(usize, i32)>,
+    on_observation: Option<ObservationHook>,
+    on_output: Option<OutputHook>,
+    control: Arc<Control>,
+    inputs: HashMap<(usize, i32), InputTask>,
+    surges: HashMap<i32, SurgeTask>,
+    /// Owned partitions: restoring or live.
+    parts: Partitions,
+    restore_tx: mpsc::Sender<RestoreResult>,
+    last_commit: Instant,
+    out: Emitted,
+    surge_out: Vec<SlaOutput>,
+    fatal: Option<ProcessorError>,
+    /// Records of partitions without a task (should not happen: they are paused).
+    stray: u64,
+    /// Partitions of each input topic (and of the repartition topic).
+    input_partitions: usize,
+    last_metrics: Instant,
+    last_clock_scan: Instant,
+    /// Capacity rejections not yet logged, and when the last log line was written (at most
+    /// one line per 10 s, however hard a flood of new ticket ids pushes).
+    capacity_log: (u64, Option<Instant>),
+    /// Both consumers, for the commit path (which needs both groups' metadata) and for
+    /// pausing, seeking and resuming; `None` once shutting down.
+    consumers: Option<Consumers>,
+    trouble: Arc<Trouble>,
+    /// When the clients were recreated after a fatal error (see [`Trouble`]).
+    recoveries: Vec<Instant>,
+    /// A commit succeeded since the last partition went live (see [`commit_plan`]).
+    committed_since_live: bool,
+    /// The input partitions live when the commit in flight started: its success counts for
+    /// `committed_since_live` only if no partition went live meanwhile.
+    committing_inputs: Vec<(usize, i32)>,
+    /// The mode of the last commit's plan (a drain keeps its interval while the lag lasts).
+    commit_pace: CommitPace,
+    /// Reused buffer for encoding an output.
+    scratch: Vec<u8>,
+    /// The last commit's failure (cleared by a successful commit): a graceful stop reports
+    /// it instead of claiming everything was committed.
+    commit_failure: Option<String>,
+}
+
+impl Processor {
+    /// Whether a fatal client error is to be recovered from by recreating the clients: it
+    /// came soon after trouble reaching the brokers, and not too often.
+    fn may_recover(&mut self) -> bool {
+        recovery::may_recover(self.trouble.since(), &mut self.recoveries, Instant::now())
+    }
+
+    fn input_index(&self, topic: &str) -> Option<usize> {
+        self.topics.inputs.iter().position(|t| t == topic)
+    }
+
+    fn wall_watermark(&self) -> Option<Ts> {
+        self.cfg
+            .wall_clock_watermark
+            .then(|| self.clock.now().saturating_sub(self.lateness))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(exactly_once: bool) -> Config {
+        let text = format!(
+            "brokers = \"b:9092\"\ngroup_id = \"g\"\ninstance_id = \"i1\"\nexactly_once = {exactly_once}"
+        );
+        Config::from_sources(&text, "test.toml", Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn the_producer_uses_the_dry_run_prefixed_transactional_id() {
+        let cfg = config(true);
+        let id = |topics: &Topics, which| {
+            producer_settings(&cfg, topics, which)
+                .get("transactional.id")
+                .map(str::to_string)
+        };
+        let (live, shadow) = (Topics::new(&cfg, false), Topics::new(&cfg, true));
+        assert_eq!(id(&live, 0).as_deref(), Some("g-i1"));
+        assert_eq!(id(&live, 1).as_deref(), Some("g-i1:1"));
+        assert_eq!(id(&shadow, 0).as_deref(), Some("shadow.g-i1"));
+        assert_eq!(id(&shadow, 1).as_deref(), Some("shadow.g-i1:1"));
+        let alo = config(false);
+        for which in [0, 1] {
+            let settings = producer_settings(&alo, &Topics::new(&alo, true), which);
+            assert_eq!(settings.get("transactional.id"), None);
+        }
+    }
+}

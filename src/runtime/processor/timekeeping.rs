@@ -13,10 +13,7 @@ impl Processor {
             .fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
         self.io.serve();
         self.settle(false);
-        // A commit still in flight is not waited for here: timers due meanwhile go into the
-        // open transaction at once, and the next commit starts once this one is done
-        // (commit order). Only rebalances and the stop wait for it.
-        if !self.io.committing() && self.last_commit.elapsed() >= self.effective_commit_interval() {
+        if self.last_commit.elapsed() >= self.effective_commit_interval() {
             self.commit();
         }
         if self.last_metrics.elapsed() >= Duration::from_secs(1) {

@@ -275,11 +275,10 @@ impl<P: TxnProducer> Txn<P> {
     }
 
     /// Serves the producer without blocking: its delivery reports, and one step of an abort
-    /// that ran out of time. Such an abort only proceeds while
-    /// someone serves the producer, and until it does the broker keeps the transaction
-    /// open: its consumed offsets stay pending, and a restore's require-stable offset fetch
-    /// for those partitions waits until the broker times the transaction out (a minute and
-    /// more).
+    /// that ran out of time. Such an abort only proceeds while someone serves the producer,
+    /// and until it does the broker keeps the transaction open: its consumed offsets stay
+    /// pending, and a restore's require-stable offset fetch for those partitions waits
+    /// until the broker times the transaction out (a minute and more).
     pub fn tend(&mut self) {
         self.producer.serve();
         if self.exactly_once && self.aborting {

@@ -210,8 +210,9 @@ pub struct Txn<P: TxnProducer> {
     /// A send failed for another reason than a full queue: the commit must not happen.
     broken: Option<TxnError>,
     /// An abort ran out of time (retriably): librdkafka is still aborting, and the abort
-    /// is resumed before the next transaction begins (`begin_transaction` would fail with
-    /// "conflicting abort_transaction API call is already in progress" for ever).
+    /// is resumed by [`Txn::tend`] and before the next transaction begins
+    /// (`begin_transaction` would fail with "conflicting abort_transaction API call is
+    /// already in progress" for ever).
     aborting: bool,
     /// Bound on one broker operation.
     timeout: Duration,

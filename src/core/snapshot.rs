@@ -237,7 +237,8 @@ struct TicketOut<'a> {
 /// ([`crate::core::clock::ClockCore`]), or given whole.
 enum ClocksOut<'a> {
     Ticket(&'a Ticket),
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// Whole states, for tests that encode a record without a ticket.
+    #[cfg(test)]
     States(&'a [ClockState]),
 }
 
@@ -257,6 +258,7 @@ struct ClockOut<'a> {
 impl Serialize for ClocksOut<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
+            #[cfg(test)]
             ClocksOut::States(c) => c.serialize(s),
             ClocksOut::Ticket(t) => {
                 s.collect_seq(t.clocks.iter().enumerate().map(|(i, c)| ClockOut {

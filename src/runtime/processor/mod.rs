@@ -23,8 +23,10 @@
 //! groups are added with `send_offsets_to_transaction`, and the transaction commits — on the
 //! committer thread ([`Pipeline`]), while this thread goes on into the next transaction on
 //! the other producer, so a timer due meanwhile is produced at once. A commit still in
-//! flight when the next one is due is waited for (commit order), and so is one in flight at
-//! a rebalance, an assignment, the graceful stop or an abort. An abortable error of either
+//! flight when the next one is due is not waited for: processing goes on, and the next
+//! commit starts once it is done (commit order). One in flight at a rebalance, an
+//! assignment, the graceful stop or an abort is waited for; a commit, retries included, is
+//! bounded by one operation timeout (then the committer aborts it). An abortable error of either
 //! transaction aborts both and *resets*: every partition is paused, its state restored from
 //! the state topics and its input re-read from the committed offset, so memory never runs
 //! ahead of what Kafka holds. A fatal error (e.g. fenced by a newer replica with the same
@@ -146,6 +148,9 @@ pub enum ProcessorError {
     Fatal(String),
     #[error("processing thread panicked")]
     Panicked,
+    /// The operating system refused a thread (e.g. a process or memory limit).
+    #[error("cannot start the processing thread: {0}")]
+    Spawn(#[source] std::io::Error),
     /// Bad credentials or a failed TLS handshake (retrying cannot cure them).
     #[error(
         "Kafka authentication failed: {0} (check security.protocol, sasl.mechanism, \
@@ -316,7 +321,7 @@ pub fn start(
             thread_control.alive.store(false, Ordering::SeqCst);
             r
         })
-        .expect("spawn processing thread");
+        .map_err(ProcessorError::Spawn)?;
     Ok(ProcessorHandle {
         control,
         thread: Some(thread),

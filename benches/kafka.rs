@@ -411,14 +411,18 @@ fn latency(bs: &str, partitions: i32, n: usize) {
     let prefix = unique_name("bench-lat");
     let cfg = config(bs, &prefix, partitions, true, "");
     let input = format!("{prefix}.in");
-    let emitted: Arc<Mutex<Vec<f64>>> = Arc::new(Mutex::new(Vec::new()));
+    // (when it came due, how late it was handed to the producer in ms)
+    let emitted: Arc<Mutex<Vec<(Ts, f64)>>> = Arc::new(Mutex::new(Vec::new()));
     let lateness = Dur::from_secs(1);
     let hook: processor::OutputHook = {
         let emitted = emitted.clone();
         Arc::new(move |o: &SlaOutput, now: Ts| {
             if matches!(o.body, OutputBody::Breach { .. }) && &*o.clock == "first_response" {
                 let due = o.fired_at.saturating_add(lateness);
-                emitted.lock().unwrap().push(now.since(due).0 as f64 / 1e6);
+                emitted
+                    .lock()
+                    .unwrap()
+                    .push((due, now.since(due).0 as f64 / 1e6));
             }
         })
     };
@@ -495,9 +499,27 @@ fn latency(bs: &str, partitions: i32, n: usize) {
         n,
         WallClock.now().since(t0).as_secs_f64()
     );
+    let emitted = emitted.lock().unwrap().clone();
     println!(
         "  emitted (handed to the producer): {}",
-        summary(emitted.lock().unwrap().clone())
+        summary(emitted.iter().map(|&(_, ms)| ms).collect())
+    );
+    // The breaches that came due while a commit was in flight: the ones a design that
+    // waits for commits would hold back.
+    let windows: Vec<(Ts, Ts)> = h
+        .control
+        .commit_windows()
+        .iter()
+        .map(|&(start, end)| (wall_ts(start), wall_ts(end)))
+        .collect();
+    let during: Vec<f64> = emitted
+        .iter()
+        .filter(|(due, _)| windows.iter().any(|(s, e)| s <= due && due < e))
+        .map(|&(_, ms)| ms)
+        .collect();
+    println!(
+        "  emitted, due while a commit was in flight: {}",
+        summary(during)
     );
     println!("  visible (read_committed consumer): {}", summary(visible));
     let commits: Vec<f64> = h
@@ -508,6 +530,13 @@ fn latency(bs: &str, partitions: i32, n: usize) {
         .collect();
     println!("  commit time at this load: {}", summary(commits));
     h.stop().unwrap();
+}
+
+/// A wall-clock instant as an engine time (as `WallClock` reads it).
+fn wall_ts(t: std::time::SystemTime) -> Ts {
+    Ts(t.duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as i64)
 }
 
 /// CPU seconds (user + system) this process has used.

@@ -59,7 +59,8 @@ pub struct Control {
     /// "connecting to Kafka at …: attempt 3 failed: …"); `None` afterwards.
     starting: Mutex<Option<String>>,
     /// Durations of the most recent commits (for reports and benchmarks).
-    commit_times: Mutex<std::collections::VecDeque<std::time::Duration>>,
+    /// Finished commits: when each ended (wall clock) and how long it took.
+    commit_times: Mutex<std::collections::VecDeque<(std::time::SystemTime, std::time::Duration)>>,
 }
 
 /// Commit durations kept by [`Control::record_commit`].
@@ -164,11 +165,19 @@ impl Control {
         if q.len() == COMMIT_TIMES_KEPT {
             q.pop_front();
         }
-        q.push_back(d);
+        q.push_back((std::time::SystemTime::now(), d));
     }
     /// The most recent commit durations, oldest first.
     pub fn commit_times(&self) -> Vec<std::time::Duration> {
-        lock(&self.commit_times).iter().copied().collect()
+        lock(&self.commit_times).iter().map(|&(_, d)| d).collect()
+    }
+    /// The most recent commits as wall-clock windows (start, end), oldest first: which
+    /// outputs came due while a commit was in flight (the latency bench).
+    pub fn commit_windows(&self) -> Vec<(std::time::SystemTime, std::time::SystemTime)> {
+        lock(&self.commit_times)
+            .iter()
+            .map(|&(end, d)| (end - d, end))
+            .collect()
     }
 
     /// Start-up's progress, shown by `/readyz` until the processing thread runs.

@@ -366,6 +366,26 @@ impl Ticket {
             .min()
     }
 
+    /// The earliest due instant among the clocks that differ from `before` (the same
+    /// ticket's clocks before an event, under the same plan). A clock's due instant is a
+    /// function of its core, its paused intervals (which change only with its core) and its
+    /// spec, so an unchanged clock's due is unchanged.
+    pub fn next_changed_clock_due(&self, plan: &Plan, before: &[ClockCore]) -> Option<Ts> {
+        self.clocks
+            .iter()
+            .zip(before)
+            .enumerate()
+            .filter(|(_, (c, b))| c != b)
+            .filter_map(|(i, (c, _))| {
+                c.next_due(
+                    pauses_of(&self.extras, i),
+                    &plan.clocks[i],
+                    plan.calendar(i),
+                )
+            })
+            .min()
+    }
+
     /// Clock `i`'s whole state (its paused intervals copied), for views and traces.
     pub fn clock(&self, i: usize) -> ClockState {
         ClockState::from_parts(
@@ -744,7 +764,7 @@ impl Ticket {
             }
         }
         for ni in 0..new.clocks.len() {
-            self.fire_clock(new, ni, t, Mode::Event(t), sink);
+            let _ = self.fire_clock(new, ni, t, Mode::Event(t), sink);
         }
         let opened = MatcherSet::of(&[Matcher::Opened]);
         let opened_at = self.opened_at;
@@ -760,26 +780,37 @@ impl Ticket {
     }
 
     /// Fires every output of every clock due at or before `until` (a timer at `until`).
-    pub fn fire_timers(&mut self, plan: &Plan, until: Ts, sink: &mut Sink) {
+    /// Returns the earliest due instant of the clocks afterwards ([`Ticket::next_clock_due`]
+    /// of the state it leaves: firing computes it anyway).
+    pub fn fire_timers(&mut self, plan: &Plan, until: Ts, sink: &mut Sink) -> Option<Ts> {
+        let mut next: Option<Ts> = None;
         for i in 0..self.clocks.len() {
-            self.fire_clock(plan, i, until, Mode::Timer, sink);
+            if let Some(due) = self.fire_clock(plan, i, until, Mode::Timer, sink) {
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
         }
+        next
     }
 
-    fn fire_clock(&mut self, plan: &Plan, i: usize, until: Ts, mode: Mode, sink: &mut Sink) {
+    /// Fires clock `i`'s outputs due at or before `until`; returns its next due instant
+    /// afterwards (`ClockCore::next_due` of the state it leaves).
+    fn fire_clock(
+        &mut self,
+        plan: &Plan,
+        i: usize,
+        until: Ts,
+        mode: Mode,
+        sink: &mut Sink,
+    ) -> Option<Ts> {
         let spec = &plan.clocks[i];
         let cal = plan.calendar(i);
         loop {
             let c = &self.clocks[i];
             let p = pauses_of(&self.extras, i);
-            let Some((item, x)) = c.next_item(spec) else {
-                return;
-            };
-            let Some(due) = c.instant_of(p, cal, x) else {
-                return;
-            };
+            let (item, x) = c.next_item(spec)?;
+            let due = c.instant_of(p, cal, x)?;
             if due > until {
-                return;
+                return Some(due);
             }
             let fired_at = match mode {
                 Mode::Timer => due,

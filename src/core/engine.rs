@@ -193,8 +193,8 @@ pub struct Engine {
     dirty: Vec<u32>,
     is_dirty: Vec<bool>,
     freed_ids: Vec<TicketKey>,
-    /// Index buffer of [`sort_outputs_reusing`], kept between calls.
-    sort_order: Vec<u32>,
+    /// Scratch of [`sort_outputs_reusing`], kept between calls.
+    sort_order: OutputSortScratch,
     /// Tests: reschedule from every clock after each event and timer (the reference the
     /// incremental rescheduling is checked against).
     #[cfg(test)]
@@ -826,13 +826,24 @@ pub fn sort_outputs(outputs: &mut [SlaOutput]) {
     sort_outputs_reusing(outputs, &mut Vec::new());
 }
 
-/// [`sort_outputs`] with a reusable index buffer: the engine sorts every call's outputs,
-/// and a stable sort of more than a few outputs allocates its scratch each time.
-pub fn sort_outputs_reusing(outputs: &mut [SlaOutput], order: &mut Vec<u32>) {
+/// Scratch of [`sort_outputs_reusing`]: each output's leading sort key (its instant and
+/// the first 16 bytes of its ticket id) and its index.
+pub type OutputSortScratch = Vec<((i64, u128), u32)>;
+
+/// [`sort_outputs`] with a reusable scratch buffer: the engine sorts every call's outputs,
+/// and a stable sort of more than a few outputs allocates its scratch each time. Timers of
+/// one instant fire in slot order, so a call's outputs are often out of ticket-id order:
+/// they are compared by a cached key (instant, ticket id prefix), and in full only on ties.
+pub fn sort_outputs_reusing(outputs: &mut [SlaOutput], scratch: &mut OutputSortScratch) {
     if outputs.is_sorted_by(|a, b| output_order(a, b).is_le()) {
         return;
     }
-    crate::core::stable_sort::stable_sort_reusing(outputs, order, output_order);
+    crate::core::stable_sort::stable_sort_by_key_reusing(
+        outputs,
+        scratch,
+        |o| (o.fired_at.0, crate::core::pending::prefix_of(&o.ticket_id)),
+        output_order,
+    );
 }
 
 /// [`SlaOutput::order_key`] compared field by field, stopping at the first difference.

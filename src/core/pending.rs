@@ -37,7 +37,10 @@ pub struct PendingQueue {
     free: Vec<u32>,
 }
 
-fn prefix_of(id: &str) -> u128 {
+/// The first 16 bytes of `id` as a big-endian integer, zero-padded: where two ids' prefixes
+/// differ, they compare as the ids do (a shorter id's padding is below any byte the
+/// longer one has there); equal prefixes decide nothing.
+pub(crate) fn prefix_of(id: &str) -> u128 {
     let mut b = [0u8; 16];
     let n = id.len().min(16);
     b[..n].copy_from_slice(&id.as_bytes()[..n]);

@@ -40,6 +40,47 @@ pub fn stable_sort_reusing<T>(
     }
 }
 
+/// [`stable_sort_reusing`] comparing cached keys first: `key` must agree with `cmp` where
+/// keys differ (`key(a) < key(b)` implies `cmp(a, b) == Less`), so `cmp` only decides
+/// between equal keys. Keys are computed once per element, not at every comparison (the
+/// engine's outputs compare by instant and ticket id, a pointer chase and a `memcmp`
+/// each time otherwise). `scratch` is reused like `order` above.
+pub fn stable_sort_by_key_reusing<T, K: Ord + Copy>(
+    v: &mut [T],
+    scratch: &mut Vec<(K, u32)>,
+    key: impl Fn(&T) -> K,
+    mut cmp: impl FnMut(&T, &T) -> Ordering,
+) {
+    let n = v.len();
+    if n < 2 {
+        return;
+    }
+    debug_assert!(n <= u32::MAX as usize);
+    scratch.clear();
+    scratch.extend(v.iter().enumerate().map(|(i, t)| (key(t), i as u32)));
+    scratch.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| cmp(&v[a.1 as usize], &v[b.1 as usize]))
+            .then(a.1.cmp(&b.1))
+    });
+    // As in `stable_sort_reusing`, with `scratch[k].1` as `order[k]`.
+    for start in 0..n {
+        if scratch[start].1 as usize == start {
+            continue;
+        }
+        let mut k = start;
+        loop {
+            let src = scratch[k].1 as usize;
+            scratch[k].1 = k as u32;
+            if src == start {
+                break;
+            }
+            v.swap(k, src);
+            k = src;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,6 +98,21 @@ mod tests {
                 let mut std_sorted = v;
                 stable_sort_reusing(&mut ours, &mut order, |a, b| a.0.cmp(&b.0));
                 std_sorted.sort_by_key(|a| a.0);
+                prop_assert_eq!(ours, std_sorted);
+            }
+        }
+
+        /// The keyed variant too, with a key coarser than the order (ties of the key
+        /// decided by the comparison, ties of both by position).
+        #[test]
+        fn keyed_equals_std_stable_sort(runs in proptest::collection::vec(
+            proptest::collection::vec((0u8..6, 0u8..4, any::<u16>()), 0..80), 1..4)) {
+            let mut scratch = Vec::new();
+            for v in runs {
+                let mut ours = v.clone();
+                let mut std_sorted = v;
+                stable_sort_by_key_reusing(&mut ours, &mut scratch, |a| a.0 / 2, |a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+                std_sorted.sort_by_key(|a| (a.0, a.1));
                 prop_assert_eq!(ours, std_sorted);
             }
         }

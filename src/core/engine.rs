@@ -650,8 +650,8 @@ impl Engine {
         let plan = self.registry.plans[ticket.plan as usize].clone();
         let matches = MatcherSet::of_event(&ev.body);
         let registry = &mut self.registry;
-        let set = plan.set.clone();
         let mut rematch = |attrs: &CompactAttrs| {
+            let set = plan.set.clone();
             let i = registry.for_attrs(&set, &attrs.named(names));
             (i, registry.plans[i as usize].clone())
         };

@@ -375,7 +375,7 @@ impl Ticket {
             .iter()
             .zip(before)
             .enumerate()
-            .filter(|(_, (c, b))| c != b)
+            .filter(|(_, (c, b))| !c.same_as(b))
             .filter_map(|(i, (c, _))| {
                 c.next_due(
                     pauses_of(&self.extras, i),
@@ -414,7 +414,9 @@ impl Ticket {
         if t > self.last_event {
             self.last_event = t;
         }
-        let mut plan = plan.clone();
+        // The plan in force: the one given, or the one a re-match moves the ticket to.
+        let mut plan = plan;
+        let rematched: Arc<Plan>;
 
         // 1. Phase, and reopen (rule 7).
         let reopening = matches!(
@@ -444,7 +446,7 @@ impl Ticket {
                 if (spec.follow_up || restart) && c.is_running() {
                     // The cycle that ends here ends without the clock's stop.
                     let p = pauses_of(&self.extras, i);
-                    censor(&self.attrs, &plan, i, c, p, t, sink);
+                    censor(&self.attrs, plan, i, c, p, t, sink);
                 }
                 if spec.follow_up && c.is_running() {
                     c.status = ClockStatus::Cancelled;
@@ -462,8 +464,9 @@ impl Ticket {
             let (new_index, new_plan) = rematch(&attrs);
             self.attrs = attrs;
             if new_index != self.plan {
-                self.rematch(t, new_index, &plan, &new_plan, sink);
-                plan = new_plan;
+                self.rematch(t, new_index, plan, &new_plan, sink);
+                rematched = new_plan;
+                plan = &rematched;
             }
         }
 
@@ -495,7 +498,7 @@ impl Ticket {
                         let counted = c.counted_until(p, cal, t);
                         sink.observations.push(Observation::of(
                             &self.attrs,
-                            &plan,
+                            plan,
                             i,
                             c,
                             p,
@@ -517,7 +520,7 @@ impl Ticket {
                             sink.outputs.push(clock_output(
                                 &self.id,
                                 sink.tenant,
-                                &plan,
+                                plan,
                                 spec,
                                 body,
                                 deadline,
@@ -551,15 +554,7 @@ impl Ticket {
             self.set_closed_at(Some(t));
             for (i, c) in self.clocks.iter_mut().enumerate() {
                 if c.is_running() && !plan.clocks[i].survives_close {
-                    censor(
-                        &self.attrs,
-                        &plan,
-                        i,
-                        c,
-                        pauses_of(&self.extras, i),
-                        t,
-                        sink,
-                    );
+                    censor(&self.attrs, plan, i, c, pauses_of(&self.extras, i), t, sink);
                     c.status = ClockStatus::Cancelled;
                 }
             }
@@ -585,7 +580,7 @@ impl Ticket {
                 || !spec.start.hits(matches)
                 || (spec.once && c.once_used)
                 || !spec.phases.contains(self.phase)
-                || !self.after_satisfied(&plan, i)
+                || !self.after_satisfied(plan, i)
             {
                 continue;
             }
@@ -599,7 +594,7 @@ impl Ticket {
                 sink.outputs.push(clock_output(
                     &self.id,
                     sink.tenant,
-                    &plan,
+                    plan,
                     spec,
                     OutputBody::FollowUpDue,
                     deadline,
@@ -609,7 +604,7 @@ impl Ticket {
         }
 
         // 7. Actions (at most once per ticket).
-        self.fire_actions(&plan, matches, t, t, sink);
+        self.fire_actions(plan, matches, t, t, sink);
 
         // 8. Checks: `on` judges against the last `since`, then `since` re-arms.
         let checks = &plan.set.checks;
@@ -785,6 +780,10 @@ impl Ticket {
     pub fn fire_timers(&mut self, plan: &Plan, until: Ts, sink: &mut Sink) -> Option<Ts> {
         let mut next: Option<Ts> = None;
         for i in 0..self.clocks.len() {
+            // A clock not running owes nothing (`next_item` is `None`).
+            if !self.clocks[i].is_running() {
+                continue;
+            }
             if let Some(due) = self.fire_clock(plan, i, until, Mode::Timer, sink) {
                 next = Some(next.map_or(due, |n| n.min(due)));
             }

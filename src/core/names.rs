@@ -8,10 +8,23 @@ use rustc_hash::FxHashMap;
 /// The id of the empty name (no tenant, no team): always present, never released.
 pub const EMPTY: u32 = 0;
 
+/// The seed a name gives the ticket index's hash (see `TicketStore`): a hash of the name
+/// alone, kept with the name so a ticket's index hash needs no hashing of its tenant, and a
+/// lookup by name hashes the name once instead of finding its id first (issue 14).
+#[inline]
+pub fn name_seed(name: &str) -> u64 {
+    if name.is_empty() {
+        0
+    } else {
+        xxhash_rust::xxh3::xxh3_64(name.as_bytes())
+    }
+}
+
 #[derive(Debug)]
 pub struct Names {
-    /// By id: the name and how many ticket fields hold it (unused ids are on `free`).
-    list: Vec<(CompactString, u32)>,
+    /// By id: the name, how many ticket fields hold it (unused ids are on `free`) and its
+    /// [`name_seed`].
+    list: Vec<(CompactString, u32, u64)>,
     index: FxHashMap<CompactString, u32>,
     free: Vec<u32>,
 }
@@ -21,7 +34,7 @@ impl Default for Names {
         let mut index = FxHashMap::default();
         index.insert(CompactString::default(), EMPTY);
         Names {
-            list: vec![(CompactString::default(), 0)],
+            list: vec![(CompactString::default(), 0, name_seed(""))],
             index,
             free: Vec::new(),
         }
@@ -38,7 +51,7 @@ impl Names {
             self.list[id as usize].1 += 1;
             return id;
         }
-        let entry = (CompactString::from(name), 1);
+        let entry = (CompactString::from(name), 1, name_seed(name));
         let id = match self.free.pop() {
             Some(id) => {
                 self.list[id as usize] = entry;
@@ -58,7 +71,7 @@ impl Names {
         if id == EMPTY {
             return;
         }
-        let (name, count) = &mut self.list[id as usize];
+        let (name, count, _) = &mut self.list[id as usize];
         *count -= 1;
         if *count == 0 {
             let name = std::mem::take(name);
@@ -74,6 +87,11 @@ impl Names {
 
     pub fn get(&self, id: u32) -> &CompactString {
         &self.list[id as usize].0
+    }
+
+    /// [`name_seed`] of the name `id` (kept, not recomputed).
+    pub fn seed(&self, id: u32) -> u64 {
+        self.list[id as usize].2
     }
 
     /// Names held (the empty name excluded).

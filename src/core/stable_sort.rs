@@ -20,24 +20,7 @@ pub fn stable_sort_reusing<T>(
     order.clear();
     order.extend(0..n as u32);
     order.sort_unstable_by(|&a, &b| cmp(&v[a as usize], &v[b as usize]).then(a.cmp(&b)));
-    // `order[k]` is the index of the element that belongs at `k`. Each cycle is walked
-    // once: the element first at `start` is carried along by the swaps and lands last;
-    // a visited position is marked by `order[k] = k`.
-    for start in 0..n {
-        if order[start] as usize == start {
-            continue;
-        }
-        let mut k = start;
-        loop {
-            let src = order[k] as usize;
-            order[k] = k as u32;
-            if src == start {
-                break;
-            }
-            v.swap(k, src);
-            k = src;
-        }
-    }
+    permute(v, order, |i| i);
 }
 
 /// [`stable_sort_reusing`] comparing cached keys first: `key` must agree with `cmp` where
@@ -63,15 +46,23 @@ pub fn stable_sort_by_key_reusing<T, K: Ord + Copy>(
             .then_with(|| cmp(&v[a.1 as usize], &v[b.1 as usize]))
             .then(a.1.cmp(&b.1))
     });
-    // As in `stable_sort_reusing`, with `scratch[k].1` as `order[k]`.
-    for start in 0..n {
-        if scratch[start].1 as usize == start {
+    permute(v, scratch, |e| &mut e.1);
+}
+
+/// Puts the element at index `*at(&mut order[k])` into position `k`, for every `k`, in
+/// place. Each cycle of the permutation is walked once: the element first at `start` is
+/// carried along by the swaps and lands last; a visited position is marked by setting its
+/// index to itself.
+fn permute<T, I>(v: &mut [T], order: &mut [I], at: impl Fn(&mut I) -> &mut u32) {
+    for start in 0..v.len() {
+        if *at(&mut order[start]) as usize == start {
             continue;
         }
         let mut k = start;
         loop {
-            let src = scratch[k].1 as usize;
-            scratch[k].1 = k as u32;
+            let slot = at(&mut order[k]);
+            let src = *slot as usize;
+            *slot = k as u32;
             if src == start {
                 break;
             }

@@ -32,6 +32,10 @@ use std::time::{Duration, Instant};
 /// transaction's drain instead of holding more.
 pub const HOLD_LIMIT_BYTES: usize = 16 << 20;
 
+/// How often a wait for the committer logs that it still waits (a commit normally takes
+/// milliseconds; seconds mean the broker is slow or away).
+const WAIT_LOG_EVERY: Duration = Duration::from_secs(5);
+
 /// Consumed offsets of one consumer group, with what `send_offsets` needs of the group.
 pub type GroupOffsets<G> = (TopicPartitionList, G);
 
@@ -45,7 +49,8 @@ struct Job<P: TxnProducer> {
 enum Report<P: TxnProducer> {
     /// Every record of the transaction is delivered: the next one's may be sent.
     Drained,
-    /// The transaction committed, or failed (still open: the pipeline aborts it).
+    /// The transaction committed, or failed and was aborted (an abort that ran out of time
+    /// goes on while the producer is tended).
     Done(Box<(Txn<P>, Result<(), TxnError>)>),
 }
 
@@ -294,9 +299,23 @@ where
         };
         let mut got = Vec::new();
         if block {
-            match c.reports.recv() {
-                Ok(r) => got.push(r),
-                Err(_) => return self.committer_gone(),
+            let since = Instant::now();
+            loop {
+                match c.reports.recv_timeout(WAIT_LOG_EVERY) {
+                    Ok(r) => {
+                        got.push(r);
+                        break;
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => tracing::warn!(
+                        waited_s = since.elapsed().as_secs(),
+                        in_flight_s = self
+                            .in_flight
+                            .as_ref()
+                            .map(|f| f.started.elapsed().as_secs()),
+                        "still waiting for the commit in flight"
+                    ),
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return self.committer_gone(),
+                }
             }
         }
         loop {
@@ -334,7 +353,7 @@ where
                 self.release_held();
             }
             Report::Done(done) => {
-                let (mut txn, result) = *done;
+                let (txn, result) = *done;
                 let took = self
                     .in_flight
                     .take()
@@ -346,10 +365,8 @@ where
                         Ok(took)
                     }
                     Err(e) => {
-                        if let Err(a) = txn.abort() {
-                            tracing::error!(error = %a, "aborting the failed transaction failed");
-                        }
-                        // They build on the failed transaction: the caller aborts and resets.
+                        // The committer aborted the failed transaction. The held records
+                        // build on it: the caller aborts the active one and resets.
                         self.held.clear();
                         self.held_bytes = 0;
                         Err(e)
@@ -409,6 +426,13 @@ where
                             offsets.iter().map(|(t, g)| (t, g)).collect();
                         txn.commit(&refs)
                     });
+                    if result.is_err() {
+                        // Aborted here, not on the processing thread: an abort while the
+                        // broker is away takes up to the operation bound.
+                        if let Err(a) = txn.abort() {
+                            tracing::error!(error = %a, "aborting the failed transaction failed");
+                        }
+                    }
                     if report_tx
                         .send(Report::Done(Box::new((txn, result))))
                         .is_err()

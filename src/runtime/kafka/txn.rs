@@ -198,6 +198,14 @@ const COMMIT_ATTEMPTS: u32 = 4;
 /// in short steps with the reports served between them, until done or the operation bound.
 const ABORT_STEP: Duration = Duration::from_millis(20);
 
+/// What is left of an operation bound (at least a millisecond: librdkafka treats a zero
+/// timeout as "do not wait at all", which fails an operation that is already under way).
+fn remaining(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1))
+}
+
 /// The producer side of the processor: sends records, opening a transaction lazily
 /// (exactly-once), and commits or aborts it.
 pub struct Txn<P: TxnProducer> {
@@ -302,7 +310,12 @@ impl<P: TxnProducer> Txn<P> {
     /// `poll(1 ms)` busy-loops for its sub-millisecond remainder, which on a small box takes
     /// the CPU the broker and librdkafka's threads need — so: serve, then sleep 200 µs.)
     pub fn drain(&self) -> Result<(), TxnError> {
-        let deadline = Instant::now() + self.timeout;
+        self.drain_until(Instant::now() + self.timeout)
+    }
+
+    /// [`Txn::drain`] with the bound given as a deadline.
+    fn drain_until(&self, deadline: Instant) -> Result<(), TxnError> {
+        let started = Instant::now();
         loop {
             self.producer.serve();
             let count = self.producer.in_flight();
@@ -312,7 +325,7 @@ impl<P: TxnProducer> Txn<P> {
             if Instant::now() > deadline {
                 return Err(TxnError::Undelivered {
                     count,
-                    waited: self.timeout,
+                    waited: started.elapsed(),
                 });
             }
             std::thread::sleep(Duration::from_micros(200));
@@ -328,10 +341,14 @@ impl<P: TxnProducer> Txn<P> {
 
     /// Drains, checks for failures, then — with exactly-once — adds the consumed offsets
     /// (a transaction is opened for them if none is) and commits. `offsets` pairs each
-    /// group's offsets with its metadata; empty lists are skipped.
+    /// group's offsets with its metadata; empty lists are skipped. The whole commit, retries
+    /// included, is bounded by one operation timeout: while the broker is away, whoever
+    /// waits for this commit (a rebalance, the stop) waits that long at most, and then the
+    /// transaction is aborted.
     pub fn commit(&mut self, offsets: &[(&TopicPartitionList, &P::Group)]) -> Result<(), TxnError> {
         let t0 = Instant::now();
-        self.drain()?;
+        let deadline = t0 + self.timeout;
+        self.drain_until(deadline)?;
         let t1 = Instant::now();
         if let Some(e) = self.failure() {
             return Err(e);
@@ -352,14 +369,19 @@ impl<P: TxnProducer> Txn<P> {
             if tpl.count() == 0 {
                 continue;
             }
-            self.producer.send_offsets(tpl, group, self.timeout)?;
+            self.producer
+                .send_offsets(tpl, group, remaining(deadline))?;
         }
         let t2 = Instant::now();
         let mut attempts = 1;
         loop {
-            match self.producer.commit(self.timeout) {
+            match self.producer.commit(remaining(deadline)) {
                 Ok(()) => break,
-                Err(e) if e.is_retriable() && attempts < COMMIT_ATTEMPTS => {
+                Err(e)
+                    if e.is_retriable()
+                        && attempts < COMMIT_ATTEMPTS
+                        && Instant::now() < deadline =>
+                {
                     attempts += 1;
                     tracing::warn!(error = %e, "retriable error; retrying");
                 }
@@ -610,6 +632,10 @@ mod tests {
         delivery: RefCell<Option<TxnError>>,
         /// Abort calls answered with a retriable timeout before one succeeds.
         abort_timeouts: Cell<u32>,
+        /// Commits run out their whole timeout and fail retriably (a broker that is away).
+        commit_times_out: Cell<bool>,
+        /// The timeouts commits were given.
+        commit_timeouts: RefCell<Vec<Duration>>,
     }
 
     impl Fake {
@@ -671,8 +697,18 @@ mod tests {
                 .push(format!("offsets {}", offsets.count()));
             Ok(())
         }
-        fn commit(&self, _: Duration) -> Result<(), TxnError> {
+        fn commit(&self, timeout: Duration) -> Result<(), TxnError> {
             self.log.borrow_mut().push("commit".into());
+            self.commit_timeouts.borrow_mut().push(timeout);
+            if self.commit_times_out.get() {
+                std::thread::sleep(timeout);
+                return Err(TxnError::Op {
+                    op: TxnOp::CommitTransaction,
+                    source: KafkaError::Canceled,
+                    fatal: false,
+                    retriable: true,
+                });
+            }
             let mut errors = self.commit_errors.borrow_mut();
             if errors.is_empty() {
                 return Ok(());
@@ -818,6 +854,24 @@ mod tests {
         assert!(!t.producer.calls().contains(&"commit".to_string()));
         t.abort().unwrap();
         assert!(t.failure().is_none(), "the abort forgets it");
+    }
+
+    #[test]
+    fn a_commit_whose_attempts_time_out_gives_up_within_one_operation_bound() {
+        let bound = Duration::from_millis(200);
+        let mut t = Txn::new(Fake::default(), true, bound);
+        t.producer.commit_times_out.set(true);
+        t.send(rec("out"));
+        let e = t.commit(&[]).unwrap_err();
+        assert!(e.is_retriable(), "{e}");
+        // Each attempt is given only what is left of the bound, not a bound of its own.
+        let given = t.producer.commit_timeouts.borrow().clone();
+        let total: Duration = given.iter().sum();
+        assert!(
+            total <= bound + Duration::from_millis(1) * given.len() as u32,
+            "the attempts were given {given:?}, more than one bound ({bound:?}) in all"
+        );
+        assert!(t.is_open(), "still open: the caller aborts");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaErrorCode;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -461,7 +462,7 @@ fn read_partition(
     for t in sources {
         tpl.add_partition(t, p);
     }
-    let committed_tpl = reader.committed_offsets(tpl, env.timeout)?;
+    let committed_tpl = committed_offsets(&reader, &tpl, p, env.timeout)?;
     let committed: HashMap<String, Option<i64>> = sources
         .iter()
         .map(|t| {
@@ -525,6 +526,37 @@ fn read_partition(
         "state partition read"
     );
     Ok(committed)
+}
+
+/// How long one committed-offset fetch may wait before the restore logs that it is held.
+const OFFSETS_STEP: Duration = Duration::from_secs(5);
+
+/// The committed offsets of `tpl`, fetched in [`OFFSETS_STEP`]s up to `timeout`, with a
+/// warning at each step: a require-stable fetch is answered only once no open transaction
+/// holds offsets of the partition, and an operator (or a failing test's log) should see
+/// that wait while it lasts, not only after it.
+fn committed_offsets(
+    reader: &BaseConsumer<ReaderCtx>,
+    tpl: &TopicPartitionList,
+    p: i32,
+    timeout: Duration,
+) -> Result<TopicPartitionList, KafkaError> {
+    let started = Instant::now();
+    loop {
+        let left = timeout.saturating_sub(started.elapsed());
+        match reader.committed_offsets(tpl.clone(), left.min(OFFSETS_STEP)) {
+            Err(KafkaError::MetadataFetch(RDKafkaErrorCode::OperationTimedOut))
+                if left > OFFSETS_STEP =>
+            {
+                tracing::warn!(
+                    partition = p,
+                    waited_s = started.elapsed().as_secs(),
+                    "state restore: the committed offsets are still held (an open transaction holds offsets of this partition)"
+                );
+            }
+            r => return r,
+        }
+    }
 }
 
 /// A detector from a restored record (or a fresh one).

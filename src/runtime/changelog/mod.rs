@@ -44,10 +44,13 @@
 //! | [`keys`]    | the key layout above                                               |
 //! | [`write`]   | the records a commit writes (ticket changes, surge state)          |
 //! | [`restore`] | reading a state partition back into engines and detectors          |
+//! | [`held`]    | committed offsets a restore found held, for the processing thread  |
+pub mod held;
 pub mod keys;
 pub mod restore;
 pub mod write;
 
+pub use held::{HeldOffset, HeldOffsets};
 pub use keys::{partition_key, surge_key, ticket_key};
 pub use restore::{
     restore, surge_detector, ReaderCtx, RestoreEnv, RestoreError, RestoreRequest, RestoreResult,

@@ -1,5 +1,6 @@
 //! Reading a state partition back: the committed offsets, then every record to the end,
 //! decoded on a builder thread while the reader reads (see [`super`] for the protocol).
+use super::held::{HeldOffset, HeldOffsets};
 use super::keys::{partition_key, split_tenant_key, surge_key, ticket_key};
 use super::write::{SurgeRecord, SurgeRecordError};
 use crate::core::engine::{Engine, EngineConfig};
@@ -46,6 +47,8 @@ pub struct RestoreEnv {
     pub engine_cfg: EngineConfig,
     /// Bound on one restore (committed offsets + reading the state partition).
     pub timeout: Duration,
+    /// Where a restore reports committed offsets it finds held (see [`super::held`]).
+    pub held: Arc<HeldOffsets>,
 }
 
 /// One restored input partition.
@@ -462,7 +465,7 @@ fn read_partition(
     for t in sources {
         tpl.add_partition(t, p);
     }
-    let committed_tpl = committed_offsets(&reader, &tpl, p, env.timeout)?;
+    let committed_tpl = committed_offsets(env, group, &reader, &tpl, p)?;
     let committed: HashMap<String, Option<i64>> = sources
         .iter()
         .map(|t| {
@@ -531,32 +534,71 @@ fn read_partition(
 /// How long one committed-offset fetch may wait before the restore logs that it is held.
 const OFFSETS_STEP: Duration = Duration::from_secs(5);
 
-/// The committed offsets of `tpl`, fetched in [`OFFSETS_STEP`]s up to `timeout`, with a
-/// warning at each step: a require-stable fetch is answered only once no open transaction
-/// holds offsets of the partition, and an operator (or a failing test's log) should see
-/// that wait while it lasts, not only after it.
+/// The committed offsets of `tpl`, fetched in [`OFFSETS_STEP`]s up to the restore's bound,
+/// with a warning at each step: a require-stable fetch is answered only once no open
+/// transaction holds offsets of the partition, and an operator (or a failing test's log)
+/// should see that wait while it lasts, not only after it. At each step the held partitions
+/// are reported with their stable committed offsets ([`report_held`]).
 fn committed_offsets(
+    env: &RestoreEnv,
+    group: &str,
     reader: &BaseConsumer<ReaderCtx>,
     tpl: &TopicPartitionList,
     p: i32,
-    timeout: Duration,
 ) -> Result<TopicPartitionList, KafkaError> {
     let started = Instant::now();
+    let mut stable_reader = None;
     loop {
-        let left = timeout.saturating_sub(started.elapsed());
+        let left = env.timeout.saturating_sub(started.elapsed());
         match reader.committed_offsets(tpl.clone(), left.min(OFFSETS_STEP)) {
             Err(KafkaError::MetadataFetch(RDKafkaErrorCode::OperationTimedOut))
                 if left > OFFSETS_STEP =>
             {
                 tracing::warn!(
                     partition = p,
+                    group,
                     waited_s = started.elapsed().as_secs(),
                     "state restore: the committed offsets are still held (an open transaction holds offsets of this partition)"
                 );
+                if let Err(e) = report_held(env, group, tpl, &mut stable_reader) {
+                    tracing::warn!(partition = p, error = %e, "state restore: reading the stable committed offsets failed");
+                }
             }
             r => return r,
         }
     }
+}
+
+/// Reports `tpl`'s partitions as held, each with its stable committed offset (read without
+/// require-stable, which leaves pending commits out and answers at once). A partition
+/// without a committed offset is not reported: releasing needs an offset that leaves the
+/// group as it is.
+fn report_held(
+    env: &RestoreEnv,
+    group: &str,
+    tpl: &TopicPartitionList,
+    stable_reader: &mut Option<BaseConsumer<ReaderCtx>>,
+) -> Result<(), KafkaError> {
+    let reader = match stable_reader {
+        Some(r) => r,
+        None => {
+            let mut c = reader_config(&env.cfg, group);
+            c.set("isolation.level", "read_uncommitted");
+            stable_reader.insert(c.create_with_context(ReaderCtx)?)
+        }
+    };
+    let stable = reader.committed_offsets(tpl.clone(), OFFSETS_STEP)?;
+    env.held
+        .report(stable.elements().iter().filter_map(|e| match e.offset() {
+            Offset::Offset(o) if o >= 0 => Some(HeldOffset {
+                group: group.to_string(),
+                topic: e.topic().to_string(),
+                partition: e.partition(),
+                committed: o,
+            }),
+            _ => None,
+        }));
+    Ok(())
 }
 
 /// A detector from a restored record (or a fresh one).

@@ -291,6 +291,27 @@ where
         }
     }
 
+    /// Releases transactional offset commits either producer may have left pending (see
+    /// [`crate::runtime::changelog::held`]): on each, an empty transaction that sends
+    /// `offsets` (the groups' stable committed offsets) and is aborted. Only while nothing
+    /// is open, held or committing (`Ok(0)` otherwise, and without exactly-once); the
+    /// number of producers released.
+    pub fn release_orphaned_offsets(
+        &mut self,
+        offsets: &[GroupOffsets<P::Group>],
+    ) -> Result<usize, TxnError> {
+        if !self.exactly_once || self.committing() || self.is_open() || self.has_pending() {
+            return Ok(0);
+        }
+        let refs: Vec<(&TopicPartitionList, &P::Group)> =
+            offsets.iter().map(|(t, g)| (t, g)).collect();
+        self.active.discard_offsets(&refs)?;
+        match &mut self.spare {
+            Some(spare) => spare.discard_offsets(&refs).map(|()| 2),
+            None => Ok(1),
+        }
+    }
+
     /// Takes the committer's reports; `block` waits for one. `false` when the committer
     /// is gone.
     fn take_reports(&mut self, block: bool) -> bool {
@@ -795,6 +816,53 @@ mod tests {
         assert_eq!(k.count("b commit"), 1);
         assert!(!p.committing());
         releaser.join().unwrap();
+    }
+
+    #[test]
+    fn orphaned_offsets_are_released_by_an_aborted_transaction_on_each_producer() {
+        let k = Knobs::new();
+        let mut p = pipeline(&k, true);
+        assert_eq!(p.release_orphaned_offsets(&offsets(5)).unwrap(), 2);
+        assert_eq!(
+            k.calls(),
+            [
+                "a begin",
+                "a offsets Offset(5)",
+                "a abort",
+                "b begin",
+                "b offsets Offset(5)",
+                "b abort"
+            ]
+        );
+        assert!(!p.is_open() && !p.has_pending());
+        // Both producers go on as before.
+        send(&mut p, "out");
+        p.start_commit(offsets(6)).unwrap();
+        p.wait_commit().unwrap().unwrap();
+        assert_eq!(k.calls().last().unwrap(), "a commit");
+    }
+
+    #[test]
+    fn offsets_are_released_only_while_nothing_is_open_or_committing() {
+        let k = Knobs::new();
+        let mut p = pipeline(&k, true);
+        send(&mut p, "out1");
+        assert_eq!(p.release_orphaned_offsets(&offsets(5)).unwrap(), 0, "open");
+        k.hold_commit.store(true, Ordering::SeqCst);
+        p.start_commit(offsets(1)).unwrap();
+        assert_eq!(
+            p.release_orphaned_offsets(&offsets(5)).unwrap(),
+            0,
+            "committing"
+        );
+        k.hold_commit.store(false, Ordering::SeqCst);
+        p.wait_commit().unwrap().unwrap();
+        assert_eq!(
+            k.count("a offsets Offset(5)") + k.count("b offsets Offset(5)"),
+            0
+        );
+        let mut alo = pipeline(&Knobs::new(), false);
+        assert_eq!(alo.release_orphaned_offsets(&offsets(5)).unwrap(), 0);
     }
 
     #[test]

@@ -413,6 +413,30 @@ impl<P: TxnProducer> Txn<P> {
         r
     }
 
+    /// An empty transaction that sends `offsets` and is aborted. Its abort marker drops every
+    /// transactional offset commit this producer left pending in those groups (see
+    /// [`crate::runtime::changelog::held`]); committed offsets stay as they are. Only while
+    /// no transaction is open.
+    pub fn discard_offsets(
+        &mut self,
+        offsets: &[(&TopicPartitionList, &P::Group)],
+    ) -> Result<(), TxnError> {
+        if !self.exactly_once || self.open {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.timeout;
+        self.begin()?;
+        let sent = offsets
+            .iter()
+            .filter(|(tpl, _)| tpl.count() > 0)
+            .try_for_each(|(tpl, group)| {
+                self.producer.send_offsets(tpl, group, remaining(deadline))
+            });
+        let aborted = self.finish_abort();
+        self.open = false;
+        sent.and(aborted)
+    }
+
     /// Begins a transaction, first finishing an abort that ran out of time.
     fn begin(&mut self) -> Result<(), TxnError> {
         if self.aborting {

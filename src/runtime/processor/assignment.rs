@@ -165,6 +165,7 @@ impl Processor {
             policy: self.policy.clone(),
             engine_cfg: self.engine_cfg.clone(),
             timeout: RESTORE_TIMEOUT,
+            held: self.held_offsets.clone(),
         };
         let tx = self.restore_tx.clone();
         let spawned = std::thread::Builder::new()

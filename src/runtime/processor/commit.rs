@@ -3,6 +3,10 @@
 //! every partition.
 use super::*;
 
+/// How often held committed offsets are released at most (a restore reports them every
+/// 5 s while they stay held).
+const RELEASE_EVERY: Duration = Duration::from_secs(5);
+
 impl Processor {
     pub(super) fn offsets_pending(&self) -> bool {
         self.inputs
@@ -268,6 +272,72 @@ impl Processor {
             }
         }
         Ok(())
+    }
+
+    /// Releases committed offsets the restores found held, in case one of our producers
+    /// left the pending commit that holds them (see [`changelog::held`]): only while the
+    /// pipeline is idle (nothing open, held or committing; a restore of every partition
+    /// after a failure, when this happens, leaves it so), at most every
+    /// [`RELEASE_EVERY`]. Partitions still held afterwards are reported again by their
+    /// restore's next fetch.
+    pub(super) fn release_held_offsets(&mut self) {
+        if !self.io.exactly_once
+            || self.held_offsets.is_empty()
+            || self.io.committing()
+            || self.io.is_open()
+            || self.io.has_pending()
+            || self
+                .last_release
+                .is_some_and(|t| t.elapsed() < RELEASE_EVERY)
+        {
+            return;
+        }
+        let Some(c) = self.consumers.clone() else {
+            return;
+        };
+        self.last_release = Some(Instant::now());
+        let held = self.held_offsets.take();
+        let mut groups = Vec::with_capacity(2);
+        for (group, consumer) in [
+            (&self.topics.group_id, &c.main),
+            (&self.topics.surge_group_id, &c.surge),
+        ] {
+            let mut tpl = TopicPartitionList::new();
+            for h in held.iter().filter(|h| &h.group == group) {
+                if let Err(e) =
+                    tpl.add_partition_offset(&h.topic, h.partition, Offset::Offset(h.committed))
+                {
+                    tracing::warn!(error = %e, topic = %h.topic, partition = h.partition, "cannot release a held offset");
+                }
+            }
+            if tpl.count() == 0 {
+                continue;
+            }
+            match consumer.group_metadata() {
+                Some(gm) => groups.push((tpl, gm)),
+                None => {
+                    tracing::warn!(group = %group, "no group metadata yet; held offsets released later")
+                }
+            }
+        }
+        if groups.is_empty() {
+            return;
+        }
+        let partitions: Vec<String> = held
+            .iter()
+            .map(|h| format!("{}:{}[{}]@{}", h.group, h.topic, h.partition, h.committed))
+            .collect();
+        match self.io.release_orphaned_offsets(&groups) {
+            Ok(producers) => tracing::warn!(
+                ?partitions,
+                producers,
+                "committed offsets held for seconds: dropped any offset commit our producers left pending (an empty transaction with the stable offsets, aborted)"
+            ),
+            Err(e) => {
+                telemetry::error(e.reason());
+                tracing::warn!(error = %e, ?partitions, "releasing held committed offsets failed; tried again while they stay held");
+            }
+        }
     }
 
     /// Aborts the open transaction (exactly-once) and forgets pending failures (a commit

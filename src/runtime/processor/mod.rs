@@ -57,8 +57,8 @@ use crate::core::policy::PolicySet;
 use crate::core::ticket::Observation;
 use crate::core::time::{Dur, Ts};
 use crate::runtime::changelog::{
-    self, partition_key, surge_key as surge_state_key, RestoreEnv, RestoreRequest, RestoreResult,
-    SurgeRecord, SURGE_RECORD_VERSION,
+    self, partition_key, surge_key as surge_state_key, HeldOffsets, RestoreEnv, RestoreRequest,
+    RestoreResult, SurgeRecord, SURGE_RECORD_VERSION,
 };
 use crate::runtime::commit_policy::{
     commit_plan, partition_lag, CommitPace, CommitPlan, CommitSettings, PartitionLag,
@@ -253,6 +253,8 @@ pub fn start(
         surges: HashMap::new(),
         parts: Partitions::new(),
         restore_tx,
+        held_offsets: Arc::default(),
+        last_release: None,
         last_commit: Instant::now(),
         out: Emitted::default(),
         surge_out: Vec::new(),
@@ -575,6 +577,10 @@ struct Processor {
     /// Owned partitions: restoring or live.
     parts: Partitions,
     restore_tx: mpsc::Sender<RestoreResult>,
+    /// Committed offsets the restores found held (see [`changelog::held`]), and when the
+    /// last release of them ran.
+    held_offsets: Arc<HeldOffsets>,
+    last_release: Option<Instant>,
     last_commit: Instant,
     out: Emitted,
     surge_out: Vec<SlaOutput>,

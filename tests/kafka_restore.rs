@@ -416,3 +416,54 @@ fn created_state_topics_are_compacted_with_small_segments_and_short_lived_tombst
         }
     }
 }
+
+/// Releasing held offsets (`changelog::held`: a restore found the group's committed offsets
+/// held, and the processor runs, on each of its producers, an empty transaction that sends
+/// the stable committed offsets and is aborted) on a real broker: no committed offset
+/// changes, nothing stays pending (a require-stable fetch answers within a bound shorter
+/// than the transaction timeout), and the producer commits normally afterwards.
+#[test]
+fn releasing_held_offsets_changes_no_committed_offset_and_leaves_none_pending() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    use slawatch::runtime::kafka::recovery::Trouble;
+    use slawatch::runtime::kafka::txn::{new_producer, ProducerCtx, Txn};
+    let bs = bootstrap();
+    let topic = unique_name("held-in");
+    let group = unique_name("held-g");
+    create_topic(&bs, &topic, 1, &[]);
+    let ctx = ProducerCtx::new(Default::default(), Arc::new(Trouble::new()));
+    // transaction.timeout.ms 30 s: a transaction left open would hold the fetch below.
+    let settings = transactional_producer_config(&bs, &unique_name("held-txn"));
+    let producer = new_producer(settings, true, ctx, TIMEOUT).expect("producer");
+    let mut txn = Txn::new(producer, true, TIMEOUT);
+    let consumer: BaseConsumer = consumer_config(&bs, &group).create().expect("consumer");
+    let gm = consumer.group_metadata().expect("group metadata");
+    let offsets = |o| {
+        let mut t = TopicPartitionList::new();
+        t.add_partition_offset(&topic, 0, Offset::Offset(o))
+            .unwrap();
+        t
+    };
+    txn.commit(&[(&offsets(10), &gm)])
+        .expect("commit offset 10");
+    assert_eq!(committed_offset(&bs, &group, &topic, 0), Some(10));
+
+    txn.discard_offsets(&[(&offsets(10), &gm)])
+        .expect("release: send the offsets, abort");
+    assert!(!txn.is_open());
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&topic, 0);
+    let stable = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("a require-stable fetch answers: nothing pending");
+    assert_eq!(
+        stable.find_partition(&topic, 0).map(|e| e.offset()),
+        Some(Offset::Offset(10)),
+        "the committed offset is unchanged"
+    );
+
+    txn.commit(&[(&offsets(12), &gm)])
+        .expect("commit after the release");
+    assert_eq!(committed_offset(&bs, &group, &topic, 0), Some(12));
+}

@@ -291,25 +291,31 @@ where
         }
     }
 
-    /// Releases transactional offset commits either producer may have left pending (see
-    /// [`crate::runtime::changelog::held`]): on each, an empty transaction that sends
-    /// `offsets` (the groups' stable committed offsets) and is aborted. Only while nothing
-    /// is open, held or committing (`Ok(0)` otherwise, and without exactly-once); the
-    /// number of producers released.
+    /// Releases transactional offset commits our producers may have left pending (see
+    /// [`crate::runtime::changelog::held`]): on each idle producer, an empty transaction
+    /// that sends `offsets` (the groups' stable committed offsets) and is aborted. Idle: the
+    /// spare (not committing), and the active one while nothing is open or held; the other
+    /// one is idle after the next commit, so released by a later call. The number of
+    /// producers released (0 without exactly-once).
     pub fn release_orphaned_offsets(
         &mut self,
         offsets: &[GroupOffsets<P::Group>],
     ) -> Result<usize, TxnError> {
-        if !self.exactly_once || self.committing() || self.is_open() || self.has_pending() {
+        if !self.exactly_once {
             return Ok(0);
         }
         let refs: Vec<(&TopicPartitionList, &P::Group)> =
             offsets.iter().map(|(t, g)| (t, g)).collect();
-        self.active.discard_offsets(&refs)?;
-        match &mut self.spare {
-            Some(spare) => spare.discard_offsets(&refs).map(|()| 2),
-            None => Ok(1),
+        let mut released = 0;
+        if let Some(spare) = &mut self.spare {
+            spare.discard_offsets(&refs)?;
+            released += 1;
         }
+        if !self.has_pending() && !self.is_open() {
+            self.active.discard_offsets(&refs)?;
+            released += 1;
+        }
+        Ok(released)
     }
 
     /// Takes the committer's reports; `block` waits for one. `false` when the committer
@@ -826,12 +832,12 @@ mod tests {
         assert_eq!(
             k.calls(),
             [
-                "a begin",
-                "a offsets Offset(5)",
-                "a abort",
                 "b begin",
                 "b offsets Offset(5)",
-                "b abort"
+                "b abort",
+                "a begin",
+                "a offsets Offset(5)",
+                "a abort"
             ]
         );
         assert!(!p.is_open() && !p.has_pending());
@@ -843,24 +849,38 @@ mod tests {
     }
 
     #[test]
-    fn offsets_are_released_only_while_nothing_is_open_or_committing() {
+    fn offsets_are_released_only_on_a_producer_with_nothing_open_or_committing() {
         let k = Knobs::new();
         let mut p = pipeline(&k, true);
         send(&mut p, "out1");
-        assert_eq!(p.release_orphaned_offsets(&offsets(5)).unwrap(), 0, "open");
+        // "a" has a transaction open: only the spare "b" is released.
+        assert_eq!(p.release_orphaned_offsets(&offsets(5)).unwrap(), 1);
+        assert_eq!(k.count("a offsets Offset(5)"), 0);
+        assert_eq!(k.count("b offsets Offset(5)"), 1);
         k.hold_commit.store(true, Ordering::SeqCst);
         p.start_commit(offsets(1)).unwrap();
+        until_drained(&mut p);
+        // "a" commits, "b" is active and idle.
+        assert_eq!(p.release_orphaned_offsets(&offsets(6)).unwrap(), 1);
         assert_eq!(
-            p.release_orphaned_offsets(&offsets(5)).unwrap(),
+            k.count("a offsets Offset(6)"),
             0,
-            "committing"
+            "committing: {:?}",
+            k.calls()
         );
+        assert_eq!(k.count("b offsets Offset(6)"), 1);
+        send(&mut p, "out2");
+        // "a" still commits, "b" has a record: nothing is idle.
+        assert_eq!(p.release_orphaned_offsets(&offsets(7)).unwrap(), 0);
         k.hold_commit.store(false, Ordering::SeqCst);
         p.wait_commit().unwrap().unwrap();
-        assert_eq!(
-            k.count("a offsets Offset(5)") + k.count("b offsets Offset(5)"),
-            0
-        );
+        // After the commit, "a" is the spare and is released; "b" keeps its transaction.
+        assert_eq!(p.release_orphaned_offsets(&offsets(8)).unwrap(), 1);
+        assert_eq!(k.count("a offsets Offset(8)"), 1);
+        assert!(p.is_open() && p.has_pending(), "b's transaction goes on");
+        p.start_commit(offsets(2)).unwrap();
+        p.wait_commit().unwrap().unwrap();
+        assert_eq!(k.calls().last().unwrap(), "b commit");
         let mut alo = pipeline(&Knobs::new(), false);
         assert_eq!(alo.release_orphaned_offsets(&offsets(5)).unwrap(), 0);
     }

@@ -275,17 +275,13 @@ impl Processor {
     }
 
     /// Releases committed offsets the restores found held, in case one of our producers
-    /// left the pending commit that holds them (see [`changelog::held`]): only while the
-    /// pipeline is idle (nothing open, held or committing; a restore of every partition
-    /// after a failure, when this happens, leaves it so), at most every
+    /// left the pending commit that holds them (see [`changelog::held`]), on each producer
+    /// that is idle ([`Pipeline::release_orphaned_offsets`]), at most every
     /// [`RELEASE_EVERY`]. Partitions still held afterwards are reported again by their
     /// restore's next fetch.
     pub(super) fn release_held_offsets(&mut self) {
         if !self.io.exactly_once
             || self.held_offsets.is_empty()
-            || self.io.committing()
-            || self.io.is_open()
-            || self.io.has_pending()
             || self
                 .last_release
                 .is_some_and(|t| t.elapsed() < RELEASE_EVERY)

@@ -7,11 +7,15 @@
 # SLAWATCH_BENCH_SETUP_ONLY=1 (input generation and encoding only) and once in full, and
 # prints the difference divided by the number of events.
 #
+# SLAWATCH_BENCH_BIN=PATH runs that bench binary instead of building this tree's (to compare
+# two builds in one session).
+#
 # Usage: scripts/cachegrind-engine.sh [EVENTS]   (default 100000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 events="${1:-100000}"
-bin=$(CARGO_TERM_COLOR=never cargo bench --bench engine --no-run --message-format=json 2>/dev/null |
+bin=${SLAWATCH_BENCH_BIN:-}
+[ -n "$bin" ] || bin=$(CARGO_TERM_COLOR=never cargo bench --bench engine --no-run --message-format=json 2>/dev/null |
     python3 -c 'import sys, json
 for l in sys.stdin:
     m = json.loads(l)

@@ -4,7 +4,7 @@
 //! postcard-encoded; a record of another version is refused with a named error, never
 //! misread. Plans are named by policy and overlay ids, so a ticket restores under any
 //! plan table.
-use crate::core::clock::{ClockState, ClockStatus, Pauses};
+use crate::core::clock::{ClockCore, ClockState, ClockStatus, Pauses};
 use crate::core::engine::{Engine, EngineConfig, EngineStats};
 use crate::core::model::{Category, Channel, Tier, Urgency};
 use crate::core::model::{Event, TicketKey};
@@ -52,6 +52,10 @@ impl Engine {
         tickets: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<Engine, SnapshotError> {
         let mut r = Restorer::new(policy, cfg);
+        let tickets = tickets.into_iter();
+        // Sized once (as the Kafka restore does from the partition's offsets): growing the
+        // index rehashes every ticket at each doubling, a cache miss each at 1 M tickets.
+        r.reserve(tickets.size_hint().0);
         for bytes in tickets {
             r.upsert(bytes)?;
         }
@@ -299,9 +303,60 @@ struct TicketIn<'a> {
     opened_at: Ts,
     last_event: Ts,
     closed_at: Option<Ts>,
-    clocks: Box<[ClockState]>,
+    clocks: ClocksIn,
     extras: Option<Box<Extras>>,
     seen: Vec<u64>,
+}
+
+/// A record's clocks (a sequence of [`ClockState`]) decoded straight into what a ticket
+/// holds: the cores, and the paused intervals by clock index up to the last clock that has
+/// any (see [`crate::core::clock::ClockCore`]). Decoding whole states and converting them
+/// cost an allocation, a shrinking reallocation and a copy per restored ticket.
+#[derive(Debug, Default, PartialEq)]
+struct ClocksIn {
+    cores: Box<[ClockCore]>,
+    pauses: Vec<Option<Box<Pauses>>>,
+}
+
+impl ClocksIn {
+    /// Adds the clock at index `cores.len()` (the caller collects the cores).
+    fn split(state: ClockState, cores: &mut Vec<ClockCore>, pauses: &mut Vec<Option<Box<Pauses>>>) {
+        let i = cores.len();
+        cores.push(state.core());
+        if let Some(p) = state.pauses {
+            pauses.resize_with(i + 1, || None);
+            pauses[i] = Some(p);
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ClocksIn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ClocksIn;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a sequence of clock states")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<ClocksIn, A::Error> {
+                // As serde's `Vec` does: the size hint is capped (a corrupt length must not
+                // reserve memory).
+                let mut cores = Vec::with_capacity(a.size_hint().unwrap_or(0).min(4096));
+                let mut pauses = Vec::new();
+                while let Some(c) = a.next_element::<ClockState>()? {
+                    ClocksIn::split(c, &mut cores, &mut pauses);
+                }
+                Ok(ClocksIn {
+                    cores: cores.into_boxed_slice(),
+                    pauses,
+                })
+            }
+        }
+        d.deserialize_seq(V)
+    }
 }
 
 impl<'a> TicketOut<'a> {
@@ -351,21 +406,10 @@ impl TicketIn<'_> {
         }
         // Paused intervals go to the extras, by clock index (see `ClockCore`).
         let mut extras = self.extras;
-        let mut pauses = Vec::new();
-        let clocks = self
-            .clocks
-            .into_vec()
-            .into_iter()
-            .enumerate()
-            .map(|(i, mut c)| {
-                let core = c.core();
-                if let Some(p) = c.pauses.take() {
-                    pauses.resize_with(i + 1, || None);
-                    pauses[i] = Some(p);
-                }
-                core
-            })
-            .collect();
+        let ClocksIn {
+            cores: clocks,
+            pauses,
+        } = self.clocks;
         if !pauses.is_empty() {
             extras.get_or_insert_with(Default::default).pauses = pauses;
         }
@@ -457,17 +501,17 @@ impl Restorer {
             }
         };
         let tenant = rec.ticket.attrs.tenant;
-        let id = rec.ticket.id.clone();
+        let id = &rec.ticket.id;
         if tenantless_key {
-            let held = self.legacy.remove(&id).unwrap_or_default();
-            if let Some(old) = e.tickets.slot_of(&held, &id) {
+            let held = self.legacy.remove(id).unwrap_or_default();
+            if let Some(old) = e.tickets.slot_of(&held, id) {
                 e.tickets.remove(old);
             }
             if !tenant.is_empty() {
                 self.legacy.insert(id.clone(), tenant.into());
             }
-        } else if self.legacy.get(&id).is_some_and(|t| t == tenant) {
-            self.legacy.remove(&id);
+        } else if !self.legacy.is_empty() && self.legacy.get(id).is_some_and(|t| t == tenant) {
+            self.legacy.remove(id);
         }
         let mut t = rec.ticket.into_ticket(&mut e.tickets);
         t.plan = plan;

@@ -6,8 +6,8 @@
 //! caller decodes with postcard, so results and error texts are postcard's in every case
 //! (`fast_decoder_agrees_with_postcard` checks that on encoded, mutated and arbitrary
 //! bytes).
-use super::{AttrsWire, PlanKeyRef, TicketIn, TicketRecordIn};
-use crate::core::clock::{ClockState, ClockStatus, Pauses};
+use super::{AttrsWire, ClocksIn, PlanKeyRef, TicketIn, TicketRecordIn};
+use crate::core::clock::{ClockCore, ClockStatus, Pauses};
 use crate::core::model::{Category, Channel, Tier, Urgency};
 use crate::core::policy::Phase;
 use crate::core::ticket::{dedup_capacity, Extras};
@@ -41,32 +41,36 @@ impl<'a> Reader<'a> {
         None
     }
     /// A `u64` varint, eight bytes at a time when the record has them: the dedup hashes
-    /// take 10 bytes each and timestamps 9, so a byte loop is most of a restore.
+    /// take 10 bytes each and timestamps 9, so a byte loop is most of a restore. The last
+    /// value of a record (fewer than 10 bytes left) takes the byte loop.
     #[inline]
     fn u64(&mut self) -> Option<u64> {
-        let Some(w) = self.b.first_chunk::<8>() else {
+        // Lengths and small numbers take one byte.
+        if let Some((&x, rest)) = self.b.split_first() {
+            if x < 0x80 {
+                self.b = rest;
+                return Some(x as u64);
+            }
+        }
+        // One bounds check for the longest varint, then array reads.
+        let Some(c) = self.b.first_chunk::<10>() else {
             return self.varint(10, 0x01);
         };
-        let word = u64::from_le_bytes(*w);
+        let word = u64::from_le_bytes(*c.first_chunk::<8>().unwrap());
         let stops = !word & 0x8080_8080_8080_8080;
         if stops != 0 {
-            let n = (stops.trailing_zeros() / 8 + 1) as usize;
-            let mask = if n == 8 {
-                u64::MAX
-            } else {
-                (1u64 << (8 * n)) - 1
-            };
-            self.b = &self.b[n..];
-            return Some(gather7(word & mask));
+            let n = stops.trailing_zeros() / 8 + 1;
+            self.b = &self.b[n as usize..];
+            return Some(gather7(word & (u64::MAX >> (64 - 8 * n))));
         }
         let low = gather7(word);
-        let b8 = *self.b.get(8)?;
+        let b8 = c[8];
         if b8 & 0x80 == 0 {
             self.b = &self.b[9..];
             return Some(low | (b8 as u64) << 56);
         }
         // The tenth byte holds the top bit only (postcard refuses more, or a continuation).
-        let b9 = *self.b.get(9)?;
+        let b9 = c[9];
         if b9 > 1 {
             return None;
         }
@@ -177,7 +181,31 @@ fn status(i: u32) -> Option<ClockStatus> {
     })
 }
 
-fn clock(r: &mut Reader) -> Option<ClockState> {
+/// One clock of a record: its core and its paused intervals, if any.
+fn clock(r: &mut Reader) -> Option<(ClockCore, Option<Box<Pauses>>)> {
+    // The usual clock: status, two bools, two bytes and `nth` of one byte each, a
+    // timestamp, no pauses. Its six leading bytes are checked at once; anything else takes
+    // the field-by-field path below.
+    if let Some(&[s, once_used, breached, warned, escalated, nth]) = r.b.first_chunk::<6>() {
+        if s < 4 && once_used <= 1 && breached <= 1 && nth < 0x80 {
+            let mut rest = Reader { b: &r.b[6..] };
+            let start = rest.ts()?;
+            if rest.byte()? == 0 {
+                r.b = rest.b;
+                let core = ClockCore {
+                    status: status(s as u32)?,
+                    once_used: once_used == 1,
+                    breached: breached == 1,
+                    warned,
+                    escalated,
+                    paused: false,
+                    nth: nth as u16,
+                    start,
+                };
+                return Some((core, None));
+            }
+        }
+    }
     let status = status(r.u32()?)?;
     let once_used = r.bool()?;
     let breached = r.bool()?;
@@ -196,16 +224,17 @@ fn clock(r: &mut Reader) -> Option<ClockState> {
     } else {
         None
     };
-    Some(ClockState {
+    let core = ClockCore {
         status,
         once_used,
         breached,
         warned,
         escalated,
+        paused: pauses.as_ref().is_some_and(|p| p.open.is_some()),
         nth,
         start,
-        pauses,
-    })
+    };
+    Some((core, pauses))
 }
 
 fn ticket<'a>(r: &mut Reader<'a>) -> Option<TicketIn<'a>> {
@@ -225,9 +254,15 @@ fn ticket<'a>(r: &mut Reader<'a>) -> Option<TicketIn<'a>> {
     let last_event = r.ts()?;
     let closed_at = r.opt_ts()?;
     let n = r.seq(8)?;
-    let mut clocks = Vec::with_capacity(n);
-    for _ in 0..n {
-        clocks.push(clock(r)?);
+    let mut cores = Vec::with_capacity(n);
+    let mut pauses = Vec::new();
+    for i in 0..n {
+        let (core, p) = clock(r)?;
+        cores.push(core);
+        if p.is_some() {
+            pauses.resize_with(i + 1, || None);
+            pauses[i] = p;
+        }
     }
     let extras = if r.option()? {
         let actions_fired = r.u64s()?;
@@ -261,7 +296,10 @@ fn ticket<'a>(r: &mut Reader<'a>) -> Option<TicketIn<'a>> {
         opened_at,
         last_event,
         closed_at,
-        clocks: clocks.into_boxed_slice(),
+        clocks: ClocksIn {
+            cores: cores.into_boxed_slice(),
+            pauses,
+        },
         extras,
         seen,
     })
@@ -292,6 +330,7 @@ pub(super) fn ticket_record(bytes: &[u8]) -> Option<TicketRecordIn<'_>> {
 mod tests {
     use super::super::TicketOut;
     use super::*;
+    use crate::core::clock::ClockState;
     use proptest::prelude::*;
 
     fn arb_ts() -> impl Strategy<Value = Ts> {

@@ -23,8 +23,10 @@
 //! groups are added with `send_offsets_to_transaction`, and the transaction commits — on the
 //! committer thread ([`Pipeline`]), while this thread goes on into the next transaction on
 //! the other producer, so a timer due meanwhile is produced at once. A commit still in
-//! flight when the next one is due is waited for (commit order), and so is one in flight at
-//! a rebalance, an assignment, the graceful stop or an abort. An abortable error of either
+//! flight when the next is due is not waited for: processing goes on, and the next commit
+//! starts once it is done (commit order). One in flight at a rebalance, an assignment, the
+//! graceful stop or an abort is waited for; a commit, retries included, is bounded by one
+//! operation timeout (then the committer aborts it). An abortable error of either
 //! transaction aborts both and *resets*: every partition is paused, its state restored from
 //! the state topics and its input re-read from the committed offset, so memory never runs
 //! ahead of what Kafka holds. A fatal error (e.g. fenced by a newer replica with the same

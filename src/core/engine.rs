@@ -532,9 +532,9 @@ impl Engine {
         let t = self.tickets.get_mut(slot).expect("indexed slot");
         t.phase = Phase::Expired;
         t.set_closed_at(Some(at));
-        t.clocks = Box::default();
+        // Clock states and dedup hashes (one block) dropped.
+        t.clocks = Default::default();
         t.extras = None;
-        t.seen = Vec::new();
         self.mark_dirty(slot);
         self.schedule(slot);
     }

@@ -1,6 +1,7 @@
 //! The pure SLA core: no Kafka, no tokio, no wall clock. Time is an input.
 pub mod calendar;
 pub mod clock;
+pub mod clocks;
 pub mod engine;
 pub mod model;
 pub mod names;

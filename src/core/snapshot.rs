@@ -5,6 +5,7 @@
 //! misread. Plans are named by policy and overlay ids, so a ticket restores under any
 //! plan table.
 use crate::core::clock::{ClockCore, ClockState, ClockStatus, Pauses};
+use crate::core::clocks::Clocks;
 use crate::core::engine::{Engine, EngineConfig, EngineStats};
 use crate::core::model::{Category, Channel, Tier, Urgency};
 use crate::core::model::{Event, TicketKey};
@@ -133,12 +134,10 @@ impl Engine {
         e.seq = snap.seq;
         e.stats = snap.stats;
         for t in snap.tickets {
-            let mut t = t.into_ticket(&mut e.tickets);
+            let mut t = t.decoded().into_ticket(&mut e.tickets);
             let plan = &e.registry.plans[t.plan as usize];
             if t.clocks.len() != plan.clocks.len() && t.phase != Phase::Expired {
-                let mut v = std::mem::take(&mut t.clocks).into_vec();
-                v.resize(plan.clocks.len(), Default::default());
-                t.clocks = v.into_boxed_slice();
+                t.clocks.resize(plan.clocks.len());
             }
             let slot = e.tickets.insert(t);
             e.schedule(slot);
@@ -209,6 +208,7 @@ struct TicketRecordRef<'a> {
     ticket: TicketOut<'a>,
 }
 
+/// A ticket record as postcard decodes it (the fallback of `decode::ticket_record`).
 #[derive(Debug, PartialEq, Deserialize)]
 struct TicketRecordIn<'a> {
     version: u32,
@@ -216,6 +216,24 @@ struct TicketRecordIn<'a> {
     plan: PlanKeyRef<'a>,
     #[serde(borrow)]
     ticket: TicketIn<'a>,
+}
+
+/// A ticket record decoded into what a ticket holds, by either decoder.
+#[derive(Debug, PartialEq)]
+struct RecordIn<'a> {
+    version: u32,
+    plan: PlanKeyRef<'a>,
+    ticket: TicketDecoded<'a>,
+}
+
+impl<'a> TicketRecordIn<'a> {
+    fn decoded(self) -> RecordIn<'a> {
+        RecordIn {
+            version: self.version,
+            plan: self.plan,
+            ticket: self.ticket.decoded(),
+        }
+    }
 }
 
 /// A ticket as encoded: its attributes name tenant and team (the in-memory [`Ticket`] holds
@@ -308,13 +326,44 @@ struct TicketIn<'a> {
     seen: Vec<u64>,
 }
 
+/// A ticket as decoded, its clock states and dedup hashes already in the ticket's block
+/// ([`Clocks`], with room for the next event's hash): the slice reader decodes the hashes
+/// straight into it, so a restored ticket costs one allocation for both.
+#[derive(Debug, PartialEq)]
+struct TicketDecoded<'a> {
+    id: CompactString,
+    attrs: AttrsWire<'a>,
+    plan: u32,
+    phase: Phase,
+    cycle: u32,
+    opened_at: Ts,
+    last_event: Ts,
+    closed_at: Option<Ts>,
+    clocks: Clocks,
+    /// Paused intervals by clock index, up to the last clock that has any.
+    pauses: Vec<Option<Box<Pauses>>>,
+    extras: Option<Box<Extras>>,
+}
+
+/// The dedup capacity a restored ticket with `n` hashes gets: room for its next event's
+/// hash, the capacity a live ticket reaches by the same growth rule (a tombstone, which
+/// drops its dedup state, none). Restored with exactly `n`, it reallocated on its first
+/// event after a restore.
+fn restored_dedup_capacity(phase: Phase, n: usize) -> usize {
+    if phase == Phase::Expired {
+        n
+    } else {
+        dedup_capacity(n + 1)
+    }
+}
+
 /// A record's clocks (a sequence of [`ClockState`]) decoded straight into what a ticket
 /// holds: the cores, and the paused intervals by clock index up to the last clock that has
 /// any (see [`crate::core::clock::ClockCore`]). Decoding whole states and converting them
 /// cost an allocation, a shrinking reallocation and a copy per restored ticket.
 #[derive(Debug, Default, PartialEq)]
 struct ClocksIn {
-    cores: Box<[ClockCore]>,
+    cores: Vec<ClockCore>,
     pauses: Vec<Option<Box<Pauses>>>,
 }
 
@@ -349,10 +398,7 @@ impl<'de> Deserialize<'de> for ClocksIn {
                 while let Some(c) = a.next_element::<ClockState>()? {
                     ClocksIn::split(c, &mut cores, &mut pauses);
                 }
-                Ok(ClocksIn {
-                    cores: cores.into_boxed_slice(),
-                    pauses,
-                })
+                Ok(ClocksIn { cores, pauses })
             }
         }
         d.deserialize_seq(V)
@@ -380,12 +426,31 @@ impl<'a> TicketOut<'a> {
             closed_at: t.closed_at(),
             clocks: ClocksOut::Ticket(t),
             extras: Extras::wire(&t.extras),
-            seen: &t.seen,
+            seen: t.seen(),
         }
     }
 }
 
-impl TicketIn<'_> {
+impl<'a> TicketIn<'a> {
+    fn decoded(self) -> TicketDecoded<'a> {
+        let capacity = restored_dedup_capacity(self.phase, self.seen.len());
+        TicketDecoded {
+            id: self.id,
+            attrs: self.attrs,
+            plan: self.plan,
+            phase: self.phase,
+            cycle: self.cycle,
+            opened_at: self.opened_at,
+            last_event: self.last_event,
+            closed_at: self.closed_at,
+            clocks: Clocks::new(&self.clocks.cores, &self.seen, capacity),
+            pauses: self.clocks.pauses,
+            extras: self.extras,
+        }
+    }
+}
+
+impl TicketDecoded<'_> {
     /// The in-memory ticket, its names interned in `store` (it is to be inserted there).
     fn into_ticket(self, store: &mut TicketStore) -> Ticket {
         let a = &self.attrs;
@@ -397,21 +462,10 @@ impl TicketIn<'_> {
             tenant: store.intern(a.tenant),
             team: store.intern(a.team),
         };
-        let mut seen = self.seen;
-        if self.phase != Phase::Expired {
-            // What the slice reader gives (see `decode::ticket_record`); postcard's decode
-            // holds exactly the hashes.
-            let room = dedup_capacity(seen.len() + 1);
-            seen.reserve_exact(room.saturating_sub(seen.len()));
-        }
         // Paused intervals go to the extras, by clock index (see `ClockCore`).
         let mut extras = self.extras;
-        let ClocksIn {
-            cores: clocks,
-            pauses,
-        } = self.clocks;
-        if !pauses.is_empty() {
-            extras.get_or_insert_with(Default::default).pauses = pauses;
+        if !self.pauses.is_empty() {
+            extras.get_or_insert_with(Default::default).pauses = self.pauses;
         }
         Ticket {
             id: self.id,
@@ -423,9 +477,8 @@ impl TicketIn<'_> {
             last_event: self.last_event,
             closed: self.closed_at.is_some(),
             closed_ts: self.closed_at.unwrap_or(Ts(0)),
-            clocks,
+            clocks: self.clocks,
             extras,
-            seen,
         }
     }
 }
@@ -470,11 +523,11 @@ impl Restorer {
     }
 
     fn upsert_keyed(&mut self, bytes: &[u8], tenantless_key: bool) -> Result<(), SnapshotError> {
-        let rec: TicketRecordIn = match decode::ticket_record(bytes) {
+        let rec: RecordIn = match decode::ticket_record(bytes) {
             Some(rec) => rec,
-            None => {
-                postcard::from_bytes(bytes).map_err(|err| SnapshotError::Decode(err.to_string()))?
-            }
+            None => postcard::from_bytes::<TicketRecordIn>(bytes)
+                .map_err(|err| SnapshotError::Decode(err.to_string()))?
+                .decoded(),
         };
         if rec.version != SNAPSHOT_VERSION {
             return Err(SnapshotError::UnsupportedVersion(rec.version));
@@ -517,9 +570,7 @@ impl Restorer {
         t.plan = plan;
         let n = e.registry.plans[plan as usize].clocks.len();
         if t.clocks.len() != n && t.phase != Phase::Expired {
-            let mut v = std::mem::take(&mut t.clocks).into_vec();
-            v.resize(n, Default::default());
-            t.clocks = v.into_boxed_slice();
+            t.clocks.resize(n);
         }
         // Replaces an earlier record of the same ticket (one probe for both cases).
         let slot = e.tickets.upsert(t);
@@ -693,7 +744,10 @@ mod tests {
             assert_eq!(r.tickets(), 1);
             let t = r.engine.ticket("acme", "T1").expect("restored");
             assert_eq!(&r.engine.ticket_record(t), b);
-            assert!(t.seen.capacity() > t.seen.len(), "room for the next event");
+            assert!(
+                t.clocks.seen_capacity() > t.seen().len(),
+                "room for the next event"
+            );
             assert_eq!(r.engine.tickets.names().len(), 2, "acme and billing");
             r.remove("acme", "T1");
             assert_eq!(r.tickets(), 0);

@@ -287,6 +287,6 @@ mod tests {
 
     #[test]
     fn slot_layout_size() {
-        assert_eq!(std::mem::size_of::<Slot>(), 128);
+        assert_eq!(std::mem::size_of::<Slot>(), 96);
     }
 }

@@ -1,6 +1,7 @@
 //! One ticket's state and how an event or a timer changes it. Pure: the engine hands in
 //! the plan and collects what is emitted.
 use crate::core::clock::{ClockCore, ClockState, ClockStatus, Item, Pauses};
+use crate::core::clocks::Clocks;
 use crate::core::model::{
     Body, Category, Channel, Emitter, Event, OutputBody, SlaOutput, TicketAttrs, Tier, Urgency,
 };
@@ -171,12 +172,12 @@ pub struct Ticket {
     /// slot 136 → 128 bytes). Set through [`Ticket::set_closed_at`].
     pub(crate) closed: bool,
     pub(crate) closed_ts: Ts,
-    /// By the plan's clock index; paused intervals are in `extras` ([`ClockCore`]).
-    pub clocks: Box<[ClockCore]>,
+    /// By the plan's clock index; paused intervals are in `extras` ([`ClockCore`]). The
+    /// same heap block holds the dedup hashes ([`Ticket::seen`]): one allocation and an
+    /// 8-byte pointer for both ([`Clocks`]).
+    pub clocks: Clocks,
     /// Rarely used state, allocated on first use (most tickets never need it).
     pub extras: Option<Box<Extras>>,
-    /// 64-bit hashes of every event id applied (rule 9 dedup).
-    pub seen: Vec<u64>,
 }
 
 /// [`TicketAttrs`] with tenant and team as ids of the store's [`Names`] (12 bytes, not 56).
@@ -298,9 +299,8 @@ impl Ticket {
             last_event: ev.occurred_at,
             closed: false,
             closed_ts: Ts(0),
-            clocks: vec![ClockCore::default(); plan.clocks.len()].into_boxed_slice(),
+            clocks: Clocks::idle(plan.clocks.len(), DEDUP_INITIAL),
             extras: None,
-            seen: Vec::with_capacity(DEDUP_INITIAL),
         }
     }
 
@@ -314,19 +314,25 @@ impl Ticket {
         self.closed_ts = at.unwrap_or(Ts(0));
     }
 
+    /// 64-bit hashes of every event id applied (rule 9 dedup).
+    pub fn seen(&self) -> &[u64] {
+        self.clocks.seen()
+    }
+
     /// True when the event id was already applied; records it otherwise.
     pub fn check_and_record(&mut self, event_id: &str) -> bool {
         let h = id_hash(event_id);
-        if self.seen.contains(&h) {
+        let seen = self.clocks.seen();
+        if seen.contains(&h) {
             return true;
         }
         // Exact growth: a ticket sees ~10 events; doubling would waste a third of the
         // dedup memory, the dominant part of an open ticket.
-        if self.seen.len() == self.seen.capacity() {
-            self.seen
-                .reserve_exact(if self.seen.len() < 8 { 2 } else { 4 });
+        let len = seen.len();
+        if len == self.clocks.seen_capacity() {
+            self.clocks.reserve_seen_exact(if len < 8 { 2 } else { 4 });
         }
-        self.seen.push(h);
+        self.clocks.push_seen(h);
         false
     }
 
@@ -733,7 +739,7 @@ impl Ticket {
                 sink,
             );
         }
-        self.clocks = clocks.into_boxed_slice();
+        self.clocks.set_clocks(&clocks);
         if let Some(x) = self.extras.as_mut() {
             // Carried clocks' intervals at their new indices; old-only clocks' dropped.
             let had = !x.pauses.is_empty();
@@ -929,7 +935,7 @@ mod tests {
     #[test]
     fn ticket_layout_sizes() {
         assert_eq!(std::mem::size_of::<CompactAttrs>(), 12);
-        assert_eq!(std::mem::size_of::<Ticket>(), 120);
+        assert_eq!(std::mem::size_of::<Ticket>(), 88);
         assert_eq!(std::mem::size_of::<ClockState>(), 24);
         assert_eq!(std::mem::size_of::<ClockCore>(), 16);
     }

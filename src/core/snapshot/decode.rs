@@ -6,11 +6,12 @@
 //! caller decodes with postcard, so results and error texts are postcard's in every case
 //! (`fast_decoder_agrees_with_postcard` checks that on encoded, mutated and arbitrary
 //! bytes).
-use super::{AttrsWire, ClocksIn, PlanKeyRef, TicketIn, TicketRecordIn};
+use super::{restored_dedup_capacity, AttrsWire, PlanKeyRef, RecordIn, TicketDecoded};
 use crate::core::clock::{ClockCore, ClockStatus, Pauses};
+use crate::core::clocks::Clocks;
 use crate::core::model::{Category, Channel, Tier, Urgency};
 use crate::core::policy::Phase;
-use crate::core::ticket::{dedup_capacity, Extras};
+use crate::core::ticket::Extras;
 use crate::core::time::Ts;
 use compact_str::CompactString;
 use smallvec::SmallVec;
@@ -132,12 +133,8 @@ impl<'a> Reader<'a> {
         })
     }
     fn u64s(&mut self) -> Option<Vec<u64>> {
-        self.u64s_with_capacity(|n| n)
-    }
-    /// A sequence of `u64` in a vector of capacity `capacity(n)` (at least `n`).
-    fn u64s_with_capacity(&mut self, capacity: impl FnOnce(usize) -> usize) -> Option<Vec<u64>> {
         let n = self.seq(1)?;
-        let mut v = Vec::with_capacity(capacity(n).max(n));
+        let mut v = Vec::with_capacity(n);
         for _ in 0..n {
             v.push(self.u64()?);
         }
@@ -237,7 +234,7 @@ fn clock(r: &mut Reader) -> Option<(ClockCore, Option<Box<Pauses>>)> {
     Some((core, pauses))
 }
 
-fn ticket<'a>(r: &mut Reader<'a>) -> Option<TicketIn<'a>> {
+fn ticket<'a>(r: &mut Reader<'a>) -> Option<TicketDecoded<'a>> {
     let id = CompactString::from(r.str()?);
     let attrs = AttrsWire {
         channel: domain(r, Channel::from_i32)?,
@@ -253,12 +250,17 @@ fn ticket<'a>(r: &mut Reader<'a>) -> Option<TicketIn<'a>> {
     let opened_at = r.ts()?;
     let last_event = r.ts()?;
     let closed_at = r.opt_ts()?;
+    // On the stack (copied into the ticket's block below); a plan of more clocks than any
+    // policy has takes postcard's path.
     let n = r.seq(8)?;
-    let mut cores = Vec::with_capacity(n);
+    let mut cores = [ClockCore::default(); MAX_CLOCKS];
+    if n > MAX_CLOCKS {
+        return None;
+    }
     let mut pauses = Vec::new();
-    for i in 0..n {
-        let (core, p) = clock(r)?;
-        cores.push(core);
+    for (i, core) in cores[..n].iter_mut().enumerate() {
+        let p;
+        (*core, p) = clock(r)?;
         if p.is_some() {
             pauses.resize_with(i + 1, || None);
             pauses[i] = p;
@@ -279,15 +281,13 @@ fn ticket<'a>(r: &mut Reader<'a>) -> Option<TicketIn<'a>> {
     } else {
         None
     };
-    // Room for the next event's hash (a tombstone, which drops its dedup state, none).
-    let seen = r.u64s_with_capacity(|n| {
-        if phase == Phase::Expired {
-            n
-        } else {
-            dedup_capacity(n + 1)
-        }
-    })?;
-    Some(TicketIn {
+    // The hashes straight into the ticket's block, with room for the next event's.
+    let seen = r.seq(1)?;
+    let mut clocks = Clocks::new(&cores[..n], &[], restored_dedup_capacity(phase, seen));
+    for _ in 0..seen {
+        clocks.push_seen(r.u64()?);
+    }
+    Some(TicketDecoded {
         id,
         attrs,
         plan,
@@ -296,17 +296,18 @@ fn ticket<'a>(r: &mut Reader<'a>) -> Option<TicketIn<'a>> {
         opened_at,
         last_event,
         closed_at,
-        clocks: ClocksIn {
-            cores: cores.into_boxed_slice(),
-            pauses,
-        },
+        clocks,
+        pauses,
         extras,
-        seen,
     })
 }
 
-/// A ticket record as postcard would decode it, or `None` to let postcard decode it.
-pub(super) fn ticket_record(bytes: &[u8]) -> Option<TicketRecordIn<'_>> {
+/// Clock states a record may have for the slice reader (more: postcard's path).
+const MAX_CLOCKS: usize = 16;
+
+/// A ticket record as postcard would decode it (then [`super::TicketRecordIn::decoded`]),
+/// or `None` to let postcard decode it.
+pub(super) fn ticket_record(bytes: &[u8]) -> Option<RecordIn<'_>> {
     let mut r = Reader { b: bytes };
     let version = r.u32()?;
     let policy_id = r.str()?;
@@ -316,7 +317,7 @@ pub(super) fn ticket_record(bytes: &[u8]) -> Option<TicketRecordIn<'_>> {
         overlay_ids.push(r.str()?);
     }
     let ticket = ticket(&mut r)?;
-    Some(TicketRecordIn {
+    Some(RecordIn {
         version,
         plan: PlanKeyRef {
             policy_id,
@@ -329,6 +330,7 @@ pub(super) fn ticket_record(bytes: &[u8]) -> Option<TicketRecordIn<'_>> {
 #[cfg(test)]
 mod tests {
     use super::super::TicketOut;
+    use super::super::TicketRecordIn;
     use super::*;
     use crate::core::clock::ClockState;
     use proptest::prelude::*;
@@ -448,7 +450,7 @@ mod tests {
     fn agrees(bytes: &[u8]) -> Result<(), TestCaseError> {
         if let Some(fast) = ticket_record(bytes) {
             let slow: Result<TicketRecordIn, _> = postcard::from_bytes(bytes);
-            prop_assert_eq!(Some(fast), slow.ok());
+            prop_assert_eq!(Some(fast), slow.ok().map(TicketRecordIn::decoded));
         }
         Ok(())
     }
@@ -480,7 +482,7 @@ mod tests {
             let bytes = encode(&p);
             // Every encoded record is taken by the fast reader, equal to postcard's.
             let slow: TicketRecordIn = postcard::from_bytes(&bytes).unwrap();
-            prop_assert_eq!(ticket_record(&bytes), Some(slow));
+            prop_assert_eq!(ticket_record(&bytes), Some(slow.decoded()));
             agrees(&bytes[..cut.index(bytes.len() + 1)])?;
             let mut mutated = bytes.clone();
             for (i, b) in flips {

@@ -146,6 +146,14 @@ impl Partitions {
             .len()
     }
 
+    /// The epochs of the restores still waited for.
+    pub fn restoring_epochs(&self) -> impl Iterator<Item = u64> + '_ {
+        self.states.values().filter_map(|s| match s {
+            State::Restoring { epoch } => Some(*epoch),
+            State::Live => None,
+        })
+    }
+
     /// Ready: joined, and nothing restoring.
     pub fn ready(&self) -> bool {
         self.joined && self.restoring_partitions() == 0
@@ -250,6 +258,19 @@ mod tests {
         assert!(!ps.restored((Input(0), 1), a[1].epoch));
         assert_eq!(ps.state((Input(0), 1)), None);
         assert!(ps.ready());
+    }
+
+    #[test]
+    fn only_the_epochs_of_partitions_still_restoring_are_waited_for() {
+        let mut ps = Partitions::new();
+        let first = ps.assign([(Input(0), 3), (Input(0), 4)]);
+        ps.revoke([(Input(0), 3)]);
+        let second = ps.assign([(Input(0), 3)]);
+        let mut epochs: Vec<u64> = ps.restoring_epochs().collect();
+        epochs.sort_unstable();
+        assert_eq!(epochs, [first[1].epoch, second[0].epoch], "not the revoked one's");
+        live(&mut ps, &second);
+        assert_eq!(ps.restoring_epochs().collect::<Vec<_>>(), [first[1].epoch]);
     }
 
     #[test]

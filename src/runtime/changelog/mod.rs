@@ -54,6 +54,6 @@ pub use held::{HeldOffset, HeldOffsets};
 pub use keys::{partition_key, surge_key, ticket_key};
 pub use restore::{
     restore, surge_detector, ReaderCtx, RestoreEnv, RestoreError, RestoreRequest, RestoreResult,
-    RestoredInput, RestoredSurge,
+    RestoredInput, RestoredSurge, WantedRestores,
 };
 pub use write::{ticket_records, StateRecord, SurgeRecord, SurgeRecordError, SURGE_RECORD_VERSION};

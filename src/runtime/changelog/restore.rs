@@ -49,7 +49,42 @@ pub struct RestoreEnv {
     pub timeout: Duration,
     /// Where a restore reports committed offsets it finds held (see [`super::held`]).
     pub held: Arc<HeldOffsets>,
+    /// The restores still waited for: one no longer wanted stops at its next step.
+    pub wanted: Arc<WantedRestores>,
 }
+
+/// The epochs of the restores the processing thread still waits for. A restore whose
+/// partition was revoked, lost or reset meanwhile stops at its next step (an offset fetch
+/// step, an empty poll, or every [`CANCEL_CHECK_RECORDS`] records) instead of running on to
+/// its bound with a consumer and a thread of its own — after a failed commit every
+/// partition restores again, and the earlier round's restores would otherwise pile up.
+#[derive(Default)]
+pub struct WantedRestores(std::sync::Mutex<HashSet<u64>>);
+
+impl WantedRestores {
+    /// Adds a restore about to start.
+    pub fn add(&self, epoch: u64) {
+        self.lock().insert(epoch);
+    }
+
+    /// Keeps exactly `epochs` (the partitions' restoring states).
+    pub fn set(&self, epochs: impl Iterator<Item = u64>) {
+        let mut wanted = self.lock();
+        wanted.clear();
+        wanted.extend(epochs);
+    }
+
+    pub fn wants(&self, epoch: u64) -> bool {
+        self.lock().contains(&epoch)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Records read between two checks whether a restore is still wanted.
+const CANCEL_CHECK_RECORDS: u64 = 1 << 16;
 
 /// One restored input partition.
 pub struct RestoredInput {
@@ -100,6 +135,8 @@ pub enum RestoreError {
     Spawn(#[source] std::io::Error),
     #[error("the restore builder panicked")]
     BuilderPanicked,
+    #[error("restore of state partition {partition} no longer wanted (revoked, lost or reset meanwhile)")]
+    Cancelled { partition: i32 },
 }
 
 /// The restore reader's context: end-of-partition is how it knows it is done, not an error.
@@ -192,6 +229,7 @@ fn run(
             let mut chunk = Chunk::default();
             let read = read_partition(
                 env,
+                req.epoch,
                 &env.group_id,
                 &req.inputs,
                 &env.state_topic,
@@ -239,6 +277,7 @@ fn run(
         let mut latest: Option<Vec<u8>> = None;
         let committed = read_partition(
             env,
+            req.epoch,
             &env.surge_group_id,
             std::slice::from_ref(&env.repartition_topic),
             &env.surge_state_topic,
@@ -445,6 +484,7 @@ impl InputRestore {
 #[allow(clippy::too_many_arguments)]
 fn read_partition(
     env: &RestoreEnv,
+    epoch: u64,
     group: &str,
     sources: &[String],
     state_topic: &str,
@@ -465,7 +505,7 @@ fn read_partition(
     for t in sources {
         tpl.add_partition(t, p);
     }
-    let committed_tpl = committed_offsets(env, group, &reader, &tpl, p)?;
+    let committed_tpl = committed_offsets(env, epoch, group, &reader, &tpl, p)?;
     let committed: HashMap<String, Option<i64>> = sources
         .iter()
         .map(|t| {
@@ -497,6 +537,7 @@ fn read_partition(
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(state_topic, p, Offset::Beginning)?;
     reader.assign(&tpl)?;
+    let cancelled = || RestoreError::Cancelled { partition: p };
     loop {
         if Instant::now() > deadline {
             return Err(RestoreError::Timeout {
@@ -505,6 +546,7 @@ fn read_partition(
             });
         }
         match reader.poll(Duration::from_millis(100)) {
+            None if !env.wanted.wants(epoch) => return Err(cancelled()),
             None => continue,
             Some(Err(KafkaError::PartitionEOF(_))) => break,
             Some(Err(e)) => {
@@ -515,6 +557,9 @@ fn read_partition(
             Some(Ok(m)) => {
                 let Some(key) = m.key() else { continue };
                 *records += 1;
+                if *records % CANCEL_CHECK_RECORDS == 0 && !env.wanted.wants(epoch) {
+                    return Err(cancelled());
+                }
                 *bytes += (key.len() + m.payload_len()) as u64;
                 on_record(key, m.payload())?;
             }
@@ -541,14 +586,18 @@ const OFFSETS_STEP: Duration = Duration::from_secs(5);
 /// are reported with their stable committed offsets ([`report_held`]).
 fn committed_offsets(
     env: &RestoreEnv,
+    epoch: u64,
     group: &str,
     reader: &BaseConsumer<ReaderCtx>,
     tpl: &TopicPartitionList,
     p: i32,
-) -> Result<TopicPartitionList, KafkaError> {
+) -> Result<TopicPartitionList, RestoreError> {
     let started = Instant::now();
     let mut stable_reader = None;
     loop {
+        if !env.wanted.wants(epoch) {
+            return Err(RestoreError::Cancelled { partition: p });
+        }
         let left = env.timeout.saturating_sub(started.elapsed());
         match reader.committed_offsets(tpl.clone(), left.min(OFFSETS_STEP)) {
             Err(KafkaError::MetadataFetch(RDKafkaErrorCode::OperationTimedOut))
@@ -564,7 +613,7 @@ fn committed_offsets(
                     tracing::warn!(partition = p, error = %e, "state restore: reading the stable committed offsets failed");
                 }
             }
-            r => return r,
+            r => return Ok(r?),
         }
     }
 }
@@ -611,6 +660,18 @@ pub fn surge_detector(policy: &PolicySet, record: Option<&SurgeRecord>) -> Surge
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restore_is_wanted_from_its_start_until_its_epoch_leaves_the_set() {
+        let w = WantedRestores::default();
+        assert!(!w.wants(7));
+        w.add(7);
+        assert!(w.wants(7), "wanted before the next readiness update");
+        w.set([7, 9].into_iter());
+        assert!(w.wants(7) && w.wants(9));
+        w.set([9].into_iter());
+        assert!(!w.wants(7), "revoked, lost or reset: cancelled at its next step");
+    }
 
     use crate::core::engine::Emitted;
     use crate::core::model::{Body, Event};

@@ -166,7 +166,11 @@ impl Processor {
             engine_cfg: self.engine_cfg.clone(),
             timeout: RESTORE_TIMEOUT,
             held: self.held_offsets.clone(),
+            wanted: self.wanted_restores.clone(),
         };
+        // Wanted before its thread starts (the next readiness update keeps it while the
+        // partition restores under this epoch).
+        self.wanted_restores.add(req.epoch);
         let tx = self.restore_tx.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("slawatch-restore-{p}"))
@@ -193,7 +197,11 @@ impl Processor {
         let (restored, surge) = match r.outcome {
             Ok(x) => x,
             Err(e) => {
-                telemetry::error(telemetry::ErrorReason::Restore);
+                // A cancelled restore was no longer wanted: no failure (and no retry, unless
+                // its partition still waits for it after all).
+                if !matches!(e, RestoreError::Cancelled { .. }) {
+                    telemetry::error(telemetry::ErrorReason::Restore);
+                }
                 if let Some(plan) = self.parts.restore_failed(p, r.epoch) {
                     tracing::error!(partition = p, error = %e, "restore failed; retrying");
                     self.request_restore(plan, Duration::from_millis(500));
@@ -327,6 +335,7 @@ impl Processor {
     }
 
     pub(super) fn update_ready(&self) {
+        self.wanted_restores.set(self.parts.restoring_epochs());
         let restoring = self.parts.restoring_partitions();
         self.control
             .restoring_partitions

@@ -59,8 +59,8 @@ use crate::core::policy::PolicySet;
 use crate::core::ticket::Observation;
 use crate::core::time::{Dur, Ts};
 use crate::runtime::changelog::{
-    self, partition_key, surge_key as surge_state_key, HeldOffsets, RestoreEnv, RestoreRequest,
-    RestoreResult, SurgeRecord, SURGE_RECORD_VERSION,
+    self, partition_key, surge_key as surge_state_key, HeldOffsets, RestoreEnv, RestoreError,
+    RestoreRequest, RestoreResult, SurgeRecord, WantedRestores, SURGE_RECORD_VERSION,
 };
 use crate::runtime::commit_policy::{
     commit_plan, partition_lag, CommitPace, CommitPlan, CommitSettings, PartitionLag,
@@ -257,6 +257,7 @@ pub fn start(
         restore_tx,
         held_offsets: Arc::default(),
         last_release: None,
+        wanted_restores: Arc::default(),
         last_commit: Instant::now(),
         out: Emitted::default(),
         surge_out: Vec::new(),
@@ -583,6 +584,8 @@ struct Processor {
     /// last release of them ran.
     held_offsets: Arc<HeldOffsets>,
     last_release: Option<Instant>,
+    /// The restores still waited for (one no longer wanted stops early).
+    wanted_restores: Arc<WantedRestores>,
     last_commit: Instant,
     out: Emitted,
     surge_out: Vec<SlaOutput>,

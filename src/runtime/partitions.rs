@@ -268,7 +268,11 @@ mod tests {
         let second = ps.assign([(Input(0), 3)]);
         let mut epochs: Vec<u64> = ps.restoring_epochs().collect();
         epochs.sort_unstable();
-        assert_eq!(epochs, [first[1].epoch, second[0].epoch], "not the revoked one's");
+        assert_eq!(
+            epochs,
+            [first[1].epoch, second[0].epoch],
+            "not the revoked one's"
+        );
         live(&mut ps, &second);
         assert_eq!(ps.restoring_epochs().collect::<Vec<_>>(), [first[1].epoch]);
     }

@@ -557,7 +557,7 @@ fn read_partition(
             Some(Ok(m)) => {
                 let Some(key) = m.key() else { continue };
                 *records += 1;
-                if *records % CANCEL_CHECK_RECORDS == 0 && !env.wanted.wants(epoch) {
+                if records.is_multiple_of(CANCEL_CHECK_RECORDS) && !env.wanted.wants(epoch) {
                     return Err(cancelled());
                 }
                 *bytes += (key.len() + m.payload_len()) as u64;
@@ -670,7 +670,10 @@ mod tests {
         w.set([7, 9].into_iter());
         assert!(w.wants(7) && w.wants(9));
         w.set([9].into_iter());
-        assert!(!w.wants(7), "revoked, lost or reset: cancelled at its next step");
+        assert!(
+            !w.wants(7),
+            "revoked, lost or reset: cancelled at its next step"
+        );
     }
 
     use crate::core::engine::Emitted;

@@ -168,6 +168,38 @@ impl Clocks {
         }
     }
 
+    /// Records up to `n` hashes from `next` into room the block has (a restore decoding a
+    /// record's hashes straight into it), stopping at the first `None`; `None` then.
+    /// The length is written once, not per hash as [`Clocks::push_seen`] does.
+    pub fn fill_seen(&mut self, n: usize, mut next: impl FnMut() -> Option<u64>) -> Option<()> {
+        assert!(
+            self.header().room as usize >= n,
+            "no room for the dedup hashes"
+        );
+        if n == 0 {
+            return Some(());
+        }
+        let len = self.header().seen as usize;
+        let dst = self.seen_ptr();
+        let mut done = 0;
+        let mut ok = true;
+        while done < n {
+            let Some(h) = next() else {
+                ok = false;
+                break;
+            };
+            // SAFETY: `len + done < len + room`, inside the block (not `EMPTY`: it has no
+            // room and `n > 0`).
+            unsafe { dst.add(len + done).write(h) };
+            done += 1;
+        }
+        // SAFETY: a block this owns (see above).
+        let hd = unsafe { self.ptr.as_mut() };
+        hd.seen += done as u32;
+        hd.room -= done as u16;
+        ok.then_some(())
+    }
+
     /// Replaces the clock states with `clocks` (another count: a re-match or a restore
     /// under a plan with other clocks), keeping the hashes and their capacity.
     pub fn set_clocks(&mut self, clocks: &[ClockCore]) {
@@ -268,6 +300,16 @@ mod tests {
                 c.push_seen(h * 7919);
                 assert_eq!(c.seen(), &model[..]);
                 assert_eq!(&*c, &cores[..]);
+                // The same hashes written in bulk, stopping where `next` gives `None`.
+                let mut f = Clocks::new(&cores, &[], model.len() + 1);
+                let mut it = model.iter().copied();
+                assert_eq!(f.fill_seen(model.len(), || it.next()), Some(()));
+                assert_eq!(f.seen(), &model[..]);
+                let mut g = Clocks::new(&cores, &[], model.len() + 1);
+                let mut it = model.iter().copied();
+                assert_eq!(g.fill_seen(model.len() + 1, || it.next()), None);
+                assert_eq!(g.seen(), &model[..]);
+                assert_eq!(g.seen_capacity(), model.len() + 1);
                 assert!(c.seen_capacity() >= c.seen().len());
             }
             let d = c.clone();

@@ -10,8 +10,9 @@ use crate::core::clock::ClockCore;
 use std::alloc::{alloc, dealloc, handle_alloc_error, realloc, Layout};
 use std::ptr::NonNull;
 
-/// The block's first 8 bytes.
-#[repr(C)]
+/// The block's first 8 bytes (aligned as the clock states and hashes after it: the shared
+/// [`EMPTY`] block's zero-length slices must be aligned too).
+#[repr(C, align(8))]
 struct Header {
     /// Clock states after the header.
     clocks: u16,
@@ -24,6 +25,8 @@ struct Header {
 
 const HEADER: usize = std::mem::size_of::<Header>();
 const _: () = assert!(HEADER == 8 && std::mem::align_of::<ClockCore>() <= 8);
+// The hashes start right after the clock states: their size keeps them 8-byte aligned.
+const _: () = assert!(std::mem::size_of::<ClockCore>().is_multiple_of(8));
 
 /// The block of a ticket with no clocks and no hashes (never written, never freed).
 static EMPTY: Header = Header {

@@ -14,14 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 events="${1:-100000}"
-bin=${SLAWATCH_BENCH_BIN:-}
-[ -n "$bin" ] || bin=$(CARGO_TERM_COLOR=never cargo bench --bench engine --no-run --message-format=json 2>/dev/null |
-    python3 -c 'import sys, json
-for l in sys.stdin:
-    m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "engine" and m.get("executable"):
-        print(m["executable"])')
-[ -x "$bin" ] || { echo "engine bench binary not found" >&2; exit 1; }
+bin=$(scripts/engine-bench-bin.sh)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 

@@ -365,13 +365,7 @@ impl<P: TxnProducer> Txn<P> {
             }
             self.begin()?;
         }
-        for (tpl, group) in offsets {
-            if tpl.count() == 0 {
-                continue;
-            }
-            self.producer
-                .send_offsets(tpl, group, remaining(deadline))?;
-        }
+        self.send_offsets(offsets, deadline)?;
         let t2 = Instant::now();
         let mut attempts = 1;
         loop {
@@ -426,15 +420,25 @@ impl<P: TxnProducer> Txn<P> {
         }
         let deadline = Instant::now() + self.timeout;
         self.begin()?;
-        let sent = offsets
+        let sent = self.send_offsets(offsets, deadline);
+        let aborted = self.finish_abort();
+        self.open = false;
+        sent.and(aborted)
+    }
+
+    /// Adds each group's offsets to the open transaction (empty lists skipped), all within
+    /// `deadline`.
+    fn send_offsets(
+        &self,
+        offsets: &[(&TopicPartitionList, &P::Group)],
+        deadline: Instant,
+    ) -> Result<(), TxnError> {
+        offsets
             .iter()
             .filter(|(tpl, _)| tpl.count() > 0)
             .try_for_each(|(tpl, group)| {
                 self.producer.send_offsets(tpl, group, remaining(deadline))
-            });
-        let aborted = self.finish_abort();
-        self.open = false;
-        sent.and(aborted)
+            })
     }
 
     /// Begins a transaction, first finishing an abort that ran out of time.

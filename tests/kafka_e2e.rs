@@ -55,8 +55,25 @@ fn examples_at_least_once_equal_replay() {
 /// event-time order.
 #[test]
 fn surges_across_partitions_equal_replay() {
-    let names = Names::new("e2e-surge");
-    let cfg = config(&names, "i0", true, "");
+    surges_through_kafka("e2e-surge", 1);
+}
+
+/// `[runtime] threads = 2`: two processing threads, each a group member with its own
+/// clients, split the input and repartition partitions between them; the result is still
+/// replay's, exactly once.
+#[test]
+fn two_processing_threads_split_the_partitions_and_equal_replay() {
+    surges_through_kafka("e2e-threads", 2);
+}
+
+fn surges_through_kafka(name: &str, threads: usize) {
+    let names = Names::new(name);
+    let cfg = config(
+        &names,
+        "i0",
+        true,
+        &format!("[runtime]\nthreads = {threads}"),
+    );
     let surge = (
         Dur::from_secs(70 * 60),
         Dur::from_secs(12 * 60),
@@ -84,9 +101,26 @@ fn surges_across_partitions_equal_replay() {
     assert!(surges >= 1, "the planted surge is in replay's output");
 
     let clock = Arc::new(ManualClock::new(Ts::from_secs(0)));
-    // A backlog: everything is produced before the processor starts.
-    produce_events(&names.input_topic_created(), &events, 5);
-    let h = start(&cfg, clock.clone());
+    let h = if threads == 1 {
+        // A backlog: everything is produced before the processor starts.
+        produce_events(&names.input_topic_created(), &events, 5);
+        start(&cfg, clock.clone())
+    } else {
+        // The events are produced once every thread holds partitions of both groups (the
+        // cooperative assignor moves partitions to a joining member in a second round), so
+        // every thread processes some.
+        let h = start(&cfg, clock.clone());
+        for group in [names.group.clone(), format!("{}.surge", names.group)] {
+            wait_for(
+                &format!("{threads} members of {group} holding partitions"),
+                WAIT,
+                || members_holding_partitions(&group) == threads,
+            );
+        }
+        wait_ready(&h);
+        produce_events(&names.input, &events, 5);
+        h
+    };
     wait_ready(&h);
     wait_for("all events consumed", WAIT, || {
         h.control.records_consumed.load(Ordering::Relaxed) >= events.len() as u64

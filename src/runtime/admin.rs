@@ -207,7 +207,7 @@ async fn timeline(state: &State, rest: &str) -> Response<Full<Bytes>> {
     }
 }
 
-/// Asks the processing thread for a ticket's view (`None`: not held here); a 503 response
+/// Asks the processing threads for a ticket's view (`None`: not held here); a 503 response
 /// when the thread is gone or does not answer within [`QUERY_TIMEOUT`].
 async fn ask(
     state: &State,
@@ -216,13 +216,18 @@ async fn ask(
 ) -> Result<Option<serde_json::Value>, Response<Full<Bytes>>> {
     const PLAIN: &str = "text/plain; charset=utf-8";
     let unavailable = |why: &'static str| text(StatusCode::SERVICE_UNAVAILABLE, why, PLAIN);
-    let Some(rx) = state
-        .control
-        .query_ticket(tenant.to_string(), id.to_string())
-    else {
+    let Some(replies) = state.control.query_ticket(tenant, id) else {
         return Err(unavailable("processor not running\n"));
     };
-    match tokio::time::timeout(QUERY_TIMEOUT, rx).await {
+    // One reply per processing thread; at most one holds the ticket.
+    let all = async {
+        let mut found = None;
+        for rx in replies {
+            found = found.or(rx.await?);
+        }
+        Ok::<_, tokio::sync::oneshot::error::RecvError>(found)
+    };
+    match tokio::time::timeout(QUERY_TIMEOUT, all).await {
         Ok(Ok(answer)) => Ok(answer),
         _ => Err(unavailable("processor did not answer\n")),
     }

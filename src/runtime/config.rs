@@ -150,6 +150,9 @@ pub struct Config {
     /// Engine limits and retention (event time).
     #[serde(default)]
     pub engine: EngineLimits,
+    /// Processing threads.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
     /// Raw librdkafka properties for every client (security, tuning). Keys slawatch owns
     /// are refused. Secret values are masked in `{:?}` and in [`Config::summary`].
     #[serde(default)]
@@ -259,6 +262,32 @@ pub struct TopicsConfig {
     /// Replication factor of created topics. Default 3.
     #[serde(default = "d_replication")]
     pub replication_factor: i32,
+}
+
+/// `[runtime]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Processing threads, 1–64. Each is a member of the consumer group of its own
+    /// (instance `<instance_id>-t<k>` for k ≥ 1; thread 0 keeps `<instance_id>`) with its
+    /// own consumers and transactional producers, and owns the partitions the group assigns
+    /// it: no state and no lock is shared per record, and a rebalance moves partitions
+    /// between threads as between replicas. Default 1 (see docs/operations.md: the broker
+    /// often shares the machine).
+    #[serde(default = "d_threads")]
+    pub threads: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            threads: d_threads(),
+        }
+    }
+}
+
+fn d_threads() -> usize {
+    1
 }
 
 /// `[engine]`
@@ -421,7 +450,11 @@ pub enum ConfigError {
 }
 
 /// Section tables that `SLAWATCH_<SECTION>_<KEY>` variables address.
-const SECTIONS: &[&str] = &["topics", "engine"];
+const SECTIONS: &[(&str, &[&str])] = &[
+    ("topics", TOPICS_KEYS),
+    ("engine", ENGINE_KEYS),
+    ("runtime", RUNTIME_KEYS),
+];
 const TOP_LEVEL_KEYS: &[&str] = &[
     "brokers",
     "group_id",
@@ -457,6 +490,7 @@ const TOPICS_KEYS: &[&str] = &[
     "output_partitions",
     "replication_factor",
 ];
+const RUNTIME_KEYS: &[&str] = &["threads"];
 const ENGINE_KEYS: &[&str] = &[
     "preopen_max_tickets",
     "preopen_max_age_secs",
@@ -534,6 +568,15 @@ impl Config {
     }
 
     /// Cross-field rules.
+    /// Processing thread `k`'s view of the configuration: its own group member
+    /// (`instance_id` with [`thread_suffix`]).
+    pub fn for_thread(&self, k: usize) -> Config {
+        Config {
+            instance_id: format!("{}{}", self.instance_id, thread_suffix(k)),
+            ..self.clone()
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid =
             |key: &'static str, message: String| Err(ConfigError::Invalid { key, message });
@@ -552,6 +595,12 @@ impl Config {
                 key: "input_formats",
                 message: format!("{t:?} is not one of input_topics {:?}", self.input_topics),
             });
+        }
+        if !(1..=64).contains(&self.runtime.threads) {
+            return invalid(
+                "runtime.threads",
+                format!("{} must be between 1 and 64", self.runtime.threads),
+            );
         }
         if !valid_id(&self.group_id) {
             return invalid(
@@ -725,6 +774,7 @@ impl Config {
         let _ = writeln!(s, "brokers              = {}", self.brokers);
         let _ = writeln!(s, "group_id             = {}", self.group_id);
         let _ = writeln!(s, "instance_id          = {}", self.instance_id);
+        let _ = writeln!(s, "threads              = {}", self.runtime.threads);
         let _ = writeln!(s, "input_topics         = {:?}", self.input_topics);
         let formats: Vec<String> = self
             .input_topics
@@ -824,16 +874,15 @@ fn check_file_keys(text: &str, origin: &str) -> Result<(), ConfigError> {
     let top: Vec<&str> = TOP_LEVEL_KEYS
         .iter()
         .copied()
-        .chain(SECTIONS.iter().copied())
+        .chain(SECTIONS.iter().map(|&(name, _)| name))
         .chain(["kafka"])
         .collect();
     for (k, v) in doc.get_ref() {
         let key = k.get_ref().as_ref();
-        let section_keys = match key {
-            "topics" => TOPICS_KEYS,
-            "engine" => ENGINE_KEYS,
-            _ if top.contains(&key) => continue,
-            _ => {
+        let section_keys = match SECTIONS.iter().find(|&&(name, _)| name == key) {
+            Some(&(_, keys)) => keys,
+            None if top.contains(&key) => continue,
+            None => {
                 unknown(k.span(), key, "", &top);
                 continue;
             }
@@ -851,6 +900,17 @@ fn check_file_keys(text: &str, origin: &str) -> Result<(), ConfigError> {
         Ok(())
     } else {
         Err(ConfigError::UnknownKeys(problems))
+    }
+}
+
+/// What processing thread `k`'s instance and transactional ids append to the replica's:
+/// nothing for thread 0 (a replica with one thread keeps the ids it always had), `-t<k>`
+/// for the others.
+pub fn thread_suffix(k: usize) -> String {
+    if k == 0 {
+        String::new()
+    } else {
+        format!("-t{k}")
     }
 }
 
@@ -900,12 +960,8 @@ fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), Conf
         table.insert(rest.clone(), parse_env_value(&rest, value));
         return Ok(());
     }
-    for section in SECTIONS {
+    for &(section, known) in SECTIONS {
         if let Some(key) = rest.strip_prefix(&format!("{section}_")) {
-            let known = match *section {
-                "topics" => TOPICS_KEYS,
-                _ => ENGINE_KEYS,
-            };
             if known.contains(&key) {
                 let t = table
                     .entry(section.to_string())
@@ -918,7 +974,7 @@ fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), Conf
         }
     }
     let mut names: Vec<String> = TOP_LEVEL_KEYS.iter().map(|k| k.to_string()).collect();
-    for (section, keys) in [("topics", TOPICS_KEYS), ("engine", ENGINE_KEYS)] {
+    for &(section, keys) in SECTIONS {
         names.extend(keys.iter().map(|k| format!("{section}_{k}")));
     }
     let hint = nearest(&rest, names.iter().map(String::as_str))
@@ -940,6 +996,21 @@ mod tests {
             "test.toml",
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
         )
+    }
+
+    #[test]
+    fn processing_threads_are_set_by_file_or_environment_and_bounded() {
+        let base = "brokers = \"b\"\ninstance_id = \"i1\"";
+        assert_eq!(load(base, &[]).unwrap().runtime.threads, 1);
+        let file = load(&format!("{base}\n[runtime]\nthreads = 4"), &[]).unwrap();
+        assert_eq!(file.runtime.threads, 4);
+        let env = load(base, &[("SLAWATCH_RUNTIME_THREADS", "2")]).unwrap();
+        assert_eq!(env.runtime.threads, 2);
+        assert!(env.summary().contains("threads              = 2"));
+        for bad in ["0", "65"] {
+            let e = load(base, &[("SLAWATCH_RUNTIME_THREADS", bad)]).unwrap_err();
+            assert!(e.to_string().contains("runtime.threads"), "{e}");
+        }
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! What the processing thread shares with the rest of the process: shutdown and policy
+//! What the processing threads share with the rest of the process: shutdown and policy
 //! reload requests going in, readiness and liveness coming out, and ticket queries for the
 //! admin API.
 //!
-//! Ticket queries are answered by the processing thread itself (a request/response channel
+//! Ticket queries are answered by the processing threads themselves (each is asked; the one
+//! holding the ticket answers with it) (a request/response channel
 //! drained after every poll) rather than from a concurrently-updated `DashMap` of views:
 //! the engine state is already in memory once, a second per-ticket copy would double the
 //! memory of a million open tickets and cost a view rebuild per changed ticket on the hot
@@ -20,21 +21,29 @@ pub struct TicketQuery {
     pub reply: tokio::sync::oneshot::Sender<Option<serde_json::Value>>,
 }
 
-/// Shared state between the processing thread and its owners.
+/// Shared state between the processing threads and their owners. With `[runtime] threads`
+/// above 1 every figure is the process's: the threads' sums, ready and alive only when every
+/// thread is.
 pub struct Control {
     shutdown: AtomicBool,
-    reload: Mutex<Option<Arc<PolicySet>>>,
-    queries_tx: Mutex<mpsc::Sender<TicketQuery>>,
-    queries_rx: Mutex<Option<mpsc::Receiver<TicketQuery>>>,
-    /// Every assigned partition restored (and the group joined).
-    pub ready: AtomicBool,
-    /// The processing thread runs.
-    pub alive: AtomicBool,
+    /// The latest reloaded policy and its generation (each thread applies every generation
+    /// it has not seen).
+    reload: Mutex<(u64, Option<Arc<PolicySet>>)>,
+    /// One query channel per processing thread (a ticket is held by at most one of them).
+    queries: Mutex<Vec<mpsc::Sender<TicketQuery>>>,
+    /// Processing threads started, and how many of them are ready (every assigned partition
+    /// restored, the group joined) and alive.
+    threads: AtomicUsize,
+    ready_threads: AtomicUsize,
+    alive_threads: AtomicUsize,
     /// Input partitions assigned.
     pub assigned_partitions: AtomicUsize,
     /// Repartition-topic partitions assigned (the surge stage).
     pub assigned_surge_partitions: AtomicUsize,
     pub restoring_partitions: AtomicUsize,
+    /// Per thread: active surges by channel and by category, and the commit interval in
+    /// use, for the process-wide gauges.
+    thread_gauges: Mutex<Vec<ThreadGauges>>,
     pub transactions_committed: AtomicU64,
     /// Input records consumed (the surge stage's repartition records are not counted:
     /// tests and the stop summary read this as "input seen").
@@ -66,19 +75,26 @@ pub struct Control {
 /// Commit durations kept by [`Control::record_commit`].
 const COMMIT_TIMES_KEPT: usize = 100_000;
 
+/// What one processing thread last reported for a process-wide gauge.
+#[derive(Clone, Copy, Default)]
+struct ThreadGauges {
+    surges: (u64, u64),
+    commit_interval: std::time::Duration,
+}
+
 impl Control {
     pub fn new() -> Arc<Control> {
-        let (tx, rx) = mpsc::channel();
         Arc::new(Control {
             shutdown: AtomicBool::new(false),
-            reload: Mutex::new(None),
-            queries_tx: Mutex::new(tx),
-            queries_rx: Mutex::new(Some(rx)),
-            ready: AtomicBool::new(false),
-            alive: AtomicBool::new(false),
+            reload: Mutex::new((0, None)),
+            queries: Mutex::new(Vec::new()),
+            threads: AtomicUsize::new(0),
+            ready_threads: AtomicUsize::new(0),
+            alive_threads: AtomicUsize::new(0),
             assigned_partitions: AtomicUsize::new(0),
             assigned_surge_partitions: AtomicUsize::new(0),
             restoring_partitions: AtomicUsize::new(0),
+            thread_gauges: Mutex::new(Vec::new()),
             transactions_committed: AtomicU64::new(0),
             records_consumed: AtomicU64::new(0),
             outputs_produced: AtomicU64::new(0),
@@ -105,39 +121,112 @@ impl Control {
         self.shutdown.load(Ordering::SeqCst)
     }
 
-    /// Hands a validated policy set to the processing thread (applied at its next loop).
+    /// Hands a validated policy set to the processing threads (each applies it at its next
+    /// loop).
     pub fn reload_policy(&self, set: Arc<PolicySet>) {
-        *lock(&self.reload) = Some(set);
+        let mut r = lock(&self.reload);
+        *r = (r.0 + 1, Some(set));
     }
-    pub(crate) fn take_reload(&self) -> Option<Arc<PolicySet>> {
-        lock(&self.reload).take()
+    /// The policy reloaded since generation `seen` (which it advances), if any.
+    pub(crate) fn take_reload(&self, seen: &mut u64) -> Option<Arc<PolicySet>> {
+        let r = lock(&self.reload);
+        if r.0 == *seen {
+            return None;
+        }
+        *seen = r.0;
+        r.1.clone()
     }
 
-    /// Sends a ticket query; `None` when the processing thread is gone.
+    /// Sends a ticket query to every processing thread: one reply each (`Some` from the
+    /// thread holding the ticket). `None` when no processing thread runs.
     pub fn query_ticket(
         &self,
-        tenant: String,
-        ticket_id: String,
-    ) -> Option<tokio::sync::oneshot::Receiver<Option<serde_json::Value>>> {
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        lock(&self.queries_tx)
-            .send(TicketQuery {
-                tenant,
-                ticket_id,
-                reply,
+        tenant: &str,
+        ticket_id: &str,
+    ) -> Option<Vec<tokio::sync::oneshot::Receiver<Option<serde_json::Value>>>> {
+        let replies: Vec<_> = lock(&self.queries)
+            .iter()
+            .filter_map(|tx| {
+                let (reply, rx) = tokio::sync::oneshot::channel();
+                let q = TicketQuery {
+                    tenant: tenant.to_string(),
+                    ticket_id: ticket_id.to_string(),
+                    reply,
+                };
+                tx.send(q).ok().map(|()| rx)
             })
-            .ok()?;
-        Some(rx)
-    }
-    pub(crate) fn take_query_receiver(&self) -> Option<mpsc::Receiver<TicketQuery>> {
-        lock(&self.queries_rx).take()
+            .collect();
+        (!replies.is_empty()).then_some(replies)
     }
 
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+    /// Registers `n` processing threads (before they start) and opens their query channels.
+    pub(crate) fn start_threads(&self, n: usize) -> Vec<mpsc::Receiver<TicketQuery>> {
+        self.threads.store(n, Ordering::SeqCst);
+        *lock(&self.thread_gauges) = vec![ThreadGauges::default(); n];
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::channel()).unzip();
+        *lock(&self.queries) = txs;
+        rxs
     }
+
+    /// Every processing thread started is ready.
+    pub fn is_ready(&self) -> bool {
+        let n = self.threads.load(Ordering::SeqCst);
+        n > 0 && self.ready_threads.load(Ordering::SeqCst) == n
+    }
+    /// Every processing thread started runs.
     pub fn is_alive(&self) -> bool {
-        self.alive.load(Ordering::SeqCst)
+        let n = self.threads.load(Ordering::SeqCst);
+        n > 0 && self.alive_threads.load(Ordering::SeqCst) == n
+    }
+    /// A thread's readiness changed from `!ready` to `ready`; returns the process's.
+    pub(crate) fn thread_ready(&self, ready: bool) -> bool {
+        if ready {
+            self.ready_threads.fetch_add(1, Ordering::SeqCst);
+        } else {
+            self.ready_threads.fetch_sub(1, Ordering::SeqCst);
+        }
+        self.is_ready()
+    }
+    /// A thread started (`true`) or ended.
+    pub(crate) fn thread_alive(&self, alive: bool) {
+        if alive {
+            self.alive_threads.fetch_add(1, Ordering::SeqCst);
+        } else {
+            self.alive_threads.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    /// Moves a process-wide count by what one thread's count changed by (`was` → `now`);
+    /// returns the new total.
+    pub(crate) fn move_count(counter: &AtomicUsize, was: usize, now: usize) -> usize {
+        if now >= was {
+            counter.fetch_add(now - was, Ordering::Relaxed) + (now - was)
+        } else {
+            counter.fetch_sub(was - now, Ordering::Relaxed) - (was - now)
+        }
+    }
+    /// Thread `k`'s active surges (by channel, by category); returns the process's.
+    pub(crate) fn report_surges(&self, k: usize, by_channel: u64, by_category: u64) -> (u64, u64) {
+        let mut g = lock(&self.thread_gauges);
+        if let Some(slot) = g.get_mut(k) {
+            slot.surges = (by_channel, by_category);
+        }
+        g.iter()
+            .fold((0, 0), |(a, b), s| (a + s.surges.0, b + s.surges.1))
+    }
+    /// Thread `k`'s commit interval; returns the widest in the process.
+    pub(crate) fn report_commit_interval(
+        &self,
+        k: usize,
+        interval: std::time::Duration,
+    ) -> std::time::Duration {
+        let mut g = lock(&self.thread_gauges);
+        if let Some(slot) = g.get_mut(k) {
+            slot.commit_interval = interval;
+        }
+        g.iter()
+            .map(|s| s.commit_interval)
+            .max()
+            .unwrap_or(interval)
     }
 
     /// One loop iteration: records handled, time in the input poll (incl. handling), time in
@@ -229,4 +318,79 @@ impl Control {
 /// thread must not take the admin API or the processor down with it.
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_process_is_ready_and_alive_only_when_every_thread_is() {
+        let c = Control::new();
+        assert!(!c.is_ready() && !c.is_alive(), "nothing started");
+        let _queries = c.start_threads(2);
+        c.thread_alive(true);
+        assert!(!c.is_alive(), "one of two threads runs");
+        c.thread_alive(true);
+        assert!(c.is_alive());
+        assert!(!c.thread_ready(true), "one of two threads ready");
+        assert!(c.thread_ready(true));
+        assert!(c.is_ready());
+        assert!(!c.thread_ready(false), "a rebalance in one thread");
+        c.thread_alive(false);
+        assert!(!c.is_alive());
+    }
+
+    #[test]
+    fn counts_add_up_over_threads() {
+        let c = Control::new();
+        assert_eq!(Control::move_count(&c.assigned_partitions, 0, 3), 3);
+        assert_eq!(Control::move_count(&c.assigned_partitions, 0, 2), 5);
+        assert_eq!(Control::move_count(&c.assigned_partitions, 3, 1), 3);
+        assert_eq!(Control::move_count(&c.assigned_partitions, 2, 0), 1);
+        let _queries = c.start_threads(2);
+        assert_eq!(c.report_surges(0, 2, 1), (2, 1));
+        assert_eq!(c.report_surges(1, 1, 0), (3, 1));
+        assert_eq!(c.report_surges(0, 0, 0), (1, 0));
+        let ms = std::time::Duration::from_millis;
+        assert_eq!(c.report_commit_interval(0, ms(100)), ms(100));
+        assert_eq!(c.report_commit_interval(1, ms(1000)), ms(1000));
+        assert_eq!(c.report_commit_interval(1, ms(100)), ms(100));
+    }
+
+    #[test]
+    fn every_thread_applies_each_reload_once() {
+        let c = Control::new();
+        let (mut a, mut b) = (0, 0);
+        assert!(c.take_reload(&mut a).is_none());
+        let set = Arc::new(
+            crate::core::policy::builtin::PolicySource::BuiltIn
+                .load()
+                .unwrap(),
+        );
+        c.reload_policy(set.clone());
+        assert!(c.take_reload(&mut a).is_some());
+        assert!(c.take_reload(&mut a).is_none(), "applied once");
+        assert!(
+            c.take_reload(&mut b).is_some(),
+            "the other thread applies it too"
+        );
+        c.reload_policy(set);
+        assert!(c.take_reload(&mut a).is_some());
+    }
+
+    #[test]
+    fn a_ticket_query_reaches_every_thread() {
+        let c = Control::new();
+        assert!(c.query_ticket("t", "1").is_none(), "no thread runs");
+        let queries = c.start_threads(2);
+        let replies = c.query_ticket("t", "1").expect("threads run");
+        assert_eq!(replies.len(), 2);
+        for rx in &queries {
+            let q = rx.try_recv().expect("each thread is asked");
+            assert_eq!((q.tenant.as_str(), q.ticket_id.as_str()), ("t", "1"));
+        }
+        drop(queries);
+        assert!(c.query_ticket("t", "1").is_none(), "every thread gone");
+    }
 }

@@ -74,6 +74,18 @@ impl Topics {
         }
     }
 
+    /// Processing thread `k`'s names: its own transactional ids (with
+    /// [`thread_suffix`](crate::runtime::config::thread_suffix)), the rest shared.
+    pub fn for_thread(&self, k: usize) -> Topics {
+        let suffix = crate::runtime::config::thread_suffix(k);
+        let [first, _] = &self.transactional_ids;
+        let base = format!("{first}{suffix}");
+        Topics {
+            transactional_ids: [base.clone(), format!("{base}:1")],
+            ..self.clone()
+        }
+    }
+
     /// Where an SLA event goes: Breach and Cleared → breaches; Warning → warnings;
     /// Escalation → escalations; ProgressReminder and FollowUpDue → reminders; surges →
     /// surges.
@@ -380,6 +392,36 @@ fn create(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_processing_thread_has_its_own_instance_and_transactional_ids() {
+        let cfg = Config::from_sources(
+            "brokers = \"b\"\ninstance_id = \"i1\"\n[runtime]\nthreads = 3",
+            "t",
+            Vec::new(),
+        )
+        .unwrap();
+        for dry_run in [false, true] {
+            let topics = Topics::new(&cfg, dry_run);
+            for k in 0..3 {
+                // The thread's ids are those of a replica named after the thread.
+                let direct = Topics::new(&cfg.for_thread(k), dry_run);
+                assert_eq!(
+                    topics.for_thread(k).transactional_ids,
+                    direct.transactional_ids
+                );
+                assert_eq!(topics.for_thread(k).group_id, topics.group_id);
+            }
+        }
+        let t = Topics::new(&cfg, false);
+        assert_eq!(t.for_thread(0).transactional_ids, t.transactional_ids);
+        assert_eq!(
+            t.for_thread(2).transactional_ids,
+            ["slawatch-i1-t2", "slawatch-i1-t2:1"]
+        );
+        assert_eq!(cfg.for_thread(0).instance_id, "i1");
+        assert_eq!(cfg.for_thread(1).instance_id, "i1-t1");
+    }
 
     #[test]
     fn routing_and_shadow_prefix() {

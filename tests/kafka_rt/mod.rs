@@ -583,3 +583,40 @@ pub fn workload_with(
     // the output either way; keeps the run short).
     out
 }
+
+/// How many members of consumer group `group` hold at least one partition (0 before the group
+/// forms; parsed from
+/// each member's consumer-protocol assignment: version i16, then topics, each a name and an
+/// array of i32 partitions).
+pub fn members_holding_partitions(group: &str) -> usize {
+    let c: BaseConsumer = consumer_config(&bootstrap(), &unique_name("describe"))
+        .create()
+        .expect("describer");
+    let list = c
+        .fetch_group_list(Some(group), TIMEOUT)
+        .expect("group list");
+    // A group not formed yet holds nothing.
+    let Some(g) = list.groups().iter().find(|g| g.name() == group) else {
+        return 0;
+    };
+    g.members()
+        .iter()
+        .filter(|m| m.assignment().is_some_and(|a| assigned_partitions(a) > 0))
+        .count()
+}
+
+fn assigned_partitions(a: &[u8]) -> usize {
+    let i32_at = |at: usize| i32::from_be_bytes(a[at..at + 4].try_into().unwrap());
+    let mut at = 2;
+    let topics = i32_at(at).max(0);
+    at += 4;
+    let mut n = 0;
+    for _ in 0..topics {
+        let name_len = i16::from_be_bytes([a[at], a[at + 1]]) as usize;
+        at += 2 + name_len;
+        let parts = i32_at(at).max(0) as usize;
+        at += 4 + 4 * parts;
+        n += parts;
+    }
+    n
+}

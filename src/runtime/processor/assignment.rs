@@ -323,28 +323,64 @@ impl Processor {
         self.update_ready();
     }
 
-    pub(super) fn update_assigned(&self) {
+    pub(super) fn update_assigned(&mut self) {
         let Some(c) = &self.consumers else { return };
         let count = |consumer: &Consumer| consumer.assignment().map(|a| a.count()).unwrap_or(0);
         let (n, surge) = (count(&c.main), count(&c.surge));
-        self.control.assigned_partitions.store(n, Ordering::Relaxed);
-        self.control
-            .assigned_surge_partitions
-            .store(surge, Ordering::Relaxed);
-        telemetry::set_assigned_partitions(n as u64);
+        self.report_assigned(n, surge);
     }
 
-    pub(super) fn update_ready(&self) {
+    /// Adds this thread's change of assigned partitions to the process's counts.
+    fn report_assigned(&mut self, n: usize, surge: usize) {
+        let total =
+            Control::move_count(&self.control.assigned_partitions, self.reported.assigned, n);
+        Control::move_count(
+            &self.control.assigned_surge_partitions,
+            self.reported.assigned_surge,
+            surge,
+        );
+        (self.reported.assigned, self.reported.assigned_surge) = (n, surge);
+        telemetry::set_assigned_partitions(total as u64);
+    }
+
+    pub(super) fn update_ready(&mut self) {
         self.wanted_restores.set(self.parts.restoring_epochs());
         let restoring = self.parts.restoring_partitions();
-        self.control
-            .restoring_partitions
-            .store(restoring, Ordering::Relaxed);
-        telemetry::set_restoring_partitions(restoring as u64);
+        let total = Control::move_count(
+            &self.control.restoring_partitions,
+            self.reported.restoring,
+            restoring,
+        );
+        self.reported.restoring = restoring;
+        telemetry::set_restoring_partitions(total as u64);
         let ready = self.parts.ready() && self.fatal.is_none();
-        if self.control.ready.swap(ready, Ordering::SeqCst) != ready {
-            telemetry::set_ready(ready);
-            tracing::info!(ready, "readiness changed");
+        self.report_ready(ready);
+    }
+
+    fn report_ready(&mut self, ready: bool) {
+        if self.reported.ready != ready {
+            self.reported.ready = ready;
+            let process = self.control.thread_ready(ready);
+            telemetry::set_ready(process);
+            tracing::info!(
+                thread = self.thread,
+                ready,
+                process_ready = process,
+                "readiness changed"
+            );
         }
+    }
+
+    /// The thread ends: it no longer counts as ready nor holds partitions.
+    pub(super) fn leave(&mut self) {
+        self.report_ready(false);
+        self.report_assigned(0, 0);
+        let total = Control::move_count(
+            &self.control.restoring_partitions,
+            self.reported.restoring,
+            0,
+        );
+        self.reported.restoring = 0;
+        telemetry::set_restoring_partitions(total as u64);
     }
 }

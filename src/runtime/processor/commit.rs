@@ -139,7 +139,10 @@ impl Processor {
         let started = Instant::now();
         let plan = self.commit_plan();
         self.commit_pace = plan.mode;
-        telemetry::set_commit_interval(plan.interval);
+        telemetry::set_commit_interval(
+            self.control
+                .report_commit_interval(self.thread, plan.interval),
+        );
         tracing::debug!(
             caught_up = self.inputs.values().filter(|t| t.caught_up).count(),
             partitions = self.inputs.len(),

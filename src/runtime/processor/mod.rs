@@ -166,43 +166,52 @@ fn kerr(what: &'static str) -> impl FnOnce(KafkaError) -> ProcessorError {
     move |source| ProcessorError::Kafka { what, source }
 }
 
-/// A running processor.
+type ThreadResult = std::thread::JoinHandle<Result<(), ProcessorError>>;
+
+/// A running processor: its processing threads.
 pub struct ProcessorHandle {
     pub control: Arc<Control>,
-    thread: Option<std::thread::JoinHandle<Result<(), ProcessorError>>>,
+    threads: Vec<ThreadResult>,
 }
 
 impl ProcessorHandle {
-    /// Waits for the processing thread to end.
+    /// Waits for every processing thread to end; the first failure is the result (a
+    /// failing thread asks the others to stop).
     pub fn join(mut self) -> Result<(), ProcessorError> {
-        match self.thread.take().map(|t| t.join()) {
-            Some(Ok(r)) => r,
-            Some(Err(_)) => Err(ProcessorError::Panicked),
-            None => Ok(()),
+        let mut result = Ok(());
+        for t in std::mem::take(&mut self.threads) {
+            let r = t.join().unwrap_or(Err(ProcessorError::Panicked));
+            if result.is_ok() {
+                result = r;
+            }
         }
+        result
     }
     /// Requests a graceful stop and waits for it.
     pub fn stop(self) -> Result<(), ProcessorError> {
         self.control.request_shutdown();
         self.join()
     }
+    /// Every processing thread has ended.
     pub fn is_finished(&self) -> bool {
-        self.thread.as_ref().is_none_or(|t| t.is_finished())
+        self.threads.iter().all(|t| t.is_finished())
     }
 }
 
 impl Drop for ProcessorHandle {
     fn drop(&mut self) {
-        if let Some(t) = self.thread.take() {
+        if !self.threads.is_empty() {
             self.control.request_shutdown();
-            let _ = t.join();
+            for t in self.threads.drain(..) {
+                let _ = t.join();
+            }
         }
     }
 }
 
-/// Checks the topics, creates the clients (with exactly-once: `init_transactions`, which
-/// fences a zombie with the same transactional id), subscribes, and starts the processing
-/// thread.
+/// Checks the topics, then starts `[runtime] threads` processing threads: each creates its
+/// clients (with exactly-once: `init_transactions`, which fences a zombie with the same
+/// transactional id) and subscribes as a group member of its own.
 pub fn start(
     opts: ProcessorOptions,
     control: Arc<Control>,
@@ -215,32 +224,54 @@ pub fn start(
     if !report.created.is_empty() {
         tracing::info!(topics = ?report.created, "created topics");
     }
+    register_policy(&opts.policy);
+    let queries = control.start_threads(cfg.runtime.threads);
+    let mut handle = ProcessorHandle {
+        control: control.clone(),
+        threads: Vec::with_capacity(queries.len()),
+    };
+    for (k, query_rx) in queries.into_iter().enumerate() {
+        // On an error the handle's drop stops the threads already started.
+        let thread = start_thread(k, &opts, report.partitions, control.clone(), query_rx)?;
+        handle.threads.push(thread);
+    }
+    Ok(handle)
+}
+
+/// Starts processing thread `k` with its own clients, as group member
+/// [`Config::for_thread`].
+fn start_thread(
+    k: usize,
+    opts: &ProcessorOptions,
+    input_partitions: usize,
+    control: Arc<Control>,
+    query_rx: mpsc::Receiver<TicketQuery>,
+) -> Result<ThreadResult, ProcessorError> {
+    let cfg = &opts.cfg.for_thread(k);
+    let topics = opts.topics.for_thread(k);
     let exactly_once = cfg.exactly_once;
     let trouble = Arc::new(Trouble::new());
     // Authentication / TLS failures of any client stop the processing loop.
     let auth = AuthFailure::default();
-    let (producer, second) = new_producers(cfg, &opts.topics, &trouble, &auth)?;
+    let (producer, second) = new_producers(cfg, &topics, &trouble, &auth)?;
     let io = Pipeline::new(producer, second, exactly_once, OP_TIMEOUT)
         .map_err(|e| ProcessorError::Fatal(format!("cannot spawn the committer thread: {e}")))?;
-    register_policy(&opts.policy);
     let (restore_tx, restore_rx) = mpsc::channel();
     let engine_cfg = engine_config(cfg);
     let processor = Arc::new(Mutex::new(Processor {
+        thread: k,
+        reload_seen: 0,
+        reported: Reported::default(),
         io,
         auth: auth.clone(),
         cfg: cfg.clone(),
-        topics: opts.topics.clone(),
+        topics: topics.clone(),
         lateness: Dur::from_millis(cfg.allowed_lateness_ms as i64),
         limits: InputLimits {
             max_record_bytes: cfg.max_record_bytes,
             max_clock_skew: Dur::from_secs(cfg.max_clock_skew_secs as i64),
         },
-        input_formats: opts
-            .topics
-            .inputs
-            .iter()
-            .map(|t| cfg.input_format(t))
-            .collect(),
+        input_formats: topics.inputs.iter().map(|t| cfg.input_format(t)).collect(),
         output_format: cfg.output_format,
         commit_interval: Duration::from_millis(cfg.commit_interval_ms),
         engine_cfg,
@@ -263,7 +294,7 @@ pub fn start(
         surge_out: Vec::new(),
         fatal: None,
         stray: 0,
-        input_partitions: report.partitions,
+        input_partitions,
         last_metrics: Instant::now(),
         last_clock_scan: Instant::now() - Duration::from_secs(60),
         capacity_log: (0, None),
@@ -276,23 +307,23 @@ pub fn start(
         commit_pace: CommitPace::Live,
         scratch: Vec::with_capacity(1024),
     }));
-    let (main, surge) = new_consumers(cfg, &opts.topics, &processor, &trouble, &auth)?;
-    let subscribed: Vec<&str> = opts.topics.inputs.iter().map(|s| s.as_str()).collect();
+    let (main, surge) = new_consumers(cfg, &topics, &processor, &trouble, &auth)?;
+    let subscribed: Vec<&str> = topics.inputs.iter().map(|s| s.as_str()).collect();
     tracing::info!(
-        group = %opts.topics.group_id,
-        surge_group = %opts.topics.surge_group_id,
+        thread = k,
+        group = %topics.group_id,
+        surge_group = %topics.surge_group_id,
         instance = %cfg.instance_id,
-        transactional_ids = ?opts.topics.transactional_ids,
+        transactional_ids = ?topics.transactional_ids,
         topics = ?subscribed,
         guarantee = if exactly_once { "exactly-once" } else { "at-least-once" },
         "processor started"
     );
-    let query_rx = control.take_query_receiver();
-    let thread_control = control.clone();
-    let thread = std::thread::Builder::new()
-        .name("slawatch-processor".into())
+    let thread_control = control;
+    std::thread::Builder::new()
+        .name(format!("slawatch-processor-{k}"))
         .spawn(move || {
-            thread_control.alive.store(true, Ordering::SeqCst);
+            thread_control.thread_alive(true);
             let mut clients = (main, surge);
             let r = loop {
                 let r = run_loop(
@@ -301,7 +332,7 @@ pub fn start(
                     processor.clone(),
                     &thread_control,
                     &restore_rx,
-                    query_rx.as_ref(),
+                    &query_rx,
                 );
                 match r {
                     Err(ProcessorError::Fatal(e)) if lock(&processor).may_recover() => {
@@ -317,18 +348,15 @@ pub fn start(
             };
             if let Err(e) = &r {
                 thread_control.set_error(e.to_string());
-                tracing::error!(error = %e, "processor stopped");
+                tracing::error!(thread = k, error = %e, "processor stopped");
+                // The other threads stop too: the process reports the failure.
+                thread_control.request_shutdown();
             }
-            thread_control.ready.store(false, Ordering::SeqCst);
-            telemetry::set_ready(false);
-            thread_control.alive.store(false, Ordering::SeqCst);
+            lock(&processor).leave();
+            thread_control.thread_alive(false);
             r
         })
-        .map_err(ProcessorError::Spawn)?;
-    Ok(ProcessorHandle {
-        control,
-        thread: Some(thread),
-    })
+        .map_err(ProcessorError::Spawn)
 }
 
 /// The engine limits of a config (surge detection runs in the surge stage, not here).
@@ -458,7 +486,7 @@ fn run_loop(
     processor: Arc<Mutex<Processor>>,
     control: &Control,
     restore_rx: &mpsc::Receiver<RestoreResult>,
-    query_rx: Option<&mpsc::Receiver<TicketQuery>>,
+    query_rx: &mpsc::Receiver<TicketQuery>,
 ) -> Result<(), ProcessorError> {
     let mut result = loop {
         if control.shutdown_requested() {
@@ -466,17 +494,15 @@ fn run_loop(
         }
         let timeout = {
             let mut c = lock(&processor);
-            if let Some(set) = control.take_reload() {
+            if let Some(set) = control.take_reload(&mut c.reload_seen) {
                 c.reload(set);
             }
             while let Ok(r) = restore_rx.try_recv() {
                 c.install(r);
             }
-            if let Some(rx) = query_rx {
-                while let Ok(q) = rx.try_recv() {
-                    let answer = c.query(&q.tenant, &q.ticket_id);
-                    let _ = q.reply.send(answer);
-                }
+            while let Ok(q) = query_rx.try_recv() {
+                let answer = c.query(&q.tenant, &q.ticket_id);
+                let _ = q.reply.send(answer);
             }
             if let Some(e) = c.fatal.take() {
                 break Err(e);
@@ -553,7 +579,21 @@ fn poll_batch(consumer: &Consumer, processor: &Mutex<Processor>, timeout: Durati
     n
 }
 
+/// What a processing thread last added to the process-wide counts in [`Control`].
+#[derive(Default)]
+struct Reported {
+    assigned: usize,
+    assigned_surge: usize,
+    restoring: usize,
+    ready: bool,
+}
+
 struct Processor {
+    /// This processing thread's index (`[runtime] threads`).
+    thread: usize,
+    /// The policy reload generation last applied ([`Control::take_reload`]).
+    reload_seen: u64,
+    reported: Reported,
     /// The output producers: one transaction open for sending, the previous one committing.
     io: Pipeline<OutProducer>,
     /// Authentication failures of any client (the producers' contexts record them too).

@@ -69,7 +69,9 @@ impl Processor {
             by_channel += ch;
             by_category += cat;
         }
-        telemetry::set_surges_active(telemetry::SurgeDimension::Channel, by_channel as u64);
-        telemetry::set_surges_active(telemetry::SurgeDimension::Category, by_category as u64);
+        let (by_channel, by_category) =
+            (self.control).report_surges(self.thread, by_channel as u64, by_category as u64);
+        telemetry::set_surges_active(telemetry::SurgeDimension::Channel, by_channel);
+        telemetry::set_surges_active(telemetry::SurgeDimension::Category, by_category);
     }
 }

@@ -10,7 +10,8 @@
 //! (restore, default 1 000 000), `SLAWATCH_BENCH_PARTITIONS` (default 6);
 //! `SLAWATCH_BENCH_ONLY=engine,alo,eos,alo-quiet,eos-quiet,latency,restore` picks parts;
 //! `SLAWATCH_BENCH_CONFIG` adds top-level config lines (e.g. `producer_queue_kbytes = 16384`)
-//! to every processor the bench starts. Under
+//! to every processor the bench starts, `SLAWATCH_BENCH_THREADS` its `[runtime] threads`
+//! (default 1). Under
 //! `cargo test --all-targets` (no `--bench` argument) it runs nothing.
 #[path = "../tests/common/kafka.rs"]
 mod kafka;
@@ -88,6 +89,7 @@ fn policy() -> Arc<slawatch::core::policy::PolicySet> {
 
 fn config(bs: &str, prefix: &str, partitions: i32, eos: bool, extra: &str) -> Config {
     let env_extra = std::env::var("SLAWATCH_BENCH_CONFIG").unwrap_or_default();
+    let threads = env_usize("SLAWATCH_BENCH_THREADS", 1);
     let text = format!(
         r#"
 brokers = "{bs}"
@@ -98,6 +100,8 @@ exactly_once = {eos}
 commit_interval_ms = 100
 {extra}
 {env_extra}
+[runtime]
+threads = {threads}
 [topics]
 breaches = "{prefix}.breaches"
 warnings = "{prefix}.warnings"
@@ -351,6 +355,12 @@ fn drain(bs: &str, n: usize, partitions: i32, eos: bool, light: bool) {
     }
     let ready = started.elapsed();
     let cpu0 = cpu_secs();
+    let threads0 = thread_cpu();
+    let broker0 = broker_cpu_secs();
+    // With several processing threads one may start before the process is ready (all
+    // threads joined): only what is consumed from here on is measured.
+    let before_ready = h.control.records_consumed.load(Ordering::Relaxed) as usize;
+    let measured = n - before_ready.min(n);
     let group = format!("{prefix}.g");
     loop {
         if committed_total(bs, &group, &input, partitions) >= n as i64 {
@@ -371,12 +381,16 @@ fn drain(bs: &str, n: usize, partitions: i32, eos: bool, light: bool) {
         .map(|d| d.as_secs_f64() * 1e3)
         .collect();
     let cpu = cpu_secs() - cpu0;
+    let by_thread = cpu_by_thread_kind(&threads0, &thread_cpu(), measured);
+    let broker = broker_cpu_secs() - broker0;
     println!(
-        "  {:.0} events/s ({} events in {:.2} s after {:.2} s start-up; load average {}); {} outputs, {} commits",
-        n as f64 / took.as_secs_f64(),
-        n,
+        "  {:.0} events/s ({} events in {:.2} s after {:.2} s start-up, {} consumed before ready; {} processing threads; load average {}); {} outputs, {} commits",
+        measured as f64 / took.as_secs_f64(),
+        measured,
         took.as_secs_f64(),
         ready.as_secs_f64(),
+        before_ready,
+        cfg.runtime.threads,
         loadavg(),
         h.control.outputs_produced.load(Ordering::Relaxed),
         commits.len()
@@ -384,8 +398,17 @@ fn drain(bs: &str, n: usize, partitions: i32, eos: bool, light: bool) {
     println!(
         "  slawatch CPU {:.2} s = {:.2} µs per event (all its threads: processing, librdkafka); {:.0} events per CPU-second",
         cpu,
-        cpu * 1e6 / n as f64,
-        n as f64 / cpu
+        cpu * 1e6 / measured as f64,
+        measured as f64 / cpu
+    );
+    println!("  CPU µs per event by thread: {by_thread}");
+    println!(
+        "  the broker on this machine: CPU {:.2} s = {:.2} µs per event ({:.2} of the {} cores while draining, slawatch {:.2})",
+        broker,
+        broker * 1e6 / measured as f64,
+        broker / took.as_secs_f64(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu / took.as_secs_f64()
     );
     println!("  commit time under load: {}", summary(commits));
     let peak = peak_rss_bytes();
@@ -541,12 +564,85 @@ fn wall_ts(t: std::time::SystemTime) -> Ts {
 
 /// CPU seconds (user + system) this process has used.
 fn cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    stat_cpu_secs("/proc/self/stat")
+}
+
+/// CPU seconds (user + system) of a `/proc/…/stat` file.
+fn stat_cpu_secs(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
     // Fields after the command: state is index 0; utime 11, stime 12 (clock ticks, 100/s).
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds used by the Kafka brokers running on this machine (processes whose command
+/// line runs `kafka.Kafka`); 0 for a remote broker.
+fn broker_cpu_secs() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|&b| b == 0).any(|arg| arg == b"kafka.Kafka"))
+        })
+        .map(|pid| stat_cpu_secs(&format!("/proc/{pid}/stat")))
+        .sum()
+}
+
+/// CPU seconds of each live thread of this process: thread id → (name, seconds).
+fn thread_cpu() -> std::collections::HashMap<u32, (String, f64)> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(tid) = e.file_name().to_str().and_then(|t| t.parse::<u32>().ok()) else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        out.insert(
+            tid,
+            (comm, stat_cpu_secs(&format!("/proc/self/task/{tid}/stat"))),
+        );
+    }
+    out
+}
+
+/// Where the CPU went between two [`thread_cpu`] snapshots, by thread kind (the name
+/// without its trailing number or broker address), largest first, in µs per event. Threads
+/// that ended in between are missing (their CPU shows only in the process total).
+fn cpu_by_thread_kind(
+    before: &std::collections::HashMap<u32, (String, f64)>,
+    after: &std::collections::HashMap<u32, (String, f64)>,
+    events: usize,
+) -> String {
+    let mut kinds: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
+    for (tid, (name, secs)) in after {
+        let was = before.get(tid).map_or(0.0, |b| b.1);
+        let kind = name
+            .split(['/', ':', '-'])
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(":")
+            .trim_end_matches(|c: char| c.is_ascii_digit())
+            .to_string();
+        let k = kinds.entry(kind).or_default();
+        k.0 += 1;
+        k.1 += secs - was;
+    }
+    let mut v: Vec<_> = kinds.into_iter().filter(|(_, (_, s))| *s > 0.0).collect();
+    v.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+    v.iter()
+        .map(|(kind, (n, secs))| format!("{kind} ×{n} {:.2}", secs * 1e6 / events as f64))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Load average of the last minute (the box is shared; figures depend on it).

@@ -2,9 +2,9 @@
 //! reload requests going in, readiness and liveness coming out, and ticket queries for the
 //! admin API.
 //!
-//! Ticket queries are answered by the processing threads themselves (each is asked; the one
-//! holding the ticket answers with it) (a request/response channel
-//! drained after every poll) rather than from a concurrently-updated `DashMap` of views:
+//! Ticket queries are answered by the processing threads themselves (a request/response
+//! channel per thread, drained after every poll; each is asked, the one holding the ticket
+//! answers with it) rather than from a concurrently-updated `DashMap` of views:
 //! the engine state is already in memory once, a second per-ticket copy would double the
 //! memory of a million open tickets and cost a view rebuild per changed ticket on the hot
 //! path, while a query waits at most one poll interval (≤ 50 ms) and sees exactly the state

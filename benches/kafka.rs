@@ -8,7 +8,9 @@
 //!
 //! Sizes: `SLAWATCH_BENCH_EVENTS` (backlog, default 1 000 000), `SLAWATCH_BENCH_TICKETS`
 //! (restore, default 1 000 000), `SLAWATCH_BENCH_PARTITIONS` (default 6);
-//! `SLAWATCH_BENCH_ONLY=engine,alo,eos,alo-quiet,eos-quiet,latency,restore` picks parts;
+//! `SLAWATCH_BENCH_ONLY=engine,alo,eos,eos-process,alo-quiet,eos-quiet,latency,restore`
+//! picks parts (`eos-process`: the exactly-once drain by the `slawatch run` binary in a
+//! process of its own, for its peak RSS without the bench's memory);
 //! `SLAWATCH_BENCH_CONFIG` adds top-level config lines (e.g. `producer_queue_kbytes = 16384`)
 //! to every processor the bench starts, `SLAWATCH_BENCH_THREADS` its `[runtime] threads`
 //! (default 1). Under
@@ -67,6 +69,9 @@ fn main() {
     if run("eos") {
         drain(&bs, events, partitions, true, false);
     }
+    if run("eos-process") {
+        drain_in_own_process(&bs, events, partitions);
+    }
     if run("alo-quiet") {
         drain(&bs, events, partitions, false, true);
     }
@@ -88,9 +93,15 @@ fn policy() -> Arc<slawatch::core::policy::PolicySet> {
 }
 
 fn config(bs: &str, prefix: &str, partitions: i32, eos: bool, extra: &str) -> Config {
+    let text = config_text(bs, prefix, partitions, eos, extra);
+    Config::from_sources(&text, "bench", Vec::new()).expect("config")
+}
+
+/// The TOML of [`config`].
+fn config_text(bs: &str, prefix: &str, partitions: i32, eos: bool, extra: &str) -> String {
     let env_extra = std::env::var("SLAWATCH_BENCH_CONFIG").unwrap_or_default();
     let threads = env_usize("SLAWATCH_BENCH_THREADS", 1);
-    let text = format!(
+    format!(
         r#"
 brokers = "{bs}"
 group_id = "{prefix}.g"
@@ -118,8 +129,7 @@ replication_factor = 1
 [kafka]
 "broker.address.family" = "v4"
 "#
-    );
-    Config::from_sources(&text, "bench", Vec::new()).expect("config")
+    )
 }
 
 fn start(
@@ -428,6 +438,98 @@ fn drain(bs: &str, n: usize, partitions: i32, eos: bool, light: bool) {
         c.commit_times().iter().map(|d| d.as_secs_f64()).sum::<f64>(),
     );
     h.stop().unwrap();
+}
+
+/// The exactly-once drain of the busy backlog by `slawatch run` (the release binary, as
+/// deployed) in a process of its own: events/s from spawn to everything committed (start-up
+/// included), its CPU per event, and its peak RSS (`VmHWM`), which the in-process drain
+/// cannot give apart from the bench's own memory.
+fn drain_in_own_process(bs: &str, n: usize, partitions: i32) {
+    let prefix = unique_name("bench-proc");
+    let input = format!("{prefix}.in");
+    create_topic(bs, &input, partitions, &[]);
+    let events = backlog(n);
+    let n = events.len();
+    let load = preload(bs, &input, &events);
+    drop(events);
+    // The manual clock at 0 of the in-process drain: event time alone moves watermarks.
+    let text = config_text(
+        bs,
+        &prefix,
+        partitions,
+        true,
+        "wall_clock_watermark = false\nadmin_listen = \"127.0.0.1:0\"",
+    );
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(&prefix);
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    let (config, log) = (dir.join("slawatch.toml"), dir.join("slawatch.log"));
+    std::fs::write(&config, text).expect("config file");
+    println!(
+        "drain by `slawatch run` in its own process (exactly-once, busy): {n} events pre-loaded in {:.1} s",
+        load.as_secs_f64()
+    );
+    let started = Instant::now();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_slawatch"));
+    // The bench's own SLAWATCH_BENCH_* knobs are not configuration (slawatch refuses
+    // unknown SLAWATCH_* variables).
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("SLAWATCH_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn slawatch run");
+    let pid = child.id();
+    let group = format!("{prefix}.g");
+    while committed_total(bs, &group, &input, partitions) < n as i64 {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("slawatch run exited with {status}; log: {}", log.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = started.elapsed();
+    let cpu = stat_cpu_secs(&format!("/proc/{pid}/stat"));
+    let status = |field: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(field)?
+                    .trim()
+                    .strip_suffix("kB")?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    let (peak, now) = (status("VmHWM:"), status("VmRSS:"));
+    let (anon, file) = (status("RssAnon:"), status("RssFile:"));
+    println!(
+        "  {:.0} events/s from spawn to all committed ({:.2} s; load average {}); CPU {:.2} s = {:.2} µs per event",
+        n as f64 / took.as_secs_f64(),
+        took.as_secs_f64(),
+        loadavg(),
+        cpu,
+        cpu * 1e6 / n as f64
+    );
+    println!("  peak RSS {peak:.0} MiB (VmHWM; at the end {now:.0} MiB: {anon:.0} anonymous, {file:.0} file-backed)");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let stopped = child.wait().expect("wait for slawatch run");
+    assert!(
+        stopped.success(),
+        "slawatch run stopped with {stopped}; log: {}",
+        log.display()
+    );
 }
 
 fn latency(bs: &str, partitions: i32, n: usize) {

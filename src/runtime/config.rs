@@ -136,7 +136,8 @@ pub struct Config {
     /// Pre-fetched input records librdkafka may hold per processing consumer, KiB
     /// (`queued.max.messages.kbytes`; fetches are sized from it, see
     /// `kafka::clients::consumer_config`). librdkafka's default, 64 MiB, plus a 50 MB fetch
-    /// in flight, was most of a drain's peak RSS. Default 16384.
+    /// in flight, was most of a drain's peak RSS; 16384 still cost ~75 MiB more peak RSS
+    /// than 8192 or 4096 at the same drain rate (docs/performance.md). Default 8192.
     #[serde(default = "d_fetch_queue_kbytes")]
     pub fetch_queue_kbytes: u64,
     /// Records the output producer may hold unsent or unacknowledged, KiB
@@ -348,7 +349,7 @@ fn d_max_record_bytes() -> usize {
     1 << 20
 }
 fn d_fetch_queue_kbytes() -> u64 {
-    16 * 1024
+    8 * 1024
 }
 fn d_producer_queue_kbytes() -> u64 {
     64 * 1024

@@ -343,9 +343,9 @@ mod tests {
     #[test]
     fn queues_are_sized_from_the_config() {
         let c = consumer_config(&config(""), "g");
-        assert_eq!(c.get("queued.max.messages.kbytes"), Some("16384"));
-        assert_eq!(c.get("fetch.max.bytes"), Some("8388608"));
-        assert_eq!(c.get("max.partition.fetch.bytes"), Some("2097152"));
+        assert_eq!(c.get("queued.max.messages.kbytes"), Some("8192"));
+        assert_eq!(c.get("fetch.max.bytes"), Some("4194304"));
+        assert_eq!(c.get("max.partition.fetch.bytes"), Some("1048576"));
         let p = producer_config(&config(""), None);
         assert_eq!(p.get("queue.buffering.max.kbytes"), Some("65536"));
 

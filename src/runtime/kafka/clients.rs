@@ -369,7 +369,8 @@ mod tests {
         let c = consumer_config(&cfg, "g");
         assert_eq!(c.get("queued.max.messages.kbytes"), Some("65536"));
         assert_eq!(c.get("fetch.max.bytes"), Some("52428800"));
-        assert_eq!(c.get("max.partition.fetch.bytes"), Some("2097152"));
+        // Not overridden: still from fetch_queue_kbytes.
+        assert_eq!(c.get("max.partition.fetch.bytes"), Some("1048576"));
         assert_eq!(
             producer_config(&cfg, None).get("queue.buffering.max.kbytes"),
             Some("1048576")

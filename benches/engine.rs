@@ -244,6 +244,7 @@ fn main() {
                 rss as f64 / (1 << 20) as f64,
                 rss as f64 / open.max(1) as f64
             );
+            println!("memory: {}", engine.memory_breakdown());
         }
     }
     engine.finish(

@@ -303,6 +303,79 @@ impl Engine {
     pub fn running_clocks(&self) -> usize {
         self.tickets.iter().map(|t| t.running_clocks()).sum()
     }
+    /// Where the resident bytes of the open tickets go (estimates: malloc chunks as glibc
+    /// rounds them), for the engine bench.
+    #[doc(hidden)]
+    pub fn memory_breakdown(&self) -> String {
+        let n = self.tickets.len().max(1) as f64;
+        let (slab, index) = self.tickets.table_bytes();
+        let chunk = |req: usize| {
+            if req == 0 {
+                0
+            } else {
+                (req + 8).div_ceil(16).max(2) * 16
+            }
+        };
+        let (mut blocks, mut clocks, mut idle, mut seen, mut room, mut extras) = (0, 0, 0, 0, 0, 0);
+        let mut id_heap = 0;
+        let (mut with_extras, mut paused_open, mut paused_closed) = (0, 0, 0);
+        for t in self.tickets.iter() {
+            let c = t.clocks.len();
+            let cap = t.clocks.seen_capacity();
+            blocks += chunk(if c + cap == 0 {
+                0
+            } else {
+                8 + 16 * c + 8 * cap
+            });
+            clocks += c;
+            idle += t
+                .clocks
+                .iter()
+                .filter(|k| **k == crate::core::clock::ClockCore::default())
+                .count();
+            seen += t.seen().len();
+            room += cap - t.seen().len();
+            if let Some(x) = &t.extras {
+                extras += chunk(std::mem::size_of::<crate::core::ticket::Extras>())
+                    + chunk(x.actions_fired.capacity() * 8)
+                    + chunk(x.check_since.capacity() * 16)
+                    + chunk(x.pauses.capacity() * 8);
+                for p in x.pauses.iter().flatten() {
+                    extras += chunk(std::mem::size_of::<crate::core::clock::Pauses>())
+                        + chunk(p.closed.capacity() * 16);
+                    paused_open += p.open.is_some() as usize;
+                    paused_closed += p.closed.len();
+                }
+                with_extras += 1;
+            }
+            id_heap += if t.id.is_heap_allocated() {
+                chunk(t.id.len())
+            } else {
+                0
+            };
+        }
+        let (entries, free, current, seconds) = self.timers.usage();
+        format!(
+            "per open ticket: slab {:.1} B, index {:.1} B, clock blocks {:.1} B ({:.2} clocks of which {:.2} idle, {:.2} hashes, {:.2} room), extras {:.1} B ({:.3} tickets have them, {:.3} open pauses, {:.3} closed intervals), heap ids {:.1} B; timer slab {:.1} B ({:.2} entries, {:.2} free), current {:.1} B, {seconds} seconds queued; pending {}",
+            slab as f64 / n,
+            index as f64 / n,
+            blocks as f64 / n,
+            clocks as f64 / n,
+            idle as f64 / n,
+            seen as f64 / n,
+            room as f64 / n,
+            extras as f64 / n,
+            with_extras as f64 / n,
+            paused_open as f64 / n,
+            paused_closed as f64 / n,
+            id_heap as f64 / n,
+            (entries * 12) as f64 / n,
+            entries as f64 / n,
+            free as f64 / n,
+            (current * 16) as f64 / n,
+            self.pending.len(),
+        )
+    }
     pub fn active_surges(&self) -> usize {
         self.surge.as_ref().map_or(0, |s| s.active())
     }

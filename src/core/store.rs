@@ -212,6 +212,17 @@ impl TicketStore {
         Some(key)
     }
 
+    /// Bytes the slab and the index hold (capacity, not use), for the bench's breakdown.
+    pub fn table_bytes(&self) -> (usize, usize) {
+        let slab = self.chunks.len() * CHUNK * std::mem::size_of::<Slot>();
+        let buckets = if self.index.capacity() == 0 {
+            0
+        } else {
+            (self.index.capacity() * 8 / 7).next_power_of_two()
+        };
+        (slab, buckets * (std::mem::size_of::<u32>() + 1))
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Ticket> {
         self.chunks
             .iter()

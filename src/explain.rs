@@ -754,7 +754,7 @@ pub fn live_trail(t: &Ticket, tenant: &CompactString, plan: &Plan, now: Ts) -> L
     let fired: Vec<u64> = t
         .extras
         .as_ref()
-        .map(|x| x.actions_fired.clone())
+        .map(|x| x.actions_fired.to_vec())
         .unwrap_or_default();
     let actions_fired = plan
         .actions

@@ -337,7 +337,11 @@ impl Engine {
             room += cap - t.seen().len();
             if let Some(x) = &t.extras {
                 extras += chunk(std::mem::size_of::<crate::core::ticket::Extras>())
-                    + chunk(x.actions_fired.capacity() * 8)
+                    + if x.actions_fired.spilled() {
+                        chunk(x.actions_fired.capacity() * 8)
+                    } else {
+                        0
+                    }
                     + chunk(x.check_since.capacity() * 16)
                     + chunk(x.pauses.capacity() * 8);
                 for p in x.pauses.iter().flatten() {

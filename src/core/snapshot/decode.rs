@@ -133,9 +133,9 @@ impl<'a> Reader<'a> {
             None
         })
     }
-    fn u64s(&mut self) -> Option<Vec<u64>> {
+    fn u64s(&mut self) -> Option<SmallVec<[u64; 2]>> {
         let n = self.seq(1)?;
-        let mut v = Vec::with_capacity(n);
+        let mut v = SmallVec::with_capacity(n);
         for _ in 0..n {
             v.push(self.u64()?);
         }
@@ -410,7 +410,7 @@ mod tests {
         ) = p;
         let extras = extras.as_ref().map(|(a, c)| {
             Box::new(Extras {
-                actions_fired: a.clone(),
+                actions_fired: a.iter().copied().collect(),
                 check_since: c.clone(),
                 pauses: Vec::new(),
             })

@@ -345,16 +345,20 @@ impl Processor {
 
     pub(super) fn update_ready(&mut self) {
         self.wanted_restores.set(self.parts.restoring_epochs());
-        let restoring = self.parts.restoring_partitions();
+        self.report_restoring(self.parts.restoring_partitions());
+        let ready = self.parts.ready() && self.fatal.is_none();
+        self.report_ready(ready);
+    }
+
+    /// Adds this thread's change of restoring partitions to the process's count.
+    fn report_restoring(&mut self, n: usize) {
         let total = Control::move_count(
             &self.control.restoring_partitions,
             self.reported.restoring,
-            restoring,
+            n,
         );
-        self.reported.restoring = restoring;
+        self.reported.restoring = n;
         telemetry::set_restoring_partitions(total as u64);
-        let ready = self.parts.ready() && self.fatal.is_none();
-        self.report_ready(ready);
     }
 
     fn report_ready(&mut self, ready: bool) {
@@ -375,12 +379,6 @@ impl Processor {
     pub(super) fn leave(&mut self) {
         self.report_ready(false);
         self.report_assigned(0, 0);
-        let total = Control::move_count(
-            &self.control.restoring_partitions,
-            self.reported.restoring,
-            0,
-        );
-        self.reported.restoring = 0;
-        telemetry::set_restoring_partitions(total as u64);
+        self.report_restoring(0);
     }
 }

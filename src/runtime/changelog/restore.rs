@@ -498,8 +498,7 @@ fn read_partition(
     let reader: BaseConsumer<ReaderCtx> =
         reader_config(&env.cfg, group).create_with_context(ReaderCtx)?;
     // 1. Committed offsets first: with read_committed the broker answers only once no open
-    //    transaction (e.g. of a crashed previous owner) holds offsets of the partition, and
-    //    by then the state records of that transaction are committed or aborted too.
+    //    transaction (e.g. of a crashed previous owner) holds offsets of the partition.
     let t0 = Instant::now();
     let mut tpl = TopicPartitionList::new();
     for t in sources {
@@ -526,10 +525,12 @@ fn read_partition(
             "state restore: the committed offsets were held by an open transaction"
         );
     }
-    // 2. The state partition, from the beginning to its end.
+    // 2. The state partition, from the beginning to its end, once every transaction in it
+    //    is decided (the one that committed those offsets included).
     // Know the partition's leader before assigning: otherwise librdkafka's first offset
     // lookup fails and is retried only after 500 ms.
     reader.fetch_metadata(Some(state_topic), env.timeout)?;
+    wait_until_state_is_decided(env, epoch, group, &reader, state_topic, p, deadline)?;
     // A hint only (the index is sized once instead of rehashed as it grows): no error.
     if let Ok((low, high)) = reader.fetch_watermarks(state_topic, p, env.timeout) {
         expect((high - low).max(0) as usize);
@@ -630,11 +631,7 @@ fn report_held(
 ) -> Result<(), KafkaError> {
     let reader = match stable_reader {
         Some(r) => r,
-        None => {
-            let mut c = reader_config(&env.cfg, group);
-            c.set("isolation.level", "read_uncommitted");
-            stable_reader.insert(c.create_with_context(ReaderCtx)?)
-        }
+        None => stable_reader.insert(uncommitted_reader(env, group)?),
     };
     let stable = reader.committed_offsets(tpl.clone(), OFFSETS_STEP)?;
     env.held
@@ -648,6 +645,67 @@ fn report_held(
             _ => None,
         }));
     Ok(())
+}
+
+/// A reader that sees what is not committed yet: committed offsets without require-stable,
+/// and the high watermark (a read_committed client's ListOffsets answers the last stable
+/// offset instead).
+fn uncommitted_reader(
+    env: &RestoreEnv,
+    group: &str,
+) -> Result<BaseConsumer<ReaderCtx>, KafkaError> {
+    let mut c = reader_config(&env.cfg, group);
+    c.set("isolation.level", "read_uncommitted");
+    c.create_with_context(ReaderCtx)
+}
+
+/// Waits until every transaction with records in state partition `p` below its current end
+/// is decided: the last stable offset (what `reader`, read_committed, is answered) has
+/// reached the high watermark measured first. The committed offsets read before are
+/// stable, but the transaction that committed them writes its markers partition by
+/// partition: after a broker restart the offsets' marker can land well before the state
+/// partition's (that partition's leader not ready yet), and reading the state up to the
+/// stable end then would miss the transaction's state records while the offsets already
+/// count its input — those events lost. A zombie's open transaction is waited for too (its
+/// abort comes at its transaction timeout at the latest).
+fn wait_until_state_is_decided(
+    env: &RestoreEnv,
+    epoch: u64,
+    group: &str,
+    reader: &BaseConsumer<ReaderCtx>,
+    state_topic: &str,
+    p: i32,
+    deadline: Instant,
+) -> Result<(), RestoreError> {
+    let (_, end) = uncommitted_reader(env, group)?.fetch_watermarks(state_topic, p, env.timeout)?;
+    let started = Instant::now();
+    let mut next_warning = OFFSETS_STEP;
+    loop {
+        let (_, stable) = reader.fetch_watermarks(state_topic, p, env.timeout)?;
+        if stable >= end {
+            return Ok(());
+        }
+        if !env.wanted.wants(epoch) {
+            return Err(RestoreError::Cancelled { partition: p });
+        }
+        if Instant::now() > deadline {
+            return Err(RestoreError::Timeout {
+                partition: p,
+                timeout: env.timeout,
+            });
+        }
+        if started.elapsed() >= next_warning {
+            next_warning += OFFSETS_STEP;
+            tracing::warn!(
+                partition = p,
+                stable,
+                end,
+                waited_s = started.elapsed().as_secs(),
+                "state restore: an undecided transaction holds the state partition (waiting for its marker)"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A detector from a restored record (or a fresh one).

@@ -316,6 +316,8 @@ impl Engine {
                 (req + 8).div_ceil(16).max(2) * 16
             }
         };
+        // A `RareVec`: a boxed `Vec` header and its buffer, nothing when empty.
+        let rare = |req: usize| if req == 0 { 0 } else { chunk(24) + chunk(req) };
         let (mut blocks, mut clocks, mut idle, mut seen, mut room, mut extras) = (0, 0, 0, 0, 0, 0);
         let mut id_heap = 0;
         let (mut with_extras, mut paused_open, mut paused_closed) = (0, 0, 0);
@@ -342,8 +344,8 @@ impl Engine {
                     } else {
                         0
                     }
-                    + chunk(x.check_since.capacity() * 16)
-                    + chunk(x.pauses.capacity() * 8);
+                    + rare(x.check_since.len() * 16)
+                    + rare(x.pauses.len() * 8);
                 for p in x.pauses.iter().flatten() {
                     extras += chunk(std::mem::size_of::<crate::core::clock::Pauses>())
                         + chunk(p.closed.capacity() * 16);

@@ -465,7 +465,7 @@ impl TicketDecoded<'_> {
         // Paused intervals go to the extras, by clock index (see `ClockCore`).
         let mut extras = self.extras;
         if !self.pauses.is_empty() {
-            extras.get_or_insert_with(Default::default).pauses = self.pauses;
+            extras.get_or_insert_with(Default::default).pauses = self.pauses.into();
         }
         Ticket {
             id: self.id,

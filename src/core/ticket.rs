@@ -90,7 +90,7 @@ pub fn pauses_of(x: &Option<Box<Extras>>, i: usize) -> Option<&Pauses> {
 
 /// Clock `i`'s place for paused intervals, made on first use (the extras too).
 fn pauses_slot(x: &mut Option<Box<Extras>>, i: usize) -> &mut Option<Box<Pauses>> {
-    let p = &mut x.get_or_insert_with(Default::default).pauses;
+    let p = x.get_or_insert_with(Default::default).pauses.vec_mut();
     if p.len() <= i {
         p.resize_with(i + 1, || None);
     }
@@ -116,8 +116,9 @@ fn drop_pauses(x: &mut Option<Box<Extras>>, i: usize) {
         *p = None;
     }
     while e.pauses.last().is_some_and(|p| p.is_none()) {
-        e.pauses.pop();
+        e.pauses.vec_mut().pop();
     }
+    e.pauses.drop_if_empty();
     if e.pauses.is_empty() && e.actions_fired.is_empty() && e.check_since.is_empty() {
         *x = None;
     }
@@ -227,12 +228,93 @@ pub struct Extras {
     /// `Vec` was (a sequence).
     pub actions_fired: SmallVec<[u64; 2]>,
     /// Per check of the policy file: the last `since` event not yet judged.
-    pub check_since: Vec<Option<Ts>>,
+    pub check_since: RareVec<Option<Ts>>,
     /// Paused intervals by clock index, for clocks that paused since their start (kept
     /// out of [`ClockCore`]: 8 bytes per clock of every ticket for what few clocks use).
     /// Not part of the record's `extras`: the record's clocks carry them, as before.
     #[serde(skip)]
-    pub pauses: Vec<Option<Box<Pauses>>>,
+    pub pauses: RareVec<Option<Box<Pauses>>>,
+}
+
+/// A `Vec` held as one pointer (8 bytes, not a 24-byte header), allocating nothing while
+/// empty: the extras' lists that most extras never use (issue 14: the extras of a ticket
+/// that fired an action, the usual ones, are 40 bytes and a 48-byte malloc chunk, not 72
+/// and 80). Reads as a slice; [`RareVec::vec_mut`] makes the `Vec` on first write. Equal,
+/// printed and encoded as the `Vec` (a sequence), so the record's form is unchanged.
+// The `Box` is the point: one pointer in the extras instead of a `Vec`'s 24-byte header.
+#[allow(clippy::box_collection)]
+pub struct RareVec<T>(Option<Box<Vec<T>>>);
+
+impl<T> RareVec<T> {
+    /// The `Vec`, made on first use.
+    pub fn vec_mut(&mut self) -> &mut Vec<T> {
+        self.0.get_or_insert_with(Default::default)
+    }
+
+    /// Frees the `Vec` if it is empty (back to one null pointer).
+    pub fn drop_if_empty(&mut self) {
+        if self.is_empty() {
+            self.0 = None;
+        }
+    }
+}
+
+impl<T> Default for RareVec<T> {
+    fn default() -> Self {
+        RareVec(None)
+    }
+}
+
+impl<T> From<Vec<T>> for RareVec<T> {
+    fn from(v: Vec<T>) -> Self {
+        RareVec((!v.is_empty()).then(|| Box::new(v)))
+    }
+}
+
+impl<T: Clone> Clone for RareVec<T> {
+    fn clone(&self) -> Self {
+        RareVec::from(self.to_vec())
+    }
+}
+
+impl<T> std::ops::Deref for RareVec<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        self.0.as_deref().map_or(&[], |v| v.as_slice())
+    }
+}
+
+impl<T> std::ops::DerefMut for RareVec<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        match &mut self.0 {
+            Some(v) => v.as_mut_slice(),
+            None => &mut [],
+        }
+    }
+}
+
+impl<T: PartialEq> PartialEq for RareVec<T> {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for RareVec<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+impl<T: Serialize> Serialize for RareVec<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (**self).serialize(s)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for RareVec<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<T>::deserialize(d).map(RareVec::from)
+    }
 }
 
 impl Extras {
@@ -353,7 +435,7 @@ impl Ticket {
         }
         let x = self.extras.get_or_insert_with(Default::default);
         if x.check_since.len() <= k {
-            x.check_since.resize(k + 1, None);
+            x.check_since.vec_mut().resize(k + 1, None);
         }
         x.check_since[k] = v;
     }
@@ -748,7 +830,7 @@ impl Ticket {
         if let Some(x) = self.extras.as_mut() {
             // Carried clocks' intervals at their new indices; old-only clocks' dropped.
             let had = !x.pauses.is_empty();
-            x.pauses = pauses;
+            x.pauses = pauses.into();
             if had && x.pauses.is_empty() && x.actions_fired.is_empty() && x.check_since.is_empty()
             {
                 self.extras = None;
@@ -934,6 +1016,28 @@ pub fn clock_emitter<'a>(plan: &'a Plan, spec: &'a ClockSpec) -> Emitter<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `RareVec` encodes, decodes, compares and prints as the `Vec` it holds.
+    #[test]
+    fn rare_vec_is_a_vec() {
+        for v in [vec![], vec![Some(Ts(1))], vec![None, Some(Ts(-5)), None]] {
+            let r = RareVec::from(v.clone());
+            let bytes = postcard::to_allocvec(&v).unwrap();
+            assert_eq!(postcard::to_allocvec(&r).unwrap(), bytes);
+            let back: RareVec<Option<Ts>> = postcard::from_bytes(&bytes).unwrap();
+            assert_eq!(back, r);
+            assert_eq!(&*r, &v[..]);
+            assert_eq!(format!("{r:?}"), format!("{v:?}"));
+            assert_eq!(r.clone(), r);
+        }
+        let mut r = RareVec::<u8>::default();
+        r.vec_mut().push(1);
+        r.vec_mut().pop();
+        assert!(r.0.is_some());
+        r.drop_if_empty();
+        assert!(r.0.is_none());
+        assert_eq!(std::mem::size_of::<Extras>(), 40);
+    }
 
     /// An open ticket's fixed part (the slab holds it inline, 1 M of them in the engine
     /// bench): a regression here is bytes per open ticket (docs/performance.md, issue 14).

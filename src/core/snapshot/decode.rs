@@ -276,8 +276,8 @@ fn ticket<'a>(r: &mut Reader<'a>) -> Option<TicketDecoded<'a>> {
         }
         Some(Box::new(Extras {
             actions_fired,
-            check_since,
-            pauses: Vec::new(),
+            check_since: check_since.into(),
+            pauses: Default::default(),
         }))
     } else {
         None
@@ -411,8 +411,8 @@ mod tests {
         let extras = extras.as_ref().map(|(a, c)| {
             Box::new(Extras {
                 actions_fired: a.iter().copied().collect(),
-                check_since: c.clone(),
-                pauses: Vec::new(),
+                check_since: c.clone().into(),
+                pauses: Default::default(),
             })
         });
         let rec = super::super::TicketRecordRef {

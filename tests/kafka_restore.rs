@@ -467,3 +467,49 @@ fn releasing_held_offsets_changes_no_committed_offset_and_leaves_none_pending() 
         .expect("commit after the release");
     assert_eq!(committed_offset(&bs, &group, &topic, 0), Some(12));
 }
+
+/// A restore reads a state partition only once every transaction in it is decided: the
+/// committed offsets it starts from can be stable before the markers of the transaction that
+/// committed them reach the state partition (after a broker restart), and reading up to the
+/// last stable offset then would miss that transaction's state. Here another producer holds
+/// a transaction open in every state partition (a tombstone of a ticket nobody has): the
+/// processor is not ready while it is open, and is once it commits.
+#[test]
+fn restore_waits_for_an_undecided_transaction_in_the_state_partition() {
+    use slawatch::runtime::changelog::keys::ticket_key;
+    use slawatch::runtime::topics::{ensure_topics, Topics};
+    let names = Names::new("restore-undecided");
+    let cfg = config(&names, "i0", true, "");
+    let topics = Topics::new(&cfg, false);
+    ensure_topics(&cfg, &topics, true).expect("topics created");
+    let txn: BaseProducer = transactional_producer_config(&bootstrap(), &unique_name("undecided"))
+        .create()
+        .expect("producer");
+    txn.init_transactions(TIMEOUT).expect("init_transactions");
+    txn.begin_transaction().expect("begin");
+    let key = ticket_key(&names.input, "", "nobody");
+    for p in 0..3 {
+        txn.send(
+            BaseRecord::<[u8], [u8]>::to(&topics.state)
+                .key(key.as_slice())
+                .partition(p),
+        )
+        .map_err(|(e, _)| e)
+        .expect("send");
+    }
+    txn.flush(TIMEOUT).expect("flush");
+
+    let h = start(&cfg, Arc::new(ManualClock::new(Ts::from_secs(0))));
+    let open_until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < open_until {
+        assert!(
+            !h.control.is_ready(),
+            "ready while a transaction in the state partitions is undecided"
+        );
+        assert!(!h.is_finished(), "{:?}", h.control.last_error());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    txn.commit_transaction(TIMEOUT).expect("commit");
+    wait_ready(&h);
+    h.stop().expect("graceful stop");
+}

@@ -530,11 +530,10 @@ fn read_partition(
     // Know the partition's leader before assigning: otherwise librdkafka's first offset
     // lookup fails and is retried only after 500 ms.
     reader.fetch_metadata(Some(state_topic), env.timeout)?;
-    wait_until_state_is_decided(env, epoch, group, &reader, state_topic, p, deadline)?;
-    // A hint only (the index is sized once instead of rehashed as it grows): no error.
-    if let Ok((low, high)) = reader.fetch_watermarks(state_topic, p, env.timeout) {
-        expect((high - low).max(0) as usize);
-    }
+    let (low, end) =
+        wait_until_state_is_decided(env, epoch, group, &reader, state_topic, p, deadline)?;
+    // A hint (the index is sized once instead of rehashed as it grows).
+    expect((end - low).max(0) as usize);
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(state_topic, p, Offset::Beginning)?;
     reader.assign(&tpl)?;
@@ -667,7 +666,8 @@ fn uncommitted_reader(
 /// partition's (that partition's leader not ready yet), and reading the state up to the
 /// stable end then would miss the transaction's state records while the offsets already
 /// count its input — those events lost. A zombie's open transaction is waited for too (its
-/// abort comes at its transaction timeout at the latest).
+/// abort comes at its transaction timeout at the latest). Returns the partition's (start,
+/// stable end) offsets.
 fn wait_until_state_is_decided(
     env: &RestoreEnv,
     epoch: u64,
@@ -676,14 +676,14 @@ fn wait_until_state_is_decided(
     state_topic: &str,
     p: i32,
     deadline: Instant,
-) -> Result<(), RestoreError> {
+) -> Result<(i64, i64), RestoreError> {
     let (_, end) = uncommitted_reader(env, group)?.fetch_watermarks(state_topic, p, env.timeout)?;
     let started = Instant::now();
     let mut next_warning = OFFSETS_STEP;
     loop {
-        let (_, stable) = reader.fetch_watermarks(state_topic, p, env.timeout)?;
+        let (low, stable) = reader.fetch_watermarks(state_topic, p, env.timeout)?;
         if stable >= end {
-            return Ok(());
+            return Ok((low, stable));
         }
         if !env.wanted.wants(epoch) {
             return Err(RestoreError::Cancelled { partition: p });

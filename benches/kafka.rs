@@ -10,7 +10,8 @@
 //! (restore, default 1 000 000), `SLAWATCH_BENCH_PARTITIONS` (default 6);
 //! `SLAWATCH_BENCH_ONLY=engine,alo,eos,eos-process,alo-quiet,eos-quiet,latency,restore`
 //! picks parts (`eos-process`: the exactly-once drain by the `slawatch run` binary in a
-//! process of its own, for its peak RSS without the bench's memory);
+//! process of its own, for its peak RSS without the bench's memory; `SLAWATCH_BENCH_BIN`
+//! names another build of the binary to run there, for A/B comparisons);
 //! `SLAWATCH_BENCH_CONFIG` adds top-level config lines (e.g. `producer_queue_kbytes = 16384`)
 //! to every processor the bench starts, `SLAWATCH_BENCH_THREADS` its `[runtime] threads`
 //! (default 1). Under
@@ -191,13 +192,18 @@ fn preload(bs: &str, topic: &str, events: &[Event]) -> Duration {
     started.elapsed()
 }
 
+/// The group's committed offsets summed over the topic's partitions; 0 while the group
+/// coordinator cannot answer yet (a fresh broker loads `__consumer_offsets` for a moment
+/// and answers NOT_COORDINATOR meanwhile), so callers simply poll again.
 fn committed_total(bs: &str, group: &str, topic: &str, partitions: i32) -> i64 {
     let c: BaseConsumer = consumer_config(bs, group).create().unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    let got = c.committed_offsets(tpl, TIMEOUT).unwrap();
+    let Ok(got) = c.committed_offsets(tpl, TIMEOUT) else {
+        return 0;
+    };
     got.elements()
         .iter()
         .map(|e| match e.offset() {
@@ -469,7 +475,10 @@ fn drain_in_own_process(bs: &str, n: usize, partitions: i32) {
         load.as_secs_f64()
     );
     let started = Instant::now();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_slawatch"));
+    let bin = std::env::var_os("SLAWATCH_BENCH_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_slawatch").into());
+    let mut cmd = std::process::Command::new(&bin);
     // The bench's own SLAWATCH_BENCH_* knobs are not configuration (slawatch refuses
     // unknown SLAWATCH_* variables).
     for (k, _) in std::env::vars_os() {

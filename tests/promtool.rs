@@ -373,15 +373,16 @@ fn exporter_serves_metrics_that_pass_promtool_check_metrics() {
         telemetry::set_watermark_delay(0, 1.2);
         telemetry::set_consumer_lag(0, 5);
         telemetry::set_assigned_partitions(1);
-        telemetry::event_consumed(telemetry::FormatLabel::Json);
+        let meters = telemetry::HotMeters::new();
+        meters.event_consumed(telemetry::FormatLabel::Json);
         telemetry::event_duplicate();
         telemetry::event_late();
         telemetry::event_rejected(telemetry::RejectReason::Oversize);
         telemetry::unknown_enum_values(1);
         telemetry::second_opened_ignored();
         telemetry::idle_tickets_dropped(2);
-        telemetry::event_to_decision(Duration::from_micros(800));
-        telemetry::output_delay(Duration::from_millis(2));
+        meters.event_to_decision(Duration::from_micros(800));
+        meters.output_delay(Duration::from_millis(2));
         telemetry::transaction(
             telemetry::TxnOutcome::Committed,
             Some(Duration::from_millis(3)),

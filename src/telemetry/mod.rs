@@ -58,10 +58,12 @@
 //! | [`exporter`] | installing the recorder and the gauge refresher |
 mod catalogue;
 mod exporter;
+mod hot;
 mod labels;
 mod quantiles;
 pub use catalogue::*;
 pub use exporter::*;
+pub use hot::HotMeters;
 pub use labels::*;
 pub use quantiles::*;
 
@@ -199,11 +201,9 @@ pub fn escalation(policy: &str, rule: &str, level: u32) {
     .increment(1);
 }
 
-/// Everything an output counts for: `sla_output`, plus `escalation` or `surge_transition`.
-/// Call once per output handed to the producer.
-pub fn record_output(out: &SlaOutput) {
-    let kind = OutputKind::of(&out.body);
-    sla_output(kind, &out.policy_id, &out.rule_id);
+/// The counters an output adds to besides `slawatch_sla_outputs_total`: escalations and
+/// surge transitions ([`HotMeters::output`] counts the output itself).
+fn record_output_kind_counters(out: &SlaOutput) {
     match &out.body {
         OutputBody::Escalation { level, .. } => escalation(&out.policy_id, &out.rule_id, *level),
         OutputBody::SurgeStarted { channel, .. } => {
@@ -271,11 +271,6 @@ pub fn set_assigned_partitions(n: u64) {
     gauge!(ASSIGNED_PARTITIONS).set(n as f64);
 }
 
-/// One input record consumed.
-pub fn event_consumed(format: FormatLabel) {
-    counter!(EVENTS_CONSUMED_TOTAL, "format" => format.as_str()).increment(1);
-}
-
 /// A duplicate event id, ignored.
 pub fn event_duplicate() {
     counter!(EVENTS_DUPLICATE_TOTAL).increment(1);
@@ -306,16 +301,6 @@ pub fn second_opened_ignored() {
 /// `n` idle tickets dropped.
 pub fn idle_tickets_dropped(n: u64) {
     counter!(IDLE_TICKETS_DROPPED_TOTAL).increment(n);
-}
-
-/// Poll-to-decision latency of one record.
-pub fn event_to_decision(latency: Duration) {
-    histogram!(EVENT_TO_DECISION_SECONDS).record(latency.as_secs_f64());
-}
-
-/// Delay of one output past its due time.
-pub fn output_delay(delay: Duration) {
-    histogram!(OUTPUT_DELAY_SECONDS).record(delay.as_secs_f64());
 }
 
 /// A transaction ended; `commit_time` is measured for committed ones.
@@ -453,7 +438,7 @@ mod tests {
             describe();
             record_first_response("chat-urgent", Channel::Chat, Urgency::Urgent, 20.0);
             record_first_response("chat-urgent", Channel::Chat, Urgency::Urgent, 50_000.0);
-            event_to_decision(Duration::from_millis(3));
+            HotMeters::new().event_to_decision(Duration::from_millis(3));
             transaction(TxnOutcome::Committed, Some(Duration::from_millis(4)));
             restore_finished(Duration::from_millis(800), 1 << 20, 1000);
         });
@@ -519,7 +504,7 @@ mod tests {
                 },
                 clock_pos: 0,
             };
-            record_output(&out);
+            HotMeters::new().output(&out);
             set_open_tickets(3, 42);
             set_consumer_lag(3, 7);
             partition_revoked(4);

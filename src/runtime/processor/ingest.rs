@@ -66,7 +66,7 @@ impl Processor {
         let topic = &self.topics.inputs[idx];
         match checked {
             Ok(acc) => {
-                telemetry::event_consumed(Some(acc.format).into());
+                self.meters.event_consumed(Some(acc.format).into());
                 if acc.unknown_enums > 0 {
                     telemetry::unknown_enum_values(acc.unknown_enums as u64);
                 }
@@ -90,7 +90,7 @@ impl Processor {
                 task.changed = true;
             }
             Err(rej) => {
-                telemetry::event_consumed(rej.format.into());
+                self.meters.event_consumed(rej.format.into());
                 telemetry::event_rejected(rej.reason);
                 if !suppressed {
                     let headers = records::dead_letter_headers(
@@ -251,10 +251,10 @@ impl Processor {
         self.control
             .outputs_produced
             .fetch_add(1, Ordering::Relaxed);
-        telemetry::record_output(o);
+        self.meters.output(o);
         if caught_up {
             let due = o.fired_at.saturating_add(self.lateness);
-            telemetry::output_delay(now.since(due).to_std());
+            self.meters.output_delay(now.since(due).to_std());
         }
         if let Some(h) = &self.on_output {
             h(o, now);

@@ -262,6 +262,7 @@ fn start_thread(
         thread: k,
         reload_seen: 0,
         reported: Reported::default(),
+        meters: telemetry::HotMeters::new(),
         io,
         auth: auth.clone(),
         cfg: cfg.clone(),
@@ -555,9 +556,10 @@ fn poll_batch(consumer: &Consumer, processor: &Mutex<Processor>, timeout: Durati
         match msg {
             None => break,
             Some(Ok(m)) => {
-                lock(processor).on_message(&m);
+                let mut p = lock(processor);
+                p.on_message(&m);
                 // From the poll that returned the record to the engine having taken it in.
-                telemetry::event_to_decision(polled.elapsed());
+                p.meters.event_to_decision(polled.elapsed());
                 n += 1;
             }
             Some(Err(KafkaError::PartitionEOF(_))) => {}
@@ -594,6 +596,8 @@ struct Processor {
     /// The policy reload generation last applied ([`Control::take_reload`]).
     reload_seen: u64,
     reported: Reported,
+    /// The per-record metrics' handles (registered once, after the recorder is installed).
+    meters: telemetry::HotMeters,
     /// The output producers: one transaction open for sending, the previous one committing.
     io: Pipeline<OutProducer>,
     /// Authentication failures of any client (the producers' contexts record them too).

@@ -8,8 +8,8 @@
 //! - `runtime`: the Kafka runtime (`slawatch run`): consumer group, exactly-once outputs,
 //!   changelog restore, admin HTTP. See its module map.
 //! - `demo`: `slawatch demo` (the same processor on librdkafka's mock cluster), its
-//!   synthetic traffic (also the Kafka tests' and benchmarks' load) and the one-line feed
-//!   format `slawatch tail` shares.
+//!   synthetic traffic (also the Kafka tests' and benchmarks' load), the one-line feed
+//!   format, and the quick start's clients `slawatch publish` and `slawatch tail`.
 //! - `whatif`, `explain`: compare policies over history (report.json, HTML) and show one
 //!   ticket's audit trail.
 pub mod codec;

@@ -882,7 +882,7 @@ fn run_explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_publish(brokers: &str, topic: &str, input: &str) -> anyhow::Result<ExitCode> {
-    use slawatch::runtime::quickstart::publish;
+    use slawatch::demo::quickstart::publish;
     let timeout = std::time::Duration::from_secs(30);
     let n = if input == "-" {
         publish(brokers, topic, std::io::stdin().lock(), "stdin", timeout)?
@@ -902,7 +902,7 @@ fn run_tail(
     max: Option<u64>,
     idle: Option<String>,
 ) -> anyhow::Result<ExitCode> {
-    use slawatch::runtime::quickstart::{tail, TailOptions};
+    use slawatch::demo::quickstart::{tail, TailOptions};
     let idle = idle
         .as_deref()
         .map(Dur::parse)
@@ -918,7 +918,7 @@ fn run_tail(
     };
     match tail(&opts, &mut std::io::stdout().lock()) {
         // `slawatch tail … | head`: the reader has what it wanted.
-        Err(slawatch::runtime::quickstart::ClientError::Write(e))
+        Err(slawatch::demo::quickstart::ClientError::Write(e))
             if e.kind() == std::io::ErrorKind::BrokenPipe =>
         {
             Ok(ExitCode::SUCCESS)

@@ -9,6 +9,9 @@
 //! runs the processor at-least-once and says so. The integration tests prove exactly-once
 //! against a real Apache Kafka broker.
 pub mod feed;
+/// `slawatch publish` and `slawatch tail`, the quick start's two Kafka clients (here, not in
+/// the runtime: `tail` prints with the demo's feed, and the runtime depends on no demo code).
+pub mod quickstart;
 pub mod traffic;
 
 use crate::codec;

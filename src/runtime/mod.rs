@@ -16,7 +16,6 @@
 //! | [`admin`]     | `/metrics`, `/healthz`, `/readyz`, `/tickets/{id}`                       |
 //! | [`time_source`] | where "now" comes from: wall, scaled (demo), manual (tests) (an SLA clock is `core::clock`) |
 //! | [`service`]   | `slawatch run`: config → telemetry → admin → processor → signals        |
-//! | [`quickstart`] | `slawatch publish` and `slawatch tail`: the quick start's Kafka clients (librdkafka settings are `kafka::clients`) |
 pub mod admin;
 pub mod changelog;
 pub mod commit_policy;
@@ -25,7 +24,6 @@ pub mod control;
 pub mod kafka;
 pub mod partitions;
 pub mod processor;
-pub mod quickstart;
 pub mod records;
 pub mod service;
 pub mod tasks;

@@ -181,9 +181,6 @@ fn run(
     let deadline = Instant::now() + env.timeout;
     let p = req.partition;
     let mut out = Vec::with_capacity(req.inputs.len());
-    // One read_uncommitted client for both state partitions' high watermarks (made on first
-    // use): a client is a few librdkafka threads and MiB, and a restore opened four.
-    let mut watermarks = None;
     if !req.inputs.is_empty() {
         let inputs: Vec<InputRestore> = req
             .inputs
@@ -238,7 +235,6 @@ fn run(
                 &env.state_topic,
                 p,
                 deadline,
-                &mut watermarks,
                 |records| {
                     let _ = tx.send(Feed::Expect(records));
                 },
@@ -287,7 +283,6 @@ fn run(
             &env.surge_state_topic,
             p,
             deadline,
-            &mut watermarks,
             |_| {},
             |k, v| {
                 if k == key.as_slice() {
@@ -485,8 +480,7 @@ impl InputRestore {
 /// Fetches `group`'s committed offsets of `sources` partition `p`, then reads partition `p`
 /// of `state_topic` from the beginning to its end, handing each record to `on_record` in
 /// log order (a NULL value is a tombstone). `expect` first learns how many records the
-/// partition holds (end − start offsets, an upper bound). `watermarks` is the
-/// read_uncommitted client of [`wait_until_state_is_decided`], made on first use.
+/// partition holds (end − start offsets, an upper bound).
 #[allow(clippy::too_many_arguments)]
 fn read_partition(
     env: &RestoreEnv,
@@ -496,7 +490,6 @@ fn read_partition(
     state_topic: &str,
     p: i32,
     deadline: Instant,
-    watermarks: &mut Option<BaseConsumer<ReaderCtx>>,
     expect: impl FnOnce(usize),
     mut on_record: impl FnMut(&[u8], Option<&[u8]>) -> Result<(), RestoreError>,
     bytes: &mut u64,
@@ -537,16 +530,8 @@ fn read_partition(
     // Know the partition's leader before assigning: otherwise librdkafka's first offset
     // lookup fails and is retried only after 500 ms.
     reader.fetch_metadata(Some(state_topic), env.timeout)?;
-    let (low, end) = wait_until_state_is_decided(
-        env,
-        epoch,
-        group,
-        &reader,
-        watermarks,
-        state_topic,
-        p,
-        deadline,
-    )?;
+    let (low, end) =
+        wait_until_state_is_decided(env, epoch, group, &reader, state_topic, p, deadline)?;
     // A hint (the index is sized once instead of rehashed as it grows).
     expect((end - low).max(0) as usize);
     let mut tpl = TopicPartitionList::new();
@@ -682,24 +667,17 @@ fn uncommitted_reader(
 /// stable end then would miss the transaction's state records while the offsets already
 /// count its input — those events lost. A zombie's open transaction is waited for too (its
 /// abort comes at its transaction timeout at the latest). Returns the partition's (start,
-/// stable end) offsets. The high watermark comes from `watermarks`, a read_uncommitted
-/// client made on first use (its group does not matter for a ListOffsets).
-#[allow(clippy::too_many_arguments)]
+/// stable end) offsets.
 fn wait_until_state_is_decided(
     env: &RestoreEnv,
     epoch: u64,
     group: &str,
     reader: &BaseConsumer<ReaderCtx>,
-    watermarks: &mut Option<BaseConsumer<ReaderCtx>>,
     state_topic: &str,
     p: i32,
     deadline: Instant,
 ) -> Result<(i64, i64), RestoreError> {
-    let uncommitted = match watermarks {
-        Some(c) => c,
-        None => watermarks.insert(uncommitted_reader(env, group)?),
-    };
-    let (_, end) = uncommitted.fetch_watermarks(state_topic, p, env.timeout)?;
+    let (_, end) = uncommitted_reader(env, group)?.fetch_watermarks(state_topic, p, env.timeout)?;
     let started = Instant::now();
     let mut next_warning = OFFSETS_STEP;
     loop {

@@ -1,36 +1,68 @@
 //! A ticket's clock states and its dedup hashes in one heap block (issue 14, bytes per
-//! open ticket): `[header | ClockCore × n | u64 × capacity]`. A `Box<[ClockCore]>` and a
-//! `Vec<u64>` were two allocations (two malloc headers and roundings) and 40 bytes of the
-//! ticket; this is one allocation and an 8-byte pointer, the lengths in the block's header.
+//! open ticket): `[header | stored ClockCore × k | u64 × capacity]`. A `Box<[ClockCore]>`
+//! and a `Vec<u64>` were two allocations (two malloc headers and roundings) and 40 bytes of
+//! the ticket; this is one allocation and an 8-byte pointer, the lengths in the header.
 //!
-//! It dereferences to the clock states (`t.clocks[i]`, `t.clocks.iter()` as before); the
-//! hashes are [`Clocks::seen`] and grow at the block's end ([`Clocks::reserve_seen_exact`],
-//! [`Clocks::push_seen`]), so a growth reallocates the block as the `Vec` did.
-use crate::core::clock::ClockCore;
+//! Only clocks that are not idle are stored (issue 14, session 11: 1.6 of a ticket's ~5
+//! clocks never start in the engine bench): a clock equal to [`IDLE`] (never started, or
+//! back to the default state) is absent, and a bit per clock in the header says which are
+//! stored (plans of up to [`SPARSE_MAX`] clocks; larger plans store every clock). Reads
+//! go through `clocks[i]` / [`Clocks::iter`] (an absent clock reads as [`IDLE`]); a change
+//! is made on a dense copy ([`Clocks::dense`]) written back with [`Clocks::store`].
+//!
+//! The room after the hashes is shared: a hash takes one 8-byte word of it, a clock that
+//! starts two (the hashes move up). A new ticket gets room for its dedup hashes and for
+//! the clocks its plan may start in an ordinary life ([`Clocks::open`]); a clock that
+//! starts without room (one started by a rare event: an escalation, a department handoff)
+//! reallocates the block, as a first pause allocates its intervals.
+use crate::core::clock::{ClockCore, ClockStatus};
+use crate::core::time::Ts;
+use smallvec::SmallVec;
 use std::alloc::{alloc, dealloc, handle_alloc_error, realloc, Layout};
 use std::ptr::NonNull;
+
+/// The state of a clock that never started: what an absent clock reads as (equal to
+/// `ClockCore::default()`, `idle_is_the_default` checks).
+pub const IDLE: ClockCore = ClockCore {
+    status: ClockStatus::Idle,
+    once_used: false,
+    breached: false,
+    warned: 0,
+    escalated: 0,
+    paused: false,
+    nth: 0,
+    start: Ts(0),
+};
+
+/// Plans of up to this many clocks store only the clocks that are not idle.
+pub const SPARSE_MAX: usize = 15;
+
+/// A ticket's clock states as a dense, changeable copy (every default plan fits inline).
+pub type Dense = SmallVec<[ClockCore; 16]>;
 
 /// The block's first 8 bytes (aligned as the clock states and hashes after it: the shared
 /// [`EMPTY`] block's zero-length slices must be aligned too).
 #[repr(C, align(8))]
 struct Header {
-    /// Clock states after the header.
-    clocks: u16,
-    /// Room for more hashes after the `seen` ones (capacity − length: at most a growth
-    /// step or a restored ticket's room for its next event).
+    /// Sparse form (at most [`SPARSE_MAX`] clocks): bit `i` set when clock `i` is stored,
+    /// and a marker bit at the plan's clock count (so the count needs no field of its
+    /// own). 0: dense form, every clock stored, the count in the word after the header.
+    bits: u16,
+    /// Room after the hashes, in 8-byte words (capacity − length for the hashes).
     room: u16,
     /// Hashes after the clock states.
     seen: u32,
 }
 
 const HEADER: usize = std::mem::size_of::<Header>();
+const CORE: usize = std::mem::size_of::<ClockCore>();
 const _: () = assert!(HEADER == 8 && std::mem::align_of::<ClockCore>() <= 8);
 // The hashes start right after the clock states: their size keeps them 8-byte aligned.
-const _: () = assert!(std::mem::size_of::<ClockCore>().is_multiple_of(8));
+const _: () = assert!(CORE == 16);
 
 /// The block of a ticket with no clocks and no hashes (never written, never freed).
 static EMPTY: Header = Header {
-    clocks: 0,
+    bits: 1,
     room: 0,
     seen: 0,
 };
@@ -43,10 +75,30 @@ pub struct Clocks {
 unsafe impl Send for Clocks {}
 unsafe impl Sync for Clocks {}
 
-fn layout(clocks: usize, capacity: usize) -> Layout {
-    let size = HEADER + clocks * std::mem::size_of::<ClockCore>() + capacity * 8;
+/// The block's size: header (and the count word of the dense form), `stored` clock
+/// states, `words` 8-byte words for hashes and room.
+fn layout(dense: bool, stored: usize, words: usize) -> Layout {
+    let size = HEADER + 8 * dense as usize + stored * CORE + words * 8;
     Layout::from_size_align(size, 8).expect("clock block layout")
 }
+
+/// `*c == IDLE`, as two word tests: an idle state is 16 zero bytes (status `Idle` is 0,
+/// `false`, 0, `Ts(0)`), and `ClockCore` has no padding (its fields fill its 16 bytes),
+/// so every byte is a field's and all zero means every field is its idle value.
+#[inline]
+fn is_idle(c: &ClockCore) -> bool {
+    // SAFETY: 16 initialised bytes (no padding, see above) read as two integers.
+    let w: [u64; 2] = unsafe { std::mem::transmute(*c) };
+    w[0] | w[1] == 0
+}
+const _: () = assert!(
+    CORE == std::mem::size_of::<crate::core::clock::ClockStatus>()
+        + 5 * std::mem::size_of::<u8>()
+        + std::mem::size_of::<u16>()
+        + std::mem::size_of::<Ts>()
+        && std::mem::size_of::<crate::core::clock::ClockStatus>() == 1
+        && ClockStatus::Idle as u8 == 0
+);
 
 impl Default for Clocks {
     fn default() -> Clocks {
@@ -57,20 +109,74 @@ impl Default for Clocks {
 }
 
 impl Clocks {
-    /// A block holding `clocks` and `seen`, with room for `capacity` hashes in all.
+    /// A block holding `clocks` and `seen`, with room for `capacity` hashes in all and for
+    /// every idle clock to start (as many bytes as when every clock was stored).
     pub fn new(clocks: &[ClockCore], seen: &[u64], capacity: usize) -> Clocks {
-        let capacity = capacity.max(seen.len());
-        let room = capacity - seen.len();
-        if clocks.is_empty() && capacity == 0 {
+        let idle = if clocks.len() <= SPARSE_MAX {
+            clocks.iter().filter(|c| is_idle(c)).count()
+        } else {
+            0
+        };
+        let words = capacity.max(seen.len()) - seen.len() + 2 * idle;
+        Clocks::build(clocks, seen, words)
+    }
+
+    /// A new ticket's block: `n` idle clocks, room for `capacity` hashes and for `starts`
+    /// clocks to start (the clocks its plan may start in an ordinary life,
+    /// `Plan::routine_starts`).
+    pub fn open(n: usize, starts: usize, capacity: usize) -> Clocks {
+        if n > SPARSE_MAX {
+            let v: Dense = std::iter::repeat_n(IDLE, n).collect();
+            return Clocks::build(&v, &[], capacity);
+        }
+        let room = capacity + 2 * starts.min(n);
+        if n == 0 && room == 0 {
+            return Clocks::default();
+        }
+        assert!(room <= u16::MAX as usize, "clock block too large");
+        let l = layout(false, 0, room);
+        // SAFETY: `l` has a non-zero size (the header), which is all this writes.
+        unsafe {
+            let p = alloc(l);
+            let Some(ptr) = NonNull::new(p.cast::<Header>()) else {
+                handle_alloc_error(l)
+            };
+            ptr.as_ptr().write(Header {
+                bits: 1 << n,
+                room: room as u16,
+                seen: 0,
+            });
+            Clocks { ptr }
+        }
+    }
+
+    /// A block holding `clocks` (the idle ones only if the plan is too large for the
+    /// sparse form) and `seen`, with `room` words after them.
+    fn build(clocks: &[ClockCore], seen: &[u64], room: usize) -> Clocks {
+        let n = clocks.len();
+        if n == 0 && seen.is_empty() && room == 0 {
             return Clocks::default();
         }
         assert!(
-            clocks.len() <= u16::MAX as usize
-                && room <= u16::MAX as usize
-                && seen.len() <= u32::MAX as usize,
+            n <= u16::MAX as usize && room <= u16::MAX as usize && seen.len() <= u32::MAX as usize,
             "clock block too large"
         );
-        let l = layout(clocks.len(), capacity);
+        let dense = n > SPARSE_MAX;
+        let mut stored: Dense = SmallVec::new();
+        let bits = if dense {
+            stored.extend_from_slice(clocks);
+            0
+        } else {
+            let mut bits = 1u16 << n;
+            for (i, c) in clocks.iter().enumerate() {
+                if !is_idle(c) {
+                    bits |= 1 << i;
+                    stored.push(*c);
+                }
+            }
+            bits
+        };
+        let l = layout(dense, stored.len(), seen.len() + room);
         // SAFETY: `l` has a non-zero size (the header); the writes stay inside it.
         unsafe {
             let p = alloc(l);
@@ -78,43 +184,313 @@ impl Clocks {
                 handle_alloc_error(l)
             };
             ptr.as_ptr().write(Header {
-                clocks: clocks.len() as u16,
+                bits,
                 room: room as u16,
                 seen: seen.len() as u32,
             });
-            let c = p.add(HEADER).cast::<ClockCore>();
-            std::ptr::copy_nonoverlapping(clocks.as_ptr(), c, clocks.len());
-            let s = c.add(clocks.len()).cast::<u64>();
-            std::ptr::copy_nonoverlapping(seen.as_ptr(), s, seen.len());
-            Clocks { ptr }
+            if dense {
+                p.add(HEADER).cast::<u64>().write(n as u64);
+            }
+            let c = Clocks { ptr };
+            std::ptr::copy_nonoverlapping(stored.as_ptr(), c.clocks_ptr(), stored.len());
+            std::ptr::copy_nonoverlapping(seen.as_ptr(), c.seen_ptr(), seen.len());
+            c
         }
     }
 
-    /// `n` idle clocks and room for `capacity` hashes (a new ticket).
-    pub fn idle(n: usize, capacity: usize) -> Clocks {
-        // Small plans (every default one) without a heap buffer.
-        let mut v = smallvec::SmallVec::<[ClockCore; 16]>::new();
-        v.resize(n, ClockCore::default());
-        Clocks::new(&v, &[], capacity)
-    }
-
+    #[inline]
     fn header(&self) -> &Header {
         // SAFETY: `ptr` is `EMPTY` or a block this owns, starting with its header.
         unsafe { self.ptr.as_ref() }
     }
 
+    #[inline]
     fn is_shared_empty(&self) -> bool {
         std::ptr::eq(self.ptr.as_ptr(), &EMPTY)
     }
 
-    fn clocks_ptr(&self) -> *mut ClockCore {
-        // SAFETY: within the block (or one past `EMPTY`'s header, for zero clocks).
-        unsafe { self.ptr.as_ptr().cast::<u8>().add(HEADER).cast() }
+    #[inline]
+    fn is_dense(&self) -> bool {
+        self.header().bits == 0
     }
 
+    /// Clocks of the ticket's plan (stored or not).
+    #[inline]
+    pub fn len(&self) -> usize {
+        let bits = self.header().bits;
+        if bits == 0 {
+            // SAFETY: the dense form keeps the count in the word after the header.
+            unsafe {
+                self.ptr
+                    .as_ptr()
+                    .cast::<u8>()
+                    .add(HEADER)
+                    .cast::<u64>()
+                    .read() as usize
+            }
+        } else {
+            15 - bits.leading_zeros() as usize
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Clock states held in the block.
+    #[inline]
+    fn stored_len(&self) -> usize {
+        let bits = self.header().bits;
+        if bits == 0 {
+            self.len()
+        } else {
+            bits.count_ones() as usize - 1
+        }
+    }
+
+    #[inline]
+    fn clocks_ptr(&self) -> *mut ClockCore {
+        let off = HEADER + 8 * self.is_dense() as usize;
+        // SAFETY: within the block (or one past `EMPTY`'s header, for zero clocks).
+        unsafe { self.ptr.as_ptr().cast::<u8>().add(off).cast() }
+    }
+
+    #[inline]
     fn seen_ptr(&self) -> *mut u64 {
         // SAFETY: within the block, after the clock states.
-        unsafe { self.clocks_ptr().add(self.header().clocks as usize).cast() }
+        unsafe { self.clocks_ptr().add(self.stored_len()).cast() }
+    }
+
+    #[inline]
+    fn stored_slice(&self) -> &[ClockCore] {
+        // SAFETY: `stored` initialised states follow the header.
+        unsafe { std::slice::from_raw_parts(self.clocks_ptr(), self.stored_len()) }
+    }
+
+    /// Every clock's state, in the plan's order (absent ones read as [`IDLE`]).
+    #[inline]
+    pub fn iter(&self) -> Iter<'_> {
+        let bits = self.header().bits;
+        Iter {
+            stored: self.stored_slice().iter(),
+            i: 0,
+            n: self.len(),
+            all: bits == 0,
+            bits,
+        }
+    }
+
+    /// A changeable copy of every clock's state; [`Clocks::store`] writes it back.
+    #[inline]
+    pub fn dense(&self) -> Dense {
+        let mut d = Dense::new();
+        let n = self.len();
+        if self.is_dense() || n > d.inline_size() {
+            d.extend(self.iter().copied());
+            return d;
+        }
+        // SAFETY: `n` fits the inline buffer; `copy_to` writes all `n` states.
+        unsafe {
+            self.copy_to(std::slice::from_raw_parts_mut(d.as_mut_ptr(), n));
+            d.set_len(n);
+        }
+        d
+    }
+
+    /// Writes every clock's state into `out` (as long as [`Clocks::len`]).
+    #[inline]
+    pub fn copy_to(&self, out: &mut [ClockCore]) {
+        let bits = self.header().bits;
+        if bits == 0 {
+            out.copy_from_slice(self.stored_slice());
+            return;
+        }
+        let n = self.len();
+        let out = &mut out[..n];
+        let src = self.clocks_ptr();
+        let mut k = 0;
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = if bits & (1 << i) != 0 {
+                // SAFETY: bit `i` set: the `k`-th of the stored states (fewer bits than n).
+                let c = unsafe { *src.add(k) };
+                k += 1;
+                c
+            } else {
+                IDLE
+            };
+        }
+    }
+
+    /// Sets clock `i` to `c`: in place when it stays stored (or stays idle), else through
+    /// [`Clocks::store`] (it joins or leaves the block).
+    #[inline]
+    pub fn set(&mut self, i: usize, c: ClockCore) {
+        let n = self.len();
+        assert!(i < n, "clock {i} of {n}");
+        let bits = self.header().bits;
+        let stored = bits == 0 || bits & (1 << i) != 0;
+        if stored && (bits == 0 || !is_idle(&c)) {
+            let k = if bits == 0 {
+                i
+            } else {
+                (bits & ((1u16 << i) - 1)).count_ones() as usize
+            };
+            // SAFETY: clock `i` is the `k`-th stored state of a block this owns.
+            unsafe { self.clocks_ptr().add(k).write(c) };
+            return;
+        }
+        if !stored && is_idle(&c) {
+            return;
+        }
+        if !stored && self.header().room >= 2 {
+            // Joins the block in its room (a clock starting): the hashes and the states
+            // after its place move up by one state.
+            let (p, seen) = (self.stored_len(), self.header().seen as usize);
+            let k = (bits & ((1u16 << i) - 1)).count_ones() as usize;
+            // SAFETY: a block this owns (it has room, so it is not `EMPTY`) with two words
+            // of room after the hashes: the moves stay inside it (`copy` allows overlap).
+            unsafe {
+                let base = self.clocks_ptr();
+                std::ptr::copy(
+                    base.add(p).cast::<u64>(),
+                    base.add(p + 1).cast::<u64>(),
+                    seen,
+                );
+                std::ptr::copy(base.add(k), base.add(k + 1), p - k);
+                base.add(k).write(c);
+                let h = self.ptr.as_mut();
+                h.bits |= 1 << i;
+                h.room -= 2;
+            }
+            return;
+        }
+        let mut d = self.dense();
+        d[i] = c;
+        self.store(&d);
+    }
+
+    /// Calls `f` with (clock index, its state) for every stored state, in order: the
+    /// clocks that are not idle (every clock in the dense form), changed in place. `f`
+    /// must leave them not idle (it changes running clocks); one left idle is stored
+    /// until the next [`Clocks::store`] (it still reads as idle).
+    #[inline]
+    pub fn for_each_stored(&mut self, mut f: impl FnMut(usize, &mut ClockCore)) {
+        let bits = self.header().bits;
+        let n = self.len();
+        let k = self.stored_len();
+        if k == 0 {
+            return;
+        }
+        // SAFETY: the `k` stored states of a block this owns (`EMPTY` stores none).
+        let states = unsafe { std::slice::from_raw_parts_mut(self.clocks_ptr(), k) };
+        if bits == 0 {
+            states.iter_mut().enumerate().for_each(|(i, c)| f(i, c));
+            return;
+        }
+        let mut m = bits ^ (1 << n);
+        for c in states {
+            f(m.trailing_zeros() as usize, c);
+            m &= m - 1;
+        }
+    }
+
+    /// Writes the clock states back (a dense copy from [`Clocks::dense`], changed): the
+    /// clocks that left or reached the idle state leave or join the block, taking their
+    /// room from the room after the hashes (reallocating only when it has too little). A
+    /// copy of another length (a re-match) rebuilds the block as [`Clocks::set_clocks`].
+    pub fn store(&mut self, d: &[ClockCore]) {
+        let n = self.len();
+        if d.len() != n {
+            return self.set_clocks(d);
+        }
+        if n == 0 {
+            return;
+        }
+        let bits = self.header().bits;
+        if bits == 0 {
+            // SAFETY: the dense form stores all `n` clocks.
+            unsafe { std::ptr::copy_nonoverlapping(d.as_ptr(), self.clocks_ptr(), n) };
+            return;
+        }
+        let marker = 1u16 << n;
+        let mut mask = 0u16;
+        for (i, c) in d.iter().enumerate() {
+            if !is_idle(c) {
+                mask |= 1 << i;
+            }
+        }
+        let old = bits ^ marker;
+        if mask != old {
+            self.relayout(old.count_ones() as usize, mask.count_ones() as usize);
+            // SAFETY: a block this owns (`relayout` made it one if it was `EMPTY`).
+            unsafe { self.ptr.as_mut().bits = mask | marker };
+        }
+        let dst = self.clocks_ptr();
+        let mut m = mask;
+        let mut k = 0;
+        while m != 0 {
+            let i = m.trailing_zeros() as usize;
+            // SAFETY: `k` < the `mask.count_ones()` states the block now stores.
+            unsafe { dst.add(k).write(d[i]) };
+            k += 1;
+            m &= m - 1;
+        }
+    }
+
+    /// Makes the block store `new` clock states instead of `old` (sparse form): the hashes
+    /// move, the room pays (or takes back) two words per clock; the states themselves are
+    /// the caller's to write. Reallocates when the room is short.
+    fn relayout(&mut self, old: usize, new: usize) {
+        let (seen, room) = {
+            let h = self.header();
+            (h.seen as usize, h.room as usize)
+        };
+        let words = seen + room;
+        if new > old && room < 2 * (new - old) {
+            // Grow by what is missing: the block then has no room left.
+            let from = layout(false, old, words);
+            let to = layout(false, new, seen);
+            if self.is_shared_empty() {
+                // A plan without clocks has no bits to set; nothing reaches here.
+                unreachable!("clocks started in the shared empty block");
+            }
+            // SAFETY: allocated with `from`; `realloc` keeps the prefix (header, clocks,
+            // hashes), which then moves up inside the larger block.
+            unsafe {
+                let p = realloc(self.ptr.as_ptr().cast(), from, to.size());
+                let Some(ptr) = NonNull::new(p.cast::<Header>()) else {
+                    handle_alloc_error(to)
+                };
+                self.ptr = ptr;
+                let c = self.clocks_ptr();
+                std::ptr::copy(c.add(old).cast::<u64>(), c.add(new).cast::<u64>(), seen);
+                (*ptr.as_ptr()).room = 0;
+            }
+            return;
+        }
+        let room = room + 2 * old - 2 * new;
+        // SAFETY: `new` states and `seen` hashes fit the block (the room paid for them);
+        // `copy` allows the overlap.
+        unsafe {
+            let c = self.clocks_ptr();
+            std::ptr::copy(c.add(old).cast::<u64>(), c.add(new).cast::<u64>(), seen);
+        }
+        if room > u16::MAX as usize {
+            // Clocks back to idle freed more room than the header counts: give it back.
+            let keep = u16::MAX as usize;
+            let from = layout(false, new, seen + room);
+            let to = layout(false, new, seen + keep);
+            // SAFETY: allocated with `from`; the prefix kept is header, states, hashes.
+            unsafe {
+                let p = realloc(self.ptr.as_ptr().cast(), from, to.size());
+                let Some(ptr) = NonNull::new(p.cast::<Header>()) else {
+                    handle_alloc_error(to)
+                };
+                self.ptr = ptr;
+            }
+        }
+        // SAFETY: a block this owns.
+        unsafe { self.ptr.as_mut().room = room.min(u16::MAX as usize) as u16 };
     }
 
     /// The dedup hashes (rule 9), in the order recorded.
@@ -123,29 +499,37 @@ impl Clocks {
         unsafe { std::slice::from_raw_parts(self.seen_ptr(), self.header().seen as usize) }
     }
 
-    /// Hashes the block holds room for (recorded ones included).
+    /// Hashes the block holds room for (recorded ones included; a clock that starts takes
+    /// the room of two).
     pub fn seen_capacity(&self) -> usize {
         let h = self.header();
         h.seen as usize + h.room as usize
     }
 
+    /// The block's size in bytes (0 for a ticket holding nothing), for the bench's
+    /// breakdown.
+    pub fn heap_bytes(&self) -> usize {
+        if self.is_shared_empty() {
+            return 0;
+        }
+        layout(self.is_dense(), self.stored_len(), self.seen_capacity()).size()
+    }
+
     /// Room for `additional` more hashes (exactly, as `Vec::reserve_exact`).
     pub fn reserve_seen_exact(&mut self, additional: usize) {
-        let (n, len, cap) = {
-            let h = self.header();
-            (h.clocks as usize, h.seen as usize, self.seen_capacity())
-        };
+        let (len, cap) = (self.header().seen as usize, self.seen_capacity());
         if cap - len >= additional {
             return;
         }
         let new_cap = len + additional;
         assert!(additional <= u16::MAX as usize, "clock block too large");
         if self.is_shared_empty() {
-            *self = Clocks::new(&[], &[], new_cap);
+            *self = Clocks::build(&[], &[], new_cap);
             return;
         }
-        let old = layout(n, cap);
-        let new = layout(n, new_cap);
+        let (dense, stored) = (self.is_dense(), self.stored_len());
+        let old = layout(dense, stored, cap);
+        let new = layout(dense, stored, new_cap);
         // SAFETY: the block was allocated with `old`; `realloc` keeps its prefix (header,
         // clocks, hashes).
         unsafe {
@@ -212,127 +596,112 @@ impl Clocks {
 
     /// `n` clock states: the first ones kept, idle ones added.
     pub fn resize(&mut self, n: usize) {
-        let mut v: smallvec::SmallVec<[ClockCore; 16]> = self.iter().copied().collect();
-        v.resize(n, ClockCore::default());
+        let mut v = self.dense();
+        v.resize(n, IDLE);
         self.set_clocks(&v);
     }
 }
+
+/// [`Clocks::iter`]: the stored states in order, [`IDLE`] for the clocks not stored.
+pub struct Iter<'a> {
+    stored: std::slice::Iter<'a, ClockCore>,
+    i: usize,
+    n: usize,
+    /// Dense form: every clock is stored.
+    all: bool,
+    bits: u16,
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = &'a ClockCore;
+    #[inline]
+    fn next(&mut self) -> Option<&'a ClockCore> {
+        if self.i == self.n {
+            return None;
+        }
+        let i = self.i;
+        self.i += 1;
+        if self.all || self.bits & (1 << i) != 0 {
+            self.stored.next()
+        } else {
+            Some(&IDLE)
+        }
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.n - self.i, Some(self.n - self.i))
+    }
+}
+
+impl ExactSizeIterator for Iter<'_> {}
 
 impl Drop for Clocks {
     fn drop(&mut self) {
         if self.is_shared_empty() {
             return;
         }
-        let h = self.header();
-        let l = layout(h.clocks as usize, h.seen as usize + h.room as usize);
-        // SAFETY: allocated with this layout (`new`, `reserve_seen_exact`).
+        let l = layout(self.is_dense(), self.stored_len(), self.seen_capacity());
+        // SAFETY: allocated with this layout (the size is kept through every change).
         unsafe { dealloc(self.ptr.as_ptr().cast(), l) }
     }
 }
 
-impl std::ops::Deref for Clocks {
-    type Target = [ClockCore];
-    fn deref(&self) -> &[ClockCore] {
-        // SAFETY: `clocks` initialised states follow the header.
-        unsafe { std::slice::from_raw_parts(self.clocks_ptr(), self.header().clocks as usize) }
-    }
-}
-
-impl std::ops::DerefMut for Clocks {
-    fn deref_mut(&mut self) -> &mut [ClockCore] {
-        let n = self.header().clocks as usize;
-        if n == 0 {
-            return &mut [];
+/// Clock `i`'s state ([`IDLE`] when it is not stored).
+impl std::ops::Index<usize> for Clocks {
+    type Output = ClockCore;
+    fn index(&self, i: usize) -> &ClockCore {
+        let bits = self.header().bits;
+        if bits == 0 {
+            return &self.stored_slice()[i];
         }
-        // SAFETY: as `deref`, in a block this owns (`EMPTY` has no clocks).
-        unsafe { std::slice::from_raw_parts_mut(self.clocks_ptr(), n) }
+        let n = 15 - bits.leading_zeros() as usize;
+        assert!(i < n, "clock {i} of {n}");
+        if bits & (1 << i) == 0 {
+            return &IDLE;
+        }
+        let k = (bits & ((1u16 << i) - 1)).count_ones() as usize;
+        // SAFETY: bit `i` is set: the `k`-th stored state (bits below `i` count them).
+        unsafe { &*self.clocks_ptr().add(k) }
     }
 }
 
 impl Clone for Clocks {
+    /// The same states and hashes, with the same room.
     fn clone(&self) -> Clocks {
-        Clocks::new(self, self.seen(), self.seen_capacity())
+        if self.is_shared_empty() {
+            return Clocks::default();
+        }
+        let l = layout(self.is_dense(), self.stored_len(), self.seen_capacity());
+        // The initialised prefix: header, count word, states, hashes.
+        let used = l.size() - 8 * self.header().room as usize;
+        // SAFETY: a block of the same layout; the prefix copied is initialised.
+        unsafe {
+            let p = alloc(l);
+            let Some(ptr) = NonNull::new(p.cast::<Header>()) else {
+                handle_alloc_error(l)
+            };
+            std::ptr::copy_nonoverlapping(self.ptr.as_ptr().cast::<u8>(), p, used);
+            Clocks { ptr }
+        }
     }
 }
 
 /// Equal clock states and hashes (capacity aside, as `Vec`'s equality).
 impl PartialEq for Clocks {
     fn eq(&self, other: &Clocks) -> bool {
-        **self == **other && self.seen() == other.seen()
+        self.len() == other.len()
+            && self.iter().zip(other.iter()).all(|(a, b)| a == b)
+            && self.seen() == other.seen()
     }
 }
 
 impl std::fmt::Debug for Clocks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Clocks")
-            .field("clocks", &&**self)
+            .field("clocks", &self.dense().as_slice())
             .field("seen", &self.seen())
             .finish()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::core::clock::ClockStatus;
-    use crate::core::time::Ts;
-
-    fn core(k: i64) -> ClockCore {
-        ClockCore {
-            status: ClockStatus::Running,
-            nth: k as u16,
-            start: Ts(k),
-            ..Default::default()
-        }
-    }
-
-    /// The block behaves as a `Box<[ClockCore]>` and a `Vec<u64>` side by side.
-    #[test]
-    fn block_behaves_as_a_slice_and_a_vec() {
-        for n in [0usize, 1, 4, 6] {
-            let cores: Vec<ClockCore> = (0..n as i64).map(core).collect();
-            let mut c = Clocks::new(&cores, &[], 0);
-            let mut model: Vec<u64> = Vec::new();
-            for h in 0..40u64 {
-                if model.len() == model.capacity() {
-                    let add = if model.len() < 8 { 2 } else { 4 };
-                    model.reserve_exact(add);
-                    c.reserve_seen_exact(add);
-                }
-                model.push(h * 7919);
-                c.push_seen(h * 7919);
-                assert_eq!(c.seen(), &model[..]);
-                assert_eq!(&*c, &cores[..]);
-                // The same hashes written in bulk, stopping where `next` gives `None`.
-                let mut f = Clocks::new(&cores, &[], model.len() + 1);
-                let mut it = model.iter().copied();
-                assert_eq!(f.fill_seen(model.len(), || it.next()), Some(()));
-                assert_eq!(f.seen(), &model[..]);
-                let mut g = Clocks::new(&cores, &[], model.len() + 1);
-                let mut it = model.iter().copied();
-                assert_eq!(g.fill_seen(model.len() + 1, || it.next()), None);
-                assert_eq!(g.seen(), &model[..]);
-                assert_eq!(g.seen_capacity(), model.len() + 1);
-                assert!(c.seen_capacity() >= c.seen().len());
-            }
-            let d = c.clone();
-            assert_eq!(c, d);
-            c[0..n].iter_mut().for_each(|x| x.warned = 1);
-            assert_eq!(c == d, n == 0);
-            c.resize(n + 2);
-            assert_eq!(c.len(), n + 2);
-            assert_eq!(c.seen(), &model[..]);
-            assert_eq!(c[n + 1], ClockCore::default());
-            c.set_clocks(&[]);
-            assert!(c.is_empty());
-            assert_eq!(c.seen(), &model[..]);
-        }
-        let mut e = Clocks::default();
-        assert!(e.is_empty() && e.seen().is_empty() && e.seen_capacity() == 0);
-        e.reserve_seen_exact(3);
-        e.push_seen(5);
-        assert_eq!(e.seen(), &[5]);
-        assert_eq!(Clocks::idle(3, 10).seen_capacity(), 10);
-        assert_eq!(&*Clocks::idle(3, 10), &[ClockCore::default(); 3][..]);
-    }
-}
+mod tests;

@@ -324,11 +324,7 @@ impl Engine {
         for t in self.tickets.iter() {
             let c = t.clocks.len();
             let cap = t.clocks.seen_capacity();
-            blocks += chunk(if c + cap == 0 {
-                0
-            } else {
-                8 + 16 * c + 8 * cap
-            });
+            blocks += chunk(t.clocks.heap_bytes());
             clocks += c;
             idle += t
                 .clocks
@@ -745,7 +741,7 @@ impl Engine {
         let mut before = [ClockCore::default(); BEFORE_CLOCKS];
         let n = ticket.clocks.len();
         if n <= BEFORE_CLOCKS {
-            before[..n].copy_from_slice(&ticket.clocks);
+            ticket.clocks.copy_to(&mut before[..n]);
         }
         ticket.apply(ev, matches, &plan, &mut rematch, &mut sink);
         self.mark_dirty(slot);

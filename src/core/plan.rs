@@ -3,9 +3,43 @@
 //! definition wins). Plans are shared by all tickets with the same match.
 use crate::core::calendar::Calendar;
 use crate::core::model::TicketAttrs;
-use crate::core::policy::{ActionSpec, ClockSpec, PolicySet};
+use crate::core::policy::{ActionSpec, ClockSpec, Matcher, MatcherSet, PolicySet};
 use smallvec::SmallVec;
 use std::sync::Arc;
+
+/// Start matchers of events most tickets never see (escalations and their answers,
+/// department handoffs, transfers, internal notes, urgency changes): a clock started only
+/// by these gets no room reserved in a new ticket's clock block ([`Plan::routine_starts`]).
+/// Memory only: which clocks start, and when, is the same either way.
+pub const RARE_STARTS: MatcherSet = matcher_set(&[
+    Matcher::InternalProgress,
+    Matcher::Transferred,
+    Matcher::TransferredMisrouted,
+    Matcher::Escalated,
+    Matcher::EscalatedAgent,
+    Matcher::EscalatedTeamLead,
+    Matcher::EscalatedSupervisor,
+    Matcher::EscalatedDepartmentHead,
+    Matcher::EscalationAnswered,
+    Matcher::EscalationAnsweredAgent,
+    Matcher::EscalationAnsweredTeamLead,
+    Matcher::EscalationAnsweredSupervisor,
+    Matcher::EscalationAnsweredDepartmentHead,
+    Matcher::DepartmentRequested,
+    Matcher::HandedToDepartment,
+    Matcher::DepartmentStarted,
+    Matcher::UrgencyChanged,
+]);
+
+const fn matcher_set(ms: &[Matcher]) -> MatcherSet {
+    let mut bits = 0u64;
+    let mut i = 0;
+    while i < ms.len() {
+        bits |= 1u64 << (ms[i] as u8);
+        i += 1;
+    }
+    MatcherSet(bits)
+}
 
 /// Indices of a plan's overlays in its policy set.
 pub type OverlayIndices = SmallVec<[usize; 4]>;
@@ -106,6 +140,17 @@ impl Plan {
             .filter_map(|id| set.overlays.iter().position(|o| *o.id == **id))
             .collect();
         Plan::build(set, policy_index, &overlays)
+    }
+
+    /// Clocks an ordinary ticket life may start: those with a start matcher other than
+    /// the rare ones of [`RARE_STARTS`]. A new ticket's clock block keeps room for them
+    /// (`Clocks::open`), so a clock starting on a reply or a customer message does not
+    /// reallocate; one started by an escalation or a department handoff does.
+    pub fn routine_starts(&self) -> usize {
+        self.clocks
+            .iter()
+            .filter(|c| c.start.0 & !RARE_STARTS.0 != 0)
+            .count()
     }
 
     pub fn calendar(&self, clock: usize) -> &Calendar {

@@ -1,7 +1,7 @@
 //! One ticket's state and how an event or a timer changes it. Pure: the engine hands in
 //! the plan and collects what is emitted.
 use crate::core::clock::{ClockCore, ClockState, ClockStatus, Item, Pauses};
-use crate::core::clocks::Clocks;
+use crate::core::clocks::{Clocks, Dense};
 use crate::core::model::{
     Body, Category, Channel, Emitter, Event, OutputBody, SlaOutput, TicketAttrs, Tier, Urgency,
 };
@@ -154,6 +154,17 @@ fn follow_phase(
         (true, false) => pause_clock(c, x, i, t),
         (false, true) => resume_clock(c, x, i, t),
         _ => {}
+    }
+}
+
+/// Clock `i`'s `after` is satisfied by the ticket's `clocks` (or it has none).
+fn after_satisfied<C>(clocks: &C, plan: &Plan, i: usize) -> bool
+where
+    C: std::ops::Index<usize, Output = ClockCore> + ?Sized,
+{
+    match plan.after[i] {
+        Some(j) => clocks[j].done_or_breached(),
+        None => plan.clocks[i].after.is_none(),
     }
 }
 
@@ -386,7 +397,7 @@ impl Ticket {
             last_event: ev.occurred_at,
             closed: false,
             closed_ts: Ts(0),
-            clocks: Clocks::idle(plan.clocks.len(), DEDUP_INITIAL),
+            clocks: Clocks::open(plan.clocks.len(), plan.routine_starts(), DEDUP_INITIAL),
             extras: None,
         }
     }
@@ -510,6 +521,9 @@ impl Ticket {
         // The plan in force: the one given, or the one a re-match moves the ticket to.
         let mut plan = plan;
         let rematched: Arc<Plan>;
+        // The block stores only clocks that are not idle (`Clocks`): steps 3–5 change
+        // running clocks (stored ones) in place; a reopen and a re-match change every clock
+        // on a dense copy written back after; a start writes its one clock.
 
         // 1. Phase, and reopen (rule 7).
         let reopening = matches!(
@@ -532,7 +546,8 @@ impl Ticket {
         if reopening {
             self.cycle += 1;
             self.set_closed_at(None);
-            for (i, c) in self.clocks.iter_mut().enumerate() {
+            let mut clocks = self.clocks.dense();
+            for (i, c) in clocks.iter_mut().enumerate() {
                 let spec = &plan.clocks[i];
                 c.once_used = false;
                 let restart = spec.on_reopen == OnReopen::Restart;
@@ -548,6 +563,7 @@ impl Ticket {
                     start_clock(c, &mut self.extras, i, t);
                 }
             }
+            self.clocks.store(&clocks);
         }
 
         // 2. Re-match on urgency change (rule 6).
@@ -557,16 +573,19 @@ impl Ticket {
             let (new_index, new_plan) = rematch(&attrs);
             self.attrs = attrs;
             if new_index != self.plan {
-                self.rematch(t, new_index, plan, &new_plan, sink);
+                let mut clocks = self.clocks.dense();
+                self.rematch(&mut clocks, t, new_index, plan, &new_plan, sink);
+                self.clocks.store(&clocks);
                 rematched = new_plan;
                 plan = &rematched;
             }
         }
 
         // 3. Stops (and recurring resets / ends) first.
-        for (i, c) in self.clocks.iter_mut().enumerate() {
+        // Running clocks only: stored ones, changed in place (they stay not idle).
+        self.clocks.for_each_stored(|i, c| {
             if !c.is_running() {
-                continue;
+                return;
             }
             let spec = &plan.clocks[i];
             match spec.kind {
@@ -623,16 +642,17 @@ impl Ticket {
                     }
                 }
             }
-        }
+        });
 
         // 4. Pause / resume: by phase (`paused_in`) or by events.
         let phase = self.phase;
-        for (i, c) in self.clocks.iter_mut().enumerate() {
+        let extras = &mut self.extras;
+        self.clocks.for_each_stored(|i, c| {
             if !c.is_running() {
-                continue;
+                return;
             }
             let spec = &plan.clocks[i];
-            let x = &mut self.extras;
+            let x = &mut *extras;
             if !spec.paused_in.is_empty() {
                 follow_phase(c, x, i, spec.paused_in, phase, t);
             } else if !c.is_paused() && spec.pause.hits(matches) {
@@ -640,17 +660,18 @@ impl Ticket {
             } else if c.is_paused() && spec.resume.hits(matches) {
                 resume_clock(c, x, i, t);
             }
-        }
+        });
 
         // 5. Close cancels all but survivors, silently (rule 8).
         if matches!(ev.body, Body::Closed) {
             self.set_closed_at(Some(t));
-            for (i, c) in self.clocks.iter_mut().enumerate() {
+            let (attrs, extras) = (&self.attrs, &self.extras);
+            self.clocks.for_each_stored(|i, c| {
                 if c.is_running() && !plan.clocks[i].survives_close {
-                    censor(&self.attrs, plan, i, c, pauses_of(&self.extras, i), t, sink);
+                    censor(attrs, plan, i, c, pauses_of(extras, i), t, sink);
                     c.status = ClockStatus::Cancelled;
                 }
-            }
+            });
         }
 
         // 6. Starts. A deadline clock does not start on an event that is itself what the
@@ -658,32 +679,32 @@ impl Ticket {
         // must not open an `eta` clock demanding another one. It still uses up `once`.
         for i in 0..self.clocks.len() {
             let spec = &plan.clocks[i];
-            let c = &self.clocks[i];
-            if !c.is_running()
-                && spec.kind == ClockKind::Deadline
-                && spec.start.hits(matches)
-                && spec.stop.hits(matches)
-            {
+            // Nothing below happens to a clock the event does not start.
+            if !spec.start.hits(matches) {
+                continue;
+            }
+            let mut c = self.clocks[i];
+            if !c.is_running() && spec.kind == ClockKind::Deadline && spec.stop.hits(matches) {
                 if spec.once && spec.phases.contains(self.phase) {
-                    self.clocks[i].once_used = true;
+                    c.once_used = true;
+                    self.clocks.set(i, c);
                 }
                 continue;
             }
             if c.is_running()
-                || !spec.start.hits(matches)
                 || (spec.once && c.once_used)
                 || !spec.phases.contains(self.phase)
-                || !self.after_satisfied(plan, i)
+                || !after_satisfied(&self.clocks, plan, i)
             {
                 continue;
             }
-            let c = &mut self.clocks[i];
-            start_clock(c, &mut self.extras, i, t);
-            follow_phase(c, &mut self.extras, i, spec.paused_in, self.phase, t);
+            start_clock(&mut c, &mut self.extras, i, t);
+            follow_phase(&mut c, &mut self.extras, i, spec.paused_in, self.phase, t);
+            self.clocks.set(i, c);
             if spec.follow_up {
                 let cal = plan.calendar(i);
                 let p = pauses_of(&self.extras, i);
-                let deadline = deadline_of(&self.clocks[i], p, spec, cal, t);
+                let deadline = deadline_of(&c, p, spec, cal, t);
                 sink.outputs.push(clock_output(
                     &self.id,
                     sink.tenant,
@@ -734,13 +755,6 @@ impl Ticket {
         }
     }
 
-    fn after_satisfied(&self, plan: &Plan, i: usize) -> bool {
-        match plan.after[i] {
-            Some(j) => self.clocks[j].done_or_breached(),
-            None => plan.clocks[i].after.is_none(),
-        }
-    }
-
     fn fire_actions(
         &mut self,
         plan: &Plan,
@@ -784,13 +798,21 @@ impl Ticket {
 
     /// Rule 6: carry clocks by id, cancel old-only ones, start new-only `opened` clocks
     /// retroactively, then fire whatever is past due at the change.
-    fn rematch(&mut self, t: Ts, new_index: u32, old: &Plan, new: &Plan, sink: &mut Sink) {
-        let mut clocks = vec![ClockCore::default(); new.clocks.len()];
+    fn rematch(
+        &mut self,
+        clocks: &mut Dense,
+        t: Ts,
+        new_index: u32,
+        old: &Plan,
+        new: &Plan,
+        sink: &mut Sink,
+    ) {
+        let mut new_clocks: Dense = smallvec::smallvec![ClockCore::default(); new.clocks.len()];
         let mut pauses: Vec<Option<Box<Pauses>>> = Vec::new();
         let mut carried = vec![false; new.clocks.len()];
         for (ni, spec) in new.clocks.iter().enumerate() {
             if let Some(oi) = old.clocks.iter().position(|c| c.id == spec.id) {
-                let mut st = std::mem::take(&mut self.clocks[oi]);
+                let mut st = std::mem::take(&mut clocks[oi]);
                 let p = self
                     .extras
                     .as_mut()
@@ -810,12 +832,12 @@ impl Ticket {
                 }
                 st.warned = warned;
                 st.escalated = st.escalated.min(spec.escalate.len() as u8);
-                clocks[ni] = st;
+                new_clocks[ni] = st;
                 carried[ni] = true;
             }
         }
         // Clocks only in the old policy are cancelled: their cycle ends without a stop.
-        for (oi, c) in self.clocks.iter().enumerate() {
+        for (oi, c) in clocks.iter().enumerate() {
             censor(
                 &self.attrs,
                 old,
@@ -826,7 +848,7 @@ impl Ticket {
                 sink,
             );
         }
-        self.clocks.set_clocks(&clocks);
+        *clocks = new_clocks;
         if let Some(x) = self.extras.as_mut() {
             // Carried clocks' intervals at their new indices; old-only clocks' dropped.
             let had = !x.pauses.is_empty();
@@ -842,9 +864,9 @@ impl Ticket {
             if !was_carried
                 && spec.start.contains(Matcher::Opened)
                 && spec.phases.contains(self.phase)
-                && self.after_satisfied(new, ni)
+                && after_satisfied(clocks, new, ni)
             {
-                let c = &mut self.clocks[ni];
+                let c = &mut clocks[ni];
                 start_clock(c, &mut self.extras, ni, self.opened_at);
                 // The phase history is not kept: a retroactive clock is paused from the
                 // change when the ticket is in one of its `paused_in` phases now.
@@ -852,7 +874,16 @@ impl Ticket {
             }
         }
         for ni in 0..new.clocks.len() {
-            let _ = self.fire_clock(new, ni, t, Mode::Event(t), sink);
+            let _ = Ticket::fire_clock(
+                &self.id,
+                &self.extras,
+                &mut clocks[ni],
+                new,
+                ni,
+                t,
+                Mode::Event(t),
+                sink,
+            );
         }
         let opened = MatcherSet::of(&[Matcher::Opened]);
         let opened_at = self.opened_at;
@@ -872,22 +903,28 @@ impl Ticket {
     /// of the state it leaves: firing computes it anyway).
     pub fn fire_timers(&mut self, plan: &Plan, until: Ts, sink: &mut Sink) -> Option<Ts> {
         let mut next: Option<Ts> = None;
-        for i in 0..self.clocks.len() {
-            // A clock not running owes nothing (`next_item` is `None`).
-            if !self.clocks[i].is_running() {
-                continue;
+        // A clock not running owes nothing (`next_item` is `None`); a running one is stored
+        // (and stays so: firing marks what it fired).
+        let (id, extras) = (&self.id, &self.extras);
+        self.clocks.for_each_stored(|i, c| {
+            if !c.is_running() {
+                return;
             }
-            if let Some(due) = self.fire_clock(plan, i, until, Mode::Timer, sink) {
+            if let Some(due) = Ticket::fire_clock(id, extras, c, plan, i, until, Mode::Timer, sink)
+            {
                 next = Some(next.map_or(due, |n| n.min(due)));
             }
-        }
+        });
         next
     }
 
     /// Fires clock `i`'s outputs due at or before `until`; returns its next due instant
     /// afterwards (`ClockCore::next_due` of the state it leaves).
+    #[allow(clippy::too_many_arguments)]
     fn fire_clock(
-        &mut self,
+        id: &CompactString,
+        extras: &Option<Box<Extras>>,
+        clk: &mut ClockCore,
         plan: &Plan,
         i: usize,
         until: Ts,
@@ -897,8 +934,8 @@ impl Ticket {
         let spec = &plan.clocks[i];
         let cal = plan.calendar(i);
         loop {
-            let c = &self.clocks[i];
-            let p = pauses_of(&self.extras, i);
+            let c = &*clk;
+            let p = pauses_of(extras, i);
             let (item, x) = c.next_item(spec)?;
             let due = c.instant_of(p, cal, x)?;
             if due > until {
@@ -947,7 +984,7 @@ impl Ticket {
                 }
             };
             sink.outputs.push(clock_output(
-                &self.id,
+                id,
                 sink.tenant,
                 plan,
                 spec,
@@ -955,7 +992,7 @@ impl Ticket {
                 deadline,
                 fired_at,
             ));
-            self.clocks[i].mark(item);
+            clk.mark(item);
         }
     }
 }

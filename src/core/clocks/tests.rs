@@ -1,0 +1,173 @@
+//! Tests of the clock block (`core::clocks`).
+use super::*;
+use crate::core::clock::ClockStatus;
+use crate::core::time::Ts;
+
+fn core(k: i64) -> ClockCore {
+    ClockCore {
+        status: ClockStatus::Running,
+        nth: k as u16,
+        start: Ts(k),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn idle_is_the_default() {
+    assert_eq!(IDLE, ClockCore::default());
+}
+
+/// The block behaves as a `Box<[ClockCore]>` and a `Vec<u64>` side by side.
+#[test]
+fn block_behaves_as_a_slice_and_a_vec() {
+    for n in [0usize, 1, 4, 6, 15, 16, 20] {
+        let cores: Vec<ClockCore> = (0..n as i64).map(core).collect();
+        let mut c = Clocks::new(&cores, &[], 0);
+        let mut model: Vec<u64> = Vec::new();
+        for h in 0..40u64 {
+            if model.len() == model.capacity() {
+                let add = if model.len() < 8 { 2 } else { 4 };
+                model.reserve_exact(add);
+                c.reserve_seen_exact(add);
+            }
+            model.push(h * 7919);
+            c.push_seen(h * 7919);
+            assert_eq!(c.seen(), &model[..]);
+            assert_eq!(c.dense().as_slice(), &cores[..]);
+            // The same hashes written in bulk, stopping where `next` gives `None`.
+            let mut f = Clocks::new(&cores, &[], model.len() + 1);
+            let mut it = model.iter().copied();
+            assert_eq!(f.fill_seen(model.len(), || it.next()), Some(()));
+            assert_eq!(f.seen(), &model[..]);
+            let mut g = Clocks::new(&cores, &[], model.len() + 1);
+            let mut it = model.iter().copied();
+            assert_eq!(g.fill_seen(model.len() + 1, || it.next()), None);
+            assert_eq!(g.seen(), &model[..]);
+            assert_eq!(g.seen_capacity(), model.len() + 1);
+            assert!(c.seen_capacity() >= c.seen().len());
+        }
+        let d = c.clone();
+        assert_eq!(c, d);
+        let mut w = c.dense();
+        w.iter_mut().for_each(|x| x.warned = 1);
+        c.store(&w);
+        assert_eq!(c == d, n == 0);
+        c.resize(n + 2);
+        assert_eq!(c.len(), n + 2);
+        assert_eq!(c.seen(), &model[..]);
+        assert_eq!(c[n + 1], ClockCore::default());
+        c.set_clocks(&[]);
+        assert!(c.is_empty());
+        assert_eq!(c.seen(), &model[..]);
+    }
+    let mut e = Clocks::default();
+    assert!(e.is_empty() && e.seen().is_empty() && e.seen_capacity() == 0);
+    e.reserve_seen_exact(3);
+    e.push_seen(5);
+    assert_eq!(e.seen(), &[5]);
+    assert_eq!(Clocks::open(3, 0, 10).seen_capacity(), 10);
+    assert_eq!(Clocks::open(3, 2, 10).seen_capacity(), 14);
+    assert_eq!(Clocks::open(3, 2, 10).dense().as_slice(), &[IDLE; 3][..]);
+}
+
+/// Clocks starting, changing and going back to idle, hashes recorded between, against
+/// a dense model: every read, the room accounting and the block's size agree; a start
+/// reallocates only when the room is short.
+#[test]
+fn sparse_block_equals_a_dense_model() {
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |k: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % k
+    };
+    for case in 0..400 {
+        let n = (case % 19) as usize;
+        let starts = next(n as u64 + 1) as usize;
+        let mut c = Clocks::open(n, starts, 10);
+        let mut model: Vec<ClockCore> = vec![IDLE; n];
+        let mut seen: Vec<u64> = Vec::new();
+        for step in 0..60 {
+            match next(4) {
+                0 if n > 0 => {
+                    let i = next(n as u64) as usize;
+                    model[i] = match next(3) {
+                        0 => IDLE,
+                        1 => core(step),
+                        _ => ClockCore {
+                            once_used: true,
+                            ..IDLE
+                        },
+                    };
+                    let before = c.heap_bytes();
+                    let room = c.seen_capacity() - seen.len();
+                    let stored_before = c.iter().filter(|k| !is_idle(k)).count();
+                    if next(2) == 0 {
+                        c.store(&model);
+                    } else {
+                        c.set(i, model[i]);
+                    }
+                    let stored = model.iter().filter(|k| !is_idle(k)).count();
+                    if n <= SPARSE_MAX && stored > stored_before {
+                        let need = 2 * (stored - stored_before);
+                        if room >= need {
+                            assert_eq!(c.heap_bytes(), before, "paid from the room");
+                            assert_eq!(c.seen_capacity() - seen.len(), room - need);
+                        } else {
+                            assert_eq!(c.seen_capacity(), seen.len(), "grown exactly");
+                        }
+                    }
+                }
+                1 => {
+                    let h = next(u64::MAX);
+                    if c.seen_capacity() == seen.len() {
+                        c.reserve_seen_exact(if seen.len() < 8 { 2 } else { 4 });
+                    }
+                    c.push_seen(h);
+                    seen.push(h);
+                }
+                2 => {
+                    let d = c.clone();
+                    assert_eq!(d, c);
+                    assert_eq!(d.heap_bytes(), c.heap_bytes());
+                }
+                _ => {}
+            }
+            assert_eq!(c.len(), n);
+            assert_eq!(c.dense().as_slice(), &model[..]);
+            assert!(c.iter().eq(model.iter()));
+            for (i, m) in model.iter().enumerate() {
+                assert_eq!(&c[i], m);
+            }
+            assert_eq!(c.seen(), &seen[..]);
+            // In place over the stored states: the clocks that are not idle, in order.
+            let mut visited = Vec::new();
+            c.for_each_stored(|i, x| {
+                visited.push(i);
+                assert_eq!(*x, model[i]);
+                if !is_idle(x) {
+                    x.nth = x.nth.wrapping_add(1);
+                }
+            });
+            let want: Vec<usize> = (0..n)
+                .filter(|&i| n > SPARSE_MAX || !is_idle(&model[i]))
+                .collect();
+            assert_eq!(visited, want);
+            for &i in &want {
+                if !is_idle(&model[i]) {
+                    model[i].nth = model[i].nth.wrapping_add(1);
+                }
+            }
+            assert_eq!(c.dense().as_slice(), &model[..]);
+            let r = Clocks::new(&model, &seen, seen.len() + 1);
+            assert_eq!(r, c);
+            if n <= SPARSE_MAX {
+                let stored = model.iter().filter(|k| !is_idle(k)).count();
+                assert_eq!(c.stored_len(), stored);
+                // Restored: room for one more hash and for every idle clock to start.
+                assert_eq!(r.seen_capacity(), seen.len() + 1 + 2 * (n - stored));
+            }
+        }
+    }
+}

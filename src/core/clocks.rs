@@ -100,6 +100,36 @@ const _: () = assert!(
         && ClockStatus::Idle as u8 == 0
 );
 
+/// A new block of layout `l` (its header uninitialised).
+fn alloc_block(l: Layout) -> NonNull<Header> {
+    // SAFETY: every layout here has a non-zero size (the header).
+    let p = unsafe { alloc(l) };
+    match NonNull::new(p.cast::<Header>()) {
+        Some(ptr) => ptr,
+        None => handle_alloc_error(l),
+    }
+}
+
+/// `block`, allocated with `from`, resized to `to` (the prefix kept, as `realloc` does).
+///
+/// # Safety
+/// `block` must have been allocated with layout `from`.
+unsafe fn realloc_block(block: NonNull<Header>, from: Layout, to: Layout) -> NonNull<Header> {
+    // SAFETY: the caller's promise; `to` has `from`'s alignment and a non-zero size.
+    let p = unsafe { realloc(block.as_ptr().cast(), from, to.size()) };
+    match NonNull::new(p.cast::<Header>()) {
+        Some(ptr) => ptr,
+        None => handle_alloc_error(to),
+    }
+}
+
+/// Where clock `i` sits among the stored states of a sparse block: the stored clocks
+/// before it.
+#[inline]
+fn rank(bits: u16, i: usize) -> usize {
+    (bits & ((1u16 << i) - 1)).count_ones() as usize
+}
+
 impl Default for Clocks {
     fn default() -> Clocks {
         Clocks {
@@ -134,20 +164,16 @@ impl Clocks {
             return Clocks::default();
         }
         assert!(room <= u16::MAX as usize, "clock block too large");
-        let l = layout(false, 0, room);
-        // SAFETY: `l` has a non-zero size (the header), which is all this writes.
+        let ptr = alloc_block(layout(false, 0, room));
+        // SAFETY: a new block of at least a header, which is all this writes.
         unsafe {
-            let p = alloc(l);
-            let Some(ptr) = NonNull::new(p.cast::<Header>()) else {
-                handle_alloc_error(l)
-            };
             ptr.as_ptr().write(Header {
                 bits: 1 << n,
                 room: room as u16,
                 seen: 0,
-            });
-            Clocks { ptr }
-        }
+            })
+        };
+        Clocks { ptr }
     }
 
     /// A block holding `clocks` (the idle ones only if the plan is too large for the
@@ -176,13 +202,10 @@ impl Clocks {
             }
             bits
         };
-        let l = layout(dense, stored.len(), seen.len() + room);
-        // SAFETY: `l` has a non-zero size (the header); the writes stay inside it.
+        let ptr = alloc_block(layout(dense, stored.len(), seen.len() + room));
+        // SAFETY: a new block of this layout; the writes stay inside it.
         unsafe {
-            let p = alloc(l);
-            let Some(ptr) = NonNull::new(p.cast::<Header>()) else {
-                handle_alloc_error(l)
-            };
+            let p = ptr.as_ptr().cast::<u8>();
             ptr.as_ptr().write(Header {
                 bits,
                 room: room as u16,
@@ -330,11 +353,7 @@ impl Clocks {
         let bits = self.header().bits;
         let stored = bits == 0 || bits & (1 << i) != 0;
         if stored && (bits == 0 || !is_idle(&c)) {
-            let k = if bits == 0 {
-                i
-            } else {
-                (bits & ((1u16 << i) - 1)).count_ones() as usize
-            };
+            let k = if bits == 0 { i } else { rank(bits, i) };
             // SAFETY: clock `i` is the `k`-th stored state of a block this owns.
             unsafe { self.clocks_ptr().add(k).write(c) };
             return;
@@ -346,7 +365,7 @@ impl Clocks {
             // Joins the block in its room (a clock starting): the hashes and the states
             // after its place move up by one state.
             let (p, seen) = (self.stored_len(), self.header().seen as usize);
-            let k = (bits & ((1u16 << i) - 1)).count_ones() as usize;
+            let k = rank(bits, i);
             // SAFETY: a block this owns (it has room, so it is not `EMPTY`) with two words
             // of room after the hashes: the moves stay inside it (`copy` allows overlap).
             unsafe {
@@ -457,10 +476,7 @@ impl Clocks {
             // SAFETY: allocated with `from`; `realloc` keeps the prefix (header, clocks,
             // hashes), which then moves up inside the larger block.
             unsafe {
-                let p = realloc(self.ptr.as_ptr().cast(), from, to.size());
-                let Some(ptr) = NonNull::new(p.cast::<Header>()) else {
-                    handle_alloc_error(to)
-                };
+                let ptr = realloc_block(self.ptr, from, to);
                 self.ptr = ptr;
                 let c = self.clocks_ptr();
                 std::ptr::copy(c.add(old).cast::<u64>(), c.add(new).cast::<u64>(), seen);
@@ -481,13 +497,7 @@ impl Clocks {
             let from = layout(false, new, seen + room);
             let to = layout(false, new, seen + keep);
             // SAFETY: allocated with `from`; the prefix kept is header, states, hashes.
-            unsafe {
-                let p = realloc(self.ptr.as_ptr().cast(), from, to.size());
-                let Some(ptr) = NonNull::new(p.cast::<Header>()) else {
-                    handle_alloc_error(to)
-                };
-                self.ptr = ptr;
-            }
+            self.ptr = unsafe { realloc_block(self.ptr, from, to) };
         }
         // SAFETY: a block this owns.
         unsafe { self.ptr.as_mut().room = room.min(u16::MAX as usize) as u16 };
@@ -564,7 +574,7 @@ impl std::ops::Index<usize> for Clocks {
         if bits & (1 << i) == 0 {
             return &IDLE;
         }
-        let k = (bits & ((1u16 << i) - 1)).count_ones() as usize;
+        let k = rank(bits, i);
         // SAFETY: bit `i` is set: the `k`-th stored state (bits below `i` count them).
         unsafe { &*self.clocks_ptr().add(k) }
     }
@@ -579,15 +589,16 @@ impl Clone for Clocks {
         let l = layout(self.is_dense(), self.stored_len(), self.seen_capacity());
         // The initialised prefix: header, count word, states, hashes.
         let used = l.size() - 8 * self.header().room as usize;
-        // SAFETY: a block of the same layout; the prefix copied is initialised.
+        let ptr = alloc_block(l);
+        // SAFETY: a new block of the same layout; the prefix copied is initialised.
         unsafe {
-            let p = alloc(l);
-            let Some(ptr) = NonNull::new(p.cast::<Header>()) else {
-                handle_alloc_error(l)
-            };
-            std::ptr::copy_nonoverlapping(self.ptr.as_ptr().cast::<u8>(), p, used);
-            Clocks { ptr }
-        }
+            std::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().cast::<u8>(),
+                ptr.as_ptr().cast::<u8>(),
+                used,
+            )
+        };
+        Clocks { ptr }
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 /// department handoffs, transfers, internal notes, urgency changes): a clock started only
 /// by these gets no room reserved in a new ticket's clock block ([`Plan::routine_starts`]).
 /// Memory only: which clocks start, and when, is the same either way.
-pub const RARE_STARTS: MatcherSet = matcher_set(&[
+pub const RARE_STARTS: MatcherSet = MatcherSet::of(&[
     Matcher::InternalProgress,
     Matcher::Transferred,
     Matcher::TransferredMisrouted,
@@ -31,16 +31,6 @@ pub const RARE_STARTS: MatcherSet = matcher_set(&[
     Matcher::UrgencyChanged,
 ]);
 
-const fn matcher_set(ms: &[Matcher]) -> MatcherSet {
-    let mut bits = 0u64;
-    let mut i = 0;
-    while i < ms.len() {
-        bits |= 1u64 << (ms[i] as u8);
-        i += 1;
-    }
-    MatcherSet(bits)
-}
-
 /// Indices of a plan's overlays in its policy set.
 pub type OverlayIndices = SmallVec<[usize; 4]>;
 
@@ -55,6 +45,8 @@ pub struct Plan {
     /// `after` resolved to an index into `clocks`.
     pub after: Vec<Option<usize>>,
     pub actions: Vec<ActionSpec>,
+    /// [`Plan::routine_starts`], counted once (every ticket opened reads it).
+    routine_starts: usize,
 }
 
 /// Identifies a plan by names, so a snapshot can be restored under a reloaded policy file.
@@ -113,6 +105,10 @@ impl Plan {
                     .and_then(|a| clocks.iter().position(|x| &x.id == a))
             })
             .collect();
+        let routine_starts = clocks
+            .iter()
+            .filter(|c| c.start.0 & !RARE_STARTS.0 != 0)
+            .count();
         Plan {
             set: set.clone(),
             policy_id,
@@ -121,6 +117,7 @@ impl Plan {
             clocks,
             after,
             actions,
+            routine_starts,
         }
     }
 
@@ -147,10 +144,7 @@ impl Plan {
     /// (`Clocks::open`), so a clock starting on a reply or a customer message does not
     /// reallocate; one started by an escalation or a department handoff does.
     pub fn routine_starts(&self) -> usize {
-        self.clocks
-            .iter()
-            .filter(|c| c.start.0 & !RARE_STARTS.0 != 0)
-            .count()
+        self.routine_starts
     }
 
     pub fn calendar(&self, clock: usize) -> &Calendar {

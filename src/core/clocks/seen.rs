@@ -1,8 +1,6 @@
 //! The dedup hashes of a ticket's clock block (`core::clocks`): after the stored clock
 //! states, with the room the block shares between hashes and clocks that start.
-use super::{layout, Clocks, Header};
-use std::alloc::{handle_alloc_error, realloc};
-use std::ptr::NonNull;
+use super::{layout, realloc_block, Clocks};
 
 impl Clocks {
     /// The dedup hashes (rule 9), in the order recorded.
@@ -45,12 +43,8 @@ impl Clocks {
         // SAFETY: the block was allocated with `old`; `realloc` keeps its prefix (header,
         // clocks, hashes).
         unsafe {
-            let p = realloc(self.ptr.as_ptr().cast(), old, new.size());
-            let Some(ptr) = NonNull::new(p.cast::<Header>()) else {
-                handle_alloc_error(new)
-            };
-            self.ptr = ptr;
-            (*ptr.as_ptr()).room = additional as u16;
+            self.ptr = realloc_block(self.ptr, old, new);
+            self.ptr.as_mut().room = additional as u16;
         }
     }
 

@@ -105,7 +105,7 @@ impl Matcher {
     pub fn name(self) -> &'static str {
         Matcher::ALL[self as usize].1
     }
-    pub fn bit(self) -> u64 {
+    pub const fn bit(self) -> u64 {
         1u64 << (self as u8)
     }
 }
@@ -116,8 +116,14 @@ pub struct MatcherSet(pub u64);
 
 impl MatcherSet {
     pub const EMPTY: MatcherSet = MatcherSet(0);
-    pub fn of(ms: &[Matcher]) -> MatcherSet {
-        MatcherSet(ms.iter().fold(0, |acc, m| acc | m.bit()))
+    pub const fn of(ms: &[Matcher]) -> MatcherSet {
+        let mut bits = 0;
+        let mut i = 0;
+        while i < ms.len() {
+            bits |= ms[i].bit();
+            i += 1;
+        }
+        MatcherSet(bits)
     }
     pub fn contains(self, m: Matcher) -> bool {
         self.0 & m.bit() != 0

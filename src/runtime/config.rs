@@ -277,13 +277,33 @@ pub struct RuntimeConfig {
     /// often shares the machine).
     #[serde(default = "d_threads")]
     pub threads: usize,
+    /// Partitions the process restores at once, 1–64 (its threads share the bound); `None`
+    /// = the machine's cores, at least 2. Each restore holds its own clients (~20 threads,
+    /// ~1 MiB each), and reading and building state is CPU work: more at once finish no
+    /// sooner and raise the peak RSS. A restore waiting on the broker (held offsets, an
+    /// undecided transaction) does not count against it.
+    #[serde(default)]
+    pub parallel_restores: Option<usize>,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
             threads: d_threads(),
+            parallel_restores: None,
         }
+    }
+}
+
+impl RuntimeConfig {
+    /// `parallel_restores`, or its default.
+    pub fn parallel_restores(&self) -> usize {
+        self.parallel_restores.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                .clamp(2, 64)
+        })
     }
 }
 
@@ -491,7 +511,7 @@ const TOPICS_KEYS: &[&str] = &[
     "output_partitions",
     "replication_factor",
 ];
-const RUNTIME_KEYS: &[&str] = &["threads"];
+const RUNTIME_KEYS: &[&str] = &["threads", "parallel_restores"];
 const ENGINE_KEYS: &[&str] = &[
     "preopen_max_tickets",
     "preopen_max_age_secs",
@@ -602,6 +622,14 @@ impl Config {
                 "runtime.threads",
                 format!("{} must be between 1 and 64", self.runtime.threads),
             );
+        }
+        if let Some(n) = self.runtime.parallel_restores {
+            if !(1..=64).contains(&n) {
+                return invalid(
+                    "runtime.parallel_restores",
+                    format!("{n} must be between 1 and 64"),
+                );
+            }
         }
         if !valid_id(&self.group_id) {
             return invalid(
@@ -776,6 +804,11 @@ impl Config {
         let _ = writeln!(s, "group_id             = {}", self.group_id);
         let _ = writeln!(s, "instance_id          = {}", self.instance_id);
         let _ = writeln!(s, "threads              = {}", self.runtime.threads);
+        let _ = writeln!(
+            s,
+            "parallel_restores    = {}",
+            self.runtime.parallel_restores()
+        );
         let _ = writeln!(s, "input_topics         = {:?}", self.input_topics);
         let formats: Vec<String> = self
             .input_topics
@@ -1011,6 +1044,23 @@ mod tests {
         for bad in ["0", "65"] {
             let e = load(base, &[("SLAWATCH_RUNTIME_THREADS", bad)]).unwrap_err();
             assert!(e.to_string().contains("runtime.threads"), "{e}");
+        }
+    }
+
+    #[test]
+    fn parallel_restores_default_to_the_cores_at_least_two_and_are_bounded() {
+        let base = "brokers = \"b\"\ninstance_id = \"i1\"";
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let default = load(base, &[]).unwrap();
+        assert_eq!(default.runtime.parallel_restores(), cores.clamp(2, 64));
+        let file = load(&format!("{base}\n[runtime]\nparallel_restores = 1"), &[]).unwrap();
+        assert_eq!(file.runtime.parallel_restores(), 1);
+        let env = load(base, &[("SLAWATCH_RUNTIME_PARALLEL_RESTORES", "3")]).unwrap();
+        assert_eq!(env.runtime.parallel_restores(), 3);
+        assert!(env.summary().contains("parallel_restores    = 3"));
+        for bad in ["0", "65"] {
+            let e = load(base, &[("SLAWATCH_RUNTIME_PARALLEL_RESTORES", bad)]).unwrap_err();
+            assert!(e.to_string().contains("runtime.parallel_restores"), "{e}");
         }
     }
 

@@ -45,9 +45,11 @@
 //! | [`write`]   | the records a commit writes (ticket changes, surge state)          |
 //! | [`restore`] | reading a state partition back into engines and detectors          |
 //! | [`held`]    | committed offsets a restore found held, for the processing thread  |
+//! | [`slots`]   | the bound on restores running at once in a process                 |
 pub mod held;
 pub mod keys;
 pub mod restore;
+pub mod slots;
 pub mod write;
 
 pub use held::{HeldOffset, HeldOffsets};
@@ -56,4 +58,5 @@ pub use restore::{
     restore, surge_detector, ReaderCtx, RestoreEnv, RestoreError, RestoreRequest, RestoreResult,
     RestoredInput, RestoredSurge, WantedRestores,
 };
+pub use slots::{RestoreSlot, RestoreSlots};
 pub use write::{ticket_records, StateRecord, SurgeRecord, SurgeRecordError, SURGE_RECORD_VERSION};

@@ -2,6 +2,7 @@
 //! decoded on a builder thread while the reader reads (see [`super`] for the protocol).
 use super::held::{HeldOffset, HeldOffsets};
 use super::keys::{partition_key, split_tenant_key, surge_key, ticket_key};
+use super::slots::{RestoreSlot, RestoreSlots};
 use super::write::{SurgeRecord, SurgeRecordError};
 use crate::core::engine::{Engine, EngineConfig};
 use crate::core::model::TicketKey;
@@ -51,6 +52,8 @@ pub struct RestoreEnv {
     pub held: Arc<HeldOffsets>,
     /// The restores still waited for: one no longer wanted stops at its next step.
     pub wanted: Arc<WantedRestores>,
+    /// The process's bound on restores running at once.
+    pub slots: Arc<RestoreSlots>,
 }
 
 /// The epochs of the restores the processing thread still waits for. A restore whose
@@ -112,7 +115,10 @@ pub struct RestoreResult {
     pub outcome: Result<(Vec<RestoredInput>, Option<RestoredSurge>), RestoreError>,
     pub bytes: u64,
     pub records: u64,
+    /// From taking a restore slot to the answer.
     pub elapsed: Duration,
+    /// Waiting for a restore slot, before `elapsed`.
+    pub queued: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,12 +162,19 @@ impl rdkafka::ClientContext for ReaderCtx {
 }
 impl rdkafka::consumer::ConsumerContext for ReaderCtx {}
 
-/// Runs one restore (blocking; call on a worker thread).
+/// Runs one restore once a restore slot is free (blocking; call on a worker thread).
 pub fn restore(env: &RestoreEnv, req: &RestoreRequest) -> RestoreResult {
+    let queued = Instant::now();
+    let slot = env.slots.acquire(|| env.wanted.wants(req.epoch));
     let started = Instant::now();
     let mut bytes = 0u64;
     let mut records = 0u64;
-    let outcome = run(env, req, &mut bytes, &mut records);
+    let outcome = match slot {
+        Some(mut slot) => run(env, req, &mut slot, &mut bytes, &mut records),
+        None => Err(RestoreError::Cancelled {
+            partition: req.partition,
+        }),
+    };
     RestoreResult {
         partition: req.partition,
         epoch: req.epoch,
@@ -169,12 +182,14 @@ pub fn restore(env: &RestoreEnv, req: &RestoreRequest) -> RestoreResult {
         bytes,
         records,
         elapsed: started.elapsed(),
+        queued: started - queued,
     }
 }
 
 fn run(
     env: &RestoreEnv,
     req: &RestoreRequest,
+    slot: &mut RestoreSlot,
     bytes: &mut u64,
     records: &mut u64,
 ) -> Result<(Vec<RestoredInput>, Option<RestoredSurge>), RestoreError> {
@@ -230,6 +245,7 @@ fn run(
             let read = read_partition(
                 env,
                 req.epoch,
+                slot,
                 &env.group_id,
                 &req.inputs,
                 &env.state_topic,
@@ -278,6 +294,7 @@ fn run(
         let committed = read_partition(
             env,
             req.epoch,
+            slot,
             &env.surge_group_id,
             std::slice::from_ref(&env.repartition_topic),
             &env.surge_state_topic,
@@ -485,6 +502,7 @@ impl InputRestore {
 fn read_partition(
     env: &RestoreEnv,
     epoch: u64,
+    slot: &mut RestoreSlot,
     group: &str,
     sources: &[String],
     state_topic: &str,
@@ -504,7 +522,7 @@ fn read_partition(
     for t in sources {
         tpl.add_partition(t, p);
     }
-    let committed_tpl = committed_offsets(env, epoch, group, &reader, &tpl, p)?;
+    let committed_tpl = committed_offsets(env, epoch, slot, group, &reader, &tpl, p)?;
     let committed: HashMap<String, Option<i64>> = sources
         .iter()
         .map(|t| {
@@ -531,7 +549,7 @@ fn read_partition(
     // lookup fails and is retried only after 500 ms.
     reader.fetch_metadata(Some(state_topic), env.timeout)?;
     let (low, end) =
-        wait_until_state_is_decided(env, epoch, group, &reader, state_topic, p, deadline)?;
+        wait_until_state_is_decided(env, epoch, slot, group, &reader, state_topic, p, deadline)?;
     // A hint (the index is sized once instead of rehashed as it grows).
     expect((end - low).max(0) as usize);
     let mut tpl = TopicPartitionList::new();
@@ -579,14 +597,20 @@ fn read_partition(
 /// How long one committed-offset fetch may wait before the restore logs that it is held.
 const OFFSETS_STEP: Duration = Duration::from_secs(5);
 
+/// How long a committed-offset fetch may take before the restore counts it as held and
+/// gives its slot back (an unheld fetch answers in milliseconds).
+const SLOT_HOLD: Duration = Duration::from_secs(1);
+
 /// The committed offsets of `tpl`, fetched in [`OFFSETS_STEP`]s up to the restore's bound,
 /// with a warning at each step: a require-stable fetch is answered only once no open
 /// transaction holds offsets of the partition, and an operator (or a failing test's log)
 /// should see that wait while it lasts, not only after it. At each step the held partitions
-/// are reported with their stable committed offsets ([`report_held`]).
+/// are reported with their stable committed offsets ([`report_held`]). A fetch not
+/// answered within [`SLOT_HOLD`] gives the restore's slot back.
 fn committed_offsets(
     env: &RestoreEnv,
     epoch: u64,
+    slot: &mut RestoreSlot,
     group: &str,
     reader: &BaseConsumer<ReaderCtx>,
     tpl: &TopicPartitionList,
@@ -594,24 +618,35 @@ fn committed_offsets(
 ) -> Result<TopicPartitionList, RestoreError> {
     let started = Instant::now();
     let mut stable_reader = None;
+    // The first step ends early, at SLOT_HOLD; the warnings keep their OFFSETS_STEP cadence.
+    let mut step_end = SLOT_HOLD.min(OFFSETS_STEP);
+    let mut next_warning = OFFSETS_STEP;
     loop {
         if !env.wanted.wants(epoch) {
             return Err(RestoreError::Cancelled { partition: p });
         }
-        let left = env.timeout.saturating_sub(started.elapsed());
-        match reader.committed_offsets(tpl.clone(), left.min(OFFSETS_STEP)) {
-            Err(KafkaError::MetadataFetch(RDKafkaErrorCode::OperationTimedOut))
-                if left > OFFSETS_STEP =>
-            {
-                tracing::warn!(
-                    partition = p,
-                    group,
-                    waited_s = started.elapsed().as_secs(),
-                    "state restore: the committed offsets are still held (an open transaction holds offsets of this partition)"
-                );
-                if let Err(e) = report_held(env, group, tpl, &mut stable_reader) {
-                    tracing::warn!(partition = p, error = %e, "state restore: reading the stable committed offsets failed");
+        let elapsed = started.elapsed();
+        let left = env.timeout.saturating_sub(elapsed);
+        let wait = step_end
+            .saturating_sub(elapsed)
+            .max(Duration::from_millis(10))
+            .min(left);
+        match reader.committed_offsets(tpl.clone(), wait) {
+            Err(KafkaError::MetadataFetch(RDKafkaErrorCode::OperationTimedOut)) if left > wait => {
+                slot.release();
+                if started.elapsed() >= next_warning {
+                    next_warning += OFFSETS_STEP;
+                    tracing::warn!(
+                        partition = p,
+                        group,
+                        waited_s = started.elapsed().as_secs(),
+                        "state restore: the committed offsets are still held (an open transaction holds offsets of this partition)"
+                    );
+                    if let Err(e) = report_held(env, group, tpl, &mut stable_reader) {
+                        tracing::warn!(partition = p, error = %e, "state restore: reading the stable committed offsets failed");
+                    }
                 }
+                step_end = next_warning;
             }
             r => return Ok(r?),
         }
@@ -666,11 +701,13 @@ fn uncommitted_reader(
 /// partition's (that partition's leader not ready yet), and reading the state up to the
 /// stable end then would miss the transaction's state records while the offsets already
 /// count its input — those events lost. A zombie's open transaction is waited for too (its
-/// abort comes at its transaction timeout at the latest). Returns the partition's (start,
-/// stable end) offsets.
+/// abort comes at its transaction timeout at the latest). While it waits, the restore's
+/// slot is given back. Returns the partition's (start, stable end) offsets.
+#[allow(clippy::too_many_arguments)]
 fn wait_until_state_is_decided(
     env: &RestoreEnv,
     epoch: u64,
+    slot: &mut RestoreSlot,
     group: &str,
     reader: &BaseConsumer<ReaderCtx>,
     state_topic: &str,
@@ -685,6 +722,7 @@ fn wait_until_state_is_decided(
         if stable >= end {
             return Ok((low, stable));
         }
+        slot.release();
         if !env.wanted.wants(epoch) {
             return Err(RestoreError::Cancelled { partition: p });
         }

@@ -167,6 +167,7 @@ impl Processor {
             timeout: RESTORE_TIMEOUT,
             held: self.held_offsets.clone(),
             wanted: self.wanted_restores.clone(),
+            slots: self.restore_slots.clone(),
         };
         // Wanted before its thread starts (the next readiness update keeps it while the
         // partition restores under this epoch).
@@ -317,6 +318,7 @@ impl Processor {
                 records = r.records,
                 bytes = r.bytes,
                 ms = r.elapsed.as_millis() as u64,
+                queued_ms = r.queued.as_millis() as u64,
                 "restored"
             );
         }

@@ -60,7 +60,7 @@ use crate::core::ticket::Observation;
 use crate::core::time::{Dur, Ts};
 use crate::runtime::changelog::{
     self, partition_key, surge_key as surge_state_key, HeldOffsets, RestoreEnv, RestoreError,
-    RestoreRequest, RestoreResult, SurgeRecord, WantedRestores, SURGE_RECORD_VERSION,
+    RestoreRequest, RestoreResult, RestoreSlots, SurgeRecord, WantedRestores, SURGE_RECORD_VERSION,
 };
 use crate::runtime::commit_policy::{
     commit_plan, partition_lag, CommitPace, CommitPlan, CommitSettings, PartitionLag,
@@ -230,9 +230,17 @@ pub fn start(
         control: control.clone(),
         threads: Vec::with_capacity(queries.len()),
     };
+    let slots = RestoreSlots::new(cfg.runtime.parallel_restores());
     for (k, query_rx) in queries.into_iter().enumerate() {
         // On an error the handle's drop stops the threads already started.
-        let thread = start_thread(k, &opts, report.partitions, control.clone(), query_rx)?;
+        let thread = start_thread(
+            k,
+            &opts,
+            report.partitions,
+            control.clone(),
+            slots.clone(),
+            query_rx,
+        )?;
         handle.threads.push(thread);
     }
     Ok(handle)
@@ -245,6 +253,7 @@ fn start_thread(
     opts: &ProcessorOptions,
     input_partitions: usize,
     control: Arc<Control>,
+    restore_slots: Arc<RestoreSlots>,
     query_rx: mpsc::Receiver<TicketQuery>,
 ) -> Result<ThreadResult, ProcessorError> {
     let cfg = &opts.cfg.for_thread(k);
@@ -290,6 +299,7 @@ fn start_thread(
         held_offsets: Arc::default(),
         last_release: None,
         wanted_restores: Arc::default(),
+        restore_slots,
         last_commit: Instant::now(),
         out: Emitted::default(),
         surge_out: Vec::new(),
@@ -630,6 +640,8 @@ struct Processor {
     last_release: Option<Instant>,
     /// The restores still waited for (one no longer wanted stops early).
     wanted_restores: Arc<WantedRestores>,
+    /// The process's bound on restores running at once (shared by its threads).
+    restore_slots: Arc<RestoreSlots>,
     last_commit: Instant,
     out: Emitted,
     surge_out: Vec<SlaOutput>,

@@ -12,8 +12,8 @@
 //! picks parts (`eos-process`: the exactly-once drain by the `slawatch run` binary in a
 //! process of its own, for its peak RSS without the bench's memory; `SLAWATCH_BENCH_BIN`
 //! names another build of the binary to run there, for A/B comparisons);
-//! `SLAWATCH_BENCH_CONFIG` adds top-level config lines (e.g. `producer_queue_kbytes = 16384`)
-//! to every processor the bench starts, `SLAWATCH_BENCH_THREADS` its `[runtime] threads`
+//! `SLAWATCH_BENCH_CONFIG` adds top-level config lines (e.g. `producer_queue_kbytes = 16384`;
+//! a `commit_interval_ms` replaces the bench's 100) to every processor the bench starts, `SLAWATCH_BENCH_THREADS` its `[runtime] threads`
 //! (default 1). Under
 //! `cargo test --all-targets` (no `--bench` argument) it runs nothing.
 #[path = "../tests/common/kafka.rs"]
@@ -102,6 +102,12 @@ fn config(bs: &str, prefix: &str, partitions: i32, eos: bool, extra: &str) -> Co
 fn config_text(bs: &str, prefix: &str, partitions: i32, eos: bool, extra: &str) -> String {
     let env_extra = std::env::var("SLAWATCH_BENCH_CONFIG").unwrap_or_default();
     let threads = env_usize("SLAWATCH_BENCH_THREADS", 1);
+    // The bench's commit interval unless SLAWATCH_BENCH_CONFIG sets its own.
+    let interval = if env_extra.contains("commit_interval_ms") {
+        ""
+    } else {
+        "commit_interval_ms = 100"
+    };
     format!(
         r#"
 brokers = "{bs}"
@@ -109,7 +115,7 @@ group_id = "{prefix}.g"
 instance_id = "bench"
 input_topics = ["{prefix}.in"]
 exactly_once = {eos}
-commit_interval_ms = 100
+{interval}
 {extra}
 {env_extra}
 [runtime]

@@ -62,8 +62,12 @@ pub fn consumer_config(cfg: &Config, group_id: &str) -> ClientConfig {
 /// records plus a 50 MB fetch in flight, which was most of a backlog drain's peak RSS.
 /// - `queued.max.messages.kbytes` = `fetch_queue_kbytes`: the pre-fetched records of all
 ///   the consumer's partitions (they share the consumer's queue);
-/// - `fetch.max.bytes` = half of it: a fetch answered while the queue is nearly full
-///   overshoots the bound by at most that;
+/// - `fetch.max.bytes` = an eighth of it: librdkafka decodes a whole fetch response into
+///   its queue whatever the bounds, each record as a ~0.3 KiB op pointing into its
+///   decompressed batch, so a response of small compressed records costs ~10× its size. At
+///   half the queue (4 MiB) one response held ~45 MiB (heaptrack of a backlog drain: the
+///   largest share of the process's peak); at an eighth the drain's peak RSS fell by
+///   ~20 MiB at the same rate (docs/performance.md);
 /// - `max.partition.fetch.bytes` = a quarter of `fetch.max.bytes`, so one fetch carries
 ///   several partitions and they are drained side by side rather than one after another
 ///   (which let half the partitions catch up while the rest held most of the backlog).
@@ -80,7 +84,7 @@ pub fn consumer_config(cfg: &Config, group_id: &str) -> ClientConfig {
 pub fn fetch_sizes(cfg: &Config) -> [(&'static str, u64); 4] {
     let queue = cfg.fetch_queue_kbytes * 1024;
     let floor = cfg.max_record_bytes as u64;
-    let fetch = (queue / 2).max(floor);
+    let fetch = (queue / 8).max(floor);
     let partition = (fetch / 4).max(floor);
     [
         ("queued.max.messages.kbytes", cfg.fetch_queue_kbytes),
@@ -353,17 +357,20 @@ mod tests {
         let c = consumer_config(&config(""), "g");
         assert_eq!(c.get("queued.max.messages.kbytes"), Some("8192"));
         assert_eq!(c.get("queued.min.messages"), Some("8192"));
-        assert_eq!(c.get("fetch.max.bytes"), Some("4194304"));
+        assert_eq!(c.get("fetch.max.bytes"), Some("1048576"));
         assert_eq!(c.get("max.partition.fetch.bytes"), Some("1048576"));
         let p = producer_config(&config(""), None);
         assert_eq!(p.get("queue.buffering.max.kbytes"), Some("65536"));
 
-        let cfg = config("fetch_queue_kbytes = 4096\nproducer_queue_kbytes = 8192");
+        let cfg = config("fetch_queue_kbytes = 32768\nproducer_queue_kbytes = 8192");
         let c = consumer_config(&cfg, "g");
-        assert_eq!(c.get("queued.max.messages.kbytes"), Some("4096"));
-        assert_eq!(c.get("queued.min.messages"), Some("4096"));
-        assert_eq!(c.get("fetch.max.bytes"), Some("2097152"));
-        // A quarter of the fetch would be 512 KiB: raised to one record of max_record_bytes.
+        assert_eq!(c.get("queued.max.messages.kbytes"), Some("32768"));
+        assert_eq!(c.get("queued.min.messages"), Some("32768"));
+        assert_eq!(c.get("fetch.max.bytes"), Some("4194304"));
+        assert_eq!(c.get("max.partition.fetch.bytes"), Some("1048576"));
+        // Smaller queues: each fetch size raised to one record of max_record_bytes.
+        let c = consumer_config(&config("fetch_queue_kbytes = 4096"), "g");
+        assert_eq!(c.get("fetch.max.bytes"), Some("1048576"));
         assert_eq!(c.get("max.partition.fetch.bytes"), Some("1048576"));
         assert_eq!(
             producer_config(&cfg, None).get("queue.buffering.max.kbytes"),

@@ -256,7 +256,7 @@ impl Engine {
             if let Some(t) = self.tickets.get(slot) {
                 let key = TicketKey {
                     tenant: self.tickets.tenant(t).clone(),
-                    id: t.id.clone(),
+                    id: t.id.to_compact(),
                 };
                 live.insert(key.clone(), ());
                 out.push((key, Some(self.ticket_record(t))));
@@ -576,7 +576,7 @@ impl Engine {
             out.notices.push(Notice::IdleDropped {
                 ticket: TicketKey {
                     tenant: tenant.clone(),
-                    id: ticket.id.clone(),
+                    id: ticket.id.to_compact(),
                 },
                 last_event,
             });
@@ -829,7 +829,7 @@ impl Engine {
     fn fire_due_before(&mut self, slot: u32, key: &TicketKey, t: Ts, out: &mut Emitted) {
         loop {
             match self.tickets.get(slot) {
-                Some(tk) if tk.id == key.id && *self.tickets.tenant(tk) == key.tenant => {}
+                Some(tk) if *tk.id == *key.id && *self.tickets.tenant(tk) == key.tenant => {}
                 _ => return,
             }
             let due = self.tickets.due(slot);

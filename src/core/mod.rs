@@ -14,5 +14,6 @@ pub mod stable_sort;
 pub mod store;
 pub mod surge;
 pub mod ticket;
+pub mod ticket_id;
 pub mod time;
 pub mod timers;

@@ -289,7 +289,7 @@ impl SlaOutput {
     /// A ticket's output, of any kind: the one place a ticket output and its deterministic
     /// id ([`output_id`]) are built, whoever emits it.
     pub fn ticket(
-        ticket_id: &CompactString,
+        ticket_id: &str,
         tenant: &CompactString,
         by: Emitter<'_>,
         body: OutputBody,
@@ -298,7 +298,7 @@ impl SlaOutput {
     ) -> SlaOutput {
         SlaOutput {
             event_id: output_id(tenant, ticket_id, by.policy_id, by.clock, &body, deadline),
-            ticket_id: ticket_id.clone(),
+            ticket_id: CompactString::from(ticket_id),
             tenant: tenant.clone(),
             policy_id: by.policy_id.clone(),
             rule_id: by.rule_id.clone(),

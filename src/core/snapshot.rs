@@ -14,6 +14,7 @@ use crate::core::policy::{Phase, PolicySet};
 use crate::core::store::TicketStore;
 use crate::core::surge::{SurgeDetector, SurgeState};
 use crate::core::ticket::{dedup_capacity, pauses_of, CompactAttrs, Extras, Ticket};
+use crate::core::ticket_id::TicketId;
 use crate::core::time::Ts;
 use compact_str::CompactString;
 use rustc_hash::FxHashMap;
@@ -331,7 +332,7 @@ struct TicketIn<'a> {
 /// straight into it, so a restored ticket costs one allocation for both.
 #[derive(Debug, PartialEq)]
 struct TicketDecoded<'a> {
-    id: CompactString,
+    id: TicketId,
     attrs: AttrsWire<'a>,
     plan: u32,
     phase: Phase,
@@ -435,7 +436,7 @@ impl<'a> TicketIn<'a> {
     fn decoded(self) -> TicketDecoded<'a> {
         let capacity = restored_dedup_capacity(self.phase, self.seen.len());
         TicketDecoded {
-            id: self.id,
+            id: TicketId::from(&self.id),
             attrs: self.attrs,
             plan: self.plan,
             phase: self.phase,
@@ -554,14 +555,14 @@ impl Restorer {
             }
         };
         let tenant = rec.ticket.attrs.tenant;
-        let id = &rec.ticket.id;
+        let id = rec.ticket.id.as_str();
         if tenantless_key {
             let held = self.legacy.remove(id).unwrap_or_default();
             if let Some(old) = e.tickets.slot_of(&held, id) {
                 e.tickets.remove(old);
             }
             if !tenant.is_empty() {
-                self.legacy.insert(id.clone(), tenant.into());
+                self.legacy.insert(id.into(), tenant.into());
             }
         } else if !self.legacy.is_empty() && self.legacy.get(id).is_some_and(|t| t == tenant) {
             self.legacy.remove(id);

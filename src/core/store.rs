@@ -205,7 +205,7 @@ impl TicketStore {
         self.len -= 1;
         let key = TicketKey {
             tenant: self.names.get(ticket.attrs.tenant).clone(),
-            id: ticket.id,
+            id: ticket.id.to_compact(),
         };
         self.names.release(ticket.attrs.tenant);
         self.names.release(ticket.attrs.team);
@@ -298,6 +298,6 @@ mod tests {
 
     #[test]
     fn slot_layout_size() {
-        assert_eq!(std::mem::size_of::<Slot>(), 96);
+        assert_eq!(std::mem::size_of::<Slot>(), 88);
     }
 }

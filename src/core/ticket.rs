@@ -10,6 +10,7 @@ use crate::core::plan::Plan;
 use crate::core::policy::{
     ClockKind, ClockSpec, LatencyMetric, Matcher, MatcherSet, OnReopen, Phase, PhaseSet,
 };
+use crate::core::ticket_id::TicketId;
 use crate::core::time::{Dur, Ts};
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
@@ -172,7 +173,8 @@ where
 /// team; here they are ids of the store's name table.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Ticket {
-    pub id: CompactString,
+    /// 16 bytes, ids of up to 15 bytes inline ([`TicketId`]).
+    pub id: TicketId,
     pub attrs: CompactAttrs,
     /// Index into the engine's plan registry.
     pub plan: u32,
@@ -388,7 +390,7 @@ pub fn id_hash(event_id: &str) -> u64 {
 impl Ticket {
     pub fn open(ev: &Event, attrs: CompactAttrs, plan_index: u32, plan: &Plan) -> Ticket {
         Ticket {
-            id: ev.ticket_id.clone(),
+            id: TicketId::from(&ev.ticket_id),
             attrs,
             plan: plan_index,
             phase: Phase::Open,
@@ -922,7 +924,7 @@ impl Ticket {
     /// afterwards (`ClockCore::next_due` of the state it leaves).
     #[allow(clippy::too_many_arguments)]
     fn fire_clock(
-        id: &CompactString,
+        id: &str,
         extras: &Option<Box<Extras>>,
         clk: &mut ClockCore,
         plan: &Plan,
@@ -1021,7 +1023,7 @@ fn deadline_of(
 
 /// An output of a clock of the ticket's plan (see [`SlaOutput::ticket`]).
 fn clock_output(
-    ticket: &CompactString,
+    ticket: &str,
     tenant: &CompactString,
     plan: &Plan,
     spec: &ClockSpec,
@@ -1081,7 +1083,7 @@ mod tests {
     #[test]
     fn ticket_layout_sizes() {
         assert_eq!(std::mem::size_of::<CompactAttrs>(), 12);
-        assert_eq!(std::mem::size_of::<Ticket>(), 88);
+        assert_eq!(std::mem::size_of::<Ticket>(), 80);
         assert_eq!(std::mem::size_of::<ClockState>(), 24);
         assert_eq!(std::mem::size_of::<ClockCore>(), 16);
     }

@@ -12,8 +12,8 @@ use crate::core::clocks::Clocks;
 use crate::core::model::{Category, Channel, Tier, Urgency};
 use crate::core::policy::Phase;
 use crate::core::ticket::Extras;
+use crate::core::ticket_id::TicketId;
 use crate::core::time::Ts;
-use compact_str::CompactString;
 use smallvec::SmallVec;
 
 struct Reader<'a> {
@@ -236,7 +236,7 @@ fn clock(r: &mut Reader) -> Option<(ClockCore, Option<Box<Pauses>>)> {
 }
 
 fn ticket<'a>(r: &mut Reader<'a>) -> Option<TicketDecoded<'a>> {
-    let id = CompactString::from(r.str()?);
+    let id = TicketId::from(r.str()?);
     let attrs = AttrsWire {
         channel: domain(r, Channel::from_i32)?,
         category: domain(r, Category::from_i32)?,

@@ -513,3 +513,62 @@ fn restore_waits_for_an_undecided_transaction_in_the_state_partition() {
     wait_ready(&h);
     h.stop().expect("graceful stop");
 }
+
+/// With one restore slot, partitions whose state is held by an undecided transaction give
+/// the slot back while they wait: the clean partition restores and processes its input
+/// meanwhile (it was spawned last, so without the release it would wait for the others).
+#[test]
+fn a_restore_waiting_on_an_undecided_transaction_frees_its_slot_for_another_partition() {
+    use slawatch::runtime::changelog::keys::ticket_key;
+    use slawatch::runtime::topics::{ensure_topics, Topics};
+    let names = Names::new("restore-slot");
+    let cfg = config(&names, "i0", true, "[runtime]\nparallel_restores = 1");
+    assert_eq!(cfg.runtime.parallel_restores(), 1);
+    let input = names.input_topic_created();
+    let topics = Topics::new(&cfg, false);
+    ensure_topics(&cfg, &topics, true).expect("topics created");
+    // One event in the clean partition 2.
+    let producer: BaseProducer = producer_config(&bootstrap()).create().expect("producer");
+    let (_, events) = sentinels(Ts::from_secs(1_800_000_000), 3);
+    produce_to_partitions(&producer, &input, &events[2..]);
+    producer.flush(TIMEOUT).expect("flush");
+    // Partitions 0 and 1 of the state topic held by an open transaction.
+    let txn: BaseProducer = transactional_producer_config(&bootstrap(), &unique_name("held"))
+        .create()
+        .expect("transactional producer");
+    txn.init_transactions(TIMEOUT).expect("init_transactions");
+    txn.begin_transaction().expect("begin");
+    let key = ticket_key(&names.input, "", "nobody");
+    for p in 0..2 {
+        txn.send(
+            BaseRecord::<[u8], [u8]>::to(&topics.state)
+                .key(key.as_slice())
+                .partition(p),
+        )
+        .map_err(|(e, _)| e)
+        .expect("send");
+    }
+    txn.flush(TIMEOUT).expect("flush");
+
+    let h = start(&cfg, Arc::new(ManualClock::new(Ts::from_secs(0))));
+    let open_until = Instant::now() + Duration::from_secs(6);
+    while h.control.records_consumed.load(Ordering::Relaxed) == 0 {
+        assert!(
+            Instant::now() < open_until,
+            "partition 2 was not restored and consumed while partitions 0 and 1 waited (one slot)"
+        );
+        assert!(
+            !h.control.is_ready(),
+            "ready while partitions 0 and 1 are held"
+        );
+        assert!(!h.is_finished(), "{:?}", h.control.last_error());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !h.control.is_ready(),
+        "ready while partitions 0 and 1 are held"
+    );
+    txn.commit_transaction(TIMEOUT).expect("commit");
+    wait_ready(&h);
+    h.stop().expect("graceful stop");
+}

@@ -468,6 +468,33 @@ fn releasing_held_offsets_changes_no_committed_offset_and_leaves_none_pending() 
     assert_eq!(committed_offset(&bs, &group, &topic, 0), Some(12));
 }
 
+/// Another producer's transaction, left open, with a tombstone of a ticket nobody has in
+/// each of `partitions` of the state topic.
+fn open_transaction_in_state(
+    names: &Names,
+    state_topic: &str,
+    partitions: std::ops::Range<i32>,
+) -> BaseProducer {
+    use slawatch::runtime::changelog::keys::ticket_key;
+    let txn: BaseProducer = transactional_producer_config(&bootstrap(), &unique_name("undecided"))
+        .create()
+        .expect("producer");
+    txn.init_transactions(TIMEOUT).expect("init_transactions");
+    txn.begin_transaction().expect("begin");
+    let key = ticket_key(&names.input, "", "nobody");
+    for p in partitions {
+        txn.send(
+            BaseRecord::<[u8], [u8]>::to(state_topic)
+                .key(key.as_slice())
+                .partition(p),
+        )
+        .map_err(|(e, _)| e)
+        .expect("send");
+    }
+    txn.flush(TIMEOUT).expect("flush");
+    txn
+}
+
 /// A restore reads a state partition only once every transaction in it is decided: the
 /// committed offsets it starts from can be stable before the markers of the transaction that
 /// committed them reach the state partition (after a broker restart), and reading up to the
@@ -476,28 +503,12 @@ fn releasing_held_offsets_changes_no_committed_offset_and_leaves_none_pending() 
 /// processor is not ready while it is open, and is once it commits.
 #[test]
 fn restore_waits_for_an_undecided_transaction_in_the_state_partition() {
-    use slawatch::runtime::changelog::keys::ticket_key;
     use slawatch::runtime::topics::{ensure_topics, Topics};
     let names = Names::new("restore-undecided");
     let cfg = config(&names, "i0", true, "");
     let topics = Topics::new(&cfg, false);
     ensure_topics(&cfg, &topics, true).expect("topics created");
-    let txn: BaseProducer = transactional_producer_config(&bootstrap(), &unique_name("undecided"))
-        .create()
-        .expect("producer");
-    txn.init_transactions(TIMEOUT).expect("init_transactions");
-    txn.begin_transaction().expect("begin");
-    let key = ticket_key(&names.input, "", "nobody");
-    for p in 0..3 {
-        txn.send(
-            BaseRecord::<[u8], [u8]>::to(&topics.state)
-                .key(key.as_slice())
-                .partition(p),
-        )
-        .map_err(|(e, _)| e)
-        .expect("send");
-    }
-    txn.flush(TIMEOUT).expect("flush");
+    let txn = open_transaction_in_state(&names, &topics.state, 0..3);
 
     let h = start(&cfg, Arc::new(ManualClock::new(Ts::from_secs(0))));
     let open_until = Instant::now() + Duration::from_secs(4);
@@ -519,7 +530,6 @@ fn restore_waits_for_an_undecided_transaction_in_the_state_partition() {
 /// meanwhile (it was spawned last, so without the release it would wait for the others).
 #[test]
 fn a_restore_waiting_on_an_undecided_transaction_frees_its_slot_for_another_partition() {
-    use slawatch::runtime::changelog::keys::ticket_key;
     use slawatch::runtime::topics::{ensure_topics, Topics};
     let names = Names::new("restore-slot");
     let cfg = config(&names, "i0", true, "[runtime]\nparallel_restores = 1");
@@ -533,22 +543,7 @@ fn a_restore_waiting_on_an_undecided_transaction_frees_its_slot_for_another_part
     produce_to_partitions(&producer, &input, &events[2..]);
     producer.flush(TIMEOUT).expect("flush");
     // Partitions 0 and 1 of the state topic held by an open transaction.
-    let txn: BaseProducer = transactional_producer_config(&bootstrap(), &unique_name("held"))
-        .create()
-        .expect("transactional producer");
-    txn.init_transactions(TIMEOUT).expect("init_transactions");
-    txn.begin_transaction().expect("begin");
-    let key = ticket_key(&names.input, "", "nobody");
-    for p in 0..2 {
-        txn.send(
-            BaseRecord::<[u8], [u8]>::to(&topics.state)
-                .key(key.as_slice())
-                .partition(p),
-        )
-        .map_err(|(e, _)| e)
-        .expect("send");
-    }
-    txn.flush(TIMEOUT).expect("flush");
+    let txn = open_transaction_in_state(&names, &topics.state, 0..2);
 
     let h = start(&cfg, Arc::new(ManualClock::new(Ts::from_secs(0))));
     let open_until = Instant::now() + Duration::from_secs(6);

@@ -303,6 +303,20 @@ impl Clocks {
         }
     }
 
+    /// (clock index, state) of every stored state, in order: the clocks that are not idle
+    /// (every clock in the dense form). What only running clocks matter to (their due
+    /// instants) walks these and skips the idle clocks unread.
+    #[inline]
+    pub fn stored(&self) -> Stored<'_> {
+        let bits = self.header().bits;
+        Stored {
+            states: self.stored_slice().iter(),
+            i: 0,
+            rest: if bits == 0 { 0 } else { bits ^ (1 << self.len()) },
+            all: bits == 0,
+        }
+    }
+
     /// A changeable copy of every clock's state; [`Clocks::store`] writes it back.
     #[inline]
     pub fn dense(&self) -> Dense {
@@ -549,6 +563,33 @@ impl<'a> Iterator for Iter<'a> {
 }
 
 impl ExactSizeIterator for Iter<'_> {}
+
+/// [`Clocks::stored`]: the stored states with their clock indices.
+pub struct Stored<'a> {
+    states: std::slice::Iter<'a, ClockCore>,
+    /// Dense form: the next state's index.
+    i: usize,
+    /// Sparse form: the bits of the stored clocks not yet visited.
+    rest: u16,
+    all: bool,
+}
+
+impl<'a> Iterator for Stored<'a> {
+    type Item = (usize, &'a ClockCore);
+    #[inline]
+    fn next(&mut self) -> Option<(usize, &'a ClockCore)> {
+        let c = self.states.next()?;
+        let i = if self.all {
+            self.i += 1;
+            self.i - 1
+        } else {
+            let i = self.rest.trailing_zeros() as usize;
+            self.rest &= self.rest - 1;
+            i
+        };
+        Some((i, c))
+    }
+}
 
 impl Drop for Clocks {
     fn drop(&mut self) {

@@ -459,9 +459,9 @@ impl Ticket {
 
     /// The earliest due instant among the ticket's clocks.
     pub fn next_clock_due(&self, plan: &Plan) -> Option<Ts> {
+        // Idle clocks have no due instant: only the stored ones are read.
         self.clocks
-            .iter()
-            .enumerate()
+            .stored()
             .filter_map(|(i, c)| {
                 c.next_due(
                     pauses_of(&self.extras, i),
@@ -477,12 +477,12 @@ impl Ticket {
     /// function of its core, its paused intervals (which change only with its core) and its
     /// spec, so an unchanged clock's due is unchanged.
     pub fn next_changed_clock_due(&self, plan: &Plan, before: &[ClockCore]) -> Option<Ts> {
+        // A clock idle now has no due instant (whatever it was before): only the stored
+        // clocks are compared.
         self.clocks
-            .iter()
-            .zip(before)
-            .enumerate()
-            .filter(|(_, (c, b))| !c.same_as(b))
-            .filter_map(|(i, (c, _))| {
+            .stored()
+            .filter(|&(i, c)| !c.same_as(&before[i]))
+            .filter_map(|(i, c)| {
                 c.next_due(
                     pauses_of(&self.extras, i),
                     &plan.clocks[i],

@@ -141,6 +141,13 @@ fn sparse_block_equals_a_dense_model() {
                 assert_eq!(&c[i], m);
             }
             assert_eq!(c.seen(), &seen[..]);
+            // Read over the stored states: the clocks that are not idle, in order.
+            let read: Vec<(usize, ClockCore)> = c.stored().map(|(i, x)| (i, *x)).collect();
+            let want_read: Vec<(usize, ClockCore)> = (0..n)
+                .filter(|&i| n > SPARSE_MAX || !is_idle(&model[i]))
+                .map(|i| (i, model[i]))
+                .collect();
+            assert_eq!(read, want_read);
             // In place over the stored states: the clocks that are not idle, in order.
             let mut visited = Vec::new();
             c.for_each_stored(|i, x| {

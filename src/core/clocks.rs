@@ -50,8 +50,29 @@ struct Header {
     bits: u16,
     /// Room after the hashes, in 8-byte words (capacity − length for the hashes).
     room: u16,
-    /// Hashes after the clock states.
-    seen: u32,
+    /// Low 24 bits: hashes after the clock states ([`Header::seen`]). High 8 bits: the
+    /// clock states stored, in the sparse form ([`Header::stored`]): kept, not counted
+    /// from `bits` (the default x86-64 target has no `popcnt`: a software popcount was ~15
+    /// instructions each time the hashes or the stored states were found).
+    counts: u32,
+}
+
+/// The hashes' share of [`Header::counts`] (a ticket of more than 16 M event hashes is
+/// refused: `contains` over them per event would be the problem long before).
+const SEEN_MASK: u32 = (1 << 24) - 1;
+/// One stored state in [`Header::counts`].
+const ONE_STORED: u32 = 1 << 24;
+
+impl Header {
+    #[inline]
+    fn seen(&self) -> usize {
+        (self.counts & SEEN_MASK) as usize
+    }
+    /// Stored states of the sparse form.
+    #[inline]
+    fn stored(&self) -> usize {
+        (self.counts >> 24) as usize
+    }
 }
 
 const HEADER: usize = std::mem::size_of::<Header>();
@@ -64,7 +85,7 @@ const _: () = assert!(CORE == 16);
 static EMPTY: Header = Header {
     bits: 1,
     room: 0,
-    seen: 0,
+    counts: 0,
 };
 
 pub struct Clocks {
@@ -170,7 +191,7 @@ impl Clocks {
             ptr.as_ptr().write(Header {
                 bits: 1 << n,
                 room: room as u16,
-                seen: 0,
+                counts: 0,
             })
         };
         Clocks { ptr }
@@ -184,7 +205,9 @@ impl Clocks {
             return Clocks::default();
         }
         assert!(
-            n <= u16::MAX as usize && room <= u16::MAX as usize && seen.len() <= u32::MAX as usize,
+            n <= u16::MAX as usize
+                && room <= u16::MAX as usize
+                && seen.len() + room <= SEEN_MASK as usize,
             "clock block too large"
         );
         let dense = n > SPARSE_MAX;
@@ -206,10 +229,11 @@ impl Clocks {
         // SAFETY: a new block of this layout; the writes stay inside it.
         unsafe {
             let p = ptr.as_ptr().cast::<u8>();
+            let k = if dense { 0 } else { stored.len() as u32 };
             ptr.as_ptr().write(Header {
                 bits,
                 room: room as u16,
-                seen: seen.len() as u32,
+                counts: seen.len() as u32 | (k * ONE_STORED),
             });
             if dense {
                 p.add(HEADER).cast::<u64>().write(n as u64);
@@ -263,11 +287,11 @@ impl Clocks {
     /// Clock states held in the block.
     #[inline]
     fn stored_len(&self) -> usize {
-        let bits = self.header().bits;
-        if bits == 0 {
+        let h = self.header();
+        if h.bits == 0 {
             self.len()
         } else {
-            bits.count_ones() as usize - 1
+            h.stored()
         }
     }
 
@@ -288,33 +312,6 @@ impl Clocks {
     fn stored_slice(&self) -> &[ClockCore] {
         // SAFETY: `stored` initialised states follow the header.
         unsafe { std::slice::from_raw_parts(self.clocks_ptr(), self.stored_len()) }
-    }
-
-    /// Every clock's state, in the plan's order (absent ones read as [`IDLE`]).
-    #[inline]
-    pub fn iter(&self) -> Iter<'_> {
-        let bits = self.header().bits;
-        Iter {
-            stored: self.stored_slice().iter(),
-            i: 0,
-            n: self.len(),
-            all: bits == 0,
-            bits,
-        }
-    }
-
-    /// (clock index, state) of every stored state, in order: the clocks that are not idle
-    /// (every clock in the dense form). What only running clocks matter to (their due
-    /// instants) walks these and skips the idle clocks unread.
-    #[inline]
-    pub fn stored(&self) -> Stored<'_> {
-        let bits = self.header().bits;
-        Stored {
-            states: self.stored_slice().iter(),
-            i: 0,
-            rest: if bits == 0 { 0 } else { bits ^ (1 << self.len()) },
-            all: bits == 0,
-        }
     }
 
     /// A changeable copy of every clock's state; [`Clocks::store`] writes it back.
@@ -378,7 +375,7 @@ impl Clocks {
         if !stored && self.header().room >= 2 {
             // Joins the block in its room (a clock starting): the hashes and the states
             // after its place move up by one state.
-            let (p, seen) = (self.stored_len(), self.header().seen as usize);
+            let (p, seen) = (self.stored_len(), self.header().seen());
             let k = rank(bits, i);
             // SAFETY: a block this owns (it has room, so it is not `EMPTY`) with two words
             // of room after the hashes: the moves stay inside it (`copy` allows overlap).
@@ -394,6 +391,7 @@ impl Clocks {
                 let h = self.ptr.as_mut();
                 h.bits |= 1 << i;
                 h.room -= 2;
+                h.counts += ONE_STORED;
             }
             return;
         }
@@ -456,7 +454,9 @@ impl Clocks {
         if mask != old {
             self.relayout(old.count_ones() as usize, mask.count_ones() as usize);
             // SAFETY: a block this owns (`relayout` made it one if it was `EMPTY`).
-            unsafe { self.ptr.as_mut().bits = mask | marker };
+            let h = unsafe { self.ptr.as_mut() };
+            h.bits = mask | marker;
+            h.counts = (h.counts & SEEN_MASK) | (mask.count_ones() * ONE_STORED);
         }
         let dst = self.clocks_ptr();
         let mut m = mask;
@@ -476,7 +476,7 @@ impl Clocks {
     fn relayout(&mut self, old: usize, new: usize) {
         let (seen, room) = {
             let h = self.header();
-            (h.seen as usize, h.room as usize)
+            (h.seen(), h.room as usize)
         };
         let words = seen + room;
         if new > old && room < 2 * (new - old) {
@@ -532,65 +532,6 @@ impl Clocks {
     }
 }
 
-/// [`Clocks::iter`]: the stored states in order, [`IDLE`] for the clocks not stored.
-pub struct Iter<'a> {
-    stored: std::slice::Iter<'a, ClockCore>,
-    i: usize,
-    n: usize,
-    /// Dense form: every clock is stored.
-    all: bool,
-    bits: u16,
-}
-
-impl<'a> Iterator for Iter<'a> {
-    type Item = &'a ClockCore;
-    #[inline]
-    fn next(&mut self) -> Option<&'a ClockCore> {
-        if self.i == self.n {
-            return None;
-        }
-        let i = self.i;
-        self.i += 1;
-        if self.all || self.bits & (1 << i) != 0 {
-            self.stored.next()
-        } else {
-            Some(&IDLE)
-        }
-    }
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.n - self.i, Some(self.n - self.i))
-    }
-}
-
-impl ExactSizeIterator for Iter<'_> {}
-
-/// [`Clocks::stored`]: the stored states with their clock indices.
-pub struct Stored<'a> {
-    states: std::slice::Iter<'a, ClockCore>,
-    /// Dense form: the next state's index.
-    i: usize,
-    /// Sparse form: the bits of the stored clocks not yet visited.
-    rest: u16,
-    all: bool,
-}
-
-impl<'a> Iterator for Stored<'a> {
-    type Item = (usize, &'a ClockCore);
-    #[inline]
-    fn next(&mut self) -> Option<(usize, &'a ClockCore)> {
-        let c = self.states.next()?;
-        let i = if self.all {
-            self.i += 1;
-            self.i - 1
-        } else {
-            let i = self.rest.trailing_zeros() as usize;
-            self.rest &= self.rest - 1;
-            i
-        };
-        Some((i, c))
-    }
-}
-
 impl Drop for Clocks {
     fn drop(&mut self) {
         if self.is_shared_empty() {
@@ -599,25 +540,6 @@ impl Drop for Clocks {
         let l = layout(self.is_dense(), self.stored_len(), self.seen_capacity());
         // SAFETY: allocated with this layout (the size is kept through every change).
         unsafe { dealloc(self.ptr.as_ptr().cast(), l) }
-    }
-}
-
-/// Clock `i`'s state ([`IDLE`] when it is not stored).
-impl std::ops::Index<usize> for Clocks {
-    type Output = ClockCore;
-    fn index(&self, i: usize) -> &ClockCore {
-        let bits = self.header().bits;
-        if bits == 0 {
-            return &self.stored_slice()[i];
-        }
-        let n = 15 - bits.leading_zeros() as usize;
-        assert!(i < n, "clock {i} of {n}");
-        if bits & (1 << i) == 0 {
-            return &IDLE;
-        }
-        let k = rank(bits, i);
-        // SAFETY: bit `i` is set: the `k`-th stored state (bits below `i` count them).
-        unsafe { &*self.clocks_ptr().add(k) }
     }
 }
 
@@ -661,6 +583,7 @@ impl std::fmt::Debug for Clocks {
     }
 }
 
+mod read;
 mod seen;
 #[cfg(test)]
 mod tests;

@@ -1,19 +1,19 @@
 //! The dedup hashes of a ticket's clock block (`core::clocks`): after the stored clock
 //! states, with the room the block shares between hashes and clocks that start.
-use super::{layout, realloc_block, Clocks};
+use super::{layout, realloc_block, Clocks, SEEN_MASK};
 
 impl Clocks {
     /// The dedup hashes (rule 9), in the order recorded.
     pub fn seen(&self) -> &[u64] {
         // SAFETY: `seen` initialised hashes follow the clock states.
-        unsafe { std::slice::from_raw_parts(self.seen_ptr(), self.header().seen as usize) }
+        unsafe { std::slice::from_raw_parts(self.seen_ptr(), self.header().seen()) }
     }
 
     /// Hashes the block holds room for (recorded ones included; a clock that starts takes
     /// the room of two).
     pub fn seen_capacity(&self) -> usize {
         let h = self.header();
-        h.seen as usize + h.room as usize
+        h.seen() + h.room as usize
     }
 
     /// The block's size in bytes (0 for a ticket holding nothing), for the bench's
@@ -27,12 +27,15 @@ impl Clocks {
 
     /// Room for `additional` more hashes (exactly, as `Vec::reserve_exact`).
     pub fn reserve_seen_exact(&mut self, additional: usize) {
-        let (len, cap) = (self.header().seen as usize, self.seen_capacity());
+        let (len, cap) = (self.header().seen(), self.seen_capacity());
         if cap - len >= additional {
             return;
         }
         let new_cap = len + additional;
-        assert!(additional <= u16::MAX as usize, "clock block too large");
+        assert!(
+            additional <= u16::MAX as usize && new_cap <= SEEN_MASK as usize,
+            "clock block too large"
+        );
         if self.is_shared_empty() {
             *self = Clocks::build(&[], &[], new_cap);
             return;
@@ -53,10 +56,11 @@ impl Clocks {
         assert!(self.header().room > 0, "no room for a dedup hash");
         // SAFETY: not `EMPTY` (it has no room); the slot is inside the block.
         unsafe {
-            let len = self.header().seen as usize;
+            let len = self.header().seen();
             self.seen_ptr().add(len).write(h);
             let hd = self.ptr.as_mut();
-            hd.seen += 1;
+            // Below `SEEN_MASK`: the room was made by `reserve_seen_exact` or `build`.
+            hd.counts += 1;
             hd.room -= 1;
         }
     }
@@ -72,7 +76,7 @@ impl Clocks {
         if n == 0 {
             return Some(());
         }
-        let len = self.header().seen as usize;
+        let len = self.header().seen();
         let dst = self.seen_ptr();
         let mut done = 0;
         let mut ok = true;
@@ -88,7 +92,7 @@ impl Clocks {
         }
         // SAFETY: a block this owns (see above).
         let hd = unsafe { self.ptr.as_mut() };
-        hd.seen += done as u32;
+        hd.counts += done as u32;
         hd.room -= done as u16;
         ok.then_some(())
     }

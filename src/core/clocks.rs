@@ -1,5 +1,7 @@
 //! A ticket's clock states and its dedup hashes in one heap block (issue 14, bytes per
-//! open ticket): `[header | stored ClockCore × k | u64 × capacity]`. A `Box<[ClockCore]>`
+//! open ticket): `[header | prefix words | stored ClockCore × k | u64 × capacity]`, the
+//! prefix being the dense form's clock count and a closed ticket's closing instant
+//! (`clocks/closed.rs`), each only when present. A `Box<[ClockCore]>`
 //! and a `Vec<u64>` were two allocations (two malloc headers and roundings) and 40 bytes of
 //! the ticket; this is one allocation and an 8-byte pointer, the lengths in the header.
 //!
@@ -50,16 +52,19 @@ struct Header {
     bits: u16,
     /// Room after the hashes, in 8-byte words (capacity − length for the hashes).
     room: u16,
-    /// Low 24 bits: hashes after the clock states ([`Header::seen`]). High 8 bits: the
-    /// clock states stored, in the sparse form ([`Header::stored`]): kept, not counted
-    /// from `bits` (the default x86-64 target has no `popcnt`: a software popcount was ~15
-    /// instructions each time the hashes or the stored states were found).
+    /// Low 23 bits: hashes after the clock states ([`Header::seen`]). Bit 23: [`CLOSED`].
+    /// High 8 bits: the clock states stored, in the sparse form ([`Header::stored`]):
+    /// kept, not counted from `bits` (the default x86-64 target has no `popcnt`: a
+    /// software popcount was ~15 instructions each time the hashes or the stored states
+    /// were found).
     counts: u32,
 }
 
-/// The hashes' share of [`Header::counts`] (a ticket of more than 16 M event hashes is
+/// The hashes' share of [`Header::counts`] (a ticket of more than 8 M event hashes is
 /// refused: `contains` over them per event would be the problem long before).
-const SEEN_MASK: u32 = (1 << 24) - 1;
+const SEEN_MASK: u32 = (1 << 23) - 1;
+/// In [`Header::counts`]: the block holds a closing instant (`clocks/closed.rs`).
+const CLOSED: u32 = 1 << 23;
 /// One stored state in [`Header::counts`].
 const ONE_STORED: u32 = 1 << 24;
 
@@ -96,10 +101,10 @@ pub struct Clocks {
 unsafe impl Send for Clocks {}
 unsafe impl Sync for Clocks {}
 
-/// The block's size: header (and the count word of the dense form), `stored` clock
-/// states, `words` 8-byte words for hashes and room.
-fn layout(dense: bool, stored: usize, words: usize) -> Layout {
-    let size = HEADER + 8 * dense as usize + stored * CORE + words * 8;
+/// The block's size: header, `prefix` words before the states (the dense form's count, a
+/// closing instant), `stored` clock states, `words` 8-byte words for hashes and room.
+fn layout(prefix: usize, stored: usize, words: usize) -> Layout {
+    let size = HEADER + 8 * prefix + stored * CORE + words * 8;
     Layout::from_size_align(size, 8).expect("clock block layout")
 }
 
@@ -185,7 +190,7 @@ impl Clocks {
             return Clocks::default();
         }
         assert!(room <= u16::MAX as usize, "clock block too large");
-        let ptr = alloc_block(layout(false, 0, room));
+        let ptr = alloc_block(layout(0, 0, room));
         // SAFETY: a new block of at least a header, which is all this writes.
         unsafe {
             ptr.as_ptr().write(Header {
@@ -225,7 +230,7 @@ impl Clocks {
             }
             bits
         };
-        let ptr = alloc_block(layout(dense, stored.len(), seen.len() + room));
+        let ptr = alloc_block(layout(dense as usize, stored.len(), seen.len() + room));
         // SAFETY: a new block of this layout; the writes stay inside it.
         unsafe {
             let p = ptr.as_ptr().cast::<u8>();
@@ -259,6 +264,13 @@ impl Clocks {
     #[inline]
     fn is_dense(&self) -> bool {
         self.header().bits == 0
+    }
+
+    /// Words between the header and the clock states: the dense form's count, a closing
+    /// instant.
+    #[inline]
+    fn prefix(&self) -> usize {
+        self.is_dense() as usize + self.has_closed() as usize
     }
 
     /// Clocks of the ticket's plan (stored or not).
@@ -297,7 +309,7 @@ impl Clocks {
 
     #[inline]
     fn clocks_ptr(&self) -> *mut ClockCore {
-        let off = HEADER + 8 * self.is_dense() as usize;
+        let off = HEADER + 8 * self.prefix();
         // SAFETY: within the block (or one past `EMPTY`'s header, for zero clocks).
         unsafe { self.ptr.as_ptr().cast::<u8>().add(off).cast() }
     }
@@ -456,7 +468,7 @@ impl Clocks {
             // SAFETY: a block this owns (`relayout` made it one if it was `EMPTY`).
             let h = unsafe { self.ptr.as_mut() };
             h.bits = mask | marker;
-            h.counts = (h.counts & SEEN_MASK) | (mask.count_ones() * ONE_STORED);
+            h.counts = (h.counts & (ONE_STORED - 1)) | (mask.count_ones() * ONE_STORED);
         }
         let dst = self.clocks_ptr();
         let mut m = mask;
@@ -481,8 +493,8 @@ impl Clocks {
         let words = seen + room;
         if new > old && room < 2 * (new - old) {
             // Grow by what is missing: the block then has no room left.
-            let from = layout(false, old, words);
-            let to = layout(false, new, seen);
+            let from = layout(self.prefix(), old, words);
+            let to = layout(self.prefix(), new, seen);
             if self.is_shared_empty() {
                 // A plan without clocks has no bits to set; nothing reaches here.
                 unreachable!("clocks started in the shared empty block");
@@ -508,8 +520,8 @@ impl Clocks {
         if room > u16::MAX as usize {
             // Clocks back to idle freed more room than the header counts: give it back.
             let keep = u16::MAX as usize;
-            let from = layout(false, new, seen + room);
-            let to = layout(false, new, seen + keep);
+            let from = layout(self.prefix(), new, seen + room);
+            let to = layout(self.prefix(), new, seen + keep);
             // SAFETY: allocated with `from`; the prefix kept is header, states, hashes.
             self.ptr = unsafe { realloc_block(self.ptr, from, to) };
         }
@@ -520,7 +532,8 @@ impl Clocks {
     /// Replaces the clock states with `clocks` (another count: a re-match or a restore
     /// under a plan with other clocks), keeping the hashes and their capacity.
     pub fn set_clocks(&mut self, clocks: &[ClockCore]) {
-        let new = Clocks::new(clocks, self.seen(), self.seen_capacity());
+        let mut new = Clocks::new(clocks, self.seen(), self.seen_capacity());
+        new.set_closed_at(self.closed_at());
         *self = new;
     }
 
@@ -537,7 +550,7 @@ impl Drop for Clocks {
         if self.is_shared_empty() {
             return;
         }
-        let l = layout(self.is_dense(), self.stored_len(), self.seen_capacity());
+        let l = layout(self.prefix(), self.stored_len(), self.seen_capacity());
         // SAFETY: allocated with this layout (the size is kept through every change).
         unsafe { dealloc(self.ptr.as_ptr().cast(), l) }
     }
@@ -549,7 +562,7 @@ impl Clone for Clocks {
         if self.is_shared_empty() {
             return Clocks::default();
         }
-        let l = layout(self.is_dense(), self.stored_len(), self.seen_capacity());
+        let l = layout(self.prefix(), self.stored_len(), self.seen_capacity());
         // The initialised prefix: header, count word, states, hashes.
         let used = l.size() - 8 * self.header().room as usize;
         let ptr = alloc_block(l);
@@ -571,6 +584,7 @@ impl PartialEq for Clocks {
         self.len() == other.len()
             && self.iter().zip(other.iter()).all(|(a, b)| a == b)
             && self.seen() == other.seen()
+            && self.closed_at() == other.closed_at()
     }
 }
 
@@ -579,10 +593,12 @@ impl std::fmt::Debug for Clocks {
         f.debug_struct("Clocks")
             .field("clocks", &self.dense().as_slice())
             .field("seen", &self.seen())
+            .field("closed_at", &self.closed_at())
             .finish()
     }
 }
 
+mod closed;
 mod read;
 mod seen;
 #[cfg(test)]

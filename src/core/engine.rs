@@ -606,9 +606,10 @@ impl Engine {
     fn expire(&mut self, slot: u32, at: Ts) {
         let t = self.tickets.get_mut(slot).expect("indexed slot");
         t.phase = Phase::Expired;
-        t.set_closed_at(Some(at));
-        // Clock states and dedup hashes (one block) dropped.
+        // Clock states and dedup hashes (one block) dropped; the closing instant takes a
+        // block of its own (16 bytes).
         t.clocks = Default::default();
+        t.set_closed_at(Some(at));
         t.extras = None;
         self.mark_dirty(slot);
         self.schedule(slot);

@@ -434,7 +434,11 @@ impl<'a> TicketOut<'a> {
 
 impl<'a> TicketIn<'a> {
     fn decoded(self) -> TicketDecoded<'a> {
-        let capacity = restored_dedup_capacity(self.phase, self.seen.len());
+        // A closing instant takes a word of the block's room (`Clocks::set_closed_at`).
+        let capacity = restored_dedup_capacity(self.phase, self.seen.len())
+            + self.closed_at.is_some() as usize;
+        let mut clocks = Clocks::new(&self.clocks.cores, &self.seen, capacity);
+        clocks.set_closed_at(self.closed_at);
         TicketDecoded {
             id: TicketId::from(&self.id),
             attrs: self.attrs,
@@ -444,7 +448,7 @@ impl<'a> TicketIn<'a> {
             opened_at: self.opened_at,
             last_event: self.last_event,
             closed_at: self.closed_at,
-            clocks: Clocks::new(&self.clocks.cores, &self.seen, capacity),
+            clocks,
             pauses: self.clocks.pauses,
             extras: self.extras,
         }
@@ -476,8 +480,7 @@ impl TicketDecoded<'_> {
             cycle: self.cycle,
             opened_at: self.opened_at,
             last_event: self.last_event,
-            closed: self.closed_at.is_some(),
-            closed_ts: self.closed_at.unwrap_or(Ts(0)),
+            // The closing instant is in the clocks' block (set when decoded).
             clocks: self.clocks,
             extras,
         }

@@ -298,6 +298,6 @@ mod tests {
 
     #[test]
     fn slot_layout_size() {
-        assert_eq!(std::mem::size_of::<Slot>(), 88);
+        assert_eq!(std::mem::size_of::<Slot>(), 80);
     }
 }

@@ -182,12 +182,9 @@ pub struct Ticket {
     pub cycle: u32,
     pub opened_at: Ts,
     pub last_event: Ts,
-    /// [`Ticket::closed_at`] as a flag and an instant (`Ts(0)` when not closed), not an
-    /// `Option<Ts>`: the flag fits the ticket's padding, 8 bytes less per ticket (its slab
-    /// slot 136 → 128 bytes). Set through [`Ticket::set_closed_at`].
-    pub(crate) closed: bool,
-    pub(crate) closed_ts: Ts,
     /// By the plan's clock index; paused intervals are in `extras` ([`ClockCore`]). The
+    /// block also holds the closing instant of a closed ticket ([`Ticket::closed_at`]: a
+    /// word of its room, not 9 bytes of every ticket; `core/clocks/closed.rs`). The
     /// same heap block holds the dedup hashes ([`Ticket::seen`]): one allocation and an
     /// 8-byte pointer for both ([`Clocks`]).
     pub clocks: Clocks,
@@ -397,8 +394,6 @@ impl Ticket {
             cycle: 0,
             opened_at: ev.occurred_at,
             last_event: ev.occurred_at,
-            closed: false,
-            closed_ts: Ts(0),
             clocks: Clocks::open(plan.clocks.len(), plan.routine_starts(), DEDUP_INITIAL),
             extras: None,
         }
@@ -406,12 +401,11 @@ impl Ticket {
 
     /// When the ticket closed (or expired), if it is closed.
     pub fn closed_at(&self) -> Option<Ts> {
-        self.closed.then_some(self.closed_ts)
+        self.clocks.closed_at()
     }
 
     pub fn set_closed_at(&mut self, at: Option<Ts>) {
-        self.closed = at.is_some();
-        self.closed_ts = at.unwrap_or(Ts(0));
+        self.clocks.set_closed_at(at);
     }
 
     /// 64-bit hashes of every event id applied (rule 9 dedup).
@@ -1083,7 +1077,7 @@ mod tests {
     #[test]
     fn ticket_layout_sizes() {
         assert_eq!(std::mem::size_of::<CompactAttrs>(), 12);
-        assert_eq!(std::mem::size_of::<Ticket>(), 80);
+        assert_eq!(std::mem::size_of::<Ticket>(), 72);
         assert_eq!(std::mem::size_of::<ClockState>(), 24);
         assert_eq!(std::mem::size_of::<ClockCore>(), 16);
     }

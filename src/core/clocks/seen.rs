@@ -22,7 +22,7 @@ impl Clocks {
         if self.is_shared_empty() {
             return 0;
         }
-        layout(self.is_dense(), self.stored_len(), self.seen_capacity()).size()
+        layout(self.prefix(), self.stored_len(), self.seen_capacity()).size()
     }
 
     /// Room for `additional` more hashes (exactly, as `Vec::reserve_exact`).
@@ -40,9 +40,9 @@ impl Clocks {
             *self = Clocks::build(&[], &[], new_cap);
             return;
         }
-        let (dense, stored) = (self.is_dense(), self.stored_len());
-        let old = layout(dense, stored, cap);
-        let new = layout(dense, stored, new_cap);
+        let (prefix, stored) = (self.prefix(), self.stored_len());
+        let old = layout(prefix, stored, cap);
+        let new = layout(prefix, stored, new_cap);
         // SAFETY: the block was allocated with `old`; `realloc` keeps its prefix (header,
         // clocks, hashes).
         unsafe {

@@ -88,6 +88,7 @@ fn sparse_block_equals_a_dense_model() {
         let mut c = Clocks::open(n, starts, 10);
         let mut model: Vec<ClockCore> = vec![IDLE; n];
         let mut seen: Vec<u64> = Vec::new();
+        let mut closed: Option<Ts> = None;
         for step in 0..60 {
             match next(4) {
                 0 if n > 0 => {
@@ -132,8 +133,27 @@ fn sparse_block_equals_a_dense_model() {
                     assert_eq!(d, c);
                     assert_eq!(d.heap_bytes(), c.heap_bytes());
                 }
-                _ => {}
+                _ => {
+                    // Closing takes a word of the room (grows by exactly one without
+                    // room), reopening gives it back; the states and hashes stay.
+                    let was = closed;
+                    closed = (next(3) != 0).then_some(Ts(step * 1_000 - 7));
+                    let (before, room) = (c.heap_bytes(), c.seen_capacity() - seen.len());
+                    c.set_closed_at(closed);
+                    let room_now = c.seen_capacity() - seen.len();
+                    match (was.is_some(), closed.is_some()) {
+                        (false, true) if room > 0 => {
+                            assert_eq!((c.heap_bytes(), room_now), (before, room - 1))
+                        }
+                        (false, true) if before > 0 => {
+                            assert_eq!((c.heap_bytes(), room_now), (before + 8, 0))
+                        }
+                        (true, false) => assert_eq!((c.heap_bytes(), room_now), (before, room + 1)),
+                        _ => assert_eq!(room_now, room),
+                    }
+                }
             }
+            assert_eq!(c.closed_at(), closed);
             assert_eq!(c.len(), n);
             assert_eq!(c.dense().as_slice(), &model[..]);
             assert!(c.iter().eq(model.iter()));
@@ -167,14 +187,16 @@ fn sparse_block_equals_a_dense_model() {
                 }
             }
             assert_eq!(c.dense().as_slice(), &model[..]);
-            let r = Clocks::new(&model, &seen, seen.len() + 1);
-            assert_eq!(r, c);
+            let mut r = Clocks::new(&model, &seen, seen.len() + 1);
             if n <= SPARSE_MAX {
                 let stored = model.iter().filter(|k| !is_idle(k)).count();
                 assert_eq!(c.stored_len(), stored);
                 // Restored: room for one more hash and for every idle clock to start.
                 assert_eq!(r.seen_capacity(), seen.len() + 1 + 2 * (n - stored));
             }
+            assert_eq!(r == c, closed.is_none());
+            r.set_closed_at(closed);
+            assert_eq!(r, c);
         }
     }
 }

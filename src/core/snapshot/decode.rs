@@ -284,8 +284,11 @@ fn ticket<'a>(r: &mut Reader<'a>) -> Option<TicketDecoded<'a>> {
     };
     // The hashes straight into the ticket's block, with room for the next event's.
     let seen = r.seq(1)?;
-    let mut clocks = Clocks::new(&cores[..n], &[], restored_dedup_capacity(phase, seen));
+    // A closing instant takes a word of the block's room (`Clocks::set_closed_at`).
+    let capacity = restored_dedup_capacity(phase, seen) + closed_at.is_some() as usize;
+    let mut clocks = Clocks::new(&cores[..n], &[], capacity);
     clocks.fill_seen(seen, || r.u64())?;
+    clocks.set_closed_at(closed_at);
     Some(TicketDecoded {
         id,
         attrs,

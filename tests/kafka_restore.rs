@@ -417,15 +417,20 @@ fn created_state_topics_are_compacted_with_small_segments_and_short_lived_tombst
     }
 }
 
-/// Releasing held offsets (`changelog::held`: a restore found the group's committed offsets
-/// held, and the processor runs, on each of its producers, an empty transaction that sends
-/// the stable committed offsets and is aborted) on a real broker: no committed offset
-/// changes, nothing stays pending (a require-stable fetch answers within a bound shorter
-/// than the transaction timeout), and the producer commits normally afterwards.
+/// Releasing what is held (`changelog::held`: a restore found the group's committed offsets
+/// or a state partition held, and the processor runs, on each of its producers, a
+/// transaction that writes a tombstone to each held state partition, sends the stable
+/// committed offsets and is aborted) on a real broker: no committed offset changes,
+/// nothing stays pending (a require-stable fetch answers within a bound shorter than the
+/// transaction timeout), the tombstone reached the partition but only read_uncommitted
+/// sees it, the partition is decided (last stable offset = high watermark), and the
+/// producer commits normally afterwards.
 #[test]
-fn releasing_held_offsets_changes_no_committed_offset_and_leaves_none_pending() {
+fn releasing_what_is_held_changes_no_committed_offset_and_leaves_nothing_undecided() {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    use rdkafka::Message;
+    use slawatch::runtime::changelog::keys::RELEASE_KEY;
     use slawatch::runtime::kafka::recovery::Trouble;
     use slawatch::runtime::kafka::txn::{new_producer, ProducerCtx, Txn};
     let bs = bootstrap();
@@ -449,9 +454,46 @@ fn releasing_held_offsets_changes_no_committed_offset_and_leaves_none_pending() 
         .expect("commit offset 10");
     assert_eq!(committed_offset(&bs, &group, &topic, 0), Some(10));
 
-    txn.discard_offsets(&[(&offsets(10), &gm)])
-        .expect("release: send the offsets, abort");
+    let state = unique_name("held-state");
+    create_topic(&bs, &state, 2, &[]);
+    txn.discard_orphans(&[(&offsets(10), &gm)], &[(&state, 1)], RELEASE_KEY)
+        .expect("release: a tombstone to the state partition, the offsets, abort");
     assert!(!txn.is_open());
+    let (_, end) = consumer
+        .fetch_watermarks(&state, 1, TIMEOUT)
+        .expect("high watermark");
+    assert_eq!(
+        end, 2,
+        "the tombstone and the abort marker are in the partition"
+    );
+    let uncommitted: BaseConsumer = consumer_config(&bs, &unique_name("held-ru"))
+        .set("isolation.level", "read_uncommitted")
+        .create()
+        .expect("consumer");
+    uncommitted.subscribe(&[&state]).expect("subscribe");
+    let seen = collect_messages(&uncommitted, 1, TIMEOUT);
+    assert_eq!(
+        (seen[0].partition(), seen[0].key(), seen[0].payload()),
+        (1, Some(RELEASE_KEY), None),
+        "read_uncommitted sees the release's tombstone"
+    );
+    let committed_reader = read_committed_consumer(&bs, &unique_name("held-rc"), &[&state]);
+    let visible = try_collect_messages(&committed_reader, 1, Duration::from_secs(3));
+    assert!(
+        visible.is_empty(),
+        "read_committed sees nothing of the release"
+    );
+    let stable_reader: BaseConsumer = consumer_config(&bs, &unique_name("held-lso"))
+        .create()
+        .expect("consumer");
+    assert_eq!(
+        stable_reader
+            .fetch_watermarks(&state, 1, TIMEOUT)
+            .expect("last stable offset")
+            .1,
+        end,
+        "decided: a read_committed reader's end is the high watermark"
+    );
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(&topic, 0);
     let stable = consumer
@@ -500,9 +542,15 @@ fn open_transaction_in_state(
 /// committed them reach the state partition (after a broker restart), and reading up to the
 /// last stable offset then would miss that transaction's state. Here another producer holds
 /// a transaction open in every state partition (a tombstone of a ticket nobody has): the
-/// processor is not ready while it is open, and is once it commits.
+/// processor is not ready while it is open, and is once it commits. Held for seconds, the
+/// partitions get the processor's release (a tombstone in a transaction it aborts, which
+/// would end a transaction its own producers left open there): it reaches every partition,
+/// ends nothing of another producer's, and no reader of committed data ever sees it.
 #[test]
 fn restore_waits_for_an_undecided_transaction_in_the_state_partition() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    use slawatch::runtime::changelog::keys::RELEASE_KEY;
     use slawatch::runtime::topics::{ensure_topics, Topics};
     let names = Names::new("restore-undecided");
     let cfg = config(&names, "i0", true, "");
@@ -511,18 +559,53 @@ fn restore_waits_for_an_undecided_transaction_in_the_state_partition() {
     let txn = open_transaction_in_state(&names, &topics.state, 0..3);
 
     let h = start(&cfg, Arc::new(ManualClock::new(Ts::from_secs(0))));
-    let open_until = Instant::now() + Duration::from_secs(4);
-    while Instant::now() < open_until {
+    let uncommitted: BaseConsumer = consumer_config(&bootstrap(), &unique_name("undecided-ru"))
+        .set("isolation.level", "read_uncommitted")
+        .create()
+        .expect("consumer");
+    uncommitted.subscribe(&[&topics.state]).expect("subscribe");
+    let mut released = std::collections::BTreeSet::new();
+    let open_until = Instant::now() + Duration::from_secs(20);
+    while released.len() < 3 {
+        assert!(
+            Instant::now() < open_until,
+            "no release reached every held state partition within 20 s (got {released:?})"
+        );
         assert!(
             !h.control.is_ready(),
             "ready while a transaction in the state partitions is undecided"
         );
         assert!(!h.is_finished(), "{:?}", h.control.last_error());
-        std::thread::sleep(Duration::from_millis(50));
+        for m in try_collect_messages(&uncommitted, 100, Duration::from_millis(200)) {
+            if m.key() == Some(RELEASE_KEY) && m.payload().is_none() {
+                released.insert(m.partition());
+            }
+        }
     }
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !h.control.is_ready(),
+        "the release ended another producer's transaction"
+    );
     txn.commit_transaction(TIMEOUT).expect("commit");
     wait_ready(&h);
     h.stop().expect("graceful stop");
+    let committed =
+        read_committed_consumer(&bootstrap(), &unique_name("undecided-rc"), &[&topics.state]);
+    let visible = try_collect_messages(&committed, 100, Duration::from_secs(3));
+    let nobody = slawatch::runtime::changelog::keys::ticket_key(&names.input, "", "nobody");
+    assert_eq!(
+        visible
+            .iter()
+            .filter(|m| m.key() == Some(nobody.as_slice()))
+            .count(),
+        3,
+        "the other producer's three tombstones, committed"
+    );
+    assert!(
+        visible.iter().all(|m| m.key() != Some(RELEASE_KEY)),
+        "read_committed sees nothing of the release"
+    );
 }
 
 /// With one restore slot, partitions whose state is held by an undecided transaction give

@@ -1,18 +1,33 @@
-//! Committed offsets a restore found held: reported by the restore threads to the processing
-//! thread, which releases what its own producers may have left pending.
+//! What a restore found held for seconds, reported by the restore threads to the processing
+//! thread, which releases what its own producers may have left there.
 //!
-//! A restore fetches the group's committed offsets with read_committed (require-stable): the
-//! broker answers only once no transaction holds offsets of the partition. A transaction of
-//! another process ends by itself (committed, aborted, or timed out by the coordinator). But
-//! after a broker outage the group coordinator can keep a transactional offset commit of one
-//! of *our* producers pending although the transaction coordinator has closed that
-//! transaction (a `TxnOffsetCommit` retried past its transaction's end; seen in CI as
-//! offsets held for over ten minutes). No marker ever comes for it, and the restore waits
-//! for ever, as does everything after it. The way out is a marker of the same producer: an
-//! empty transaction that sends the group's last committed offsets and is aborted drops
-//! every offset commit that producer left pending in the group, and changes no committed
-//! offset ([`crate::runtime::kafka::pipeline::Pipeline::release_orphaned_offsets`]).
-use std::sync::Mutex;
+//! **Committed offsets.** A restore fetches the group's committed offsets with
+//! read_committed (require-stable): the broker answers only once no transaction holds
+//! offsets of the partition. A transaction of another process ends by itself (committed,
+//! aborted, or timed out by the coordinator). But after a broker outage the group
+//! coordinator can keep a transactional offset commit of one of *our* producers pending
+//! although the transaction coordinator has closed that transaction (a `TxnOffsetCommit`
+//! retried past its transaction's end; seen in CI as offsets held for over ten minutes). No
+//! marker ever comes for it, and the restore waits for ever, as does everything after it.
+//! The way out is a marker of the same producer: an empty transaction that sends the
+//! group's last committed offsets and is aborted drops every offset commit that producer
+//! left pending in the group, and changes no committed offset
+//! ([`crate::runtime::kafka::pipeline::Pipeline::release_orphaned_holds`]).
+//!
+//! **State partitions.** A restore reads a state partition only once its last stable
+//! offset reaches its high watermark (every transaction in it decided). The same outage can
+//! leave records of one of our producers in a state partition with no transaction open for
+//! them at the coordinator (a produce retried past its transaction's end: a "hanging"
+//! transaction, seen in CI as every state partition held for over 90 s after a broker
+//! restart, the transaction timeout being 10 s). Only a marker of that producer ends it, and
+//! the coordinator writes one to a partition only if the producer's current transaction
+//! wrote there: so the same aborted transaction also writes a tombstone of
+//! [`crate::runtime::changelog::keys::RELEASE_KEY`] to each such partition, waits for its
+//! delivery, and aborts. The abort marker ends whatever that producer left open there; the
+//! tombstone, aborted, is never read by a read_committed reader (and is not a key a
+//! restore reads). A partition held by another process's transaction stays held until
+//! that transaction ends.
+use std::sync::{Arc, Mutex};
 
 /// One held partition of a consumer group, with the offset last committed for it (as read
 /// without require-stable: the stable value, pending commits left out).
@@ -24,27 +39,55 @@ pub struct HeldOffset {
     pub committed: i64,
 }
 
-/// What the restore threads found held and the processing thread has not taken yet.
-#[derive(Default)]
-pub struct HeldOffsets {
-    entries: Mutex<Vec<HeldOffset>>,
+/// One state partition whose last stable offset stayed below its high watermark.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldState {
+    pub topic: String,
+    pub partition: i32,
 }
 
-impl HeldOffsets {
-    /// Records held partitions; a partition reported again keeps only its latest offset.
+/// Everything held, taken at once by the processing thread.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeldReport {
+    pub offsets: Vec<HeldOffset>,
+    pub states: Vec<HeldState>,
+}
+
+impl HeldReport {
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty() && self.states.is_empty()
+    }
+}
+
+/// What the restores found held and one processing thread has not taken yet.
+#[derive(Default)]
+pub struct HeldInbox {
+    entries: Mutex<HeldReport>,
+}
+
+impl HeldInbox {
+    /// Records held offsets; a partition reported again keeps only its latest offset.
     pub fn report(&self, held: impl IntoIterator<Item = HeldOffset>) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         for h in held {
-            entries.retain(|e| {
+            entries.offsets.retain(|e| {
                 (e.group.as_str(), e.topic.as_str(), e.partition)
                     != (h.group.as_str(), h.topic.as_str(), h.partition)
             });
-            entries.push(h);
+            entries.offsets.push(h);
+        }
+    }
+
+    /// Records a held state partition (once, however often reported).
+    pub fn report_state(&self, held: HeldState) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if !entries.states.contains(&held) {
+            entries.states.push(held);
         }
     }
 
     /// Takes everything reported so far.
-    pub fn take(&self) -> Vec<HeldOffset> {
+    pub fn take(&self) -> HeldReport {
         std::mem::take(&mut *self.entries.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
@@ -53,6 +96,39 @@ impl HeldOffsets {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .is_empty()
+    }
+}
+
+/// Where the restores report: every processing thread's inbox. What one thread's restore
+/// finds held may have been left by any producer of the process (a partition can move
+/// between threads), so every thread releases it with its own producers.
+#[derive(Default)]
+pub struct HeldReporter {
+    inboxes: Vec<Arc<HeldInbox>>,
+}
+
+impl HeldReporter {
+    /// A reporter to `threads` inboxes, and the inboxes, one per thread.
+    pub fn new(threads: usize) -> (Arc<HeldReporter>, Vec<Arc<HeldInbox>>) {
+        let inboxes: Vec<Arc<HeldInbox>> = (0..threads).map(|_| Arc::default()).collect();
+        let reporter = HeldReporter {
+            inboxes: inboxes.clone(),
+        };
+        (Arc::new(reporter), inboxes)
+    }
+
+    /// [`HeldInbox::report`] to every inbox.
+    pub fn report(&self, held: &[HeldOffset]) {
+        for inbox in &self.inboxes {
+            inbox.report(held.iter().cloned());
+        }
+    }
+
+    /// [`HeldInbox::report_state`] to every inbox.
+    pub fn report_state(&self, held: &HeldState) {
+        for inbox in &self.inboxes {
+            inbox.report_state(held.clone());
+        }
     }
 }
 
@@ -69,18 +145,60 @@ mod tests {
         }
     }
 
+    fn state(topic: &str, partition: i32) -> HeldState {
+        HeldState {
+            topic: topic.into(),
+            partition,
+        }
+    }
+
     #[test]
     fn a_partition_reported_twice_is_taken_once_with_its_latest_offset() {
-        let h = HeldOffsets::default();
+        let h = HeldInbox::default();
         assert!(h.is_empty());
         h.report([held("g", 0, 5), held("g", 1, 7)]);
         h.report([held("g", 0, 9), held("g.surge", 0, 3)]);
-        let mut taken = h.take();
+        let mut taken = h.take().offsets;
         taken.sort_by_key(|e| (e.group.clone(), e.partition));
         assert_eq!(
             taken,
             [held("g", 0, 9), held("g", 1, 7), held("g.surge", 0, 3)]
         );
         assert!(h.is_empty(), "taken");
+    }
+
+    #[test]
+    fn what_one_restore_reports_reaches_every_threads_inbox() {
+        let (reporter, inboxes) = HeldReporter::new(2);
+        reporter.report(&[held("g", 0, 5)]);
+        reporter.report_state(&state("state", 1));
+        for inbox in &inboxes {
+            let taken = inbox.take();
+            assert_eq!(taken.offsets, [held("g", 0, 5)]);
+            assert_eq!(taken.states, [state("state", 1)]);
+        }
+    }
+
+    #[test]
+    fn a_state_partition_reported_twice_is_taken_once_beside_the_offsets() {
+        let h = HeldInbox::default();
+        h.report_state(state("state", 1));
+        assert!(
+            !h.is_empty(),
+            "a held state partition alone is something to release"
+        );
+        h.report_state(state("state", 1));
+        h.report_state(state("surge-state", 1));
+        h.report([held("g", 0, 5)]);
+        let taken = h.take();
+        assert_eq!(taken.states, [state("state", 1), state("surge-state", 1)]);
+        assert_eq!(taken.offsets, [held("g", 0, 5)]);
+        assert!(h.is_empty() && h.take().is_empty(), "taken");
+        h.report_state(state("state", 1));
+        assert_eq!(
+            h.take().states,
+            [state("state", 1)],
+            "reported again after a take"
+        );
     }
 }

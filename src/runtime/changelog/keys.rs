@@ -46,9 +46,20 @@ pub fn surge_key(repartition_topic: &str) -> Vec<u8> {
     format!("s/{repartition_topic}").into_bytes()
 }
 
+/// Key of the tombstone a release of a held state partition writes in a transaction it
+/// aborts (see [`super::held`]): never committed, and not a key a restore reads.
+pub const RELEASE_KEY: &[u8] = b"x/release";
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_release_key_is_none_of_the_keys_a_restore_reads() {
+        for prefix in [&b"t/"[..], b"T/", b"p/", b"s/"] {
+            assert!(!RELEASE_KEY.starts_with(prefix));
+        }
+    }
 
     #[test]
     fn keys_split_unambiguously() {

@@ -9,6 +9,7 @@
 //! | `t/<input topic>/<ticket>`  | `Engine::ticket_record` of a ticket without tenant (versioned postcard); NULL = freed (tombstone) |
 //! | `T/<input topic>/<tenant length>/<tenant>/<ticket>` | the same, of a tenant's ticket (rule 11) |
 //! | `p/<input topic>`           | `Engine::partition_state`: watermark, pending and pre-open events, counters |
+//! | `x/release`                 | NULL, only in aborted transactions: the release of a held partition ([`held`]) |
 //!
 //! Surge-state topic, partition p = repartition partition p's detector (kept apart so the
 //! surge stage, a consumer group of its own, restores without scanning ticket state):
@@ -16,6 +17,7 @@
 //! | key                         | value                                              |
 //! |-----------------------------|----------------------------------------------------|
 //! | `s/<repartition topic>`     | [`SurgeRecord`] (versioned postcard)                |
+//! | `x/release`                 | as above                                            |
 //!
 //! The input topic is part of the ticket key because several co-partitioned input topics
 //! each have their own engine per partition number, and a restore must know which engine a
@@ -44,7 +46,7 @@
 //! | [`keys`]    | the key layout above                                               |
 //! | [`write`]   | the records a commit writes (ticket changes, surge state)          |
 //! | [`restore`] | reading a state partition back into engines and detectors          |
-//! | [`held`]    | committed offsets a restore found held, for the processing thread  |
+//! | [`held`]    | offsets and state partitions a restore found held, for release     |
 //! | [`slots`]   | the bound on restores running at once in a process                 |
 pub mod held;
 pub mod keys;
@@ -52,7 +54,7 @@ pub mod restore;
 pub mod slots;
 pub mod write;
 
-pub use held::{HeldOffset, HeldOffsets};
+pub use held::{HeldInbox, HeldOffset, HeldReport, HeldReporter, HeldState};
 pub use keys::{partition_key, surge_key, ticket_key};
 pub use restore::{
     restore, surge_detector, ReaderCtx, RestoreEnv, RestoreError, RestoreRequest, RestoreResult,

@@ -1,6 +1,6 @@
 //! Reading a state partition back: the committed offsets, then every record to the end,
 //! decoded on a builder thread while the reader reads (see [`super`] for the protocol).
-use super::held::{HeldOffset, HeldOffsets};
+use super::held::{HeldOffset, HeldReporter, HeldState};
 use super::keys::{partition_key, split_tenant_key, surge_key, ticket_key};
 use super::slots::{RestoreSlot, RestoreSlots};
 use super::write::{SurgeRecord, SurgeRecordError};
@@ -48,8 +48,9 @@ pub struct RestoreEnv {
     pub engine_cfg: EngineConfig,
     /// Bound on one restore (committed offsets + reading the state partition).
     pub timeout: Duration,
-    /// Where a restore reports committed offsets it finds held (see [`super::held`]).
-    pub held: Arc<HeldOffsets>,
+    /// Where a restore reports committed offsets and state partitions it finds held for
+    /// seconds (see [`super::held`]).
+    pub held: Arc<HeldReporter>,
     /// The restores still waited for: one no longer wanted stops at its next step.
     pub wanted: Arc<WantedRestores>,
     /// The process's bound on restores running at once.
@@ -668,8 +669,10 @@ fn report_held(
         None => stable_reader.insert(uncommitted_reader(env, group)?),
     };
     let stable = reader.committed_offsets(tpl.clone(), OFFSETS_STEP)?;
-    env.held
-        .report(stable.elements().iter().filter_map(|e| match e.offset() {
+    let held: Vec<HeldOffset> = stable
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
             Offset::Offset(o) if o >= 0 => Some(HeldOffset {
                 group: group.to_string(),
                 topic: e.topic().to_string(),
@@ -677,7 +680,9 @@ fn report_held(
                 committed: o,
             }),
             _ => None,
-        }));
+        })
+        .collect();
+    env.held.report(&held);
     Ok(())
 }
 
@@ -702,7 +707,9 @@ fn uncommitted_reader(
 /// stable end then would miss the transaction's state records while the offsets already
 /// count its input — those events lost. A zombie's open transaction is waited for too (its
 /// abort comes at its transaction timeout at the latest). While it waits, the restore's
-/// slot is given back. Returns the partition's (start, stable end) offsets.
+/// slot is given back, and at each warning the partition is reported held, for the
+/// processing thread to end what our own producers may have left open there (see
+/// [`super::held`]). Returns the partition's (start, stable end) offsets.
 #[allow(clippy::too_many_arguments)]
 fn wait_until_state_is_decided(
     env: &RestoreEnv,
@@ -741,6 +748,10 @@ fn wait_until_state_is_decided(
                 waited_s = started.elapsed().as_secs(),
                 "state restore: an undecided transaction holds the state partition (waiting for its marker)"
             );
+            env.held.report_state(&HeldState {
+                topic: state_topic.to_string(),
+                partition: p,
+            });
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -22,6 +22,7 @@
 //!   back closed (committed or aborted).
 //!
 //! At-least-once has no transactions: one producer, and the caller flushes synchronously.
+use crate::runtime::changelog::keys::RELEASE_KEY;
 use crate::runtime::kafka::txn::{OutRecord, Txn, TxnError, TxnProducer};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::topic_partition_list::TopicPartitionList;
@@ -291,15 +292,18 @@ where
         }
     }
 
-    /// Releases transactional offset commits our producers may have left pending (see
-    /// [`crate::runtime::changelog::held`]): on each idle producer, an empty transaction
-    /// that sends `offsets` (the groups' stable committed offsets) and is aborted. Idle: the
-    /// spare (not committing), and the active one while nothing is open or held; the other
-    /// one is idle after the next commit, so released by a later call. The number of
-    /// producers released (0 without exactly-once).
-    pub fn release_orphaned_offsets(
+    /// Releases what our producers may have left behind after a broker outage (see
+    /// [`crate::runtime::changelog::held`]): pending transactional offset commits, and
+    /// undecided records in the state partitions `partitions` (topic, partition). On each
+    /// idle producer, a transaction that writes a [`RELEASE_KEY`] tombstone to each of
+    /// `partitions`, sends `offsets` (the groups' stable committed offsets) and is aborted.
+    /// Idle: the spare (not committing), and the active one while nothing is open or held;
+    /// the other one is idle after the next commit, so released by a later call. The number
+    /// of producers released (0 without exactly-once).
+    pub fn release_orphaned_holds(
         &mut self,
         offsets: &[GroupOffsets<P::Group>],
+        partitions: &[(&str, i32)],
     ) -> Result<usize, TxnError> {
         if !self.exactly_once {
             return Ok(0);
@@ -308,11 +312,12 @@ where
             offsets.iter().map(|(t, g)| (t, g)).collect();
         let mut released = 0;
         if let Some(spare) = &mut self.spare {
-            spare.discard_offsets(&refs)?;
+            spare.discard_orphans(&refs, partitions, RELEASE_KEY)?;
             released += 1;
         }
         if !self.has_pending() && !self.is_open() {
-            self.active.discard_offsets(&refs)?;
+            self.active
+                .discard_orphans(&refs, partitions, RELEASE_KEY)?;
             released += 1;
         }
         Ok(released)
@@ -542,7 +547,16 @@ mod tests {
             &self,
             rec: OutRecord<'a>,
         ) -> Result<(), crate::runtime::kafka::txn::SendRefused<'a>> {
-            self.knobs.push(format!("{} send {}", self.name, rec.topic));
+            let partition = rec.partition.map(|p| format!("[{p}]")).unwrap_or_default();
+            let tombstone = if rec.value.is_none() {
+                " tombstone"
+            } else {
+                ""
+            };
+            self.knobs.push(format!(
+                "{} send {}{partition}{tombstone}",
+                self.name, rec.topic
+            ));
             self.in_flight.fetch_add(1, Ordering::SeqCst);
             Ok(())
         }
@@ -828,7 +842,7 @@ mod tests {
     fn orphaned_offsets_are_released_by_an_aborted_transaction_on_each_producer() {
         let k = Knobs::new();
         let mut p = pipeline(&k, true);
-        assert_eq!(p.release_orphaned_offsets(&offsets(5)).unwrap(), 2);
+        assert_eq!(p.release_orphaned_holds(&offsets(5), &[]).unwrap(), 2);
         assert_eq!(
             k.calls(),
             [
@@ -849,19 +863,65 @@ mod tests {
     }
 
     #[test]
+    fn held_state_partitions_get_a_tombstone_delivered_before_the_abort_on_each_producer() {
+        let k = Knobs::new();
+        let mut p = pipeline(&k, true);
+        let held = [("state", 1), ("surge-state", 0)];
+        assert_eq!(p.release_orphaned_holds(&[], &held).unwrap(), 2);
+        assert_eq!(
+            k.calls(),
+            [
+                "b begin",
+                "b send state[1] tombstone",
+                "b send surge-state[0] tombstone",
+                "b delivered",
+                "b abort",
+                "a begin",
+                "a send state[1] tombstone",
+                "a send surge-state[0] tombstone",
+                "a delivered",
+                "a abort"
+            ]
+        );
+        assert!(!p.is_open() && !p.has_pending());
+        // Offsets and partitions together: the offsets are sent after the delivery.
+        let k = Knobs::new();
+        let mut p = pipeline(&k, true);
+        send(&mut p, "out");
+        assert_eq!(
+            p.release_orphaned_holds(&offsets(5), &held[..1]).unwrap(),
+            1
+        );
+        assert_eq!(
+            k.calls()[2..],
+            [
+                "b begin",
+                "b send state[1] tombstone",
+                "b delivered",
+                "b offsets Offset(5)",
+                "b abort"
+            ]
+        );
+        // The active transaction goes on and commits what it had.
+        p.start_commit(offsets(6)).unwrap();
+        p.wait_commit().unwrap().unwrap();
+        assert_eq!(k.calls().last().unwrap(), "a commit");
+    }
+
+    #[test]
     fn offsets_are_released_only_on_a_producer_with_nothing_open_or_committing() {
         let k = Knobs::new();
         let mut p = pipeline(&k, true);
         send(&mut p, "out1");
         // "a" has a transaction open: only the spare "b" is released.
-        assert_eq!(p.release_orphaned_offsets(&offsets(5)).unwrap(), 1);
+        assert_eq!(p.release_orphaned_holds(&offsets(5), &[]).unwrap(), 1);
         assert_eq!(k.count("a offsets Offset(5)"), 0);
         assert_eq!(k.count("b offsets Offset(5)"), 1);
         k.hold_commit.store(true, Ordering::SeqCst);
         p.start_commit(offsets(1)).unwrap();
         until_drained(&mut p);
         // "a" commits, "b" is active and idle.
-        assert_eq!(p.release_orphaned_offsets(&offsets(6)).unwrap(), 1);
+        assert_eq!(p.release_orphaned_holds(&offsets(6), &[]).unwrap(), 1);
         assert_eq!(
             k.count("a offsets Offset(6)"),
             0,
@@ -871,18 +931,18 @@ mod tests {
         assert_eq!(k.count("b offsets Offset(6)"), 1);
         send(&mut p, "out2");
         // "a" still commits, "b" has a record: nothing is idle.
-        assert_eq!(p.release_orphaned_offsets(&offsets(7)).unwrap(), 0);
+        assert_eq!(p.release_orphaned_holds(&offsets(7), &[]).unwrap(), 0);
         k.hold_commit.store(false, Ordering::SeqCst);
         p.wait_commit().unwrap().unwrap();
         // After the commit, "a" is the spare and is released; "b" keeps its transaction.
-        assert_eq!(p.release_orphaned_offsets(&offsets(8)).unwrap(), 1);
+        assert_eq!(p.release_orphaned_holds(&offsets(8), &[]).unwrap(), 1);
         assert_eq!(k.count("a offsets Offset(8)"), 1);
         assert!(p.is_open() && p.has_pending(), "b's transaction goes on");
         p.start_commit(offsets(2)).unwrap();
         p.wait_commit().unwrap().unwrap();
         assert_eq!(k.calls().last().unwrap(), "b commit");
         let mut alo = pipeline(&Knobs::new(), false);
-        assert_eq!(alo.release_orphaned_offsets(&offsets(5)).unwrap(), 0);
+        assert_eq!(alo.release_orphaned_holds(&offsets(5), &[]).unwrap(), 0);
     }
 
     #[test]

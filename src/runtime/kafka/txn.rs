@@ -407,23 +407,77 @@ impl<P: TxnProducer> Txn<P> {
         r
     }
 
-    /// An empty transaction that sends `offsets` and is aborted. Its abort marker drops every
-    /// transactional offset commit this producer left pending in those groups (see
-    /// [`crate::runtime::changelog::held`]); committed offsets stay as they are. Only while
+    /// A transaction that writes a tombstone of `key` to each of `partitions` (topic,
+    /// partition), waits for their delivery, sends `offsets`, and is aborted. Its abort
+    /// marker ends whatever this producer left undecided in those partitions and drops every
+    /// transactional offset commit it left pending in those groups (see
+    /// [`crate::runtime::changelog::held`]); nothing it wrote is ever committed. Only while
     /// no transaction is open.
-    pub fn discard_offsets(
+    pub fn discard_orphans(
         &mut self,
         offsets: &[(&TopicPartitionList, &P::Group)],
+        partitions: &[(&str, i32)],
+        key: &[u8],
     ) -> Result<(), TxnError> {
         if !self.exactly_once || self.open {
             return Ok(());
         }
         let deadline = Instant::now() + self.timeout;
         self.begin()?;
-        let sent = self.send_offsets(offsets, deadline);
+        let written = self.write_tombstones(partitions, key, deadline);
+        // The coordinator writes the abort marker only to partitions the transaction added,
+        // and librdkafka adds one with its first delivered record: an abort before the
+        // delivery would purge the tombstone and leave the partition as it was.
+        let delivered = written
+            .and_then(|()| self.drain_until(deadline))
+            .and_then(|()| self.producer.delivery_failure().map_or(Ok(()), Err));
+        let sent = delivered.and_then(|()| self.send_offsets(offsets, deadline));
         let aborted = self.finish_abort();
         self.open = false;
+        self.clear_failures();
         sent.and(aborted)
+    }
+
+    /// Sends a tombstone of `key` to each partition, waiting out a full queue until
+    /// `deadline`.
+    fn write_tombstones(
+        &self,
+        partitions: &[(&str, i32)],
+        key: &[u8],
+        deadline: Instant,
+    ) -> Result<(), TxnError> {
+        for &(topic, partition) in partitions {
+            let mut rec = OutRecord {
+                topic,
+                partition: Some(partition),
+                key,
+                value: None,
+                headers: None,
+            };
+            loop {
+                match self.producer.send(rec) {
+                    Ok(()) => break,
+                    Err(SendRefused::QueueFull(r)) if Instant::now() < deadline => {
+                        rec = r;
+                        self.producer.serve();
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                    Err(SendRefused::QueueFull(_)) => {
+                        return Err(TxnError::Undelivered {
+                            count: self.producer.in_flight(),
+                            waited: self.timeout,
+                        })
+                    }
+                    Err(SendRefused::Failed(e)) => {
+                        return Err(TxnError::Produce {
+                            topic: topic.to_string(),
+                            source: e,
+                        })
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Adds each group's offsets to the open transaction (empty lists skipped), all within
@@ -1045,6 +1099,51 @@ mod tests {
         let calls = t.producer.calls();
         assert_eq!(calls.iter().filter(|c| *c == "abort").count(), aborts + 1);
         assert_eq!(calls[calls.len() - 2..], ["begin", "send out"]);
+    }
+
+    #[test]
+    fn discarding_orphans_aborts_even_when_a_tombstone_is_not_delivered() {
+        let mut t = txn();
+        t.producer.queue_full.set(2);
+        t.discard_orphans(&[(&offsets(1), &())], &[("state", 0), ("state", 2)], b"x")
+            .unwrap();
+        assert_eq!(
+            t.producer.calls(),
+            [
+                "begin",
+                "full",
+                "full",
+                "send state",
+                "send state",
+                "offsets 1",
+                "abort"
+            ],
+            "a full queue is waited out; the abort comes after the delivery"
+        );
+        assert!(!t.is_open() && !t.has_pending());
+        // A failed delivery: no offsets sent, the transaction still aborted, and the next
+        // one starts clean.
+        let mut t = txn();
+        *t.producer.delivery.borrow_mut() = Some(TxnError::Undelivered {
+            count: 1,
+            waited: Duration::ZERO,
+        });
+        assert!(t
+            .discard_orphans(&[(&offsets(1), &())], &[("state", 0)], b"x")
+            .is_err());
+        assert_eq!(t.producer.calls(), ["begin", "send state", "abort"]);
+        assert!(!t.is_open() && t.failure().is_none());
+        // A refused send: aborted too.
+        let mut t = txn();
+        t.producer.fail_send.set(true);
+        assert!(t.discard_orphans(&[], &[("state", 0)], b"x").is_err());
+        assert_eq!(t.producer.calls(), ["begin", "abort"]);
+        // Nothing while a transaction is open.
+        let mut t = txn();
+        t.producer.fail_send.set(false);
+        t.send(rec("out"));
+        t.discard_orphans(&[], &[("state", 0)], b"x").unwrap();
+        assert_eq!(t.producer.calls(), ["begin", "send out"]);
     }
 
     #[test]

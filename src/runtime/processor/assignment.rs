@@ -165,7 +165,7 @@ impl Processor {
             policy: self.policy.clone(),
             engine_cfg: self.engine_cfg.clone(),
             timeout: RESTORE_TIMEOUT,
-            held: self.held_offsets.clone(),
+            held: self.held_reporter.clone(),
             wanted: self.wanted_restores.clone(),
             slots: self.restore_slots.clone(),
         };

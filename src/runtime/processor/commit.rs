@@ -3,8 +3,8 @@
 //! every partition.
 use super::*;
 
-/// How often held committed offsets are released at most (a restore reports them every
-/// 5 s while they stay held).
+/// How often what the restores found held is released at most (a restore reports it every
+/// 5 s while it stays held).
 const RELEASE_EVERY: Duration = Duration::from_secs(5);
 
 impl Processor {
@@ -277,14 +277,14 @@ impl Processor {
         Ok(())
     }
 
-    /// Releases committed offsets the restores found held, in case one of our producers
-    /// left the pending commit that holds them (see [`changelog::held`]), on each producer
-    /// that is idle ([`Pipeline::release_orphaned_offsets`]), at most every
-    /// [`RELEASE_EVERY`]. Partitions still held afterwards are reported again by their
-    /// restore's next fetch.
-    pub(super) fn release_held_offsets(&mut self) {
+    /// Releases what the restores found held for seconds, in case one of our producers
+    /// left what holds it (see [`changelog::held`]): pending offset commits, and undecided
+    /// records in state partitions. On each producer that is idle
+    /// ([`Pipeline::release_orphaned_holds`]), at most every [`RELEASE_EVERY`]. What is
+    /// still held afterwards is reported again by its restore.
+    pub(super) fn release_holds(&mut self) {
         if !self.io.exactly_once
-            || self.held_offsets.is_empty()
+            || self.held.is_empty()
             || self
                 .last_release
                 .is_some_and(|t| t.elapsed() < RELEASE_EVERY)
@@ -295,14 +295,14 @@ impl Processor {
             return;
         };
         self.last_release = Some(Instant::now());
-        let held = self.held_offsets.take();
+        let held = self.held.take();
         let mut groups = Vec::with_capacity(2);
         for (group, consumer) in [
             (&self.topics.group_id, &c.main),
             (&self.topics.surge_group_id, &c.surge),
         ] {
             let mut tpl = TopicPartitionList::new();
-            for h in held.iter().filter(|h| &h.group == group) {
+            for h in held.offsets.iter().filter(|h| &h.group == group) {
                 if let Err(e) =
                     tpl.add_partition_offset(&h.topic, h.partition, Offset::Offset(h.committed))
                 {
@@ -319,22 +319,31 @@ impl Processor {
                 }
             }
         }
-        if groups.is_empty() {
+        let states: Vec<(&str, i32)> = held
+            .states
+            .iter()
+            .map(|h| (h.topic.as_str(), h.partition))
+            .collect();
+        if groups.is_empty() && states.is_empty() {
             return;
         }
         let partitions: Vec<String> = held
+            .offsets
             .iter()
             .map(|h| format!("{}:{}[{}]@{}", h.group, h.topic, h.partition, h.committed))
             .collect();
-        match self.io.release_orphaned_offsets(&groups) {
+        let state_partitions: Vec<String> =
+            states.iter().map(|(t, p)| format!("{t}[{p}]")).collect();
+        match self.io.release_orphaned_holds(&groups, &states) {
             Ok(producers) => tracing::warn!(
                 ?partitions,
+                ?state_partitions,
                 producers,
-                "committed offsets held for seconds: dropped any offset commit our producers left pending (an empty transaction with the stable offsets, aborted)"
+                "held for seconds: ended whatever our producers left open there (a transaction writing a tombstone to each held state partition and the stable offsets, aborted)"
             ),
             Err(e) => {
                 telemetry::error(e.reason());
-                tracing::warn!(error = %e, ?partitions, "releasing held committed offsets failed; tried again while they stay held");
+                tracing::warn!(error = %e, ?partitions, ?state_partitions, "releasing what is held failed; tried again while it stays held");
             }
         }
     }

@@ -59,8 +59,9 @@ use crate::core::policy::PolicySet;
 use crate::core::ticket::Observation;
 use crate::core::time::{Dur, Ts};
 use crate::runtime::changelog::{
-    self, partition_key, surge_key as surge_state_key, HeldOffsets, RestoreEnv, RestoreError,
-    RestoreRequest, RestoreResult, RestoreSlots, SurgeRecord, WantedRestores, SURGE_RECORD_VERSION,
+    self, partition_key, surge_key as surge_state_key, HeldInbox, HeldReporter, RestoreEnv,
+    RestoreError, RestoreRequest, RestoreResult, RestoreSlots, SurgeRecord, WantedRestores,
+    SURGE_RECORD_VERSION,
 };
 use crate::runtime::commit_policy::{
     commit_plan, partition_lag, CommitPace, CommitPlan, CommitSettings, PartitionLag,
@@ -231,6 +232,7 @@ pub fn start(
         threads: Vec::with_capacity(queries.len()),
     };
     let slots = RestoreSlots::new(cfg.runtime.parallel_restores());
+    let (held_reporter, mut held_inboxes) = HeldReporter::new(queries.len());
     for (k, query_rx) in queries.into_iter().enumerate() {
         // On an error the handle's drop stops the threads already started.
         let thread = start_thread(
@@ -239,11 +241,21 @@ pub fn start(
             report.partitions,
             control.clone(),
             slots.clone(),
+            HeldChannels {
+                inbox: held_inboxes.remove(0),
+                reporter: held_reporter.clone(),
+            },
             query_rx,
         )?;
         handle.threads.push(thread);
     }
     Ok(handle)
+}
+
+/// A thread's inbox of what the restores found held, and the reporter its restores use.
+struct HeldChannels {
+    inbox: Arc<HeldInbox>,
+    reporter: Arc<HeldReporter>,
 }
 
 /// Starts processing thread `k` with its own clients, as group member
@@ -254,6 +266,7 @@ fn start_thread(
     input_partitions: usize,
     control: Arc<Control>,
     restore_slots: Arc<RestoreSlots>,
+    held: HeldChannels,
     query_rx: mpsc::Receiver<TicketQuery>,
 ) -> Result<ThreadResult, ProcessorError> {
     let cfg = &opts.cfg.for_thread(k);
@@ -296,7 +309,8 @@ fn start_thread(
         surges: HashMap::new(),
         parts: Partitions::new(),
         restore_tx,
-        held_offsets: Arc::default(),
+        held: held.inbox,
+        held_reporter: held.reporter,
         last_release: None,
         wanted_restores: Arc::default(),
         restore_slots,
@@ -636,7 +650,9 @@ struct Processor {
     restore_tx: mpsc::Sender<RestoreResult>,
     /// Committed offsets the restores found held (see [`changelog::held`]), and when the
     /// last release of them ran.
-    held_offsets: Arc<HeldOffsets>,
+    held: Arc<HeldInbox>,
+    /// Where this thread's restores report what they find held: every thread's inbox.
+    held_reporter: Arc<HeldReporter>,
     last_release: Option<Instant>,
     /// The restores still waited for (one no longer wanted stops early).
     wanted_restores: Arc<WantedRestores>,

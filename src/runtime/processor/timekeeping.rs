@@ -13,7 +13,7 @@ impl Processor {
             .fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
         self.io.serve();
         self.settle(false);
-        self.release_held_offsets();
+        self.release_holds();
         if !self.waits_for_commit()
             && self.last_commit.elapsed() >= self.effective_commit_interval()
         {

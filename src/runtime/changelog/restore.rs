@@ -10,6 +10,7 @@ use crate::core::policy::PolicySet;
 use crate::core::snapshot::{Restorer, SnapshotError};
 use crate::core::surge::SurgeDetector;
 use crate::runtime::config::Config;
+use crate::runtime::kafka::clients::QuickClose;
 use crate::runtime::kafka::reader_config;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -514,8 +515,7 @@ fn read_partition(
     bytes: &mut u64,
     records: &mut u64,
 ) -> Result<HashMap<String, Option<i64>>, RestoreError> {
-    let reader: BaseConsumer<ReaderCtx> =
-        reader_config(&env.cfg, group).create_with_context(ReaderCtx)?;
+    let reader = QuickClose::new(reader_config(&env.cfg, group).create_with_context(ReaderCtx)?);
     // 1. Committed offsets first: with read_committed the broker answers only once no open
     //    transaction (e.g. of a crashed previous owner) holds offsets of the partition.
     let t0 = Instant::now();
@@ -662,7 +662,7 @@ fn report_held(
     env: &RestoreEnv,
     group: &str,
     tpl: &TopicPartitionList,
-    stable_reader: &mut Option<BaseConsumer<ReaderCtx>>,
+    stable_reader: &mut Option<QuickClose<ReaderCtx>>,
 ) -> Result<(), KafkaError> {
     let reader = match stable_reader {
         Some(r) => r,
@@ -689,13 +689,10 @@ fn report_held(
 /// A reader that sees what is not committed yet: committed offsets without require-stable,
 /// and the high watermark (a read_committed client's ListOffsets answers the last stable
 /// offset instead).
-fn uncommitted_reader(
-    env: &RestoreEnv,
-    group: &str,
-) -> Result<BaseConsumer<ReaderCtx>, KafkaError> {
+fn uncommitted_reader(env: &RestoreEnv, group: &str) -> Result<QuickClose<ReaderCtx>, KafkaError> {
     let mut c = reader_config(&env.cfg, group);
     c.set("isolation.level", "read_uncommitted");
-    c.create_with_context(ReaderCtx)
+    Ok(QuickClose::new(c.create_with_context(ReaderCtx)?))
 }
 
 /// Waits until every transaction with records in state partition `p` below its current end

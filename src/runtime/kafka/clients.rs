@@ -165,6 +165,41 @@ pub fn reader_config(cfg: &Config, group_id: &str) -> ClientConfig {
     c
 }
 
+/// How long [`QuickClose`] polls for the close before leaving it to rust-rdkafka's drop.
+const QUICK_CLOSE_BOUND: Duration = Duration::from_secs(2);
+
+/// A group consumer that closes in milliseconds when dropped. rust-rdkafka's drop of a
+/// consumer with a `group.id` closes its queue and then polls in 100 ms steps until it is
+/// closed, and the first step waits its whole 100 ms: a restore paid that twice (its two
+/// readers), ~200 of the ~290 ms it took for an empty partition, while holding its slot.
+/// Polling in 2 ms steps closes the same way, sooner; the inner drop then finds it closed.
+pub struct QuickClose<C: ConsumerContext>(BaseConsumer<C>);
+
+impl<C: ConsumerContext> QuickClose<C> {
+    pub fn new(consumer: BaseConsumer<C>) -> QuickClose<C> {
+        QuickClose(consumer)
+    }
+}
+
+impl<C: ConsumerContext> std::ops::Deref for QuickClose<C> {
+    type Target = BaseConsumer<C>;
+    fn deref(&self) -> &BaseConsumer<C> {
+        &self.0
+    }
+}
+
+impl<C: ConsumerContext> Drop for QuickClose<C> {
+    fn drop(&mut self) {
+        if self.0.close_queue().is_err() {
+            return;
+        }
+        let until = Instant::now() + QUICK_CLOSE_BOUND;
+        while !self.0.closed() && Instant::now() < until {
+            let _ = self.0.poll(Duration::from_millis(2));
+        }
+    }
+}
+
 /// librdkafka's cached (low, high) watermarks of a partition, updated by every fetch
 /// response: no network round trip. `None` before the first fetch.
 pub fn cached_watermarks<C: ConsumerContext>(

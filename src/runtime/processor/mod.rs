@@ -275,7 +275,9 @@ fn start_thread(
     let trouble = Arc::new(Trouble::new());
     // Authentication / TLS failures of any client stop the processing loop.
     let auth = AuthFailure::default();
+    let producers_started = Instant::now();
     let (producer, second) = new_producers(cfg, &topics, &trouble, &auth)?;
+    let producers_ms = producers_started.elapsed().as_millis() as u64;
     let io = Pipeline::new(producer, second, exactly_once, OP_TIMEOUT)
         .map_err(|e| ProcessorError::Fatal(format!("cannot spawn the committer thread: {e}")))?;
     let (restore_tx, restore_rx) = mpsc::channel();
@@ -342,6 +344,7 @@ fn start_thread(
         transactional_ids = ?topics.transactional_ids,
         topics = ?subscribed,
         guarantee = if exactly_once { "exactly-once" } else { "at-least-once" },
+        producers_ms,
         "processor started"
     );
     let thread_control = control;
@@ -420,13 +423,30 @@ fn new_producers(
         )
         .map_err(|(what, source)| ProcessorError::Kafka { what, source })
     };
-    let first = new(0)?;
-    let second = if cfg.exactly_once {
-        Some(new(1)?)
-    } else {
-        None
-    };
-    Ok((first, second))
+    // Each `init_transactions` is a round of broker requests (coordinator lookup, producer
+    // id, fencing the previous epoch): the second runs beside the first, not after it.
+    let (first, second) = std::thread::scope(|s| {
+        let second = cfg.exactly_once.then(|| {
+            std::thread::Builder::new()
+                .name("slawatch-init".into())
+                .spawn_scoped(s, || new(1))
+        });
+        let first = new(0);
+        let second = match second {
+            None => Ok(None),
+            Some(Err(e)) => Err(ProcessorError::Fatal(format!(
+                "cannot spawn a thread to create the second producer: {e}"
+            ))),
+            Some(Ok(h)) => match h.join() {
+                Ok(r) => r.map(Some),
+                Err(_) => Err(ProcessorError::Fatal(
+                    "creating the second producer panicked".into(),
+                )),
+            },
+        };
+        (first, second)
+    });
+    Ok((first?, second?))
 }
 
 /// Output producer `which`'s settings: with exactly-once, the transactional id [`Topics`]

@@ -303,19 +303,16 @@ impl Engine {
     pub fn running_clocks(&self) -> usize {
         self.tickets.iter().map(|t| t.running_clocks()).sum()
     }
-    /// Where the resident bytes of the open tickets go (estimates: malloc chunks as glibc
-    /// rounds them), for the engine bench.
+    /// Where the resident bytes of the open tickets go, for the engine bench: estimates, a
+    /// heap block of `req` bytes counted as the `held(req)` bytes the bench's allocator
+    /// holds for it (glibc's malloc and mimalloc round differently), and the clock blocks'
+    /// sizes as requested, most frequent first.
     #[doc(hidden)]
-    pub fn memory_breakdown(&self) -> String {
+    pub fn memory_breakdown(&self, held: &dyn Fn(usize) -> usize) -> String {
         let n = self.tickets.len().max(1) as f64;
         let (slab, index) = self.tickets.table_bytes();
-        let chunk = |req: usize| {
-            if req == 0 {
-                0
-            } else {
-                (req + 8).div_ceil(16).max(2) * 16
-            }
-        };
+        let chunk = |req: usize| if req == 0 { 0 } else { held(req) };
+        let mut sizes = std::collections::BTreeMap::<usize, usize>::new();
         // A `RareVec`: a boxed `Vec` header and its buffer, nothing when empty.
         let rare = |req: usize| if req == 0 { 0 } else { chunk(24) + chunk(req) };
         let (mut blocks, mut clocks, mut idle, mut seen, mut room, mut extras) = (0, 0, 0, 0, 0, 0);
@@ -325,6 +322,7 @@ impl Engine {
             let c = t.clocks.len();
             let cap = t.clocks.seen_capacity();
             blocks += chunk(t.clocks.heap_bytes());
+            *sizes.entry(t.clocks.heap_bytes()).or_default() += 1;
             clocks += c;
             idle += t
                 .clocks
@@ -357,8 +355,15 @@ impl Engine {
             };
         }
         let (entries, free, current, seconds) = self.timers.usage();
+        let mut sizes: Vec<(usize, usize)> = sizes.into_iter().collect();
+        sizes.sort_by_key(|&(size, count)| (std::cmp::Reverse(count), size));
+        let sizes: Vec<String> = sizes
+            .iter()
+            .take(6)
+            .map(|&(size, count)| format!("{size} B {:.0} %", count as f64 * 100.0 / n))
+            .collect();
         format!(
-            "per open ticket: slab {:.1} B, index {:.1} B, clock blocks {:.1} B ({:.2} clocks of which {:.2} idle, {:.2} hashes, {:.2} room), extras {:.1} B ({:.3} tickets have them, {:.3} open pauses, {:.3} closed intervals), heap ids {:.1} B; timer slab {:.1} B ({:.2} entries, {:.2} free), current {:.1} B, {seconds} seconds queued; pending {}",
+            "per open ticket: slab {:.1} B, index {:.1} B, clock blocks {:.1} B ({:.2} clocks of which {:.2} idle, {:.2} hashes, {:.2} room), block sizes {}; extras {:.1} B ({:.3} tickets have them, {:.3} open pauses, {:.3} closed intervals), heap ids {:.1} B; timer slab {:.1} B ({:.2} entries, {:.2} free), current {:.1} B, {seconds} seconds queued; pending {}",
             slab as f64 / n,
             index as f64 / n,
             blocks as f64 / n,
@@ -366,6 +371,7 @@ impl Engine {
             idle as f64 / n,
             seen as f64 / n,
             room as f64 / n,
+            sizes.join(", "),
             extras as f64 / n,
             with_extras as f64 / n,
             paused_open as f64 / n,

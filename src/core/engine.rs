@@ -17,7 +17,6 @@ use crate::core::store::TicketStore;
 use crate::core::surge::SurgeDetector;
 use crate::core::ticket::{CompactAttrs, Observation, Sink, Ticket};
 use crate::core::time::{Dur, Ts};
-use crate::core::timers::TimerQueue;
 use compact_str::CompactString;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -180,7 +179,6 @@ pub struct Engine {
     applying_late: bool,
     pub(super) registry: PlanRegistry,
     pub(super) tickets: TicketStore,
-    pub(super) timers: TimerQueue,
     pub(super) pending: PendingQueue,
     pub(super) seq: u64,
     pub(super) preopen: PreOpen,
@@ -209,7 +207,6 @@ impl Engine {
             applying_late: false,
             registry: PlanRegistry::new(policy),
             tickets: TicketStore::default(),
-            timers: TimerQueue::default(),
             pending: PendingQueue::default(),
             seq: 0,
             preopen: PreOpen::default(),
@@ -354,7 +351,7 @@ impl Engine {
                 0
             };
         }
-        let (entries, free, current, seconds) = self.timers.usage();
+        let (nodes, current, seconds) = self.tickets.timers.usage();
         let mut sizes: Vec<(usize, usize)> = sizes.into_iter().collect();
         sizes.sort_by_key(|&(size, count)| (std::cmp::Reverse(count), size));
         let sizes: Vec<String> = sizes
@@ -363,7 +360,7 @@ impl Engine {
             .map(|&(size, count)| format!("{size} B {:.0} %", count as f64 * 100.0 / n))
             .collect();
         format!(
-            "per open ticket: slab {:.1} B, index {:.1} B, clock blocks {:.1} B ({:.2} clocks of which {:.2} idle, {:.2} hashes, {:.2} room), block sizes {}; extras {:.1} B ({:.3} tickets have them, {:.3} open pauses, {:.3} closed intervals), heap ids {:.1} B; timer slab {:.1} B ({:.2} entries, {:.2} free), current {:.1} B, {seconds} seconds queued; pending {}",
+            "per open ticket: slab {:.1} B, index {:.1} B, clock blocks {:.1} B ({:.2} clocks of which {:.2} idle, {:.2} hashes, {:.2} room), block sizes {}; extras {:.1} B ({:.3} tickets have them, {:.3} open pauses, {:.3} closed intervals), heap ids {:.1} B; timer nodes {:.1} B ({:.2} per ticket, {:.2} queued), current {:.1} B, {seconds} seconds queued; pending {}",
             slab as f64 / n,
             index as f64 / n,
             blocks as f64 / n,
@@ -377,9 +374,9 @@ impl Engine {
             paused_open as f64 / n,
             paused_closed as f64 / n,
             id_heap as f64 / n,
-            (entries * 12) as f64 / n,
-            entries as f64 / n,
-            free as f64 / n,
+            (nodes * 16) as f64 / n,
+            nodes as f64 / n,
+            self.tickets.timers.len() as f64 / n,
             (current * 16) as f64 / n,
             self.pending.len(),
         )
@@ -440,7 +437,7 @@ impl Engine {
     }
 
     fn peek_timer(&self) -> Option<Ts> {
-        self.timers.peek_cached()
+        self.tickets.timers.peek_cached()
     }
 
     /// Accepts one validated event: buffered until the watermark reaches it, or applied at
@@ -494,6 +491,7 @@ impl Engine {
         loop {
             let ev_t = self.pending.peek_time().filter(|t| *t <= wm);
             let tm_t = self
+                .tickets
                 .timers
                 .peek()
                 .filter(|t| *t < wm || (inclusive && *t <= wm));
@@ -515,9 +513,9 @@ impl Engine {
                     self.apply(event, out);
                 }
                 (_, Some(t)) => {
-                    let (due, slot) = self.timers.pop().expect("peeked");
-                    if self.tickets.get(slot).is_some() && self.tickets.due(slot) == due {
-                        self.tickets.set_due(slot, Ts::MAX);
+                    // Unqueued as it pops; a slot's timer leaves with its ticket.
+                    let (_, slot) = self.tickets.timers.pop().expect("peeked");
+                    if self.tickets.get(slot).is_some() {
                         self.fire(slot, t, out);
                     }
                 }
@@ -631,7 +629,7 @@ impl Engine {
 
     /// Recomputes a ticket's next due instant and queues a timer when it is earlier than the
     /// one already queued. A queued timer later found early is harmless (it fires nothing
-    /// and reschedules), so a due time that moves later costs no heap push: most events
+    /// and reschedules), so a due time that moves later costs no requeue: most events
     /// move deadlines later or stop clocks.
     pub(super) fn schedule(&mut self, slot: u32) {
         let Some(ticket) = self.tickets.get(slot) else {
@@ -684,18 +682,8 @@ impl Engine {
             }
         }
         if next < self.tickets.due(slot) {
-            self.tickets.set_due(slot, next);
-            self.timers.push(next, slot);
-            if self.timers.len() > 2 * self.tickets.len() + 4096 {
-                self.compact_timers();
-            }
+            self.tickets.timers.schedule(slot, next);
         }
-    }
-
-    fn compact_timers(&mut self) {
-        let tickets = &self.tickets;
-        self.timers
-            .retain(|t, s| tickets.get(s).is_some() && tickets.due(s) == t);
     }
 
     /// Applies one event in order (it has reached the watermark, or is late).
@@ -831,8 +819,7 @@ impl Engine {
 
     /// Fires the timers of the ticket in `slot` due strictly before `t` (events at `t`
     /// apply before timers due at `t`, rule 4), each at its own due instant, as the
-    /// watermark would have. Queue entries for the instants fired here are skipped later
-    /// (their due no longer matches the slot's).
+    /// watermark would have. Each instant fired here is unqueued first.
     fn fire_due_before(&mut self, slot: u32, key: &TicketKey, t: Ts, out: &mut Emitted) {
         loop {
             match self.tickets.get(slot) {
@@ -843,7 +830,7 @@ impl Engine {
             if due >= t {
                 return;
             }
-            self.tickets.set_due(slot, Ts::MAX);
+            self.tickets.timers.cancel(slot);
             self.fire(slot, due, out);
             if self.tickets.get(slot).is_some() && self.tickets.due(slot) <= due {
                 // Nothing fired moved the next due past `due` (cannot happen: firing at
@@ -1071,7 +1058,7 @@ mod tests {
                 fast.advance_to(wm, &mut a);
                 full.advance_to(wm, &mut b);
                 prop_assert_eq!(dues(&fast), dues(&full));
-                prop_assert_eq!(fast.timers.len(), full.timers.len());
+                prop_assert_eq!(fast.tickets.timers.len(), full.tickets.timers.len());
             }
             let end = events.last().unwrap().occurred_at.saturating_add(Dur::from_secs(40 * 86_400));
             fast.finish(Some(end), &mut a);

@@ -636,7 +636,6 @@ impl Restorer {
         debug_assert!(e.tickets.is_empty(), "partition records hold no tickets");
         e.registry = self.engine.registry;
         e.tickets = self.engine.tickets;
-        e.timers = self.engine.timers;
         Ok(e)
     }
 }

@@ -1,11 +1,14 @@
 //! Where a partition's tickets live: a chunked slab (no doubling waste, stable slot
 //! numbers for timers), an index that stores only the 4-byte slot, hashing the ticket's
 //! identity (tenant, id; rule 11) kept inside the ticket itself (stored once), and the
-//! tenant and team names the tickets hold by id ([`Names`]).
+//! tenant and team names the tickets hold by id ([`Names`]), and the timer queue, keyed by
+//! slot (a slot's queued instant goes with its ticket: removed or replaced, it is
+//! unqueued).
 use crate::core::model::{TicketAttrs, TicketKey};
 use crate::core::names::{name_seed, Names};
 use crate::core::ticket::{CompactAttrs, Ticket};
 use crate::core::time::Ts;
+use crate::core::timers::TimerQueue;
 use compact_str::CompactString;
 use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
@@ -14,8 +17,6 @@ const CHUNK: usize = 4096;
 
 struct Slot {
     ticket: Option<Ticket>,
-    /// Earliest queued timer for this slot (Ts::MAX when none).
-    due: Ts,
 }
 
 #[derive(Default)]
@@ -25,6 +26,8 @@ pub struct TicketStore {
     free: Vec<u32>,
     len: usize,
     names: Names,
+    /// Each slot's earliest queued timer.
+    pub(super) timers: TimerQueue,
 }
 
 /// Hash of (tenant, id): the id hashed with the tenant name's [`name_seed`] as seed. The
@@ -102,11 +105,9 @@ impl TicketStore {
     pub fn attrs(&self, a: &CompactAttrs) -> TicketAttrs {
         a.named(&self.names)
     }
+    /// The instant the ticket in `slot` is queued at (`Ts::MAX`: none).
     pub fn due(&self, slot: u32) -> Ts {
-        self.slot(slot).due
-    }
-    pub fn set_due(&mut self, slot: u32, due: Ts) {
-        self.slot_mut(slot).due = due;
+        self.timers.due(slot)
     }
 
     /// Room for `additional` more tickets in the index: a restore that knows roughly how
@@ -131,8 +132,8 @@ impl TicketStore {
         let h = hash_ticket(&self.names, &ticket);
         *self.slot_mut(slot) = Slot {
             ticket: Some(ticket),
-            due: Ts::MAX,
         };
+        self.timers.cancel(slot);
         let (chunks, names) = (&self.chunks, &self.names);
         self.index.insert_unique(h, slot, |&s| {
             hash_ticket(
@@ -169,9 +170,9 @@ impl TicketStore {
                     self.slot_mut(slot),
                     Slot {
                         ticket: Some(ticket),
-                        due: Ts::MAX,
                     },
                 );
+                self.timers.cancel(slot);
                 if let Some(old) = old.ticket {
                     self.names.release(old.attrs.tenant);
                     self.names.release(old.attrs.team);
@@ -183,8 +184,8 @@ impl TicketStore {
                 v.insert(slot);
                 *self.slot_mut(slot) = Slot {
                     ticket: Some(ticket),
-                    due: Ts::MAX,
                 };
+                self.timers.cancel(slot);
                 self.len += 1;
                 slot
             }
@@ -194,7 +195,7 @@ impl TicketStore {
     /// Frees the ticket in `slot`; returns its key.
     pub fn remove(&mut self, slot: u32) -> Option<TicketKey> {
         let ticket = self.slot_mut(slot).ticket.take()?;
-        self.slot_mut(slot).due = Ts::MAX;
+        self.timers.cancel(slot);
         if let Ok(entry) = self
             .index
             .find_entry(hash_ticket(&self.names, &ticket), |&s| s == slot)
@@ -263,14 +264,7 @@ fn take_slot(chunks: &mut Vec<Box<[Slot]>>, free: &mut Vec<u32>) -> u32 {
         return s;
     }
     let n = chunks.len() * CHUNK;
-    chunks.push(
-        (0..CHUNK)
-            .map(|_| Slot {
-                ticket: None,
-                due: Ts::MAX,
-            })
-            .collect(),
-    );
+    chunks.push((0..CHUNK).map(|_| Slot { ticket: None }).collect());
     free.extend((n as u32 + 1..(n + CHUNK) as u32).rev());
     n as u32
 }
@@ -298,6 +292,6 @@ mod tests {
 
     #[test]
     fn slot_layout_size() {
-        assert_eq!(std::mem::size_of::<Slot>(), 80);
+        assert_eq!(std::mem::size_of::<Slot>(), 72);
     }
 }

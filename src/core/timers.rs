@@ -78,17 +78,29 @@ impl TimerQueue {
         self.len == 0
     }
 
+    #[inline]
     fn node(&self, slot: u32) -> &Node {
         let (c, i) = (slot as usize / CHUNK, slot as usize % CHUNK);
         self.nodes.get(c).map_or(&UNQUEUED, |chunk| &chunk[i])
     }
 
+    #[inline]
     fn node_mut(&mut self, slot: u32) -> &mut Node {
         let c = slot as usize / CHUNK;
+        if self.nodes.len() <= c {
+            self.grow(c);
+        }
+        &mut self.nodes[c][slot as usize % CHUNK]
+    }
+
+    /// Chunks of nodes up to chunk `c` (out of line: the node array grows 4 096 slots at a
+    /// time).
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self, c: usize) {
         while self.nodes.len() <= c {
             self.nodes.push(vec![UNQUEUED; CHUNK].into_boxed_slice());
         }
-        &mut self.nodes[c][slot as usize % CHUNK]
     }
 
     /// The instant `slot` is queued at (`Ts::MAX` when it is not queued).
@@ -118,14 +130,15 @@ impl TimerQueue {
                 };
             }
             _ => {
-                let head = match self.heads.get(&s) {
-                    Some(&h) => h,
-                    None => {
+                // One probe of the seconds' map: the slot becomes its list's head.
+                let head = match self.heads.entry(s) {
+                    std::collections::hash_map::Entry::Occupied(mut o) => o.insert(slot),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(slot);
                         self.seconds.push(Reverse(s));
                         NIL
                     }
                 };
-                self.heads.insert(s, slot);
                 *self.node_mut(slot) = Node {
                     due,
                     prev: HEAD,
@@ -139,11 +152,16 @@ impl TimerQueue {
     }
 
     /// Unqueues `slot` (nothing when it is not queued).
+    #[inline]
     pub fn cancel(&mut self, slot: u32) {
         let n = *self.node(slot);
-        if n.due == Ts::MAX {
-            return;
+        if n.due != Ts::MAX {
+            self.unqueue(slot, n);
         }
+    }
+
+    /// Takes `slot`, queued as `n`, out of its list or of the current bucket.
+    fn unqueue(&mut self, slot: u32, n: Node) {
         self.len -= 1;
         *self.node_mut(slot) = UNQUEUED;
         if n.prev == CURRENT {

@@ -509,14 +509,17 @@ impl Engine {
                     if let Some(s) = self.surge.as_mut() {
                         s.advance(e, false, &mut out.outputs);
                     }
-                    let event = self.pending.pop().expect("peeked");
-                    self.apply(event, out);
+                    // Just peeked: the pop always yields it.
+                    if let Some(event) = self.pending.pop() {
+                        self.apply(event, out);
+                    }
                 }
                 (_, Some(t)) => {
                     // Unqueued as it pops; a slot's timer leaves with its ticket.
-                    let (_, slot) = self.tickets.timers.pop().expect("peeked");
-                    if self.tickets.get(slot).is_some() {
-                        self.fire(slot, t, out);
+                    if let Some((_, slot)) = self.tickets.timers.pop() {
+                        if self.tickets.get(slot).is_some() {
+                            self.fire(slot, t, out);
+                        }
                     }
                 }
                 _ => {

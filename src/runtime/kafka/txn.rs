@@ -261,24 +261,9 @@ impl<P: TxnProducer> Txn<P> {
                 return;
             }
         }
-        let topic = rec.topic;
-        let mut rec = rec;
-        loop {
-            match self.producer.send(rec) {
-                Ok(()) => break,
-                Err(SendRefused::QueueFull(r)) => {
-                    rec = r;
-                    self.producer.serve();
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-                Err(SendRefused::Failed(e)) => {
-                    self.broken = Some(TxnError::Produce {
-                        topic: topic.to_string(),
-                        source: e,
-                    });
-                    return;
-                }
-            }
+        if let Err(e) = self.offer(rec, None) {
+            self.broken = Some(e);
+            return;
         }
         self.pending = true;
     }
@@ -447,37 +432,45 @@ impl<P: TxnProducer> Txn<P> {
         deadline: Instant,
     ) -> Result<(), TxnError> {
         for &(topic, partition) in partitions {
-            let mut rec = OutRecord {
+            let rec = OutRecord {
                 topic,
                 partition: Some(partition),
                 key,
                 value: None,
                 headers: None,
             };
-            loop {
-                match self.producer.send(rec) {
-                    Ok(()) => break,
-                    Err(SendRefused::QueueFull(r)) if Instant::now() < deadline => {
-                        rec = r;
-                        self.producer.serve();
-                        std::thread::sleep(Duration::from_micros(200));
-                    }
-                    Err(SendRefused::QueueFull(_)) => {
-                        return Err(TxnError::Undelivered {
-                            count: self.producer.in_flight(),
-                            waited: self.timeout,
-                        })
-                    }
-                    Err(SendRefused::Failed(e)) => {
-                        return Err(TxnError::Produce {
-                            topic: topic.to_string(),
-                            source: e,
-                        })
-                    }
+            self.offer(rec, Some(deadline))?;
+        }
+        Ok(())
+    }
+
+    /// Hands a record to the producer, serving delivery reports while its queue is full,
+    /// until `deadline` (`None`: for as long as it takes).
+    fn offer(&self, rec: OutRecord<'_>, deadline: Option<Instant>) -> Result<(), TxnError> {
+        let topic = rec.topic;
+        let mut rec = rec;
+        loop {
+            match self.producer.send(rec) {
+                Ok(()) => return Ok(()),
+                Err(SendRefused::QueueFull(r)) if deadline.is_none_or(|d| Instant::now() < d) => {
+                    rec = r;
+                    self.producer.serve();
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Err(SendRefused::QueueFull(_)) => {
+                    return Err(TxnError::Undelivered {
+                        count: self.producer.in_flight(),
+                        waited: self.timeout,
+                    })
+                }
+                Err(SendRefused::Failed(e)) => {
+                    return Err(TxnError::Produce {
+                        topic: topic.to_string(),
+                        source: e,
+                    })
                 }
             }
         }
-        Ok(())
     }
 
     /// Adds each group's offsets to the open transaction (empty lists skipped), all within

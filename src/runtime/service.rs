@@ -102,20 +102,27 @@ pub fn set_log_format(format: LogFormat) {
 /// Colour only on a terminal: a log file or a pipe to a shipper gets plain text.
 pub fn init_logging() {
     use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    let echo = crate::runtime::kafka::close_echo::CloseEchoFilter;
     let _ = match LOG_FORMAT.get().copied().unwrap_or_default() {
         LogFormat::Text => builder
             .with_ansi(std::io::stderr().is_terminal())
+            .finish()
+            .with(echo)
             .try_init(),
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .with_ansi(false)
+            .finish()
+            .with(echo)
             .try_init(),
     };
 }

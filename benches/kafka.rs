@@ -14,7 +14,8 @@
 //! names another build of the binary to run there, for A/B comparisons);
 //! `SLAWATCH_BENCH_CONFIG` adds top-level config lines (e.g. `producer_queue_kbytes = 16384`;
 //! a `commit_interval_ms` replaces the bench's 100) to every processor the bench starts, `SLAWATCH_BENCH_THREADS` its `[runtime] threads`
-//! (default 1). Under
+//! (default 1), `SLAWATCH_BENCH_KAFKA` lines under its `[kafka]` table (librdkafka properties,
+//! e.g. `debug = "eos,cgrp"`). Under
 //! `cargo test --all-targets` (no `--bench` argument) it runs nothing.
 #[path = "../tests/common/kafka.rs"]
 mod kafka;
@@ -102,6 +103,7 @@ fn config(bs: &str, prefix: &str, partitions: i32, eos: bool, extra: &str) -> Co
 fn config_text(bs: &str, prefix: &str, partitions: i32, eos: bool, extra: &str) -> String {
     let env_extra = std::env::var("SLAWATCH_BENCH_CONFIG").unwrap_or_default();
     let threads = env_usize("SLAWATCH_BENCH_THREADS", 1);
+    let kafka_extra = std::env::var("SLAWATCH_BENCH_KAFKA").unwrap_or_default();
     // The bench's commit interval unless SLAWATCH_BENCH_CONFIG sets its own.
     let interval = if env_extra.contains("commit_interval_ms") {
         ""
@@ -135,6 +137,7 @@ output_partitions = {partitions}
 replication_factor = 1
 [kafka]
 "broker.address.family" = "v4"
+{kafka_extra}
 "#
     )
 }

@@ -440,7 +440,7 @@ fn releasing_what_is_held_changes_no_committed_offset_and_leaves_nothing_undecid
     let ctx = ProducerCtx::new(Default::default(), Arc::new(Trouble::new()));
     // transaction.timeout.ms 30 s: a transaction left open would hold the fetch below.
     let settings = transactional_producer_config(&bs, &unique_name("held-txn"));
-    let producer = new_producer(settings, true, ctx, TIMEOUT).expect("producer");
+    let producer = new_producer(settings, true, ctx, TIMEOUT, &topic).expect("producer");
     let mut txn = Txn::new(producer, true, TIMEOUT);
     let consumer: BaseConsumer = consumer_config(&bs, &group).create().expect("consumer");
     let gm = consumer.group_metadata().expect("group metadata");

@@ -591,18 +591,32 @@ impl ProducerContext for ProducerCtx {
     }
 }
 
+/// How long the metadata request before `init_transactions` may take (brokers that do not
+/// answer fail start-up in `init_transactions`, not twice as late).
+const WARM_UP_BOUND: Duration = Duration::from_secs(5);
+
 /// The output producer; with exactly-once, `init_transactions` (which fences a zombie with
-/// the same transactional id and aborts its open transaction).
+/// the same transactional id and aborts its open transaction), after a metadata request
+/// for `known_topic` (an existing topic: the state topic).
 pub fn new_producer(
     settings: ClientConfig,
     exactly_once: bool,
     ctx: ProducerCtx,
     timeout: Duration,
+    known_topic: &str,
 ) -> Result<BaseProducer<ProducerCtx>, (&'static str, KafkaError)> {
     let producer: BaseProducer<ProducerCtx> = settings
         .create_with_context(ctx)
         .map_err(|e| ("creating the producer", e))?;
     if exactly_once {
+        // A metadata request first brings a broker connection up. `init_transactions` on a
+        // client with none yet sometimes finds no broker for its producer-id request, and
+        // librdkafka retries that after a fixed 500 ms: a restart took ~0.06 s or ~0.56 s
+        // by chance, now ~0.06 s (docs/performance.md, session 14). A failure here is left to
+        // `init_transactions`, which reports it with its own retries.
+        let _ = producer
+            .client()
+            .fetch_metadata(Some(known_topic), timeout.min(WARM_UP_BOUND));
         producer
             .init_transactions(timeout)
             .map_err(|e| ("init_transactions", e))?;

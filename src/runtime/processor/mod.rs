@@ -420,6 +420,7 @@ fn new_producers(
             cfg.exactly_once,
             ProducerCtx::new(auth.clone(), trouble.clone()),
             OP_TIMEOUT,
+            &topics.state,
         )
         .map_err(|(what, source)| ProcessorError::Kafka { what, source })
     };

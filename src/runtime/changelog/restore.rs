@@ -550,9 +550,21 @@ fn read_partition(
     // lookup fails and is retried only after 500 ms.
     reader.fetch_metadata(Some(state_topic), env.timeout)?;
     let (low, end) =
-        wait_until_state_is_decided(env, epoch, slot, group, &reader, state_topic, p, deadline)?;
+        wait_until_state_is_decided(env, epoch, slot, &reader, state_topic, p, deadline)?;
     // A hint (the index is sized once instead of rehashed as it grows).
     expect((end - low).max(0) as usize);
+    if end <= low {
+        // Nothing in it (a new or fully deleted partition): no fetch to learn its end.
+        tracing::debug!(
+            topic = state_topic,
+            partition = p,
+            committed_ms = t_committed.as_millis() as u64,
+            read_ms = 0,
+            records = 0,
+            "state partition empty"
+        );
+        return Ok(committed);
+    }
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(state_topic, p, Offset::Beginning)?;
     reader.assign(&tpl)?;
@@ -695,6 +707,16 @@ fn uncommitted_reader(env: &RestoreEnv, group: &str) -> Result<QuickClose<Reader
     Ok(QuickClose::new(c.create_with_context(ReaderCtx)?))
 }
 
+/// A reader of high watermarks (read_uncommitted: a read_committed client's ListOffsets
+/// answers the last stable offset). It needs no group, and a consumer without one drops at
+/// once (no group close to wait for).
+fn high_watermark_reader(env: &RestoreEnv) -> Result<BaseConsumer<ReaderCtx>, KafkaError> {
+    let mut c = reader_config(&env.cfg, "");
+    c.remove("group.id")
+        .set("isolation.level", "read_uncommitted");
+    c.create_with_context(ReaderCtx)
+}
+
 /// Waits until every transaction with records in state partition `p` below its current end
 /// is decided: the last stable offset (what `reader`, read_committed, is answered) has
 /// reached the high watermark measured first. The committed offsets read before are
@@ -712,13 +734,12 @@ fn wait_until_state_is_decided(
     env: &RestoreEnv,
     epoch: u64,
     slot: &mut RestoreSlot,
-    group: &str,
     reader: &BaseConsumer<ReaderCtx>,
     state_topic: &str,
     p: i32,
     deadline: Instant,
 ) -> Result<(i64, i64), RestoreError> {
-    let (_, end) = uncommitted_reader(env, group)?.fetch_watermarks(state_topic, p, env.timeout)?;
+    let (_, end) = high_watermark_reader(env)?.fetch_watermarks(state_topic, p, env.timeout)?;
     let started = Instant::now();
     let mut next_warning = OFFSETS_STEP;
     loop {

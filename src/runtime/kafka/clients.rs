@@ -161,6 +161,14 @@ pub fn reader_config(cfg: &Config, group_id: &str) -> ClientConfig {
     if !cfg.kafka.contains_key("max.partition.fetch.bytes") {
         c.set("max.partition.fetch.bytes", "52428800");
     }
+    // A reader lives for one restore and opens its connections at once (bootstrap, the
+    // partition leader, the group coordinator). librdkafka spaces new connections by half
+    // of this backoff, so the default 100 ms made each restore wait ~50 ms for its second
+    // connection: an empty partition's restore took 108-152 ms, with 10 ms 51-98 ms
+    // (docs/performance.md, session 14). A reconnect still backs off exponentially.
+    if !cfg.kafka.contains_key("reconnect.backoff.ms") {
+        c.set("reconnect.backoff.ms", "10");
+    }
     set_fetch_backoff(&mut c, cfg, "1");
     c
 }
@@ -426,6 +434,23 @@ mod tests {
         assert_eq!(
             producer_config(&cfg, None).get("queue.buffering.max.kbytes"),
             Some("1048576")
+        );
+    }
+
+    #[test]
+    fn a_restore_reader_connects_without_the_default_spacing_unless_configured() {
+        let c = reader_config(&config(""), "g");
+        assert_eq!(c.get("reconnect.backoff.ms"), Some("10"));
+        assert_eq!(c.get("group.id"), Some("g"));
+        // The long-lived clients keep librdkafka's default.
+        assert_eq!(
+            consumer_config(&config(""), "g").get("reconnect.backoff.ms"),
+            None
+        );
+        let cfg = config("[kafka]\n\"reconnect.backoff.ms\" = \"250\"");
+        assert_eq!(
+            reader_config(&cfg, "g").get("reconnect.backoff.ms"),
+            Some("250")
         );
     }
 

@@ -26,5 +26,9 @@ static GLOBAL: run::Counting<std::alloc::System> = run::Counting(std::alloc::Sys
 
 fn main() {
     // glibc's malloc: an 8-byte header before each block, 16-byte steps, 32 bytes at least.
-    run::run("glibc malloc", &|req| (req + 8).div_ceil(16).max(2) * 16);
+    run::run(
+        "glibc malloc",
+        &|req| (req + 8).div_ceil(16).max(2) * 16,
+        &String::new,
+    );
 }

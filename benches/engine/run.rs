@@ -38,6 +38,10 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Counting<A> {
         unsafe { self.0.dealloc(p, l) }
     }
 }
+/// Bytes a `Vec`'s capacity holds.
+fn bytes_of<T>(v: &Vec<T>) -> usize {
+    v.capacity() * std::mem::size_of::<T>()
+}
 fn allocs() -> u64 {
     ALLOCS.load(Relaxed)
 }
@@ -141,8 +145,11 @@ fn ticket_events(i: u64, rng: &mut Rng, open_span_secs: i64, base: i64) -> Vec<E
     evs
 }
 
-/// The whole bench; `allocator` names the allocator in its output.
-pub fn run(allocator: &str, held: &dyn Fn(usize) -> usize) {
+/// The whole bench; `allocator` names the allocator in its output, `held` gives the bytes
+/// it holds for a block of a size (for the breakdown), `heap_report` describes its pages
+/// (`SLAWATCH_BENCH_HEAP=1`: printed at the start and at the memory point, with the
+/// largest mappings of `/proc/self/smaps`; the run stops there).
+pub fn run(allocator: &str, held: &dyn Fn(usize) -> usize, heap_report: &dyn Fn() -> String) {
     let full = std::env::args().any(|a| a == "--bench");
     let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
     let short = env("SLAWATCH_BENCH_EVENTS");
@@ -176,6 +183,10 @@ pub fn run(allocator: &str, held: &dyn Fn(usize) -> usize) {
     }
 
     println!("allocator: {allocator}");
+    if env("SLAWATCH_BENCH_HEAP") == Some(1) {
+        println!("heap before: {}", heap_report());
+        smaps_report();
+    }
     let rss_before = rss_bytes();
     let mut engine = Engine::new(
         policy,
@@ -229,6 +240,25 @@ pub fn run(allocator: &str, held: &dyn Fn(usize) -> usize) {
         }
         if i + 1 == split && short.is_none() {
             let open = engine.open_tickets();
+            let with_buffers = rss_bytes().saturating_sub(rss_before);
+            // The bench's own output buffers keep the capacity of the largest pump so far
+            // (65 536 outputs, 12 MiB at 1 M tickets: the timers due while the clock jumps
+            // past the opening span fire in one pump). They are not ticket state: released
+            // for the reading (the resident figure without them), then reserved again so
+            // that the rest of the run allocates as it did.
+            outputs += out.outputs.len();
+            out.clear();
+            let caps = (
+                out.outputs.capacity(),
+                out.dead_letters.capacity(),
+                out.observations.capacity(),
+                out.notices.capacity(),
+            );
+            let buffers = bytes_of(&out.outputs)
+                + bytes_of(&out.dead_letters)
+                + bytes_of(&out.observations)
+                + bytes_of(&out.notices);
+            out = Emitted::default();
             let rss = rss_bytes().saturating_sub(rss_before);
             println!(
                 "memory: {open} open tickets, {:.1} events each, {} running clocks: RSS +{:.1} MiB = {:.0} bytes per open ticket (timers armed, dedup state)",
@@ -237,7 +267,23 @@ pub fn run(allocator: &str, held: &dyn Fn(usize) -> usize) {
                 rss as f64 / (1 << 20) as f64,
                 rss as f64 / open.max(1) as f64
             );
+            println!(
+                "memory: with the bench's output buffers ({} outputs, {:.1} MiB of capacity; released for the figure above): RSS +{:.1} MiB = {:.0} bytes per open ticket",
+                caps.0,
+                buffers as f64 / (1 << 20) as f64,
+                with_buffers as f64 / (1 << 20) as f64,
+                with_buffers as f64 / open.max(1) as f64
+            );
             println!("memory: {}", engine.memory_breakdown(held));
+            if env("SLAWATCH_BENCH_HEAP") == Some(1) {
+                println!("heap: {}", heap_report());
+                smaps_report();
+                std::process::exit(0);
+            }
+            out.outputs.reserve_exact(caps.0);
+            out.dead_letters.reserve_exact(caps.1);
+            out.observations.reserve_exact(caps.2);
+            out.notices.reserve_exact(caps.3);
         }
     }
     engine.finish(
@@ -347,4 +393,41 @@ fn restore_phase(events: &[(Ts, Vec<u8>)]) {
         runs[1].as_secs_f64(),
         runs[1].as_secs_f64() * 1e6 / open.max(1) as f64
     );
+}
+
+/// Mappings holding more than 1 MiB resident (`/proc/self/smaps`), with their transparent
+/// huge pages.
+fn smaps_report() {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
+    let mut head = String::new();
+    let mut total = 0u64;
+    for line in smaps.lines() {
+        if line.starts_with("Rss:") {
+            let kb: u64 = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            total += kb;
+            if kb > 1024 {
+                println!("smaps: {kb:>9} kB rss  {head}");
+            }
+        } else if line.starts_with("AnonHugePages:") {
+            let kb: u64 = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if kb > 1024 {
+                println!("smaps: {line}");
+            }
+        } else if line
+            .split_whitespace()
+            .next()
+            .is_some_and(|w| w.contains('-') && !w.ends_with(':'))
+        {
+            head = line.to_string();
+        }
+    }
+    println!("smaps: total {total} kB");
 }

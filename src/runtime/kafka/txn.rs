@@ -596,8 +596,8 @@ impl ProducerContext for ProducerCtx {
 const WARM_UP_BOUND: Duration = Duration::from_secs(5);
 
 /// The output producer; with exactly-once, `init_transactions` (which fences a zombie with
-/// the same transactional id and aborts its open transaction), after a metadata request
-/// for `known_topic` (an existing topic: the state topic).
+/// the same transactional id and aborts its open transaction), after a connection to the
+/// leader of `known_topic`'s partition 0 (an existing topic: the state topic).
 pub fn new_producer(
     settings: ClientConfig,
     exactly_once: bool,
@@ -609,14 +609,18 @@ pub fn new_producer(
         .create_with_context(ctx)
         .map_err(|e| ("creating the producer", e))?;
     if exactly_once {
-        // A metadata request first brings a broker connection up. `init_transactions` on a
-        // client with none yet sometimes finds no broker for its producer-id request, and
-        // librdkafka retries that after a fixed 500 ms: a restart took ~0.06 s or ~0.56 s
-        // by chance, now ~0.06 s (docs/performance.md, session 14). A failure here is left to
-        // `init_transactions`, which reports it with its own retries.
-        let _ = producer
-            .client()
-            .fetch_metadata(Some(known_topic), timeout.min(WARM_UP_BOUND));
+        // Bring up a connection to a broker of the cluster first. librdkafka drops the
+        // bootstrap connection once the first metadata names the brokers; an
+        // `init_transactions` in the gap finds no broker for its coordinator query and
+        // retries it after a fixed 500 ms: a restart's producers took ~0.06 s or ~0.56 s by
+        // chance (4 of 6 restarts slow with a metadata request alone). A partition's
+        // watermarks are answered by its leader, so that connection is up afterwards: 8 of 8
+        // restarts ~0.06 s (docs/performance.md, session 14). Failures here are left to
+        // `init_transactions`, which reports them with its own retries.
+        let bound = timeout.min(WARM_UP_BOUND);
+        let client = producer.client();
+        let _ = client.fetch_metadata(Some(known_topic), bound);
+        let _ = client.fetch_watermarks(known_topic, 0, bound);
         producer
             .init_transactions(timeout)
             .map_err(|e| ("init_transactions", e))?;

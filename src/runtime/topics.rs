@@ -3,7 +3,7 @@
 //! counts.
 use crate::core::model::OutputBody;
 use crate::runtime::config::Config;
-use crate::runtime::kafka::{base_config, block_on, AuthWatch};
+use crate::runtime::kafka::{block_on, short_lived_config, AuthWatch};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, Producer as _};
@@ -186,7 +186,7 @@ pub fn ensure_topics(
     topics: &Topics,
     describe: bool,
 ) -> Result<TopicReport, TopicError> {
-    let admin: AdminClient<AuthWatch> = base_config(cfg)
+    let admin: AdminClient<AuthWatch> = short_lived_config(cfg)
         .create_with_context(AuthWatch::default())
         .map_err(TopicError::Metadata)?;
     let mut report = TopicReport {
@@ -293,7 +293,7 @@ pub fn ensure_topics(
 /// does), in short slices, up to [`ADMIN_TIMEOUT`] in all (brokers that are down may come
 /// back).
 fn partition_counts(cfg: &Config) -> Result<BTreeMap<String, usize>, TopicError> {
-    let probe: BaseProducer<AuthWatch> = base_config(cfg)
+    let probe: BaseProducer<AuthWatch> = short_lived_config(cfg)
         .create_with_context(AuthWatch::default())
         .map_err(TopicError::Metadata)?;
     let deadline = Instant::now() + ADMIN_TIMEOUT;

@@ -140,10 +140,24 @@ pub fn producer_config(cfg: &Config, transactional_id: Option<&str>) -> ClientCo
     c
 }
 
+/// A client that lives for one task (a restore's reader, the start-up's topic check) and
+/// opens its connections at once (bootstrap, a partition leader, a coordinator).
+/// librdkafka spaces new connections by half of `reconnect.backoff.ms`, so the default
+/// 100 ms made each such client wait ~50 ms for its second connection: an empty
+/// partition's restore took 108-152 ms, with 10 ms 51-98 ms (docs/performance.md,
+/// session 14). A reconnect still backs off exponentially from there.
+pub fn short_lived_config(cfg: &Config) -> ClientConfig {
+    let mut c = base_config(cfg);
+    if !cfg.kafka.contains_key("reconnect.backoff.ms") {
+        c.set("reconnect.backoff.ms", "10");
+    }
+    c
+}
+
 /// The state reader used during restores: no group membership (it only assigns), reads
 /// committed data to the end of the partition, and fetches the group's committed offsets.
 pub fn reader_config(cfg: &Config, group_id: &str) -> ClientConfig {
-    let mut c = base_config(cfg);
+    let mut c = short_lived_config(cfg);
     c.set("group.id", group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -160,14 +174,6 @@ pub fn reader_config(cfg: &Config, group_id: &str) -> ClientConfig {
     }
     if !cfg.kafka.contains_key("max.partition.fetch.bytes") {
         c.set("max.partition.fetch.bytes", "52428800");
-    }
-    // A reader lives for one restore and opens its connections at once (bootstrap, the
-    // partition leader, the group coordinator). librdkafka spaces new connections by half
-    // of this backoff, so the default 100 ms made each restore wait ~50 ms for its second
-    // connection: an empty partition's restore took 108-152 ms, with 10 ms 51-98 ms
-    // (docs/performance.md, session 14). A reconnect still backs off exponentially.
-    if !cfg.kafka.contains_key("reconnect.backoff.ms") {
-        c.set("reconnect.backoff.ms", "10");
     }
     set_fetch_backoff(&mut c, cfg, "1");
     c
@@ -438,7 +444,7 @@ mod tests {
     }
 
     #[test]
-    fn a_restore_reader_connects_without_the_default_spacing_unless_configured() {
+    fn short_lived_clients_connect_without_the_default_spacing_unless_configured() {
         let c = reader_config(&config(""), "g");
         assert_eq!(c.get("reconnect.backoff.ms"), Some("10"));
         assert_eq!(c.get("group.id"), Some("g"));

@@ -1,7 +1,10 @@
 //! A ticket's clock states and its dedup hashes in one heap block (issue 14, bytes per
-//! open ticket): `[header | prefix words | stored ClockCore × k | u64 × capacity]`, the
-//! prefix being the dense form's clock count and a closed ticket's closing instant
-//! (`clocks/closed.rs`), each only when present. A `Box<[ClockCore]>`
+//! open ticket): `[header | last event | prefix words | stored ClockCore × k | u64 ×
+//! capacity]`, the prefix being the dense form's clock count and a closed ticket's closing
+//! instant (`clocks/closed.rs`), each only when present. The last event's instant
+//! ([`Clocks::last_event`]) is the ticket's, kept here rather than in the ticket (session
+//! 14: `Ticket` 72 → 64 bytes; mimalloc's size class of every block the engine bench
+//! allocates had the 8 bytes spare). A `Box<[ClockCore]>`
 //! and a `Vec<u64>` were two allocations (two malloc headers and roundings) and 40 bytes of
 //! the ticket; this is one allocation and an 8-byte pointer, the lengths in the header.
 //!
@@ -43,7 +46,8 @@ pub const SPARSE_MAX: usize = 15;
 pub type Dense = SmallVec<[ClockCore; 16]>;
 
 /// The block's first 8 bytes (aligned as the clock states and hashes after it: the shared
-/// [`EMPTY`] block's zero-length slices must be aligned too).
+/// [`EMPTY`] block's zero-length slices must be aligned too). The ticket's last event
+/// follows it.
 #[repr(C, align(8))]
 struct Header {
     /// Sparse form (at most [`SPARSE_MAX`] clocks): bit `i` set when clock `i` is stored,
@@ -80,17 +84,29 @@ impl Header {
     }
 }
 
-const HEADER: usize = std::mem::size_of::<Header>();
+/// The header and the last event's word: where the prefix words (or the states) start.
+const HEADER: usize = std::mem::size_of::<Header>() + 8;
 const CORE: usize = std::mem::size_of::<ClockCore>();
-const _: () = assert!(HEADER == 8 && std::mem::align_of::<ClockCore>() <= 8);
+const _: () = assert!(HEADER == 16 && std::mem::align_of::<ClockCore>() <= 8);
 // The hashes start right after the clock states: their size keeps them 8-byte aligned.
 const _: () = assert!(CORE == 16);
 
-/// The block of a ticket with no clocks and no hashes (never written, never freed).
-static EMPTY: Header = Header {
-    bits: 1,
-    room: 0,
-    counts: 0,
+/// A header and a last event (`Ts(0)`, as in every new block): [`EMPTY`].
+#[repr(C, align(8))]
+struct Empty {
+    header: Header,
+    last_event: i64,
+}
+
+/// The block of a ticket with no clocks and no hashes (never written, never freed): its
+/// last event is `Ts(0)`, that of every new block, so a block replacing it keeps it.
+static EMPTY: Empty = Empty {
+    header: Header {
+        bits: 1,
+        room: 0,
+        counts: 0,
+    },
+    last_event: 0,
 };
 
 pub struct Clocks {
@@ -101,8 +117,9 @@ pub struct Clocks {
 unsafe impl Send for Clocks {}
 unsafe impl Sync for Clocks {}
 
-/// The block's size: header, `prefix` words before the states (the dense form's count, a
-/// closing instant), `stored` clock states, `words` 8-byte words for hashes and room.
+/// The block's size: header and last event, `prefix` words before the states (the dense
+/// form's count, a closing instant), `stored` clock states, `words` 8-byte words for hashes
+/// and room.
 fn layout(prefix: usize, stored: usize, words: usize) -> Layout {
     let size = HEADER + 8 * prefix + stored * CORE + words * 8;
     Layout::from_size_align(size, 8).expect("clock block layout")
@@ -126,12 +143,16 @@ const _: () = assert!(
         && ClockStatus::Idle as u8 == 0
 );
 
-/// A new block of layout `l` (its header uninitialised).
+/// A new block of layout `l`, its last event `Ts(0)` (its header uninitialised).
 fn alloc_block(l: Layout) -> NonNull<Header> {
-    // SAFETY: every layout here has a non-zero size (the header).
+    // SAFETY: every layout here has a non-zero size (the header and the last event).
     let p = unsafe { alloc(l) };
     match NonNull::new(p.cast::<Header>()) {
-        Some(ptr) => ptr,
+        Some(ptr) => {
+            // SAFETY: the block's second word (every layout holds it).
+            unsafe { ptr.as_ptr().cast::<i64>().add(1).write(0) };
+            ptr
+        }
         None => handle_alloc_error(l),
     }
 }
@@ -159,7 +180,7 @@ fn rank(bits: u16, i: usize) -> usize {
 impl Default for Clocks {
     fn default() -> Clocks {
         Clocks {
-            ptr: NonNull::from(&EMPTY),
+            ptr: NonNull::from(&EMPTY.header),
         }
     }
 }
@@ -258,7 +279,37 @@ impl Clocks {
 
     #[inline]
     fn is_shared_empty(&self) -> bool {
-        std::ptr::eq(self.ptr.as_ptr(), &EMPTY)
+        std::ptr::eq(self.ptr.as_ptr(), &EMPTY.header)
+    }
+
+    /// The ticket's last event instant (`Ticket::last_event`; `Ts(0)` in a new block).
+    #[inline]
+    pub fn last_event(&self) -> Ts {
+        // SAFETY: every block (`EMPTY` too) holds the word after its header.
+        Ts(unsafe { self.ptr.as_ptr().cast::<i64>().add(1).read() })
+    }
+
+    /// Sets the last event's instant (a block of its own for a ticket that has none, unless
+    /// the instant is `EMPTY`'s).
+    #[inline]
+    pub fn set_last_event(&mut self, t: Ts) {
+        if self.is_shared_empty() {
+            if t == Ts(0) {
+                return;
+            }
+            let ptr = alloc_block(layout(0, 0, 0));
+            // SAFETY: a new block of a header and a last event, which is all this writes.
+            unsafe {
+                ptr.as_ptr().write(Header {
+                    bits: 1,
+                    room: 0,
+                    counts: 0,
+                })
+            };
+            self.ptr = ptr;
+        }
+        // SAFETY: a block this owns (not `EMPTY`, handled above); its second word.
+        unsafe { self.ptr.as_ptr().cast::<i64>().add(1).write(t.0) }
     }
 
     #[inline]
@@ -534,6 +585,7 @@ impl Clocks {
     pub fn set_clocks(&mut self, clocks: &[ClockCore]) {
         let mut new = Clocks::new(clocks, self.seen(), self.seen_capacity());
         new.set_closed_at(self.closed_at());
+        new.set_last_event(self.last_event());
         *self = new;
     }
 
@@ -563,7 +615,7 @@ impl Clone for Clocks {
             return Clocks::default();
         }
         let l = layout(self.prefix(), self.stored_len(), self.seen_capacity());
-        // The initialised prefix: header, count word, states, hashes.
+        // The initialised prefix: header, last event, count word, states, hashes.
         let used = l.size() - 8 * self.header().room as usize;
         let ptr = alloc_block(l);
         // SAFETY: a new block of the same layout; the prefix copied is initialised.
@@ -578,13 +630,14 @@ impl Clone for Clocks {
     }
 }
 
-/// Equal clock states and hashes (capacity aside, as `Vec`'s equality).
+/// Equal clock states, hashes and instants (capacity aside, as `Vec`'s equality).
 impl PartialEq for Clocks {
     fn eq(&self, other: &Clocks) -> bool {
         self.len() == other.len()
             && self.iter().zip(other.iter()).all(|(a, b)| a == b)
             && self.seen() == other.seen()
             && self.closed_at() == other.closed_at()
+            && self.last_event() == other.last_event()
     }
 }
 
@@ -594,6 +647,7 @@ impl std::fmt::Debug for Clocks {
             .field("clocks", &self.dense().as_slice())
             .field("seen", &self.seen())
             .field("closed_at", &self.closed_at())
+            .field("last_event", &self.last_event())
             .finish()
     }
 }

@@ -568,7 +568,7 @@ impl Engine {
         // Housekeeping (event time): an idle ticket, or a closed one past its retention,
         // becomes an expired tombstone; an expired tombstone past its retention is freed.
         let tombstone = ticket.phase == Phase::Expired;
-        let idle = !tombstone && ticket.last_event.saturating_add(self.cfg.idle_ttl) <= at;
+        let idle = !tombstone && ticket.last_event().saturating_add(self.cfg.idle_ttl) <= at;
         if idle {
             // Rule 12: clocks dropped unanswered count as censored.
             ticket.censor_running(&plan, at, &mut sink);
@@ -577,7 +577,7 @@ impl Engine {
         let retained = ticket.closed_at().is_some_and(|closed| {
             ticket.running_clocks() == 0 && closed.saturating_add(self.cfg.closed_retention) <= at
         });
-        let last_event = ticket.last_event;
+        let last_event = ticket.last_event();
         if idle {
             self.stats.idle_dropped += 1;
             out.notices.push(Notice::IdleDropped {
@@ -613,10 +613,12 @@ impl Engine {
     fn expire(&mut self, slot: u32, at: Ts) {
         let t = self.tickets.get_mut(slot).expect("indexed slot");
         t.phase = Phase::Expired;
-        // Clock states and dedup hashes (one block) dropped; the closing instant takes a
-        // block of its own (16 bytes).
+        // Clock states and dedup hashes (one block) dropped; the closing instant and the
+        // last event take a block of their own (24 bytes).
+        let last_event = t.last_event();
         t.clocks = Default::default();
         t.set_closed_at(Some(at));
+        t.clocks.set_last_event(last_event);
         t.extras = None;
         self.mark_dirty(slot);
         self.schedule(slot);
@@ -677,7 +679,7 @@ impl Engine {
         };
         let mut next = clock_due;
         if ticket.phase != Phase::Expired {
-            next = next.min(ticket.last_event.saturating_add(self.cfg.idle_ttl));
+            next = next.min(ticket.last_event().saturating_add(self.cfg.idle_ttl));
         }
         if let Some(closed) = ticket.closed_at() {
             if ticket.running_clocks() == 0 {

@@ -423,7 +423,7 @@ impl<'a> TicketOut<'a> {
             phase: t.phase,
             cycle: t.cycle,
             opened_at: t.opened_at,
-            last_event: t.last_event,
+            last_event: t.last_event(),
             closed_at: t.closed_at(),
             clocks: ClocksOut::Ticket(t),
             extras: Extras::wire(&t.extras),
@@ -472,6 +472,8 @@ impl TicketDecoded<'_> {
         if !self.pauses.is_empty() {
             extras.get_or_insert_with(Default::default).pauses = self.pauses.into();
         }
+        let mut clocks = self.clocks;
+        clocks.set_last_event(self.last_event);
         Ticket {
             id: self.id,
             attrs,
@@ -479,9 +481,9 @@ impl TicketDecoded<'_> {
             phase: self.phase,
             cycle: self.cycle,
             opened_at: self.opened_at,
-            last_event: self.last_event,
-            // The closing instant is in the clocks' block (set when decoded).
-            clocks: self.clocks,
+            // The closing instant is in the clocks' block (set when decoded), the last
+            // event too (set above).
+            clocks,
             extras,
         }
     }

@@ -13,19 +13,48 @@ use compact_str::CompactString;
 use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 
-/// Slots per chunk: as many as fit 256 KiB (3 640 of 72 bytes). A chunk of 4 096 slots
-/// (288 KiB) took 341 KiB under mimalloc, the binary's allocator (its large size classes
-/// and page rounding: +18 %, ~13 B per open ticket); 256 KiB is held exactly, by glibc too.
-const CHUNK: usize = (256 << 10) / std::mem::size_of::<Slot>();
+/// Slots per [`Page`]: 64 of 64 bytes.
+const PAGE: usize = 4096 / std::mem::size_of::<Slot>();
+/// Slots per chunk: 64 pages, 256 KiB (4 096 slots). A chunk of 4 096 slots of 72 bytes
+/// (288 KiB) took 341 KiB under mimalloc, the binary's allocator (session 13; 3 640 slots
+/// fitted 256 KiB); a chunk of 8-byte alignment of exactly 256 KiB would take 320 KiB
+/// (mimalloc over-allocates `alignment - 1` bytes for it, see [`Page`]).
+const CHUNK: usize = 64 * PAGE;
 
 struct Slot {
     ticket: Option<Ticket>,
 }
 
+/// 64 slots, 4 KiB, aligned to 4 KiB: a chunk is an array of pages so that its allocation
+/// asks for 4 KiB alignment, which mimalloc (through the `mimalloc` crate's
+/// `mi_malloc_aligned`) serves exactly for a multiple of 4 KiB, while a request of 8-byte
+/// alignment above 1 KiB whose size class is not a power of two of at most 4 KiB takes
+/// `size + 7` bytes, the next class for an exact 256 KiB (as for the timer nodes'
+/// chunks, `core::timers`).
+#[repr(C, align(4096))]
+struct Page([Slot; PAGE]);
+
+const _: () = assert!(std::mem::size_of::<Page>() == 4096 && PAGE == 64);
+
+type Chunk = Box<[Page; CHUNK / PAGE]>;
+
+/// The slot `slot` of the chunks.
+#[inline]
+fn at(chunks: &[Chunk], slot: u32) -> &Slot {
+    let s = slot as usize;
+    &chunks[s / CHUNK][s % CHUNK / PAGE].0[s % PAGE]
+}
+
+#[inline]
+fn at_mut(chunks: &mut [Chunk], slot: u32) -> &mut Slot {
+    let s = slot as usize;
+    &mut chunks[s / CHUNK][s % CHUNK / PAGE].0[s % PAGE]
+}
+
 #[derive(Default)]
 pub struct TicketStore {
     index: HashTable<u32>,
-    chunks: Vec<Box<[Slot]>>,
+    chunks: Vec<Chunk>,
     free: Vec<u32>,
     len: usize,
     names: Names,
@@ -48,10 +77,10 @@ fn hash_ticket(names: &Names, t: &Ticket) -> u64 {
 
 impl TicketStore {
     fn slot(&self, slot: u32) -> &Slot {
-        &self.chunks[slot as usize / CHUNK][slot as usize % CHUNK]
+        at(&self.chunks, slot)
     }
     fn slot_mut(&mut self, slot: u32) -> &mut Slot {
-        &mut self.chunks[slot as usize / CHUNK][slot as usize % CHUNK]
+        at_mut(&mut self.chunks, slot)
     }
 
     pub fn len(&self) -> usize {
@@ -84,9 +113,7 @@ impl TicketStore {
     }
     /// The ticket in `slot` with the name table (to name its tenant while changing it).
     pub fn get_mut_named(&mut self, slot: u32) -> Option<(&mut Ticket, &Names)> {
-        let ticket = self.chunks[slot as usize / CHUNK][slot as usize % CHUNK]
-            .ticket
-            .as_mut()?;
+        let ticket = at_mut(&mut self.chunks, slot).ticket.as_mut()?;
         Some((ticket, &self.names))
     }
 
@@ -118,13 +145,7 @@ impl TicketStore {
     pub fn reserve(&mut self, additional: usize) {
         let (chunks, names) = (&self.chunks, &self.names);
         self.index.reserve(additional, |&s| {
-            hash_ticket(
-                names,
-                chunks[s as usize / CHUNK][s as usize % CHUNK]
-                    .ticket
-                    .as_ref()
-                    .unwrap(),
-            )
+            hash_ticket(names, at(chunks, s).ticket.as_ref().unwrap())
         });
     }
 
@@ -139,13 +160,7 @@ impl TicketStore {
         self.timers.cancel(slot);
         let (chunks, names) = (&self.chunks, &self.names);
         self.index.insert_unique(h, slot, |&s| {
-            hash_ticket(
-                names,
-                chunks[s as usize / CHUNK][s as usize % CHUNK]
-                    .ticket
-                    .as_ref()
-                    .unwrap(),
-            )
+            hash_ticket(names, at(chunks, s).ticket.as_ref().unwrap())
         });
         self.len += 1;
         slot
@@ -231,6 +246,7 @@ impl TicketStore {
         self.chunks
             .iter()
             .flat_map(|c| c.iter())
+            .flat_map(|p| p.0.iter())
             .filter_map(|s| s.ticket.as_ref())
     }
 }
@@ -255,19 +271,24 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The ticket in `slot`, if any (for the index's closures, which cannot borrow the store).
-fn ticket_at(chunks: &[Box<[Slot]>], slot: u32) -> Option<&Ticket> {
-    chunks[slot as usize / CHUNK][slot as usize % CHUNK]
-        .ticket
-        .as_ref()
+fn ticket_at(chunks: &[Chunk], slot: u32) -> Option<&Ticket> {
+    at(chunks, slot).ticket.as_ref()
 }
 
 /// A free slot: from the free list, else a new chunk's first.
-fn take_slot(chunks: &mut Vec<Box<[Slot]>>, free: &mut Vec<u32>) -> u32 {
+fn take_slot(chunks: &mut Vec<Chunk>, free: &mut Vec<u32>) -> u32 {
     if let Some(s) = free.pop() {
         return s;
     }
     let n = chunks.len() * CHUNK;
-    chunks.push((0..CHUNK).map(|_| Slot { ticket: None }).collect());
+    let pages: Box<[Page]> = (0..CHUNK / PAGE)
+        .map(|_| Page(std::array::from_fn(|_| Slot { ticket: None })))
+        .collect();
+    chunks.push(
+        pages
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("a chunk's pages")),
+    );
     free.extend((n as u32 + 1..(n + CHUNK) as u32).rev());
     n as u32
 }
@@ -295,6 +316,6 @@ mod tests {
 
     #[test]
     fn slot_layout_size() {
-        assert_eq!(std::mem::size_of::<Slot>(), 72);
+        assert_eq!(std::mem::size_of::<Slot>(), 64);
     }
 }

@@ -181,10 +181,10 @@ pub struct Ticket {
     pub phase: Phase,
     pub cycle: u32,
     pub opened_at: Ts,
-    pub last_event: Ts,
     /// By the plan's clock index; paused intervals are in `extras` ([`ClockCore`]). The
     /// block also holds the closing instant of a closed ticket ([`Ticket::closed_at`]: a
-    /// word of its room, not 9 bytes of every ticket; `core/clocks/closed.rs`). The
+    /// word of its room, not 9 bytes of every ticket; `core/clocks/closed.rs`) and the
+    /// last event's instant ([`Ticket::last_event`]: `Ticket` 72 → 64 bytes). The
     /// same heap block holds the dedup hashes ([`Ticket::seen`]): one allocation and an
     /// 8-byte pointer for both ([`Clocks`]).
     pub clocks: Clocks,
@@ -393,10 +393,19 @@ impl Ticket {
             phase: Phase::Open,
             cycle: 0,
             opened_at: ev.occurred_at,
-            last_event: ev.occurred_at,
-            clocks: Clocks::open(plan.clocks.len(), plan.routine_starts(), DEDUP_INITIAL),
+            clocks: {
+                let mut c = Clocks::open(plan.clocks.len(), plan.routine_starts(), DEDUP_INITIAL);
+                c.set_last_event(ev.occurred_at);
+                c
+            },
             extras: None,
         }
+    }
+
+    /// The latest instant of the events applied (kept in the clock block).
+    #[inline]
+    pub fn last_event(&self) -> Ts {
+        self.clocks.last_event()
     }
 
     /// When the ticket closed (or expired), if it is closed.
@@ -511,8 +520,8 @@ impl Ticket {
         sink: &mut Sink,
     ) {
         let t = ev.occurred_at;
-        if t > self.last_event {
-            self.last_event = t;
+        if t > self.clocks.last_event() {
+            self.clocks.set_last_event(t);
         }
         // The plan in force: the one given, or the one a re-match moves the ticket to.
         let mut plan = plan;
@@ -1077,7 +1086,7 @@ mod tests {
     #[test]
     fn ticket_layout_sizes() {
         assert_eq!(std::mem::size_of::<CompactAttrs>(), 12);
-        assert_eq!(std::mem::size_of::<Ticket>(), 72);
+        assert_eq!(std::mem::size_of::<Ticket>(), 64);
         assert_eq!(std::mem::size_of::<ClockState>(), 24);
         assert_eq!(std::mem::size_of::<ClockCore>(), 16);
     }

@@ -75,7 +75,7 @@ pub fn ticket_view(
         "policy_version": format!("{:016x}", plan.set.version),
         "phase": t.phase.as_str(),
         "opened_at": ts(t.opened_at),
-        "last_event": ts(t.last_event),
+        "last_event": ts(t.last_event()),
         "closed_at": t.closed_at().map(ts).unwrap_or(Value::Null),
         "partition_watermark": ts(engine.watermark()),
         "clocks": clocks,
@@ -84,7 +84,7 @@ pub fn ticket_view(
             t,
             engine.tenant_of(t),
             plan,
-            engine.watermark().max(t.last_event),
+            engine.watermark().max(t.last_event()),
         ))
         .unwrap_or(Value::Null),
     }))

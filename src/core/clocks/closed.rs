@@ -19,7 +19,8 @@ impl Clocks {
     #[inline]
     fn closed_ptr(&self) -> *mut i64 {
         let off = HEADER + 8 * self.is_dense() as usize;
-        // SAFETY: inside the block: the word after the header (and the count word).
+        // SAFETY: inside the block: the word after the header and the last event (and the
+        // count word).
         unsafe { self.ptr.as_ptr().cast::<u8>().add(off).cast() }
     }
 

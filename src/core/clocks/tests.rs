@@ -65,6 +65,36 @@ fn block_behaves_as_a_slice_and_a_vec() {
     e.reserve_seen_exact(3);
     e.push_seen(5);
     assert_eq!(e.seen(), &[5]);
+    // The last event: `Ts(0)` in the shared empty block (setting that keeps it shared),
+    // any other instant takes a block of a header and the instant, kept through growth,
+    // new clocks, closing and cloning.
+    let mut e = Clocks::default();
+    assert_eq!(e.last_event(), Ts(0));
+    e.set_last_event(Ts(0));
+    assert_eq!(e.heap_bytes(), 0);
+    e.set_last_event(Ts(-5));
+    assert_eq!((e.heap_bytes(), e.last_event()), (16, Ts(-5)));
+    e.reserve_seen_exact(3);
+    e.push_seen(9);
+    e.set_clocks(&[core(1), IDLE]);
+    e.set_closed_at(Some(Ts(4)));
+    assert_eq!(
+        (e.last_event(), e.seen(), e.closed_at()),
+        (Ts(-5), &[9][..], Some(Ts(4)))
+    );
+    assert_eq!(e.clone().last_event(), Ts(-5));
+    assert_ne!(e, {
+        let mut f = e.clone();
+        f.set_last_event(Ts(6));
+        f
+    });
+    let mut t = Clocks::default();
+    t.set_closed_at(Some(Ts(3)));
+    t.set_last_event(Ts(2));
+    assert_eq!(
+        (t.heap_bytes(), t.closed_at(), t.last_event()),
+        (24, Some(Ts(3)), Ts(2))
+    );
     assert_eq!(Clocks::open(3, 0, 10).seen_capacity(), 10);
     assert_eq!(Clocks::open(3, 2, 10).seen_capacity(), 14);
     assert_eq!(Clocks::open(3, 2, 10).dense().as_slice(), &[IDLE; 3][..]);
@@ -89,8 +119,9 @@ fn sparse_block_equals_a_dense_model() {
         let mut model: Vec<ClockCore> = vec![IDLE; n];
         let mut seen: Vec<u64> = Vec::new();
         let mut closed: Option<Ts> = None;
+        let mut last = Ts(0);
         for step in 0..60 {
-            match next(4) {
+            match next(5) {
                 0 if n > 0 => {
                     let i = next(n as u64) as usize;
                     model[i] = match next(3) {
@@ -133,7 +164,7 @@ fn sparse_block_equals_a_dense_model() {
                     assert_eq!(d, c);
                     assert_eq!(d.heap_bytes(), c.heap_bytes());
                 }
-                _ => {
+                3 => {
                     // Closing takes a word of the room (grows by exactly one without
                     // room), reopening gives it back; the states and hashes stay.
                     let was = closed;
@@ -152,7 +183,15 @@ fn sparse_block_equals_a_dense_model() {
                         _ => assert_eq!(room_now, room),
                     }
                 }
+                _ => {
+                    // The last event is written in place: no room taken, nothing moves.
+                    last = Ts(next(1 << 40) as i64 - (1 << 39));
+                    let (before, room) = (c.heap_bytes(), c.seen_capacity());
+                    c.set_last_event(last);
+                    assert_eq!((c.heap_bytes(), c.seen_capacity()), (before, room));
+                }
             }
+            assert_eq!(c.last_event(), last);
             assert_eq!(c.closed_at(), closed);
             assert_eq!(c.len(), n);
             assert_eq!(c.dense().as_slice(), &model[..]);
@@ -188,6 +227,7 @@ fn sparse_block_equals_a_dense_model() {
             }
             assert_eq!(c.dense().as_slice(), &model[..]);
             let mut r = Clocks::new(&model, &seen, seen.len() + 1);
+            r.set_last_event(last);
             if n <= SPARSE_MAX {
                 let stored = model.iter().filter(|k| !is_idle(k)).count();
                 assert_eq!(c.stored_len(), stored);

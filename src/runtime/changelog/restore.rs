@@ -11,7 +11,7 @@ use crate::core::snapshot::{Restorer, SnapshotError};
 use crate::core::surge::SurgeDetector;
 use crate::runtime::config::Config;
 use crate::runtime::kafka::clients::QuickClose;
-use crate::runtime::kafka::reader_config;
+use crate::runtime::kafka::{reader_config, short_lived_config};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -711,9 +711,8 @@ fn uncommitted_reader(env: &RestoreEnv, group: &str) -> Result<QuickClose<Reader
 /// answers the last stable offset). It needs no group, and a consumer without one drops at
 /// once (no group close to wait for).
 fn high_watermark_reader(env: &RestoreEnv) -> Result<BaseConsumer<ReaderCtx>, KafkaError> {
-    let mut c = reader_config(&env.cfg, "");
-    c.remove("group.id")
-        .set("isolation.level", "read_uncommitted");
+    let mut c = short_lived_config(&env.cfg);
+    c.set("isolation.level", "read_uncommitted");
     c.create_with_context(ReaderCtx)
 }
 

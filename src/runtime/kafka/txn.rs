@@ -591,8 +591,8 @@ impl ProducerContext for ProducerCtx {
     }
 }
 
-/// How long the metadata request before `init_transactions` may take (brokers that do not
-/// answer fail start-up in `init_transactions`, not twice as late).
+/// How long each warm-up request before `init_transactions` may take (brokers that do not
+/// answer fail start-up in `init_transactions`, not much later).
 const WARM_UP_BOUND: Duration = Duration::from_secs(5);
 
 /// The output producer; with exactly-once, `init_transactions` (which fences a zombie with

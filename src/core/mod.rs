@@ -6,6 +6,7 @@ pub mod engine;
 pub mod model;
 pub mod names;
 pub mod order;
+pub mod page;
 pub mod pending;
 pub mod plan;
 pub mod policy;

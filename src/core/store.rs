@@ -18,21 +18,15 @@ const PAGE: usize = 4096 / std::mem::size_of::<Slot>();
 /// Slots per chunk: 64 pages, 256 KiB (4 096 slots). A chunk of 4 096 slots of 72 bytes
 /// (288 KiB) took 341 KiB under mimalloc, the binary's allocator (session 13; 3 640 slots
 /// fitted 256 KiB); a chunk of 8-byte alignment of exactly 256 KiB would take 320 KiB
-/// (mimalloc over-allocates `alignment - 1` bytes for it, see [`Page`]).
+/// (mimalloc over-allocates `alignment - 1` bytes for it, see [`crate::core::page`]).
 const CHUNK: usize = 64 * PAGE;
 
 struct Slot {
     ticket: Option<Ticket>,
 }
 
-/// 64 slots, 4 KiB, aligned to 4 KiB: a chunk is an array of pages so that its allocation
-/// asks for 4 KiB alignment, which mimalloc (through the `mimalloc` crate's
-/// `mi_malloc_aligned`) serves exactly for a multiple of 4 KiB, while a request of 8-byte
-/// alignment above 1 KiB whose size class is not a power of two of at most 4 KiB takes
-/// `size + 7` bytes, the next class for an exact 256 KiB (as for the timer nodes'
-/// chunks, `core::timers`).
-#[repr(C, align(4096))]
-struct Page([Slot; PAGE]);
+/// 64 slots: a chunk is an array of 4 KiB-aligned pages, held exactly by mimalloc.
+type Page = crate::core::page::Page<Slot, PAGE>;
 
 const _: () = assert!(std::mem::size_of::<Page>() == 4096 && PAGE == 64);
 
@@ -282,7 +276,7 @@ fn take_slot(chunks: &mut Vec<Chunk>, free: &mut Vec<u32>) -> u32 {
     }
     let n = chunks.len() * CHUNK;
     let pages: Box<[Page]> = (0..CHUNK / PAGE)
-        .map(|_| Page(std::array::from_fn(|_| Slot { ticket: None })))
+        .map(|_| crate::core::page::Page(std::array::from_fn(|_| Slot { ticket: None })))
         .collect();
     chunks.push(
         pages

@@ -27,15 +27,9 @@ const CHUNK: usize = 4096;
 /// Nodes per [`Page`].
 const PAGE: usize = 256;
 
-/// 256 nodes, 4 KiB, aligned to 4 KiB: a chunk is an array of pages so that its
-/// allocation asks for 4 KiB alignment. mimalloc (the binary's allocator, through the
-/// `mimalloc` crate's `mi_malloc_aligned`) serves a request of more than 1 KiB whose size
-/// class is not a power of two of at most 4 KiB by over-allocating `alignment - 1` bytes,
-/// so a 64 KiB chunk of 8-byte alignment took the next class, 80 KiB (+4 B per open ticket
-/// at 1 M, issue 14); a multiple of 4 KiB asked with 4 KiB alignment is held exactly.
-#[derive(Clone, Copy)]
-#[repr(C, align(4096))]
-struct Page([Node; PAGE]);
+/// 256 nodes: a chunk is an array of 4 KiB-aligned pages, held exactly by mimalloc (a
+/// 64 KiB chunk of 8-byte alignment took 80 KiB, see [`crate::core::page`]).
+type Page = crate::core::page::Page<Node, PAGE>;
 
 const _: () = assert!(std::mem::size_of::<Page>() == 4096 && CHUNK.is_multiple_of(PAGE));
 
@@ -118,7 +112,8 @@ impl TimerQueue {
     #[inline(never)]
     fn grow(&mut self, c: usize) {
         while self.nodes.len() <= c {
-            let pages = vec![Page([UNQUEUED; PAGE]); CHUNK / PAGE].into_boxed_slice();
+            let pages =
+                vec![crate::core::page::Page([UNQUEUED; PAGE]); CHUNK / PAGE].into_boxed_slice();
             self.nodes.push(
                 pages
                     .try_into()

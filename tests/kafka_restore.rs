@@ -459,17 +459,38 @@ fn releasing_what_is_held_changes_no_committed_offset_and_leaves_nothing_undecid
     txn.discard_orphans(&[(&offsets(10), &gm)], &[(&state, 1)], RELEASE_KEY)
         .expect("release: a tombstone to the state partition, the offsets, abort");
     assert!(!txn.is_open());
-    let (_, end) = consumer
-        .fetch_watermarks(&state, 1, TIMEOUT)
-        .expect("high watermark");
-    assert_eq!(
-        end, 2,
-        "the tombstone and the abort marker are in the partition"
-    );
+    // The coordinator answers the abort once it is logged and writes the partitions'
+    // markers after that: wait (bounded) for the marker, then check the partition's end.
     let uncommitted: BaseConsumer = consumer_config(&bs, &unique_name("held-ru"))
         .set("isolation.level", "read_uncommitted")
         .create()
         .expect("consumer");
+    let stable_reader: BaseConsumer = consumer_config(&bs, &unique_name("held-lso"))
+        .create()
+        .expect("consumer");
+    let marked_until = Instant::now() + Duration::from_secs(10);
+    let (end, stable) = loop {
+        let end = uncommitted
+            .fetch_watermarks(&state, 1, TIMEOUT)
+            .expect("high watermark")
+            .1;
+        let stable = stable_reader
+            .fetch_watermarks(&state, 1, TIMEOUT)
+            .expect("last stable offset")
+            .1;
+        if (end, stable) == (2, 2) || Instant::now() > marked_until {
+            break (end, stable);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        end, 2,
+        "the tombstone and the abort marker are in the partition"
+    );
+    assert_eq!(
+        stable, end,
+        "decided within 10 s: a read_committed reader's end is the high watermark"
+    );
     uncommitted.subscribe(&[&state]).expect("subscribe");
     let seen = collect_messages(&uncommitted, 1, TIMEOUT);
     assert_eq!(
@@ -482,17 +503,6 @@ fn releasing_what_is_held_changes_no_committed_offset_and_leaves_nothing_undecid
     assert!(
         visible.is_empty(),
         "read_committed sees nothing of the release"
-    );
-    let stable_reader: BaseConsumer = consumer_config(&bs, &unique_name("held-lso"))
-        .create()
-        .expect("consumer");
-    assert_eq!(
-        stable_reader
-            .fetch_watermarks(&state, 1, TIMEOUT)
-            .expect("last stable offset")
-            .1,
-        end,
-        "decided: a read_committed reader's end is the high watermark"
     );
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(&topic, 0);

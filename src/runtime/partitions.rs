@@ -22,6 +22,16 @@ pub enum Source {
 /// One owned partition.
 pub type Key = (Source, i32);
 
+/// Which consumer group an assignment came from: the input topics' (SLA engines) or the
+/// repartition topic's (surge detectors). Each assigns on its own schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Input topics → SLA engines.
+    Input,
+    /// The repartition topic → surge detectors (consumer group `<group>.surge`).
+    Surge,
+}
+
 /// Where an owned partition stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
@@ -45,8 +55,10 @@ pub struct RestorePlan {
 pub struct Partitions {
     states: HashMap<Key, State>,
     last_epoch: u64,
-    /// The input group has assigned at least once (readiness needs it).
-    joined: bool,
+    /// Each consumer group (input, surge) has assigned at least once: readiness needs
+    /// both, or a replica whose surge partitions restored first would read ready before
+    /// its input assignment (held state partitions included) arrived.
+    joined: [bool; 2],
 }
 
 impl Partitions {
@@ -54,10 +66,10 @@ impl Partitions {
         Partitions::default()
     }
 
-    /// Newly assigned partitions: each is restoring; one restore per partition number.
-    /// Partitions already owned are left as they are.
-    pub fn assign(&mut self, keys: impl IntoIterator<Item = Key>) -> Vec<RestorePlan> {
-        self.joined = true;
+    /// Newly assigned partitions of `role`'s group: each is restoring; one restore per
+    /// partition number. Partitions already owned are left as they are.
+    pub fn assign(&mut self, role: Role, keys: impl IntoIterator<Item = Key>) -> Vec<RestorePlan> {
+        self.joined[role as usize] = true;
         let new: Vec<Key> = keys
             .into_iter()
             .filter(|k| !self.states.contains_key(k))
@@ -105,7 +117,7 @@ impl Partitions {
     /// Forgets everything (the clients are recreated; the new assignment restores).
     pub fn clear(&mut self) {
         self.states.clear();
-        self.joined = false;
+        self.joined = [false; 2];
     }
 
     /// A restore of `key` with `epoch` finished: whether it is still wanted (then it is
@@ -154,9 +166,9 @@ impl Partitions {
         })
     }
 
-    /// Ready: joined, and nothing restoring.
+    /// Ready: both groups joined, and nothing restoring.
     pub fn ready(&self) -> bool {
-        self.joined && self.restoring_partitions() == 0
+        self.joined == [true; 2] && self.restoring_partitions() == 0
     }
 
     /// Marks `keys` restoring under a fresh epoch per partition number.
@@ -199,6 +211,13 @@ mod tests {
     use super::*;
     use Source::*;
 
+    /// `keys` assigned, with both groups joined (the surge group with whatever `keys` has
+    /// of it: restores are planned from the keys, whichever group they came with).
+    fn assign(ps: &mut Partitions, keys: impl IntoIterator<Item = Key>) -> Vec<RestorePlan> {
+        ps.assign(Role::Surge, []);
+        ps.assign(Role::Input, keys)
+    }
+
     fn live(ps: &mut Partitions, plans: &[RestorePlan]) {
         for p in plans {
             for &i in &p.inputs {
@@ -214,7 +233,10 @@ mod tests {
     fn assign_restores_once_per_partition_number() {
         let mut ps = Partitions::new();
         assert!(!ps.ready(), "not ready before the first assignment");
-        let plans = ps.assign([(Input(1), 0), (Input(0), 0), (Surge, 0), (Input(0), 2)]);
+        let plans = assign(
+            &mut ps,
+            [(Input(1), 0), (Input(0), 0), (Surge, 0), (Input(0), 2)],
+        );
         assert_eq!(plans.len(), 2);
         assert_eq!(
             plans[0],
@@ -232,25 +254,40 @@ mod tests {
         live(&mut ps, &plans);
         assert!(ps.ready());
         assert_eq!(ps.state((Input(0), 2)), Some(State::Live));
-        // An empty assignment still counts as joined.
+        // An empty assignment still counts as joined, once both groups have assigned.
         let mut empty = Partitions::new();
-        assert!(empty.assign([]).is_empty());
+        assert!(empty.assign(Role::Input, []).is_empty());
+        assert!(!empty.ready(), "the surge group has not assigned yet");
+        assert!(empty.assign(Role::Surge, []).is_empty());
         assert!(empty.ready());
+    }
+
+    #[test]
+    fn surge_partitions_restored_before_the_input_assignment_arrives_are_not_ready() {
+        let mut ps = Partitions::new();
+        let surge = ps.assign(Role::Surge, [(Surge, 0), (Surge, 1)]);
+        live(&mut ps, &surge);
+        assert!(!ps.ready(), "the input group has not assigned yet");
+        let input = ps.assign(Role::Input, [(Input(0), 0), (Input(0), 1)]);
+        assert_eq!(input.len(), 2, "the input partitions restore on their own");
+        assert!(!ps.ready(), "input partitions restoring");
+        live(&mut ps, &input);
+        assert!(ps.ready());
     }
 
     #[test]
     fn assigning_an_owned_partition_again_changes_nothing() {
         let mut ps = Partitions::new();
-        let plans = ps.assign([(Input(0), 1)]);
+        let plans = assign(&mut ps, [(Input(0), 1)]);
         live(&mut ps, &plans);
-        assert!(ps.assign([(Input(0), 1)]).is_empty());
+        assert!(assign(&mut ps, [(Input(0), 1)]).is_empty());
         assert_eq!(ps.state((Input(0), 1)), Some(State::Live));
     }
 
     #[test]
     fn revoke_drops_live_and_restoring_partitions() {
         let mut ps = Partitions::new();
-        let a = ps.assign([(Input(0), 0), (Input(0), 1)]);
+        let a = assign(&mut ps, [(Input(0), 0), (Input(0), 1)]);
         live(&mut ps, &a[..1]);
         let dropped = ps.revoke([(Input(0), 0), (Input(0), 1)]);
         assert_eq!(dropped, vec![(Input(0), 0)], "only live ones had a task");
@@ -263,9 +300,9 @@ mod tests {
     #[test]
     fn only_the_epochs_of_partitions_still_restoring_are_waited_for() {
         let mut ps = Partitions::new();
-        let first = ps.assign([(Input(0), 3), (Input(0), 4)]);
+        let first = assign(&mut ps, [(Input(0), 3), (Input(0), 4)]);
         ps.revoke([(Input(0), 3)]);
-        let second = ps.assign([(Input(0), 3)]);
+        let second = assign(&mut ps, [(Input(0), 3)]);
         let mut epochs: Vec<u64> = ps.restoring_epochs().collect();
         epochs.sort_unstable();
         assert_eq!(
@@ -280,10 +317,10 @@ mod tests {
     #[test]
     fn restore_in_progress_blocks_readiness_and_a_stale_result_is_ignored() {
         let mut ps = Partitions::new();
-        let first = ps.assign([(Input(0), 3)]);
+        let first = assign(&mut ps, [(Input(0), 3)]);
         // Revoked and assigned again while the first restore still runs.
         ps.revoke([(Input(0), 3)]);
-        let second = ps.assign([(Input(0), 3)]);
+        let second = assign(&mut ps, [(Input(0), 3)]);
         assert_ne!(first[0].epoch, second[0].epoch);
         assert!(!ps.restored((Input(0), 3), first[0].epoch), "stale epoch");
         assert!(!ps.ready());
@@ -294,7 +331,10 @@ mod tests {
     #[test]
     fn lost_after_an_abort_restores_the_other_live_partitions() {
         let mut ps = Partitions::new();
-        let a = ps.assign([(Input(0), 0), (Input(0), 1), (Surge, 1), (Input(0), 2)]);
+        let a = assign(
+            &mut ps,
+            [(Input(0), 0), (Input(0), 1), (Surge, 1), (Input(0), 2)],
+        );
         live(&mut ps, &a[..2]);
         // Partition 2 is still restoring when partition 0 is lost.
         let (dropped, plans) = ps.lost([(Input(0), 0)], true);
@@ -316,7 +356,7 @@ mod tests {
     #[test]
     fn lost_without_an_abort_leaves_the_others_alone() {
         let mut ps = Partitions::new();
-        let a = ps.assign([(Input(0), 0), (Input(0), 1)]);
+        let a = assign(&mut ps, [(Input(0), 0), (Input(0), 1)]);
         live(&mut ps, &a);
         let (dropped, plans) = ps.lost([(Input(0), 1)], false);
         assert_eq!(dropped, vec![(Input(0), 1)]);
@@ -327,7 +367,7 @@ mod tests {
     #[test]
     fn a_failed_restore_is_retried_for_what_still_waits() {
         let mut ps = Partitions::new();
-        let a = ps.assign([(Input(0), 4), (Input(1), 4), (Surge, 4)]);
+        let a = assign(&mut ps, [(Input(0), 4), (Input(1), 4), (Surge, 4)]);
         ps.revoke([(Input(1), 4)]);
         let retry = ps.restore_failed(4, a[0].epoch).expect("retry");
         assert_eq!((retry.inputs, retry.surge), (vec![0], true));
@@ -340,7 +380,7 @@ mod tests {
     #[test]
     fn reset_and_clear() {
         let mut ps = Partitions::new();
-        let a = ps.assign([(Input(0), 0), (Surge, 0)]);
+        let a = assign(&mut ps, [(Input(0), 0), (Surge, 0)]);
         live(&mut ps, &a);
         let r = ps.reset();
         assert_eq!((r.len(), r[0].surge), (1, true));

@@ -21,7 +21,7 @@ impl Processor {
     pub(super) fn on_assign(&mut self, consumer: &Consumer, tpl: &TopicPartitionList) {
         telemetry::rebalance(telemetry::RebalanceKind::Assign);
         let keys = self.keys_of(tpl);
-        let plans = self.parts.assign(keys);
+        let plans = self.parts.assign(consumer.context().role, keys);
         if plans.is_empty() {
             self.update_ready();
             return;

@@ -2,6 +2,8 @@
 //! contexts, whose rebalance callbacks run inside `poll` on the processing thread and take
 //! the processor's lock (never held across `poll`).
 use super::*;
+/// Which stage a consumer feeds (its group).
+pub(super) use crate::runtime::partitions::Role;
 
 /// Both consumers, subscribed, and handed to the processor.
 pub(super) fn new_consumers(
@@ -37,15 +39,6 @@ pub(super) fn new_consumers(
         surge: surge.clone(),
     });
     Ok((main, surge))
-}
-
-/// Which stage a consumer feeds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Role {
-    /// Input topics → SLA engines.
-    Input,
-    /// The repartition topic → surge detectors (consumer group `<group>.surge`).
-    Surge,
 }
 
 pub(super) struct ConsumerCtx {

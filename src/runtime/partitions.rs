@@ -90,14 +90,18 @@ impl Partitions {
         live
     }
 
-    /// Lost partitions after an abort that discarded every partition's uncommitted work:
-    /// the lost ones are forgotten, every other live one is restored again (restoring ones
-    /// wrote nothing, their restores stand). Returns (lost live keys, restores).
+    /// Lost partitions of `role`'s group after an abort that discarded every partition's
+    /// uncommitted work: the lost ones are forgotten, every other live one is restored
+    /// again (restoring ones wrote nothing, their restores stand). The group is no longer
+    /// joined (the member rejoins; readiness waits for its next assignment, as it would
+    /// read ready owning nothing). Returns (lost live keys, restores).
     pub fn lost(
         &mut self,
+        role: Role,
         keys: impl IntoIterator<Item = Key>,
         aborted: bool,
     ) -> (Vec<Key>, Vec<RestorePlan>) {
+        self.joined[role as usize] = false;
         let dropped = self.revoke(keys);
         let plans = if aborted { self.reset() } else { Vec::new() };
         (dropped, plans)
@@ -337,7 +341,7 @@ mod tests {
         );
         live(&mut ps, &a[..2]);
         // Partition 2 is still restoring when partition 0 is lost.
-        let (dropped, plans) = ps.lost([(Input(0), 0)], true);
+        let (dropped, plans) = ps.lost(Role::Input, [(Input(0), 0)], true);
         assert_eq!(dropped, vec![(Input(0), 0)]);
         assert_eq!(plans.len(), 1);
         assert_eq!(
@@ -349,6 +353,8 @@ mod tests {
         // The old epoch of partition 1 no longer counts.
         assert!(!ps.restored((Input(0), 1), a[1].epoch));
         live(&mut ps, &plans);
+        assert!(!ps.ready(), "lost: not ready until the group assigns again");
+        assert!(ps.assign(Role::Input, []).is_empty());
         assert!(ps.ready());
         assert_eq!(ps.state((Input(0), 0)), None);
     }
@@ -358,10 +364,16 @@ mod tests {
         let mut ps = Partitions::new();
         let a = assign(&mut ps, [(Input(0), 0), (Input(0), 1)]);
         live(&mut ps, &a);
-        let (dropped, plans) = ps.lost([(Input(0), 1)], false);
+        let (dropped, plans) = ps.lost(Role::Input, [(Input(0), 1)], false);
         assert_eq!(dropped, vec![(Input(0), 1)]);
         assert!(plans.is_empty());
         assert_eq!(ps.state((Input(0), 0)), Some(State::Live));
+        // Lost with nothing left: owning nothing is not ready before the next assignment.
+        let (dropped, _) = ps.lost(Role::Input, [(Input(0), 0)], false);
+        assert_eq!(dropped, vec![(Input(0), 0)]);
+        assert!(!ps.ready());
+        ps.assign(Role::Input, []);
+        assert!(ps.ready());
     }
 
     #[test]

@@ -278,7 +278,8 @@ pub fn reader_at(bs: &str, topics: &[String], isolation: &str) -> BaseConsumer {
 }
 
 /// Starts the real `slawatch run --config <config>` binary, its stderr appended to `log`,
-/// with `RUST_LOG=info` and `env` added. The test process's own `SLAWATCH_…` variables
+/// with `RUST_LOG=info` (or the test's `TEST_PROCESSOR_LOG`, e.g.
+/// `info,slawatch::runtime=debug`, for a post-mortem) and `env` added. The test process's own `SLAWATCH_…` variables
 /// (test knobs such as `SLAWATCH_FLOOD_IDS`, broker settings such as
 /// `SLAWATCH_KAFKA_HEAP`) are removed: slawatch reads every such variable as its
 /// configuration and refuses unknown ones.
@@ -291,7 +292,10 @@ pub fn spawn_run(config: &Path, log: &Path, env: &[(&str, &str)]) -> std::proces
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_slawatch"));
     cmd.args(["run", "--config"])
         .arg(config)
-        .env("RUST_LOG", "info")
+        .env(
+            "RUST_LOG",
+            std::env::var("TEST_PROCESSOR_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::from(log));
     for (k, _) in std::env::vars_os() {

@@ -458,6 +458,13 @@ where
                             offsets.iter().map(|(t, g)| (t, g)).collect();
                         txn.commit(&refs)
                     });
+                    if tracing::enabled!(tracing::Level::DEBUG) {
+                        tracing::debug!(
+                            offsets = %offsets_summary(&offsets),
+                            ok = result.is_ok(),
+                            "pipelined commit finished"
+                        );
+                    }
                     if result.is_err() {
                         // Aborted here, not on the processing thread: an abort while the
                         // broker is away takes up to the operation bound.
@@ -490,6 +497,19 @@ impl<P: TxnProducer> Drop for Committer<P> {
             let _ = t.join();
         }
     }
+}
+
+/// `topic[partition]@offset …` of every group's offsets, for a debug line.
+fn offsets_summary<G>(offsets: &[GroupOffsets<G>]) -> String {
+    let mut out = String::new();
+    for (tpl, _) in offsets {
+        for e in tpl.elements() {
+            if let rdkafka::Offset::Offset(o) = e.offset() {
+                out.push_str(&format!("{}[{}]@{} ", e.topic(), e.partition(), o));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

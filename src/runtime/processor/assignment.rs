@@ -80,7 +80,7 @@ impl Processor {
             if aborted {
                 self.abort_open();
             }
-            self.parts.lost(keys, aborted)
+            self.parts.lost(role, keys, aborted)
         } else {
             self.commit_sync();
             (self.parts.revoke(keys), Vec::new())

@@ -1,6 +1,6 @@
 //! A ticket's clock states and its dedup hashes in one heap block (issue 14, bytes per
-//! open ticket): `[header | last event | prefix words | stored ClockCore × k | u64 ×
-//! capacity]`, the prefix being the dense form's clock count and a closed ticket's closing
+//! open ticket): `[header | last event | prefix words | stored ClockCore × k | 48-bit hash
+//! × seen | room]`, the prefix being the dense form's clock count and a closed ticket's closing
 //! instant (`clocks/closed.rs`), each only when present. The last event's instant
 //! ([`Clocks::last_event`]) is the ticket's, kept here rather than in the ticket (session
 //! 14: `Ticket` 72 → 64 bytes; mimalloc's size class of every block the engine bench
@@ -15,8 +15,8 @@
 //! go through `clocks[i]` / [`Clocks::iter`] (an absent clock reads as [`IDLE`]); a change
 //! is made on a dense copy ([`Clocks::dense`]) written back with [`Clocks::store`].
 //!
-//! The room after the hashes is shared: a hash takes one 8-byte word of it, a clock that
-//! starts two (the hashes move up). A new ticket gets room for its dedup hashes and for
+//! The room after the hashes is shared, counted in bytes: a hash takes [`HASH`] bytes of
+//! it, a clock that starts 16 (the hashes move up), a closing instant 8. A new ticket gets room for its dedup hashes and for
 //! the clocks its plan may start in an ordinary life ([`Clocks::open`]); a clock that
 //! starts without room (one started by a rare event: an escalation, a department handoff)
 //! reallocates the block, as a first pause allocates its intervals.
@@ -54,7 +54,8 @@ struct Header {
     /// and a marker bit at the plan's clock count (so the count needs no field of its
     /// own). 0: dense form, every clock stored, the count in the word after the header.
     bits: u16,
-    /// Room after the hashes, in 8-byte words (capacity − length for the hashes).
+    /// Room after the hashes, in bytes: for hashes ([`HASH`] bytes each), clocks that
+    /// start and a closing instant.
     room: u16,
     /// Low 23 bits: hashes after the clock states ([`Header::seen`]). Bit 23: [`CLOSED`].
     /// High 8 bits: the clock states stored, in the sparse form ([`Header::stored`]):
@@ -83,6 +84,14 @@ impl Header {
         (self.counts >> 24) as usize
     }
 }
+
+/// Bytes of a stored dedup hash: its low 48 bits (session 15; 64 before). Two event ids
+/// of one ticket collide with a chance of about n²/2⁴⁹ for n events: 1.6·10⁻¹³ for a
+/// ticket of 10 events, 2·10⁻⁹ for one of 1 000 (docs/semantics.md, Duplicates). The
+/// hashes are the largest part of an open ticket (9 of them were 72 of ~290 bytes).
+pub const HASH: usize = 6;
+/// The bits of a hash that are stored and compared.
+pub const HASH_MASK: u64 = (1 << (8 * HASH)) - 1;
 
 /// The header and the last event's word: where the prefix words (or the states) start.
 const HEADER: usize = std::mem::size_of::<Header>() + 8;
@@ -118,10 +127,9 @@ unsafe impl Send for Clocks {}
 unsafe impl Sync for Clocks {}
 
 /// The block's size: header and last event, `prefix` words before the states (the dense
-/// form's count, a closing instant), `stored` clock states, `words` 8-byte words for hashes
-/// and room.
-fn layout(prefix: usize, stored: usize, words: usize) -> Layout {
-    let size = HEADER + 8 * prefix + stored * CORE + words * 8;
+/// form's count, a closing instant), `stored` clock states, `seen` hashes and `room` bytes.
+fn layout(prefix: usize, stored: usize, seen: usize, room: usize) -> Layout {
+    let size = HEADER + 8 * prefix + stored * CORE + seen * HASH + room;
     Layout::from_size_align(size, 8).expect("clock block layout")
 }
 
@@ -170,6 +178,15 @@ unsafe fn realloc_block(block: NonNull<Header>, from: Layout, to: Layout) -> Non
     }
 }
 
+/// Room for every idle clock of `clocks` to start (as many bytes as when every clock was
+/// stored); none for a plan too large for the sparse form, which stores them all.
+fn start_room(clocks: &[ClockCore]) -> usize {
+    if clocks.len() > SPARSE_MAX {
+        return 0;
+    }
+    CORE * clocks.iter().filter(|c| is_idle(c)).count()
+}
+
 /// Where clock `i` sits among the stored states of a sparse block: the stored clocks
 /// before it.
 #[inline]
@@ -189,13 +206,13 @@ impl Clocks {
     /// A block holding `clocks` and `seen`, with room for `capacity` hashes in all and for
     /// every idle clock to start (as many bytes as when every clock was stored).
     pub fn new(clocks: &[ClockCore], seen: &[u64], capacity: usize) -> Clocks {
-        let idle = if clocks.len() <= SPARSE_MAX {
-            clocks.iter().filter(|c| is_idle(c)).count()
-        } else {
-            0
-        };
-        let words = capacity.max(seen.len()) - seen.len() + 2 * idle;
-        Clocks::build(clocks, seen, words)
+        let room = (capacity.max(seen.len()) - seen.len()) * HASH + start_room(clocks);
+        Clocks::build(clocks, seen.len(), room, |c| {
+            for (k, &h) in seen.iter().enumerate() {
+                // SAFETY: the block holds `seen.len()` hashes.
+                unsafe { c.write_hash(k, h) };
+            }
+        })
     }
 
     /// A new ticket's block: `n` idle clocks, room for `capacity` hashes and for `starts`
@@ -204,14 +221,14 @@ impl Clocks {
     pub fn open(n: usize, starts: usize, capacity: usize) -> Clocks {
         if n > SPARSE_MAX {
             let v: Dense = std::iter::repeat_n(IDLE, n).collect();
-            return Clocks::build(&v, &[], capacity);
+            return Clocks::build(&v, 0, capacity * HASH, |_| {});
         }
-        let room = capacity + 2 * starts.min(n);
+        let room = capacity * HASH + CORE * starts.min(n);
         if n == 0 && room == 0 {
             return Clocks::default();
         }
         assert!(room <= u16::MAX as usize, "clock block too large");
-        let ptr = alloc_block(layout(0, 0, room));
+        let ptr = alloc_block(layout(0, 0, 0, room));
         // SAFETY: a new block of at least a header, which is all this writes.
         unsafe {
             ptr.as_ptr().write(Header {
@@ -224,16 +241,14 @@ impl Clocks {
     }
 
     /// A block holding `clocks` (the idle ones only if the plan is too large for the
-    /// sparse form) and `seen`, with `room` words after them.
-    fn build(clocks: &[ClockCore], seen: &[u64], room: usize) -> Clocks {
+    /// sparse form) and `seen` hashes, which `fill` writes, with `room` bytes after them.
+    fn build(clocks: &[ClockCore], seen: usize, room: usize, fill: impl FnOnce(&Clocks)) -> Clocks {
         let n = clocks.len();
-        if n == 0 && seen.is_empty() && room == 0 {
+        if n == 0 && seen == 0 && room == 0 {
             return Clocks::default();
         }
         assert!(
-            n <= u16::MAX as usize
-                && room <= u16::MAX as usize
-                && seen.len() + room <= SEEN_MASK as usize,
+            n <= u16::MAX as usize && room <= u16::MAX as usize && seen <= SEEN_MASK as usize,
             "clock block too large"
         );
         let dense = n > SPARSE_MAX;
@@ -251,7 +266,7 @@ impl Clocks {
             }
             bits
         };
-        let ptr = alloc_block(layout(dense as usize, stored.len(), seen.len() + room));
+        let ptr = alloc_block(layout(dense as usize, stored.len(), seen, room));
         // SAFETY: a new block of this layout; the writes stay inside it.
         unsafe {
             let p = ptr.as_ptr().cast::<u8>();
@@ -259,14 +274,14 @@ impl Clocks {
             ptr.as_ptr().write(Header {
                 bits,
                 room: room as u16,
-                counts: seen.len() as u32 | (k * ONE_STORED),
+                counts: seen as u32 | (k * ONE_STORED),
             });
             if dense {
                 p.add(HEADER).cast::<u64>().write(n as u64);
             }
             let c = Clocks { ptr };
             std::ptr::copy_nonoverlapping(stored.as_ptr(), c.clocks_ptr(), stored.len());
-            std::ptr::copy_nonoverlapping(seen.as_ptr(), c.seen_ptr(), seen.len());
+            fill(&c);
             c
         }
     }
@@ -297,7 +312,7 @@ impl Clocks {
             if t == Ts(0) {
                 return;
             }
-            let ptr = alloc_block(layout(0, 0, 0));
+            let ptr = alloc_block(layout(0, 0, 0, 0));
             // SAFETY: a new block of a header and a last event, which is all this writes.
             unsafe {
                 ptr.as_ptr().write(Header {
@@ -365,10 +380,18 @@ impl Clocks {
         unsafe { self.ptr.as_ptr().cast::<u8>().add(off).cast() }
     }
 
+    /// Where the hashes start: right after the clock states.
     #[inline]
-    fn seen_ptr(&self) -> *mut u64 {
+    fn seen_ptr(&self) -> *mut u8 {
         // SAFETY: within the block, after the clock states.
         unsafe { self.clocks_ptr().add(self.stored_len()).cast() }
+    }
+
+    /// The block's layout, from its header (what it was allocated or last resized with).
+    #[inline]
+    fn block_layout(&self) -> Layout {
+        let h = self.header();
+        layout(self.prefix(), self.stored_len(), h.seen(), h.room as usize)
     }
 
     #[inline]
@@ -435,25 +458,25 @@ impl Clocks {
         if !stored && is_idle(&c) {
             return;
         }
-        if !stored && self.header().room >= 2 {
+        if !stored && self.header().room as usize >= CORE {
             // Joins the block in its room (a clock starting): the hashes and the states
             // after its place move up by one state.
             let (p, seen) = (self.stored_len(), self.header().seen());
             let k = rank(bits, i);
-            // SAFETY: a block this owns (it has room, so it is not `EMPTY`) with two words
-            // of room after the hashes: the moves stay inside it (`copy` allows overlap).
+            // SAFETY: a block this owns (it has room, so it is not `EMPTY`) with a state's
+            // room after the hashes: the moves stay inside it (`copy` allows overlap).
             unsafe {
                 let base = self.clocks_ptr();
                 std::ptr::copy(
-                    base.add(p).cast::<u64>(),
-                    base.add(p + 1).cast::<u64>(),
-                    seen,
+                    base.add(p).cast::<u8>(),
+                    base.add(p + 1).cast::<u8>(),
+                    seen * HASH,
                 );
                 std::ptr::copy(base.add(k), base.add(k + 1), p - k);
                 base.add(k).write(c);
                 let h = self.ptr.as_mut();
                 h.bits |= 1 << i;
-                h.room -= 2;
+                h.room -= CORE as u16;
                 h.counts += ONE_STORED;
             }
             return;
@@ -534,18 +557,18 @@ impl Clocks {
     }
 
     /// Makes the block store `new` clock states instead of `old` (sparse form): the hashes
-    /// move, the room pays (or takes back) two words per clock; the states themselves are
-    /// the caller's to write. Reallocates when the room is short.
+    /// move, the room pays (or takes back) a state's bytes per clock; the states themselves
+    /// are the caller's to write. Reallocates when the room is short.
     fn relayout(&mut self, old: usize, new: usize) {
         let (seen, room) = {
             let h = self.header();
             (h.seen(), h.room as usize)
         };
-        let words = seen + room;
-        if new > old && room < 2 * (new - old) {
+        let bytes = seen * HASH;
+        if new > old && room < CORE * (new - old) {
             // Grow by what is missing: the block then has no room left.
-            let from = layout(self.prefix(), old, words);
-            let to = layout(self.prefix(), new, seen);
+            let from = layout(self.prefix(), old, seen, room);
+            let to = layout(self.prefix(), new, seen, 0);
             if self.is_shared_empty() {
                 // A plan without clocks has no bits to set; nothing reaches here.
                 unreachable!("clocks started in the shared empty block");
@@ -556,23 +579,23 @@ impl Clocks {
                 let ptr = realloc_block(self.ptr, from, to);
                 self.ptr = ptr;
                 let c = self.clocks_ptr();
-                std::ptr::copy(c.add(old).cast::<u64>(), c.add(new).cast::<u64>(), seen);
+                std::ptr::copy(c.add(old).cast::<u8>(), c.add(new).cast::<u8>(), bytes);
                 (*ptr.as_ptr()).room = 0;
             }
             return;
         }
-        let room = room + 2 * old - 2 * new;
+        let room = room + CORE * old - CORE * new;
         // SAFETY: `new` states and `seen` hashes fit the block (the room paid for them);
         // `copy` allows the overlap.
         unsafe {
             let c = self.clocks_ptr();
-            std::ptr::copy(c.add(old).cast::<u64>(), c.add(new).cast::<u64>(), seen);
+            std::ptr::copy(c.add(old).cast::<u8>(), c.add(new).cast::<u8>(), bytes);
         }
         if room > u16::MAX as usize {
             // Clocks back to idle freed more room than the header counts: give it back.
             let keep = u16::MAX as usize;
-            let from = layout(self.prefix(), new, seen + room);
-            let to = layout(self.prefix(), new, seen + keep);
+            let from = layout(self.prefix(), new, seen, room);
+            let to = layout(self.prefix(), new, seen, keep);
             // SAFETY: allocated with `from`; the prefix kept is header, states, hashes.
             self.ptr = unsafe { realloc_block(self.ptr, from, to) };
         }
@@ -583,7 +606,12 @@ impl Clocks {
     /// Replaces the clock states with `clocks` (another count: a re-match or a restore
     /// under a plan with other clocks), keeping the hashes and their capacity.
     pub fn set_clocks(&mut self, clocks: &[ClockCore]) {
-        let mut new = Clocks::new(clocks, self.seen(), self.seen_capacity());
+        let (seen, cap) = (self.header().seen(), self.seen_capacity());
+        let room = (cap - seen) * HASH + start_room(clocks);
+        let mut new = Clocks::build(clocks, seen, room, |c| {
+            // SAFETY: `seen` hashes in each block, in the same form.
+            unsafe { std::ptr::copy_nonoverlapping(self.seen_ptr(), c.seen_ptr(), seen * HASH) }
+        });
         new.set_closed_at(self.closed_at());
         new.set_last_event(self.last_event());
         *self = new;
@@ -602,7 +630,7 @@ impl Drop for Clocks {
         if self.is_shared_empty() {
             return;
         }
-        let l = layout(self.prefix(), self.stored_len(), self.seen_capacity());
+        let l = self.block_layout();
         // SAFETY: allocated with this layout (the size is kept through every change).
         unsafe { dealloc(self.ptr.as_ptr().cast(), l) }
     }
@@ -614,9 +642,9 @@ impl Clone for Clocks {
         if self.is_shared_empty() {
             return Clocks::default();
         }
-        let l = layout(self.prefix(), self.stored_len(), self.seen_capacity());
+        let l = self.block_layout();
         // The initialised prefix: header, last event, count word, states, hashes.
-        let used = l.size() - 8 * self.header().room as usize;
+        let used = l.size() - self.header().room as usize;
         let ptr = alloc_block(l);
         // SAFETY: a new block of the same layout; the prefix copied is initialised.
         unsafe {
@@ -635,7 +663,7 @@ impl PartialEq for Clocks {
     fn eq(&self, other: &Clocks) -> bool {
         self.len() == other.len()
             && self.iter().zip(other.iter()).all(|(a, b)| a == b)
-            && self.seen() == other.seen()
+            && self.seen().eq(other.seen())
             && self.closed_at() == other.closed_at()
             && self.last_event() == other.last_event()
     }
@@ -645,7 +673,7 @@ impl std::fmt::Debug for Clocks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Clocks")
             .field("clocks", &self.dense().as_slice())
-            .field("seen", &self.seen())
+            .field("seen", &self.seen().collect::<Vec<_>>())
             .field("closed_at", &self.closed_at())
             .field("last_event", &self.last_event())
             .finish()
@@ -655,5 +683,6 @@ impl std::fmt::Debug for Clocks {
 mod closed;
 mod read;
 mod seen;
+pub use seen::Seen;
 #[cfg(test)]
 mod tests;

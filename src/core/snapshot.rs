@@ -252,7 +252,27 @@ struct TicketOut<'a> {
     closed_at: Option<Ts>,
     clocks: ClocksOut<'a>,
     extras: Option<&'a Extras>,
-    seen: &'a [u64],
+    seen: SeenOut<'a>,
+}
+
+/// A ticket's dedup hashes as the record encodes them: a sequence of u64 (the low 48 bits
+/// a ticket keeps since session 15; records of earlier builds hold 64-bit hashes, which a
+/// restore truncates alike).
+enum SeenOut<'a> {
+    Ticket(crate::core::clocks::Seen<'a>),
+    /// Given whole, for tests that encode a record without a ticket.
+    #[cfg(test)]
+    Values(&'a [u64]),
+}
+
+impl Serialize for SeenOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            SeenOut::Ticket(seen) => s.collect_seq(seen.clone()),
+            #[cfg(test)]
+            SeenOut::Values(v) => v.serialize(s),
+        }
+    }
 }
 
 /// A ticket's clocks as the record encodes them: a sequence of [`ClockState`] (each with
@@ -427,7 +447,7 @@ impl<'a> TicketOut<'a> {
             closed_at: t.closed_at(),
             clocks: ClocksOut::Ticket(t),
             extras: Extras::wire(&t.extras),
-            seen: t.seen(),
+            seen: SeenOut::Ticket(t.seen()),
         }
     }
 }
@@ -719,10 +739,20 @@ mod tests {
         b.iter().map(|x| format!("{x:02x}")).collect()
     }
 
-    /// The ticket record's bytes as the build before the compact in-memory layout wrote
-    /// them: state topics hold records of older builds, so the encoded form must not change
-    /// with the in-memory one (and must still be read).
+    /// The ticket record's bytes: the form of every earlier build (state topics hold their
+    /// records, so the encoded form must not change with the in-memory one), with the dedup
+    /// hashes' low 48 bits (session 15) where [`GOLDEN_RECORD_64`] has all 64.
     const GOLDEN_RECORD: &str = concat!(
+        "0106757267656e740209636f6d706c61696e7403766970025431030203020461636d650762696c6c",
+        "696e670001008080e2b095d9c3b92f8080ecc7a1fcc6b92f00050201000000008080e2b095d9c3b9",
+        "2f000101010103008080e2b095d9c3b92f0001010000000480e09cb5d4dcc3b92f00010100000000",
+        "8080e2b095d9c3b92f010180c0addd8bfcc3b92f80a0d3f3c68dc4b92f018080ecc7a1fcc6b92f00",
+        "000000000000000101efb9e3b18080cea99b010005efd5c3daa38009b4afeaa1bd9f169596d4f192",
+        "ae2bb4d4c5f6ffaf35cde4a2f890c001",
+    );
+
+    /// The same ticket as builds before session 15 wrote it, its dedup hashes of 64 bits.
+    const GOLDEN_RECORD_64: &str = concat!(
         "0106757267656e740209636f6d706c61696e7403766970025431030203020461636d650762696c6c",
         "696e670001008080e2b095d9c3b92f8080ecc7a1fcc6b92f00050201000000008080e2b095d9c3b9",
         "2f000101010103008080e2b095d9c3b92f0001010000000480e09cb5d4dcc3b92f00010100000000",
@@ -818,5 +848,28 @@ mod tests {
             .expect("restores");
         let t2 = back.ticket("acme", "T1").expect("restored ticket");
         assert_eq!(hex(&back.ticket_record(t2)), GOLDEN_RECORD);
+    }
+
+    /// A record of an earlier build (64-bit dedup hashes) restores to the same ticket, its
+    /// hashes cut to the 48 bits kept, so its events are still recognised as applied.
+    #[test]
+    fn a_record_with_64_bit_hashes_restores_with_their_low_48_bits() {
+        let old: Vec<u8> = (0..GOLDEN_RECORD_64.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&GOLDEN_RECORD_64[i..i + 2], 16).expect("hex"))
+            .collect();
+        let mut back = Engine::restore_parts(policy(), EngineConfig::default(), None, [&old[..]])
+            .expect("restores");
+        let t = back.ticket("acme", "T1").expect("restored ticket");
+        assert_eq!(hex(&back.ticket_record(t)), GOLDEN_RECORD);
+        let fresh = engine_with_ticket();
+        assert_eq!(back.ticket("acme", "T1"), fresh.ticket("acme", "T1"));
+        // An event the old build applied arrives again: a duplicate, nothing changes.
+        let mut out = Emitted::default();
+        let dups = back.stats().duplicates;
+        back.ingest(ev(6, 7300, Body::CustomerMessage), &mut out);
+        back.ingest(ev(4, 7400, Body::CustomerMessage), &mut out);
+        back.advance_to(Ts::from_secs(1_709_546_400 + 8000), &mut out);
+        assert_eq!(back.stats().duplicates, dups + 1, "e4 again; e6 is new");
     }
 }

@@ -418,7 +418,7 @@ impl Ticket {
     }
 
     /// 64-bit hashes of every event id applied (rule 9 dedup).
-    pub fn seen(&self) -> &[u64] {
+    pub fn seen(&self) -> crate::core::clocks::Seen<'_> {
         self.clocks.seen()
     }
 
@@ -426,7 +426,7 @@ impl Ticket {
     pub fn check_and_record(&mut self, event_id: &str) -> bool {
         let h = id_hash(event_id);
         let seen = self.clocks.seen();
-        if seen.contains(&h) {
+        if seen.contains(h) {
             return true;
         }
         // Exact growth: a ticket sees ~10 events; doubling would waste a third of the

@@ -5,7 +5,7 @@
 //! closing takes the word from the block's room (the states and hashes move up by 8 bytes,
 //! no allocation unless the room is empty), reopening gives it back. Moving the instant to
 //! the extras cost an allocation per close.
-use super::{layout, realloc_block, Clocks, CLOSED, CORE, HEADER};
+use super::{layout, realloc_block, Clocks, CLOSED, CORE, HASH, HEADER};
 use crate::core::time::Ts;
 
 impl Clocks {
@@ -34,8 +34,8 @@ impl Clocks {
         Some(Ts(unsafe { self.closed_ptr().read() }))
     }
 
-    /// Sets or clears the closing instant. Setting it takes a word of the room (grown by
-    /// exactly one word when there is none, as a block without clocks and hashes is);
+    /// Sets or clears the closing instant. Setting it takes a word of the room (grown to
+    /// exactly one word when it has less, as a block without clocks and hashes has);
     /// clearing it gives the word back to the room.
     pub fn set_closed_at(&mut self, at: Option<Ts>) {
         match (at, self.has_closed()) {
@@ -44,12 +44,8 @@ impl Clocks {
                 unsafe { self.closed_ptr().write(t.0) }
             }
             (Some(t), false) => {
-                if self.is_shared_empty() {
-                    *self = Clocks::build(&[], &[], 1);
-                } else if self.header().room == 0 {
-                    self.reserve_seen_exact(1);
-                }
-                let bytes = self.stored_len() * CORE + self.header().seen() * 8;
+                self.reserve_room(8);
+                let bytes = self.stored_len() * CORE + self.header().seen() * HASH;
                 let at = self.clocks_ptr().cast::<u8>();
                 // SAFETY: a block this owns with a word of room after the hashes: states
                 // and hashes move up by one word inside it (`copy` allows the overlap),
@@ -58,30 +54,30 @@ impl Clocks {
                     std::ptr::copy(at, at.add(8), bytes);
                     at.cast::<i64>().write(t.0);
                     let h = self.ptr.as_mut();
-                    h.room -= 1;
+                    h.room -= 8;
                     h.counts |= CLOSED;
                 }
             }
             (None, true) => {
-                let bytes = self.stored_len() * CORE + self.header().seen() * 8;
+                let (dense, k, seen) = (self.is_dense(), self.stored_len(), self.header().seen());
+                let bytes = k * CORE + seen * HASH;
                 let from = self.clocks_ptr().cast::<u8>();
                 let to = self.closed_ptr().cast::<u8>();
-                let (dense, k, words) = (self.is_dense(), self.stored_len(), self.seen_capacity());
                 // SAFETY: states and hashes move down one word inside the block (`copy`
                 // allows the overlap); the word they leave at the end joins the room.
                 unsafe {
                     std::ptr::copy(from, to, bytes);
                     let h = self.ptr.as_mut();
                     h.counts &= !CLOSED;
-                    if h.room < u16::MAX {
-                        h.room += 1;
+                    if h.room as usize + 8 <= u16::MAX as usize {
+                        h.room += 8;
                     } else {
                         // The room counts no more: give the word back to the allocator.
-                        let prefix = dense as usize;
+                        let (prefix, room) = (dense as usize, h.room as usize);
                         self.ptr = realloc_block(
                             self.ptr,
-                            layout(prefix + 1, k, words),
-                            layout(prefix, k, words),
+                            layout(prefix + 1, k, seen, room),
+                            layout(prefix, k, seen, room),
                         );
                     }
                 }

@@ -1,19 +1,21 @@
 //! The dedup hashes of a ticket's clock block (`core::clocks`): after the stored clock
-//! states, with the room the block shares between hashes and clocks that start.
-use super::{layout, realloc_block, Clocks, SEEN_MASK};
+//! states, [`HASH`] bytes each (a hash's low 48 bits, little-endian), with the room the
+//! block shares between hashes and clocks that start.
+use super::{layout, realloc_block, Clocks, HASH, HASH_MASK, SEEN_MASK};
 
 impl Clocks {
-    /// The dedup hashes (rule 9), in the order recorded.
-    pub fn seen(&self) -> &[u64] {
-        // SAFETY: `seen` initialised hashes follow the clock states.
-        unsafe { std::slice::from_raw_parts(self.seen_ptr(), self.header().seen()) }
+    /// The dedup hashes (rule 9), in the order recorded: their low 48 bits.
+    pub fn seen(&self) -> Seen<'_> {
+        let n = self.header().seen();
+        // SAFETY: `n` initialised hashes of `HASH` bytes follow the clock states.
+        Seen(unsafe { std::slice::from_raw_parts(self.seen_ptr(), n * HASH) })
     }
 
     /// Hashes the block holds room for (recorded ones included; a clock that starts takes
-    /// the room of two).
+    /// the room of more than two).
     pub fn seen_capacity(&self) -> usize {
         let h = self.header();
-        h.seen() + h.room as usize
+        h.seen() + h.room as usize / HASH
     }
 
     /// The block's size in bytes (0 for a ticket holding nothing), for the bench's
@@ -22,46 +24,64 @@ impl Clocks {
         if self.is_shared_empty() {
             return 0;
         }
-        layout(self.prefix(), self.stored_len(), self.seen_capacity()).size()
+        self.block_layout().size()
     }
 
     /// Room for `additional` more hashes (exactly, as `Vec::reserve_exact`).
     pub fn reserve_seen_exact(&mut self, additional: usize) {
-        let (len, cap) = (self.header().seen(), self.seen_capacity());
-        if cap - len >= additional {
+        self.reserve_room(additional * HASH);
+    }
+
+    /// At least `bytes` of room: exactly that many when the block has less.
+    pub(super) fn reserve_room(&mut self, bytes: usize) {
+        let (seen, room) = (self.header().seen(), self.header().room as usize);
+        if room >= bytes {
             return;
         }
-        let new_cap = len + additional;
-        assert!(
-            additional <= u16::MAX as usize && new_cap <= SEEN_MASK as usize,
-            "clock block too large"
-        );
+        assert!(bytes <= u16::MAX as usize, "clock block too large");
         if self.is_shared_empty() {
-            *self = Clocks::build(&[], &[], new_cap);
+            *self = Clocks::build(&[], 0, bytes, |_| {});
             return;
         }
         let (prefix, stored) = (self.prefix(), self.stored_len());
-        let old = layout(prefix, stored, cap);
-        let new = layout(prefix, stored, new_cap);
+        let old = layout(prefix, stored, seen, room);
+        let new = layout(prefix, stored, seen, bytes);
         // SAFETY: the block was allocated with `old`; `realloc` keeps its prefix (header,
         // clocks, hashes).
         unsafe {
             self.ptr = realloc_block(self.ptr, old, new);
-            self.ptr.as_mut().room = additional as u16;
+            self.ptr.as_mut().room = bytes as u16;
         }
     }
 
-    /// Records a hash; the caller made room ([`Clocks::reserve_seen_exact`]).
+    /// Writes hash `k`'s bytes (`h`'s low 48 bits).
+    ///
+    /// # Safety
+    /// Hash `k`'s bytes must be inside the block.
+    #[inline]
+    pub(super) unsafe fn write_hash(&self, k: usize, h: u64) {
+        let bytes = h.to_le_bytes();
+        // SAFETY: the caller's promise.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.seen_ptr().add(k * HASH), HASH)
+        }
+    }
+
+    /// Records a hash (its low 48 bits); the caller made room
+    /// ([`Clocks::reserve_seen_exact`]).
     pub fn push_seen(&mut self, h: u64) {
-        assert!(self.header().room > 0, "no room for a dedup hash");
-        // SAFETY: not `EMPTY` (it has no room); the slot is inside the block.
+        assert!(
+            self.header().room as usize >= HASH,
+            "no room for a dedup hash"
+        );
+        // SAFETY: not `EMPTY` (it has no room); the hash's bytes are in the room.
         unsafe {
             let len = self.header().seen();
-            self.seen_ptr().add(len).write(h);
+            self.write_hash(len, h);
             let hd = self.ptr.as_mut();
             // Below `SEEN_MASK`: the room was made by `reserve_seen_exact` or `build`.
             hd.counts += 1;
-            hd.room -= 1;
+            hd.room -= HASH as u16;
         }
     }
 
@@ -70,14 +90,14 @@ impl Clocks {
     /// The length is written once, not per hash as [`Clocks::push_seen`] does.
     pub fn fill_seen(&mut self, n: usize, mut next: impl FnMut() -> Option<u64>) -> Option<()> {
         assert!(
-            self.header().room as usize >= n,
+            self.header().room as usize >= n * HASH,
             "no room for the dedup hashes"
         );
         if n == 0 {
             return Some(());
         }
         let len = self.header().seen();
-        let dst = self.seen_ptr();
+        assert!(len + n <= SEEN_MASK as usize, "clock block too large");
         let mut done = 0;
         let mut ok = true;
         while done < n {
@@ -85,15 +105,60 @@ impl Clocks {
                 ok = false;
                 break;
             };
-            // SAFETY: `len + done < len + room`, inside the block (not `EMPTY`: it has no
-            // room and `n > 0`).
-            unsafe { dst.add(len + done).write(h) };
+            // SAFETY: `len + done < len + n`, inside the room (not `EMPTY`: it has no room
+            // and `n > 0`).
+            unsafe { self.write_hash(len + done, h) };
             done += 1;
         }
         // SAFETY: a block this owns (see above).
         let hd = unsafe { self.ptr.as_mut() };
         hd.counts += done as u32;
-        hd.room -= done as u16;
+        hd.room -= (done * HASH) as u16;
         ok.then_some(())
+    }
+}
+
+/// A ticket's dedup hashes as stored ([`Clocks::seen`]): iterates their values (the low 48
+/// bits of each hash recorded).
+#[derive(Clone)]
+pub struct Seen<'a>(&'a [u8]);
+
+impl Seen<'_> {
+    /// Whether a hash with `h`'s low 48 bits was recorded.
+    #[inline]
+    pub fn contains(&self, h: u64) -> bool {
+        let (lo, hi) = (h as u32, (h >> 32) as u16);
+        self.0.chunks_exact(HASH).any(|c| {
+            u32::from_le_bytes([c[0], c[1], c[2], c[3]]) == lo
+                && u16::from_le_bytes([c[4], c[5]]) == hi
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Iterator for Seen<'_> {
+    type Item = u64;
+    #[inline]
+    fn next(&mut self) -> Option<u64> {
+        let (c, rest) = self.0.split_first_chunk::<HASH>()?;
+        self.0 = rest;
+        let mut w = [0u8; 8];
+        w[..HASH].copy_from_slice(c);
+        Some(u64::from_le_bytes(w) & HASH_MASK)
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.0.len() / HASH;
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for Seen<'_> {}
+
+impl std::fmt::Debug for Seen<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.clone()).finish()
     }
 }

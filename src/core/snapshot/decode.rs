@@ -442,7 +442,7 @@ mod tests {
                 closed_at: *closed_at,
                 clocks: super::super::ClocksOut::States(clocks),
                 extras: extras.as_deref(),
-                seen,
+                seen: super::super::SeenOut::Values(seen),
             },
         };
         postcard::to_stdvec(&rec).unwrap()

@@ -618,6 +618,114 @@ fn restore_waits_for_an_undecided_transaction_in_the_state_partition() {
     );
 }
 
+/// A held state partition whose undecided records include a state write covering offsets
+/// the group has committed (the broker can mark a transaction complete without writing its
+/// markers to every partition when it restarts mid-commit: `changelog::held`) is released
+/// by a committed transaction, not an aborted one: the release's tombstone reaches every
+/// held partition committed (a read_committed reader sees it). Another producer's records
+/// stay undecided (a marker of ours ends only our own), and the processor is ready once
+/// that producer ends them.
+#[test]
+fn a_hold_covering_committed_offsets_is_released_by_a_commit() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    use rdkafka::Message;
+    use slawatch::runtime::changelog::keys::{partition_key, RELEASE_KEY};
+    use slawatch::runtime::changelog::write::{covers_value, COVERS_HEADER};
+    use slawatch::runtime::topics::{ensure_topics, Topics};
+    let names = Names::new("restore-committed-hold");
+    let cfg = config(&names, "i0", true, "");
+    let input = names.input_topic_created();
+    let topics = Topics::new(&cfg, false);
+    ensure_topics(&cfg, &topics, true).expect("topics created");
+    // The group has committed offset 0 of every input partition.
+    let group: BaseConsumer = consumer_config(&bootstrap(), &topics.group_id)
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition_offset(&input, p, Offset::Offset(0))
+            .unwrap();
+    }
+    group
+        .commit(&tpl, CommitMode::Sync)
+        .expect("commit offsets");
+    // Another producer's transaction, left open, holds a partition record (a tombstone)
+    // covering offset 0 in every state partition.
+    let txn: BaseProducer = transactional_producer_config(&bootstrap(), &unique_name("covers"))
+        .create()
+        .expect("producer");
+    txn.init_transactions(TIMEOUT).expect("init_transactions");
+    txn.begin_transaction().expect("begin");
+    let key = partition_key(&input);
+    let covers = covers_value(&input, 0);
+    for p in 0..3 {
+        let headers = OwnedHeaders::new().insert(Header {
+            key: COVERS_HEADER,
+            value: Some(covers.as_bytes()),
+        });
+        txn.send(
+            BaseRecord::<[u8], [u8]>::to(&topics.state)
+                .key(key.as_slice())
+                .headers(headers)
+                .partition(p),
+        )
+        .map_err(|(e, _)| e)
+        .expect("send");
+    }
+    txn.flush(TIMEOUT).expect("flush");
+
+    let h = start(&cfg, Arc::new(ManualClock::new(Ts::from_secs(0))));
+    // While held, the releases are seen uncommitted (the open transaction before them holds
+    // a read_committed reader).
+    let uncommitted: BaseConsumer = consumer_config(&bootstrap(), &unique_name("covers-ru"))
+        .set("isolation.level", "read_uncommitted")
+        .create()
+        .expect("consumer");
+    uncommitted.subscribe(&[&topics.state]).expect("subscribe");
+    let mut released = std::collections::BTreeSet::new();
+    let open_until = Instant::now() + Duration::from_secs(20);
+    while released.len() < 3 {
+        assert!(
+            Instant::now() < open_until,
+            "no release reached every held state partition within 20 s (got {released:?})"
+        );
+        assert!(
+            !h.control.is_ready(),
+            "ready while the state partitions are undecided"
+        );
+        assert!(!h.is_finished(), "{:?}", h.control.last_error());
+        for m in try_collect_messages(&uncommitted, 100, Duration::from_millis(200)) {
+            if m.key() == Some(RELEASE_KEY) && m.payload().is_none() {
+                released.insert(m.partition());
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !h.control.is_ready(),
+        "the release ended another producer's transaction"
+    );
+    txn.abort_transaction(TIMEOUT).expect("abort");
+    wait_ready(&h);
+    h.stop().expect("graceful stop");
+    // Committed: a read_committed reader sees the release in every partition.
+    let committed =
+        read_committed_consumer(&bootstrap(), &unique_name("covers-rc"), &[&topics.state]);
+    let seen: std::collections::BTreeSet<i32> =
+        try_collect_messages(&committed, 100, Duration::from_secs(3))
+            .iter()
+            .filter(|m| m.key() == Some(RELEASE_KEY))
+            .map(|m| m.partition())
+            .collect();
+    assert_eq!(
+        seen,
+        (0..3).collect(),
+        "the releases were committed, not aborted"
+    );
+}
+
 /// With one restore slot, partitions whose state is held by an undecided transaction give
 /// the slot back while they wait: the clean partition restores and processes its input
 /// meanwhile (it was spawned last, so without the release it would wait for the others).

@@ -27,6 +27,22 @@
 //! tombstone, aborted, is never read by a read_committed reader (and is not a key a
 //! restore reads). A partition held by another process's transaction stays held until
 //! that transaction ends.
+//!
+//! **Committed, yet held** (session 15). A broker that restarts while a transaction of ours
+//! is between its prepare-commit and its markers can write the transaction complete
+//! without a marker in some partitions: seen in the fault test as every state partition
+//! holding the records of a transaction whose offsets (and marker in the offsets topic)
+//! were committed; the coordinator's log read `PrepareCommit`, then `CompleteCommit` at its
+//! restart, and no marker ever reached the state partitions. Aborting those records loses
+//! the state of events the group counts as consumed (breaches that should not fire, outputs
+//! missing or twice after the restore). So the restore reads a held partition's undecided
+//! records first: every state write carries the source offset its transaction commits
+//! ([`super::write::COVERS_HEADER`]); when one of them is no later than the group's committed
+//! offset, that transaction committed, and (commits being in order) so did everything of
+//! ours before it. The partition is then reported `commit`, and the release's transaction
+//! there is committed rather than aborted: its commit marker ends the records as committed
+//! (the tombstone then reaches read_committed readers; no restore reads its key).
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// One held partition of a consumer group, with the offset last committed for it (as read
@@ -44,6 +60,26 @@ pub struct HeldOffset {
 pub struct HeldState {
     pub topic: String,
     pub partition: i32,
+    /// Its undecided records include a state write of a transaction that committed (see
+    /// above): release it by a commit, not an abort.
+    pub commit: bool,
+}
+
+/// Whether the undecided records of a held state partition belong to a committed
+/// transaction: one of their [`super::write::COVERS_HEADER`]s, `(source topic, offset)`,
+/// names an offset no later than the group's committed offset of that source (`committed`:
+/// the restore's stable committed offsets of the partition, by source topic).
+pub fn held_by_committed<'a>(
+    covers: impl IntoIterator<Item = (&'a str, i64)>,
+    committed: &HashMap<String, Option<i64>>,
+) -> bool {
+    covers.into_iter().any(|(topic, offset)| {
+        committed
+            .get(topic)
+            .copied()
+            .flatten()
+            .is_some_and(|c| c >= offset)
+    })
 }
 
 /// Everything held, taken at once by the processing thread.
@@ -81,8 +117,14 @@ impl HeldInbox {
     /// Records a held state partition (once, however often reported).
     pub fn report_state(&self, held: HeldState) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if !entries.states.contains(&held) {
-            entries.states.push(held);
+        // Once per partition, with its latest verdict.
+        match entries
+            .states
+            .iter_mut()
+            .find(|h| h.topic == held.topic && h.partition == held.partition)
+        {
+            Some(h) => *h = held,
+            None => entries.states.push(held),
         }
     }
 
@@ -136,6 +178,36 @@ impl HeldReporter {
 mod tests {
     use super::*;
 
+    #[test]
+    fn held_records_are_committed_when_the_group_counts_their_offsets() {
+        let committed: HashMap<String, Option<i64>> =
+            [("in".to_string(), Some(1009)), ("other".to_string(), None)].into();
+        assert!(
+            held_by_committed([("in", 1009)], &committed),
+            "its own offsets"
+        );
+        assert!(
+            held_by_committed([("in", 900), ("in", 1200)], &committed),
+            "an earlier one"
+        );
+        assert!(
+            !held_by_committed([("in", 1010)], &committed),
+            "offsets not committed"
+        );
+        assert!(
+            !held_by_committed([("other", 0)], &committed),
+            "nothing committed"
+        );
+        assert!(
+            !held_by_committed([("unknown", 0)], &committed),
+            "another topic"
+        );
+        assert!(
+            !held_by_committed([], &committed),
+            "no state write seen: abort"
+        );
+    }
+
     fn held(group: &str, partition: i32, committed: i64) -> HeldOffset {
         HeldOffset {
             group: group.into(),
@@ -149,6 +221,7 @@ mod tests {
         HeldState {
             topic: topic.into(),
             partition,
+            commit: false,
         }
     }
 

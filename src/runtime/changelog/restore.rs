@@ -1,8 +1,9 @@
 //! Reading a state partition back: the committed offsets, then every record to the end,
 //! decoded on a builder thread while the reader reads (see [`super`] for the protocol).
-use super::held::{HeldOffset, HeldReporter, HeldState};
+use super::held::{held_by_committed, HeldOffset, HeldReporter, HeldState};
 use super::keys::{partition_key, split_tenant_key, surge_key, ticket_key};
 use super::slots::{RestoreSlot, RestoreSlots};
+use super::write::{parse_covers, COVERS_HEADER};
 use super::write::{SurgeRecord, SurgeRecordError};
 use crate::core::engine::{Engine, EngineConfig};
 use crate::core::model::TicketKey;
@@ -549,8 +550,17 @@ fn read_partition(
     // Know the partition's leader before assigning: otherwise librdkafka's first offset
     // lookup fails and is retried only after 500 ms.
     reader.fetch_metadata(Some(state_topic), env.timeout)?;
-    let (low, end) =
-        wait_until_state_is_decided(env, epoch, slot, &reader, state_topic, p, deadline)?;
+    let (low, end) = wait_until_state_is_decided(
+        env,
+        epoch,
+        slot,
+        &reader,
+        group,
+        state_topic,
+        p,
+        &committed,
+        deadline,
+    )?;
     // A hint (the index is sized once instead of rehashed as it grows).
     expect((end - low).max(0) as usize);
     if end <= low {
@@ -726,7 +736,9 @@ fn high_watermark_reader(env: &RestoreEnv) -> Result<BaseConsumer<ReaderCtx>, Ka
 /// count its input — those events lost. A zombie's open transaction is waited for too (its
 /// abort comes at its transaction timeout at the latest). While it waits, the restore's
 /// slot is given back, and at each warning the partition is reported held, for the
-/// processing thread to end what our own producers may have left open there (see
+/// processing thread to end what our own producers may have left open there, by a commit
+/// when its undecided records belong to a transaction that committed (`committed`: the
+/// group's stable committed offsets of the partition by source topic; see
 /// [`super::held`]). Returns the partition's (start, stable end) offsets.
 #[allow(clippy::too_many_arguments)]
 fn wait_until_state_is_decided(
@@ -734,8 +746,10 @@ fn wait_until_state_is_decided(
     epoch: u64,
     slot: &mut RestoreSlot,
     reader: &BaseConsumer<ReaderCtx>,
+    group: &str,
     state_topic: &str,
     p: i32,
+    committed: &HashMap<String, Option<i64>>,
     deadline: Instant,
 ) -> Result<(i64, i64), RestoreError> {
     let (_, end) = high_watermark_reader(env)?.fetch_watermarks(state_topic, p, env.timeout)?;
@@ -758,21 +772,85 @@ fn wait_until_state_is_decided(
         }
         if started.elapsed() >= next_warning {
             next_warning += OFFSETS_STEP;
+            let commit = held_by_committed(
+                undecided_covers(env, group, state_topic, p, stable, end)
+                    .iter()
+                    .map(|(t, o)| (t.as_str(), *o)),
+                committed,
+            );
             tracing::warn!(
                 partition = p,
                 stable,
                 end,
                 waited_s = started.elapsed().as_secs(),
+                committed_transaction = commit,
                 "state restore: an undecided transaction holds the state partition (waiting for its marker)"
             );
             env.held.report_state(&HeldState {
                 topic: state_topic.to_string(),
                 partition: p,
+                commit,
             });
         }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The [`COVERS_HEADER`]s, (source topic, offset), of state partition `p`'s records from
+/// `stable` (its last stable offset) to `end`, read uncommitted: what the undecided
+/// transactions there would commit. Best effort within [`COVERS_READ_BOUND`] (none read:
+/// the partition is released by an abort, as before this existed).
+fn undecided_covers(
+    env: &RestoreEnv,
+    group: &str,
+    state_topic: &str,
+    p: i32,
+    stable: i64,
+    end: i64,
+) -> Vec<(String, i64)> {
+    let mut covers = Vec::new();
+    // `assign` needs a group id (nothing is joined or committed).
+    let reader = match uncommitted_reader(env, group) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(partition = p, error = %e, "state restore: cannot read the undecided records");
+            return covers;
+        }
+    };
+    let mut tpl = TopicPartitionList::new();
+    if let Err(e) = tpl
+        .add_partition_offset(state_topic, p, Offset::Offset(stable))
+        .and_then(|()| reader.assign(&tpl))
+    {
+        tracing::warn!(partition = p, error = %e, "state restore: cannot read the undecided records");
+        return covers;
+    }
+    let until = Instant::now() + COVERS_READ_BOUND;
+    while Instant::now() < until {
+        match reader.poll(Duration::from_millis(50)) {
+            Some(Ok(m)) => {
+                if let Some(h) = m.headers() {
+                    for header in
+                        rdkafka::message::Headers::iter(h).filter(|h| h.key == COVERS_HEADER)
+                    {
+                        if let Some((topic, offset)) = header.value.and_then(parse_covers) {
+                            covers.push((topic.to_string(), offset));
+                        }
+                    }
+                }
+                if m.offset() + 1 >= end {
+                    break;
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(_)) | None => {}
+        }
+    }
+    covers
+}
+
+/// How long [`undecided_covers`] reads.
+const COVERS_READ_BOUND: Duration = Duration::from_secs(3);
 
 /// A detector from a restored record (or a fresh one).
 pub fn surge_detector(policy: &PolicySet, record: Option<&SurgeRecord>) -> SurgeDetector {

@@ -11,6 +11,27 @@ use std::collections::HashSet;
 
 pub const SURGE_RECORD_VERSION: u32 = 1;
 
+/// Header of a partition's or surge detector's state record: `<source topic>@<offset>`,
+/// the source offset the transaction writing it commits (the next one to consume). A
+/// restore that finds a state partition held by a transaction nobody ends (the broker can
+/// mark a transaction complete without writing its markers to every partition when it
+/// restarts in the middle of a commit) reads it to tell whether that transaction
+/// committed: its offsets, committed in the group, then count its input, so its state
+/// must be kept ([`super::held`]).
+pub const COVERS_HEADER: &str = "slawatch-covers";
+
+/// The [`COVERS_HEADER`] value for `offset` of `topic`.
+pub fn covers_value(topic: &str, offset: i64) -> String {
+    format!("{topic}@{offset}")
+}
+
+/// (`topic`, offset) of a [`COVERS_HEADER`] value (`None` when malformed).
+pub fn parse_covers(value: &[u8]) -> Option<(&str, i64)> {
+    let s = std::str::from_utf8(value).ok()?;
+    let (topic, offset) = s.rsplit_once('@')?;
+    Some((topic, offset.parse().ok()?))
+}
+
 /// A surge partition's state in the changelog.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SurgeRecord {
@@ -77,6 +98,15 @@ pub fn ticket_records(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn covers_values_read_back_and_malformed_ones_are_none() {
+        let v = covers_value("conv@eu", 1_234);
+        assert_eq!(parse_covers(v.as_bytes()), Some(("conv@eu", 1_234)));
+        assert_eq!(parse_covers(b"conv"), None);
+        assert_eq!(parse_covers(b"conv@x"), None);
+        assert_eq!(parse_covers(&[0xff, b'@', b'1']), None);
+    }
     use super::*;
 
     fn key(tenant: &str, id: &str) -> TicketKey {

@@ -305,22 +305,39 @@ where
         offsets: &[GroupOffsets<P::Group>],
         partitions: &[(&str, i32)],
     ) -> Result<usize, TxnError> {
+        let refs: Vec<(&TopicPartitionList, &P::Group)> =
+            offsets.iter().map(|(t, g)| (t, g)).collect();
+        self.on_idle(|txn| txn.discard_orphans(&refs, partitions, RELEASE_KEY))
+    }
+
+    /// Ends what our producers left undecided in the state partitions `partitions` as
+    /// committed: they hold records of a transaction the coordinator committed without
+    /// writing their markers there (see [`crate::runtime::changelog::held`]). On each idle
+    /// producer (as [`Pipeline::release_orphaned_holds`]), a transaction that writes a
+    /// [`RELEASE_KEY`] tombstone to each and is committed. Returns the producers used.
+    pub fn commit_orphaned_holds(&mut self, partitions: &[(&str, i32)]) -> Result<usize, TxnError> {
+        self.on_idle(|txn| txn.commit_orphans(partitions, RELEASE_KEY))
+    }
+
+    /// Runs `f` on each idle producer (exactly-once only): the spare, and the active one
+    /// while nothing is open or held. Returns how many ran it.
+    fn on_idle(
+        &mut self,
+        mut f: impl FnMut(&mut Txn<P>) -> Result<(), TxnError>,
+    ) -> Result<usize, TxnError> {
         if !self.exactly_once {
             return Ok(0);
         }
-        let refs: Vec<(&TopicPartitionList, &P::Group)> =
-            offsets.iter().map(|(t, g)| (t, g)).collect();
-        let mut released = 0;
+        let mut used = 0;
         if let Some(spare) = &mut self.spare {
-            spare.discard_orphans(&refs, partitions, RELEASE_KEY)?;
-            released += 1;
+            f(spare)?;
+            used += 1;
         }
         if !self.has_pending() && !self.is_open() {
-            self.active
-                .discard_orphans(&refs, partitions, RELEASE_KEY)?;
-            released += 1;
+            f(&mut self.active)?;
+            used += 1;
         }
-        Ok(released)
+        Ok(used)
     }
 
     /// Takes the committer's reports; `block` waits for one. `false` when the committer

@@ -423,6 +423,35 @@ impl<P: TxnProducer> Txn<P> {
         sent.and(aborted)
     }
 
+    /// Ends what this producer left undecided in `partitions` as committed (records of a
+    /// transaction the coordinator committed whose markers never reached them; see
+    /// [`crate::runtime::changelog::held`]): a transaction that writes a tombstone of `key`
+    /// to each, waits for its delivery (the coordinator writes a marker only to partitions
+    /// the transaction added), and commits. Nothing while a transaction is open; on a
+    /// failure the transaction is aborted and the error returned.
+    pub fn commit_orphans(
+        &mut self,
+        partitions: &[(&str, i32)],
+        key: &[u8],
+    ) -> Result<(), TxnError> {
+        if !self.exactly_once || self.open || partitions.is_empty() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.timeout;
+        self.begin()?;
+        let committed = self
+            .write_tombstones(partitions, key, deadline)
+            .and_then(|()| self.drain_until(deadline))
+            .and_then(|()| self.producer.delivery_failure().map_or(Ok(()), Err))
+            .and_then(|()| self.commit(&[]));
+        if committed.is_err() {
+            let _ = self.finish_abort();
+            self.open = false;
+            self.clear_failures();
+        }
+        committed
+    }
+
     /// Sends a tombstone of `key` to each partition, waiting out a full queue until
     /// `deadline`.
     fn write_tombstones(
@@ -1154,6 +1183,34 @@ mod tests {
         t.producer.fail_send.set(false);
         t.send(rec("out"));
         t.discard_orphans(&[], &[("state", 0)], b"x").unwrap();
+        assert_eq!(t.producer.calls(), ["begin", "send out"]);
+    }
+
+    #[test]
+    fn committing_orphans_commits_after_the_delivery_and_aborts_on_a_failure() {
+        let mut t = txn();
+        t.commit_orphans(&[("state", 0), ("state", 2)], b"x")
+            .unwrap();
+        assert_eq!(
+            t.producer.calls(),
+            ["begin", "send state", "send state", "commit"],
+            "the commit comes after the delivery, with no offsets"
+        );
+        assert!(!t.is_open() && !t.has_pending());
+        // A failed delivery: not committed but aborted, and the next one starts clean.
+        let mut t = txn();
+        *t.producer.delivery.borrow_mut() = Some(TxnError::Undelivered {
+            count: 1,
+            waited: Duration::ZERO,
+        });
+        assert!(t.commit_orphans(&[("state", 0)], b"x").is_err());
+        assert_eq!(t.producer.calls(), ["begin", "send state", "abort"]);
+        assert!(!t.is_open() && t.failure().is_none());
+        // Nothing while a transaction is open, nor for no partition.
+        let mut t = txn();
+        t.send(rec("out"));
+        t.commit_orphans(&[("state", 0)], b"x").unwrap();
+        t.commit_orphans(&[], b"x").unwrap();
         assert_eq!(t.producer.calls(), ["begin", "send out"]);
     }
 

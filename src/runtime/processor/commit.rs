@@ -2,6 +2,16 @@
 //! committer thread with exactly-once, see [`Pipeline`]); a failure aborts and restores
 //! every partition.
 use super::*;
+use crate::runtime::changelog::write::{covers_value, COVERS_HEADER};
+
+/// The [`COVERS_HEADER`] of a state record whose transaction commits `offset` of `topic`.
+fn covers_headers(topic: &str, offset: i64) -> OwnedHeaders {
+    let value = covers_value(topic, offset);
+    OwnedHeaders::new().insert(rdkafka::message::Header {
+        key: COVERS_HEADER,
+        value: Some(value.as_bytes()),
+    })
+}
 
 /// How often what the restores found held is released at most (a restore reports it every
 /// 5 s while it stays held).
@@ -83,7 +93,7 @@ impl Processor {
                     Some(p),
                     &partition_key(topic),
                     Some(&ps),
-                    None,
+                    t.next_offset.map(|o| covers_headers(topic, o)),
                 );
                 t.changed = false;
             }
@@ -107,7 +117,8 @@ impl Processor {
                         Some(s.partition),
                         &key,
                         Some(&bytes),
-                        None,
+                        s.next_offset
+                            .map(|o| covers_headers(&self.topics.repartition, o)),
                     );
                     s.dirty = false;
                 }
@@ -319,11 +330,28 @@ impl Processor {
                 }
             }
         }
-        let states: Vec<(&str, i32)> = held
-            .states
-            .iter()
-            .map(|h| (h.topic.as_str(), h.partition))
-            .collect();
+        let of = |commit: bool| -> Vec<(&str, i32)> {
+            held.states
+                .iter()
+                .filter(|h| h.commit == commit)
+                .map(|h| (h.topic.as_str(), h.partition))
+                .collect()
+        };
+        let (states, committed) = (of(false), of(true));
+        if !committed.is_empty() {
+            let names: Vec<String> = committed.iter().map(|(t, p)| format!("{t}[{p}]")).collect();
+            match self.io.commit_orphaned_holds(&committed) {
+                Ok(producers) => tracing::warn!(
+                    state_partitions = ?names,
+                    producers,
+                    "held for seconds by a committed transaction: ended it committed (a transaction writing a tombstone to each held state partition, committed)"
+                ),
+                Err(e) => {
+                    telemetry::error(e.reason());
+                    tracing::warn!(error = %e, state_partitions = ?names, "releasing what is held failed; tried again while it stays held");
+                }
+            }
+        }
         if groups.is_empty() && states.is_empty() {
             return;
         }

@@ -547,33 +547,21 @@ fn open_transaction_in_state(
     txn
 }
 
-/// A restore reads a state partition only once every transaction in it is decided: the
-/// committed offsets it starts from can be stable before the markers of the transaction that
-/// committed them reach the state partition (after a broker restart), and reading up to the
-/// last stable offset then would miss that transaction's state. Here another producer holds
-/// a transaction open in every state partition (a tombstone of a ticket nobody has): the
-/// processor is not ready while it is open, and is once it commits. Held for seconds, the
-/// partitions get the processor's release (a tombstone in a transaction it aborts, which
-/// would end a transaction its own producers left open there): it reaches every partition,
-/// ends nothing of another producer's, and no reader of committed data ever sees it.
-#[test]
-fn restore_waits_for_an_undecided_transaction_in_the_state_partition() {
+/// Waits (20 s at most) until a release's tombstone is in each of `state_topic`'s three
+/// partitions (read uncommitted), the processor not ready meanwhile; then checks, a second
+/// later, that the release did not end another producer's transaction (still not ready).
+fn wait_for_releases_while_held(
+    h: &slawatch::runtime::processor::ProcessorHandle,
+    state_topic: &str,
+) {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::Message;
     use slawatch::runtime::changelog::keys::RELEASE_KEY;
-    use slawatch::runtime::topics::{ensure_topics, Topics};
-    let names = Names::new("restore-undecided");
-    let cfg = config(&names, "i0", true, "");
-    let topics = Topics::new(&cfg, false);
-    ensure_topics(&cfg, &topics, true).expect("topics created");
-    let txn = open_transaction_in_state(&names, &topics.state, 0..3);
-
-    let h = start(&cfg, Arc::new(ManualClock::new(Ts::from_secs(0))));
-    let uncommitted: BaseConsumer = consumer_config(&bootstrap(), &unique_name("undecided-ru"))
+    let uncommitted: BaseConsumer = consumer_config(&bootstrap(), &unique_name("held-ru"))
         .set("isolation.level", "read_uncommitted")
         .create()
         .expect("consumer");
-    uncommitted.subscribe(&[&topics.state]).expect("subscribe");
+    uncommitted.subscribe(&[state_topic]).expect("subscribe");
     let mut released = std::collections::BTreeSet::new();
     let open_until = Instant::now() + Duration::from_secs(20);
     while released.len() < 3 {
@@ -597,6 +585,30 @@ fn restore_waits_for_an_undecided_transaction_in_the_state_partition() {
         !h.control.is_ready(),
         "the release ended another producer's transaction"
     );
+}
+
+/// A restore reads a state partition only once every transaction in it is decided: the
+/// committed offsets it starts from can be stable before the markers of the transaction that
+/// committed them reach the state partition (after a broker restart), and reading up to the
+/// last stable offset then would miss that transaction's state. Here another producer holds
+/// a transaction open in every state partition (a tombstone of a ticket nobody has): the
+/// processor is not ready while it is open, and is once it commits. Held for seconds, the
+/// partitions get the processor's release (a tombstone in a transaction it aborts, which
+/// would end a transaction its own producers left open there): it reaches every partition,
+/// ends nothing of another producer's, and no reader of committed data ever sees it.
+#[test]
+fn restore_waits_for_an_undecided_transaction_in_the_state_partition() {
+    use rdkafka::Message;
+    use slawatch::runtime::changelog::keys::RELEASE_KEY;
+    use slawatch::runtime::topics::{ensure_topics, Topics};
+    let names = Names::new("restore-undecided");
+    let cfg = config(&names, "i0", true, "");
+    let topics = Topics::new(&cfg, false);
+    ensure_topics(&cfg, &topics, true).expect("topics created");
+    let txn = open_transaction_in_state(&names, &topics.state, 0..3);
+
+    let h = start(&cfg, Arc::new(ManualClock::new(Ts::from_secs(0))));
+    wait_for_releases_while_held(&h, &topics.state);
     txn.commit_transaction(TIMEOUT).expect("commit");
     wait_ready(&h);
     h.stop().expect("graceful stop");
@@ -679,34 +691,7 @@ fn a_hold_covering_committed_offsets_is_released_by_a_commit() {
     let h = start(&cfg, Arc::new(ManualClock::new(Ts::from_secs(0))));
     // While held, the releases are seen uncommitted (the open transaction before them holds
     // a read_committed reader).
-    let uncommitted: BaseConsumer = consumer_config(&bootstrap(), &unique_name("covers-ru"))
-        .set("isolation.level", "read_uncommitted")
-        .create()
-        .expect("consumer");
-    uncommitted.subscribe(&[&topics.state]).expect("subscribe");
-    let mut released = std::collections::BTreeSet::new();
-    let open_until = Instant::now() + Duration::from_secs(20);
-    while released.len() < 3 {
-        assert!(
-            Instant::now() < open_until,
-            "no release reached every held state partition within 20 s (got {released:?})"
-        );
-        assert!(
-            !h.control.is_ready(),
-            "ready while the state partitions are undecided"
-        );
-        assert!(!h.is_finished(), "{:?}", h.control.last_error());
-        for m in try_collect_messages(&uncommitted, 100, Duration::from_millis(200)) {
-            if m.key() == Some(RELEASE_KEY) && m.payload().is_none() {
-                released.insert(m.partition());
-            }
-        }
-    }
-    std::thread::sleep(Duration::from_secs(1));
-    assert!(
-        !h.control.is_ready(),
-        "the release ended another producer's transaction"
-    );
+    wait_for_releases_while_held(&h, &topics.state);
     txn.abort_transaction(TIMEOUT).expect("abort");
     wait_ready(&h);
     h.stop().expect("graceful stop");

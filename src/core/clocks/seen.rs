@@ -1,7 +1,7 @@
 //! The dedup hashes of a ticket's clock block (`core::clocks`): after the stored clock
 //! states, [`HASH`] bytes each (a hash's low 48 bits, little-endian), with the room the
 //! block shares between hashes and clocks that start.
-use super::{layout, realloc_block, Clocks, HASH, HASH_MASK, SEEN_MASK};
+use super::{layout, realloc_block, Clocks, HASH, SEEN_MASK};
 
 impl Clocks {
     /// The dedup hashes (rule 9), in the order recorded: their low 48 bits.
@@ -147,7 +147,7 @@ impl Iterator for Seen<'_> {
         self.0 = rest;
         let mut w = [0u8; 8];
         w[..HASH].copy_from_slice(c);
-        Some(u64::from_le_bytes(w) & HASH_MASK)
+        Some(u64::from_le_bytes(w))
     }
     fn size_hint(&self) -> (usize, Option<usize>) {
         let n = self.0.len() / HASH;

@@ -409,18 +409,33 @@ impl<P: TxnProducer> Txn<P> {
         }
         let deadline = Instant::now() + self.timeout;
         self.begin()?;
-        let written = self.write_tombstones(partitions, key, deadline);
-        // The coordinator writes the abort marker only to partitions the transaction added,
-        // and librdkafka adds one with its first delivered record: an abort before the
-        // delivery would purge the tombstone and leave the partition as it was.
-        let delivered = written
+        let sent = self
+            .deliver_tombstones(partitions, key, deadline)
+            .and_then(|()| self.send_offsets(offsets, deadline));
+        sent.and(self.end_release())
+    }
+
+    /// Sends a tombstone of `key` to each partition and waits for their delivery, until
+    /// `deadline`: the coordinator writes a marker only to partitions the transaction added,
+    /// and librdkafka adds one with its first delivered record (a marker before the
+    /// delivery would purge the tombstone and leave the partition as it was).
+    fn deliver_tombstones(
+        &mut self,
+        partitions: &[(&str, i32)],
+        key: &[u8],
+        deadline: Instant,
+    ) -> Result<(), TxnError> {
+        self.write_tombstones(partitions, key, deadline)
             .and_then(|()| self.drain_until(deadline))
-            .and_then(|()| self.producer.delivery_failure().map_or(Ok(()), Err));
-        let sent = delivered.and_then(|()| self.send_offsets(offsets, deadline));
+            .and_then(|()| self.producer.delivery_failure().map_or(Ok(()), Err))
+    }
+
+    /// Aborts a release's transaction and forgets its failures: the next one starts clean.
+    fn end_release(&mut self) -> Result<(), TxnError> {
         let aborted = self.finish_abort();
         self.open = false;
         self.clear_failures();
-        sent.and(aborted)
+        aborted
     }
 
     /// Ends what this producer left undecided in `partitions` as committed (records of a
@@ -440,14 +455,10 @@ impl<P: TxnProducer> Txn<P> {
         let deadline = Instant::now() + self.timeout;
         self.begin()?;
         let committed = self
-            .write_tombstones(partitions, key, deadline)
-            .and_then(|()| self.drain_until(deadline))
-            .and_then(|()| self.producer.delivery_failure().map_or(Ok(()), Err))
+            .deliver_tombstones(partitions, key, deadline)
             .and_then(|()| self.commit(&[]));
         if committed.is_err() {
-            let _ = self.finish_abort();
-            self.open = false;
-            self.clear_failures();
+            let _ = self.end_release();
         }
         committed
     }

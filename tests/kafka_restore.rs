@@ -671,7 +671,7 @@ fn a_hold_covering_committed_offsets_is_released_by_a_commit() {
     txn.init_transactions(TIMEOUT).expect("init_transactions");
     txn.begin_transaction().expect("begin");
     let key = partition_key(&input);
-    let covers = covers_value(&input, 0);
+    let covers = covers_value(&input, 0, None);
     for p in 0..3 {
         let headers = OwnedHeaders::new().insert(Header {
             key: COVERS_HEADER,
@@ -751,5 +751,163 @@ fn a_restore_waiting_on_an_undecided_transaction_frees_its_slot_for_another_part
     );
     txn.commit_transaction(TIMEOUT).expect("commit");
     wait_ready(&h);
+    h.stop().expect("graceful stop");
+}
+
+/// The group's committed offsets of `topic` partitions 0..3 as they stand, pending commits
+/// left out (read_uncommitted: no require-stable wait).
+fn stable_committed(group: &str, topic: &str) -> Vec<Option<i64>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    let c: BaseConsumer = consumer_config(&bootstrap(), group)
+        .set("isolation.level", "read_uncommitted")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition(topic, p);
+    }
+    let got = c
+        .committed_offsets(tpl, TIMEOUT)
+        .expect("committed offsets");
+    (0..3)
+        .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => Some(o),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A transaction that no partition got a marker of (the broker skipped them all when it
+/// restarted mid-commit): the group's offsets held by its pending offset commit, every state
+/// partition by a partition record covering offset 1 of the input, written (by its
+/// `slawatch-covers` header) by `writer`. Left open by a producer of the test's own, as the
+/// orphan is by ours; the processor's restores find offsets and state held.
+fn orphan_holding_offsets_and_state(
+    input: &str,
+    topics: &slawatch::runtime::topics::Topics,
+    writer: &str,
+) -> BaseProducer {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    use slawatch::runtime::changelog::keys::partition_key;
+    use slawatch::runtime::changelog::write::{covers_value, COVERS_HEADER};
+    // One event in each input partition; the group has committed offset 0 of each.
+    let producer: BaseProducer = producer_config(&bootstrap()).create().expect("producer");
+    let (_, events) = sentinels(Ts::from_secs(1_800_000_000), 3);
+    produce_to_partitions(&producer, input, &events);
+    producer.flush(TIMEOUT).expect("flush");
+    let group: BaseConsumer = consumer_config(&bootstrap(), &topics.group_id)
+        .create()
+        .expect("consumer");
+    let offsets = |o| {
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..3 {
+            tpl.add_partition_offset(input, p, Offset::Offset(o))
+                .unwrap();
+        }
+        tpl
+    };
+    group
+        .commit(&offsets(0), CommitMode::Sync)
+        .expect("commit offsets");
+    let txn: BaseProducer = transactional_producer_config(&bootstrap(), &unique_name("orphan"))
+        .create()
+        .expect("producer");
+    txn.init_transactions(TIMEOUT).expect("init_transactions");
+    txn.begin_transaction().expect("begin");
+    let key = partition_key(input);
+    let covers = covers_value(input, 1, Some(writer));
+    for p in 0..3 {
+        let headers = OwnedHeaders::new().insert(Header {
+            key: COVERS_HEADER,
+            value: Some(covers.as_bytes()),
+        });
+        txn.send(
+            BaseRecord::<[u8], [u8]>::to(&topics.state)
+                .key(key.as_slice())
+                .headers(headers)
+                .partition(p),
+        )
+        .map_err(|(e, _)| e)
+        .expect("send");
+    }
+    txn.flush(TIMEOUT).expect("flush");
+    let gm = group.group_metadata().expect("group metadata");
+    txn.send_offsets_to_transaction(&offsets(1), &gm, TIMEOUT)
+        .expect("pending offsets");
+    txn
+}
+
+/// A transaction of one of our own producers that no partition shows the fate of is rolled
+/// forward (see `changelog::held`): the processor's release commits the offsets its state
+/// records cover (1 in each partition, beyond the stable 0) together with a tombstone to
+/// each held state partition, in one committed transaction of the producer that wrote
+/// them. Its input is then not processed again, and the offsets stay when the open
+/// transaction standing in for the orphan is aborted.
+#[test]
+fn a_transaction_of_ours_holding_offsets_and_state_is_rolled_forward() {
+    use slawatch::runtime::topics::{ensure_topics, Topics};
+    let names = Names::new("restore-roll-forward");
+    let cfg = config(&names, "i0", true, "");
+    let input = names.input_topic_created();
+    let topics = Topics::new(&cfg, false);
+    ensure_topics(&cfg, &topics, true).expect("topics created");
+    let ours = topics.transactional_ids[0].clone();
+    let txn = orphan_holding_offsets_and_state(&input, &topics, &ours);
+    assert_eq!(stable_committed(&topics.group_id, &input), [Some(0); 3]);
+
+    let h = start(&cfg, Arc::new(ManualClock::new(Ts::from_secs(0))));
+    wait_for(
+        "the offsets the held state covers committed by the release",
+        Duration::from_secs(30),
+        || {
+            assert!(!h.is_finished(), "{:?}", h.control.last_error());
+            stable_committed(&topics.group_id, &input) == [Some(1); 3]
+        },
+    );
+    txn.abort_transaction(TIMEOUT).expect("abort");
+    wait_ready(&h);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        h.control.records_consumed.load(Ordering::Relaxed),
+        0,
+        "the input the rolled-forward state covers is not processed again"
+    );
+    h.stop().expect("graceful stop");
+    assert_eq!(
+        stable_committed(&topics.group_id, &input),
+        [Some(1); 3],
+        "committed, not released by an abort"
+    );
+}
+
+/// The same hold by a transaction another process's producer wrote is not rolled forward
+/// (that transaction may yet be aborted, and committing the offsets its state covers would
+/// lose its input): the offsets are released by an abort, unchanged, and the input is
+/// processed once the other producer aborts.
+#[test]
+fn a_hold_by_another_processs_transaction_is_not_rolled_forward() {
+    use slawatch::runtime::topics::{ensure_topics, Topics};
+    let names = Names::new("restore-no-roll-forward");
+    let cfg = config(&names, "i0", true, "");
+    let input = names.input_topic_created();
+    let topics = Topics::new(&cfg, false);
+    ensure_topics(&cfg, &topics, true).expect("topics created");
+    let txn = orphan_holding_offsets_and_state(&input, &topics, "slawatch-elsewhere");
+
+    let h = start(&cfg, Arc::new(ManualClock::new(Ts::from_secs(0))));
+    wait_for_releases_while_held(&h, &topics.state);
+    assert_eq!(
+        stable_committed(&topics.group_id, &input),
+        [Some(0); 3],
+        "released by an abort: the committed offsets are unchanged"
+    );
+    txn.abort_transaction(TIMEOUT).expect("abort");
+    wait_ready(&h);
+    wait_for("the input processed", Duration::from_secs(20), || {
+        h.control.records_consumed.load(Ordering::Relaxed) == 3
+    });
     h.stop().expect("graceful stop");
 }

@@ -1,6 +1,6 @@
 //! Reading a state partition back: the committed offsets, then every record to the end,
 //! decoded on a builder thread while the reader reads (see [`super`] for the protocol).
-use super::held::{held_by_committed, HeldOffset, HeldReporter, HeldState};
+use super::held::{held_by_committed, HeldOffset, HeldReporter, HeldState, Undecided};
 use super::keys::{partition_key, split_tenant_key, surge_key, ticket_key};
 use super::slots::{RestoreSlot, RestoreSlots};
 use super::write::{parse_covers, COVERS_HEADER};
@@ -524,7 +524,7 @@ fn read_partition(
     for t in sources {
         tpl.add_partition(t, p);
     }
-    let committed_tpl = committed_offsets(env, epoch, slot, group, &reader, &tpl, p)?;
+    let committed_tpl = committed_offsets(env, epoch, slot, group, &reader, &tpl, state_topic, p)?;
     let committed: HashMap<String, Option<i64>> = sources
         .iter()
         .map(|t| {
@@ -628,8 +628,10 @@ const SLOT_HOLD: Duration = Duration::from_secs(1);
 /// with a warning at each step: a require-stable fetch is answered only once no open
 /// transaction holds offsets of the partition, and an operator (or a failing test's log)
 /// should see that wait while it lasts, not only after it. At each step the held partitions
-/// are reported with their stable committed offsets ([`report_held`]). A fetch not
-/// answered within [`SLOT_HOLD`] gives the restore's slot back.
+/// are reported with their stable committed offsets, and with state partition `p` of
+/// `state_topic` if it is held too ([`report_held`]). A fetch not answered within
+/// [`SLOT_HOLD`] gives the restore's slot back.
+#[allow(clippy::too_many_arguments)]
 fn committed_offsets(
     env: &RestoreEnv,
     epoch: u64,
@@ -637,6 +639,7 @@ fn committed_offsets(
     group: &str,
     reader: &BaseConsumer<ReaderCtx>,
     tpl: &TopicPartitionList,
+    state_topic: &str,
     p: i32,
 ) -> Result<TopicPartitionList, RestoreError> {
     let started = Instant::now();
@@ -665,7 +668,9 @@ fn committed_offsets(
                         waited_s = started.elapsed().as_secs(),
                         "state restore: the committed offsets are still held (an open transaction holds offsets of this partition)"
                     );
-                    if let Err(e) = report_held(env, group, tpl, &mut stable_reader) {
+                    let held =
+                        report_held(env, group, tpl, reader, state_topic, p, &mut stable_reader);
+                    if let Err(e) = held {
                         tracing::warn!(partition = p, error = %e, "state restore: reading the stable committed offsets failed");
                     }
                 }
@@ -679,18 +684,24 @@ fn committed_offsets(
 /// Reports `tpl`'s partitions as held, each with its stable committed offset (read without
 /// require-stable, which leaves pending commits out and answers at once). A partition
 /// without a committed offset is not reported: releasing needs an offset that leaves the
-/// group as it is.
+/// group as it is. State partition `p` is reported with them when it is held too (its last
+/// stable offset, what `reader` is answered, below its high watermark), with the covers of
+/// its undecided records: a transaction of ours that no partition got a marker of is
+/// rolled forward from there (see [`super::held`]).
 fn report_held(
     env: &RestoreEnv,
     group: &str,
     tpl: &TopicPartitionList,
+    reader: &BaseConsumer<ReaderCtx>,
+    state_topic: &str,
+    p: i32,
     stable_reader: &mut Option<QuickClose<ReaderCtx>>,
 ) -> Result<(), KafkaError> {
-    let reader = match stable_reader {
+    let uncommitted = match stable_reader {
         Some(r) => r,
         None => stable_reader.insert(uncommitted_reader(env, group)?),
     };
-    let stable = reader.committed_offsets(tpl.clone(), OFFSETS_STEP)?;
+    let stable = uncommitted.committed_offsets(tpl.clone(), OFFSETS_STEP)?;
     let held: Vec<HeldOffset> = stable
         .elements()
         .iter()
@@ -704,7 +715,36 @@ fn report_held(
             _ => None,
         })
         .collect();
-    env.held.report(&held);
+    let (_, end) = uncommitted.fetch_watermarks(state_topic, p, OFFSETS_STEP)?;
+    let (_, last_stable) = reader.fetch_watermarks(state_topic, p, OFFSETS_STEP)?;
+    let mut states = Vec::new();
+    if last_stable < end {
+        let undecided = undecided_covers(env, group, state_topic, p, last_stable, end);
+        let committed: HashMap<String, Option<i64>> = held
+            .iter()
+            .map(|h| (h.topic.clone(), Some(h.committed)))
+            .collect();
+        let commit = held_by_committed(
+            undecided.iter().map(|u| (u.source.as_str(), u.offset)),
+            &committed,
+        );
+        tracing::warn!(
+            partition = p,
+            last_stable,
+            end,
+            undecided = ?undecided,
+            committed_transaction = commit,
+            "state restore: the state partition is held too"
+        );
+        states.push(HeldState {
+            topic: state_topic.to_string(),
+            partition: p,
+            commit,
+            undecided,
+            offsets_held: true,
+        });
+    }
+    env.held.report_all(&held, &states);
     Ok(())
 }
 
@@ -772,10 +812,9 @@ fn wait_until_state_is_decided(
         }
         if started.elapsed() >= next_warning {
             next_warning += OFFSETS_STEP;
+            let undecided = undecided_covers(env, group, state_topic, p, stable, end);
             let commit = held_by_committed(
-                undecided_covers(env, group, state_topic, p, stable, end)
-                    .iter()
-                    .map(|(t, o)| (t.as_str(), *o)),
+                undecided.iter().map(|u| (u.source.as_str(), u.offset)),
                 committed,
             );
             tracing::warn!(
@@ -790,13 +829,15 @@ fn wait_until_state_is_decided(
                 topic: state_topic.to_string(),
                 partition: p,
                 commit,
+                undecided,
+                offsets_held: false,
             });
         }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
-/// The [`COVERS_HEADER`]s, (source topic, offset), of state partition `p`'s records from
+/// The [`COVERS_HEADER`]s of state partition `p`'s records from
 /// `stable` (its last stable offset) to `end`, read uncommitted: what the undecided
 /// transactions there would commit. Best effort within [`COVERS_READ_BOUND`] (none read:
 /// the partition is released by an abort, as before this existed).
@@ -807,7 +848,7 @@ fn undecided_covers(
     p: i32,
     stable: i64,
     end: i64,
-) -> Vec<(String, i64)> {
+) -> Vec<Undecided> {
     let mut covers = Vec::new();
     // `assign` needs a group id (nothing is joined or committed).
     let reader = match uncommitted_reader(env, group) {
@@ -833,8 +874,8 @@ fn undecided_covers(
                     for header in
                         rdkafka::message::Headers::iter(h).filter(|h| h.key == COVERS_HEADER)
                     {
-                        if let Some((topic, offset)) = header.value.and_then(parse_covers) {
-                            covers.push((topic.to_string(), offset));
+                        if let Some(c) = header.value.and_then(parse_covers) {
+                            covers.push(Undecided::from(c));
                         }
                     }
                 }

@@ -11,25 +11,50 @@ use std::collections::HashSet;
 
 pub const SURGE_RECORD_VERSION: u32 = 1;
 
-/// Header of a partition's or surge detector's state record: `<source topic>@<offset>`,
-/// the source offset the transaction writing it commits (the next one to consume). A
-/// restore that finds a state partition held by a transaction nobody ends (the broker can
-/// mark a transaction complete without writing its markers to every partition when it
-/// restarts in the middle of a commit) reads it to tell whether that transaction
-/// committed: its offsets, committed in the group, then count its input, so its state
-/// must be kept ([`super::held`]).
+/// Header of a partition's or surge detector's state record: `<source topic>@<offset>
+/// <transactional id>`, the source offset the transaction writing it commits (the next one
+/// to consume) and the producer writing it (records of builds before session 16 have no
+/// producer). A restore that finds a state partition held by a transaction nobody ends (the
+/// broker can mark a transaction complete without writing its markers to every partition
+/// when it restarts in the middle of a commit) reads it to tell whether that transaction
+/// committed (its offsets, committed in the group, then count its input, so its state must
+/// be kept) or, when the group's offsets are held too, whose it is: one of our own
+/// producers' is rolled forward ([`super::held`]).
 pub const COVERS_HEADER: &str = "slawatch-covers";
 
-/// The [`COVERS_HEADER`] value for `offset` of `topic`.
-pub fn covers_value(topic: &str, offset: i64) -> String {
-    format!("{topic}@{offset}")
+/// The [`COVERS_HEADER`] value for `offset` of `topic`, written by the producer with
+/// transactional id `txn` (`None`: not transactional).
+pub fn covers_value(topic: &str, offset: i64, txn: Option<&str>) -> String {
+    match txn {
+        Some(id) => format!("{topic}@{offset} {id}"),
+        None => format!("{topic}@{offset}"),
+    }
 }
 
-/// (`topic`, offset) of a [`COVERS_HEADER`] value (`None` when malformed).
-pub fn parse_covers(value: &[u8]) -> Option<(&str, i64)> {
+/// A parsed [`COVERS_HEADER`] value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Covers<'a> {
+    pub topic: &'a str,
+    pub offset: i64,
+    /// The transactional id of the producer that wrote the record.
+    pub txn: Option<&'a str>,
+}
+
+/// A [`COVERS_HEADER`] value read back (`None` when malformed). A topic name has no space,
+/// so the first space ends the covered offset (a transactional id may hold any character).
+pub fn parse_covers(value: &[u8]) -> Option<Covers<'_>> {
     let s = std::str::from_utf8(value).ok()?;
-    let (topic, offset) = s.rsplit_once('@')?;
-    Some((topic, offset.parse().ok()?))
+    let (covers, txn) = match s.split_once(' ') {
+        Some((c, id)) if !id.is_empty() => (c, Some(id)),
+        Some(_) => return None,
+        None => (s, None),
+    };
+    let (topic, offset) = covers.rsplit_once('@')?;
+    Some(Covers {
+        topic,
+        offset: offset.parse().ok()?,
+        txn,
+    })
 }
 
 /// A surge partition's state in the changelog.
@@ -98,16 +123,30 @@ pub fn ticket_records(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn covers_values_read_back_and_malformed_ones_are_none() {
-        let v = covers_value("conv@eu", 1_234);
-        assert_eq!(parse_covers(v.as_bytes()), Some(("conv@eu", 1_234)));
+        let covers = |topic, offset, txn| Some(Covers { topic, offset, txn });
+        let v = covers_value("conv@eu", 1_234, None);
+        assert_eq!(parse_covers(v.as_bytes()), covers("conv@eu", 1_234, None));
+        let v = covers_value("conv", 7, Some("slawatch-i0 :1"));
+        assert_eq!(
+            parse_covers(v.as_bytes()),
+            covers("conv", 7, Some("slawatch-i0 :1")),
+            "the producer's id keeps its own spaces"
+        );
+        assert_eq!(
+            parse_covers(b"conv@7"),
+            covers("conv", 7, None),
+            "an earlier build's value"
+        );
         assert_eq!(parse_covers(b"conv"), None);
         assert_eq!(parse_covers(b"conv@x"), None);
+        assert_eq!(parse_covers(b"conv@7 "), None, "an empty producer id");
+        assert_eq!(parse_covers(b"conv@x y"), None);
         assert_eq!(parse_covers(&[0xff, b'@', b'1']), None);
     }
-    use super::*;
 
     fn key(tenant: &str, id: &str) -> TicketKey {
         TicketKey {

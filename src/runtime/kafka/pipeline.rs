@@ -310,13 +310,37 @@ where
         self.on_idle(|txn| txn.discard_orphans(&refs, partitions, RELEASE_KEY))
     }
 
-    /// Ends what our producers left undecided in the state partitions `partitions` as
-    /// committed: they hold records of a transaction the coordinator committed without
-    /// writing their markers there (see [`crate::runtime::changelog::held`]). On each idle
-    /// producer (as [`Pipeline::release_orphaned_holds`]), a transaction that writes a
-    /// [`RELEASE_KEY`] tombstone to each and is committed. Returns the producers used.
-    pub fn commit_orphaned_holds(&mut self, partitions: &[(&str, i32)]) -> Result<usize, TxnError> {
-        self.on_idle(|txn| txn.commit_orphans(partitions, RELEASE_KEY))
+    /// Ends what our producers left undecided in held state partitions as committed: records
+    /// of a transaction the coordinator committed without writing their markers there, or of
+    /// one rolled forward (see [`crate::runtime::changelog::held`]). On each idle producer
+    /// (as [`Pipeline::release_orphaned_holds`]), `plan` names from its transactional id the
+    /// state partitions and the offsets to end: a transaction that writes a [`RELEASE_KEY`]
+    /// tombstone to each partition, sends the offsets, and is committed. Returns the
+    /// producers that committed one.
+    pub fn commit_orphaned_holds(
+        &mut self,
+        mut plan: impl FnMut(Option<&str>) -> (Vec<(String, i32)>, Vec<GroupOffsets<P::Group>>),
+    ) -> Result<usize, TxnError> {
+        let mut committed = 0;
+        self.on_idle(|txn| {
+            let (partitions, offsets) = plan(txn.producer.transactional_id());
+            if partitions.is_empty() && offsets.iter().all(|(t, _)| t.count() == 0) {
+                return Ok(());
+            }
+            let partitions: Vec<(&str, i32)> =
+                partitions.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+            let offsets: Vec<(&TopicPartitionList, &P::Group)> =
+                offsets.iter().map(|(t, g)| (t, g)).collect();
+            committed += 1;
+            txn.commit_orphans(&partitions, &offsets, RELEASE_KEY)
+        })?;
+        Ok(committed)
+    }
+
+    /// The transactional id of the producer the processing thread sends with (the one a
+    /// record sent now is written by, even if it is held back for a while).
+    pub fn transactional_id(&self) -> Option<&str> {
+        self.active.producer.transactional_id()
     }
 
     /// Runs `f` on each idle producer (exactly-once only): the spare, and the active one
@@ -642,6 +666,9 @@ mod tests {
             None
         }
         fn clear_failures(&self) {}
+        fn transactional_id(&self) -> Option<&str> {
+            Some(self.name)
+        }
     }
 
     fn pipeline(knobs: &Arc<Knobs>, exactly_once: bool) -> Pipeline<Fake> {
@@ -943,6 +970,40 @@ mod tests {
         p.start_commit(offsets(6)).unwrap();
         p.wait_commit().unwrap().unwrap();
         assert_eq!(k.calls().last().unwrap(), "a commit");
+    }
+
+    #[test]
+    fn each_idle_producer_commits_the_release_planned_for_its_own_id() {
+        let k = Knobs::new();
+        let mut p = pipeline(&k, true);
+        assert_eq!(p.transactional_id(), Some("a"), "records sent now are a's");
+        let mut asked = Vec::new();
+        let used = p
+            .commit_orphaned_holds(|id| {
+                asked.push(id.map(str::to_string));
+                match id {
+                    Some("a") => (vec![("state".to_string(), 1)], offsets(14)),
+                    _ => (Vec::new(), Vec::new()),
+                }
+            })
+            .unwrap();
+        assert_eq!(asked, [Some("b".to_string()), Some("a".to_string())]);
+        assert_eq!(used, 1, "b had nothing to commit");
+        assert_eq!(
+            k.calls(),
+            [
+                "a begin",
+                "a send state[1] tombstone",
+                "a delivered",
+                "a offsets Offset(14)",
+                "a commit"
+            ]
+        );
+        // After a commit, the other producer sends.
+        send(&mut p, "out");
+        p.start_commit(offsets(15)).unwrap();
+        p.wait_commit().unwrap().unwrap();
+        assert_eq!(p.transactional_id(), Some("b"));
     }
 
     #[test]

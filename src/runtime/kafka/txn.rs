@@ -188,6 +188,8 @@ pub trait TxnProducer {
     /// The first delivery failure since the last [`TxnProducer::clear_failures`].
     fn delivery_failure(&self) -> Option<TxnError>;
     fn clear_failures(&self);
+    /// Its `transactional.id` (`None`: not transactional).
+    fn transactional_id(&self) -> Option<&str>;
 }
 
 /// Commit attempts of a retriable `commit_transaction` error.
@@ -439,24 +441,27 @@ impl<P: TxnProducer> Txn<P> {
     }
 
     /// Ends what this producer left undecided in `partitions` as committed (records of a
-    /// transaction the coordinator committed whose markers never reached them; see
-    /// [`crate::runtime::changelog::held`]): a transaction that writes a tombstone of `key`
-    /// to each, waits for its delivery (the coordinator writes a marker only to partitions
-    /// the transaction added), and commits. Nothing while a transaction is open; on a
-    /// failure the transaction is aborted and the error returned.
+    /// transaction the coordinator committed whose markers never reached them, or of one
+    /// rolled forward; see [`crate::runtime::changelog::held`]): a transaction that writes
+    /// a tombstone of `key` to each, waits for its delivery (the coordinator writes a marker
+    /// only to partitions the transaction added), sends `offsets` and commits. Nothing while
+    /// a transaction is open; on a failure the transaction is aborted and the error
+    /// returned.
     pub fn commit_orphans(
         &mut self,
         partitions: &[(&str, i32)],
+        offsets: &[(&TopicPartitionList, &P::Group)],
         key: &[u8],
     ) -> Result<(), TxnError> {
-        if !self.exactly_once || self.open || partitions.is_empty() {
+        let has_offsets = offsets.iter().any(|(tpl, _)| tpl.count() > 0);
+        if !self.exactly_once || self.open || (partitions.is_empty() && !has_offsets) {
             return Ok(());
         }
         let deadline = Instant::now() + self.timeout;
         self.begin()?;
         let committed = self
             .deliver_tombstones(partitions, key, deadline)
-            .and_then(|()| self.commit(&[]));
+            .and_then(|()| self.commit(offsets));
         if committed.is_err() {
             let _ = self.end_release();
         }
@@ -584,6 +589,8 @@ impl<P: TxnProducer> Txn<P> {
 /// The producer's context: delivery failures (counted by the delivery callback), and client
 /// errors noted for the authentication check and the outage judgement.
 pub struct ProducerCtx {
+    /// The producer's `transactional.id` (set by [`new_producer`] from its settings).
+    transactional_id: Option<String>,
     failed: AtomicU64,
     first_error: Mutex<Option<TxnError>>,
     /// Shared with the consumers' contexts.
@@ -594,6 +601,7 @@ pub struct ProducerCtx {
 impl ProducerCtx {
     pub fn new(auth: AuthFailure, trouble: Arc<Trouble>) -> ProducerCtx {
         ProducerCtx {
+            transactional_id: None,
             failed: AtomicU64::new(0),
             first_error: Mutex::new(None),
             auth,
@@ -641,10 +649,11 @@ const WARM_UP_BOUND: Duration = Duration::from_secs(5);
 pub fn new_producer(
     settings: ClientConfig,
     exactly_once: bool,
-    ctx: ProducerCtx,
+    mut ctx: ProducerCtx,
     timeout: Duration,
     known_topic: &str,
 ) -> Result<BaseProducer<ProducerCtx>, (&'static str, KafkaError)> {
+    ctx.transactional_id = settings.get("transactional.id").map(str::to_string);
     let producer: BaseProducer<ProducerCtx> = settings
         .create_with_context(ctx)
         .map_err(|e| ("creating the producer", e))?;
@@ -742,6 +751,10 @@ impl TxnProducer for BaseProducer<ProducerCtx> {
         let ctx = self.context();
         ctx.failed.store(0, Ordering::SeqCst);
         *ctx.first_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    fn transactional_id(&self) -> Option<&str> {
+        self.context().transactional_id.as_deref()
     }
 }
 
@@ -863,6 +876,9 @@ mod tests {
         }
         fn clear_failures(&self) {
             *self.delivery.borrow_mut() = None;
+        }
+        fn transactional_id(&self) -> Option<&str> {
+            Some("fake")
         }
     }
 
@@ -1200,7 +1216,7 @@ mod tests {
     #[test]
     fn committing_orphans_commits_after_the_delivery_and_aborts_on_a_failure() {
         let mut t = txn();
-        t.commit_orphans(&[("state", 0), ("state", 2)], b"x")
+        t.commit_orphans(&[("state", 0), ("state", 2)], &[], b"x")
             .unwrap();
         assert_eq!(
             t.producer.calls(),
@@ -1208,21 +1224,40 @@ mod tests {
             "the commit comes after the delivery, with no offsets"
         );
         assert!(!t.is_open() && !t.has_pending());
+        // Rolled forward: the offsets are sent after the delivery, then committed.
+        let mut t = txn();
+        t.commit_orphans(&[("state", 1)], &[(&offsets(2), &())], b"x")
+            .unwrap();
+        assert_eq!(
+            t.producer.calls(),
+            ["begin", "send state", "offsets 2", "commit"]
+        );
+        // Offsets alone are committed too.
+        let mut t = txn();
+        t.commit_orphans(&[], &[(&offsets(1), &())], b"x").unwrap();
+        assert_eq!(t.producer.calls(), ["begin", "offsets 1", "commit"]);
         // A failed delivery: not committed but aborted, and the next one starts clean.
         let mut t = txn();
         *t.producer.delivery.borrow_mut() = Some(TxnError::Undelivered {
             count: 1,
             waited: Duration::ZERO,
         });
-        assert!(t.commit_orphans(&[("state", 0)], b"x").is_err());
+        assert!(t
+            .commit_orphans(&[("state", 0)], &[(&offsets(2), &())], b"x")
+            .is_err());
         assert_eq!(t.producer.calls(), ["begin", "send state", "abort"]);
         assert!(!t.is_open() && t.failure().is_none());
-        // Nothing while a transaction is open, nor for no partition.
+        // Nothing while a transaction is open, nor for no partition and no offset.
         let mut t = txn();
         t.send(rec("out"));
-        t.commit_orphans(&[("state", 0)], b"x").unwrap();
-        t.commit_orphans(&[], b"x").unwrap();
+        t.commit_orphans(&[("state", 0)], &[], b"x").unwrap();
+        t.commit_orphans(&[], &[(&offsets(2), &())], b"x").unwrap();
+        let mut t2 = txn();
+        t2.commit_orphans(&[], &[], b"x").unwrap();
+        t2.commit_orphans(&[], &[(&TopicPartitionList::new(), &())], b"x")
+            .unwrap();
         assert_eq!(t.producer.calls(), ["begin", "send out"]);
+        assert!(t2.producer.calls().is_empty());
     }
 
     #[test]

@@ -2,11 +2,13 @@
 //! committer thread with exactly-once, see [`Pipeline`]); a failure aborts and restores
 //! every partition.
 use super::*;
+use crate::runtime::changelog::held::{self as held_release, HeldOffset};
 use crate::runtime::changelog::write::{covers_value, COVERS_HEADER};
 
-/// The [`COVERS_HEADER`] of a state record whose transaction commits `offset` of `topic`.
-fn covers_headers(topic: &str, offset: i64) -> OwnedHeaders {
-    let value = covers_value(topic, offset);
+/// The [`COVERS_HEADER`] of a state record whose transaction commits `offset` of `topic`,
+/// written by the producer with transactional id `txn`.
+fn covers_headers(topic: &str, offset: i64, txn: Option<&str>) -> OwnedHeaders {
+    let value = covers_value(topic, offset, txn);
     OwnedHeaders::new().insert(rdkafka::message::Header {
         key: COVERS_HEADER,
         value: Some(value.as_bytes()),
@@ -93,7 +95,8 @@ impl Processor {
                     Some(p),
                     &partition_key(topic),
                     Some(&ps),
-                    t.next_offset.map(|o| covers_headers(topic, o)),
+                    t.next_offset
+                        .map(|o| covers_headers(topic, o, self.io.transactional_id())),
                 );
                 t.changed = false;
             }
@@ -117,8 +120,9 @@ impl Processor {
                         Some(s.partition),
                         &key,
                         Some(&bytes),
-                        s.next_offset
-                            .map(|o| covers_headers(&self.topics.repartition, o)),
+                        s.next_offset.map(|o| {
+                            covers_headers(&self.topics.repartition, o, self.io.transactional_id())
+                        }),
                     );
                     s.dirty = false;
                 }
@@ -307,61 +311,74 @@ impl Processor {
         };
         self.last_release = Some(Instant::now());
         let held = self.held.take();
-        let mut groups = Vec::with_capacity(2);
-        for (group, consumer) in [
-            (&self.topics.group_id, &c.main),
-            (&self.topics.surge_group_id, &c.surge),
-        ] {
-            let mut tpl = TopicPartitionList::new();
-            for h in held.offsets.iter().filter(|h| &h.group == group) {
-                if let Err(e) =
-                    tpl.add_partition_offset(&h.topic, h.partition, Offset::Offset(h.committed))
-                {
-                    tracing::warn!(error = %e, topic = %h.topic, partition = h.partition, "cannot release a held offset");
+        let ours: Vec<&str> = self
+            .topics
+            .transactional_ids
+            .iter()
+            .map(String::as_str)
+            .collect();
+        let groups = [
+            (self.topics.group_id.as_str(), &c.main),
+            (self.topics.surge_group_id.as_str(), &c.surge),
+        ];
+        // Per group: the offsets of `held` as a partition list, with the group's metadata.
+        let by_group = |offsets: &[HeldOffset]| {
+            let mut out = Vec::with_capacity(2);
+            for (group, consumer) in groups {
+                let mut tpl = TopicPartitionList::new();
+                for h in offsets.iter().filter(|h| h.group == group) {
+                    if let Err(e) =
+                        tpl.add_partition_offset(&h.topic, h.partition, Offset::Offset(h.committed))
+                    {
+                        tracing::warn!(error = %e, topic = %h.topic, partition = h.partition, "cannot release a held offset");
+                    }
+                }
+                if tpl.count() == 0 {
+                    continue;
+                }
+                match consumer.group_metadata() {
+                    Some(gm) => out.push((tpl, gm)),
+                    None => {
+                        tracing::warn!(group = %group, "no group metadata yet; held offsets released later")
+                    }
                 }
             }
-            if tpl.count() == 0 {
-                continue;
-            }
-            match consumer.group_metadata() {
-                Some(gm) => groups.push((tpl, gm)),
-                None => {
-                    tracing::warn!(group = %group, "no group metadata yet; held offsets released later")
-                }
-            }
-        }
-        let of = |commit: bool| -> Vec<(&str, i32)> {
-            held.states
-                .iter()
-                .filter(|h| h.commit == commit)
-                .map(|h| (h.topic.as_str(), h.partition))
-                .collect()
+            out
         };
-        let (states, committed) = (of(false), of(true));
-        if !committed.is_empty() {
-            let names: Vec<String> = committed.iter().map(|(t, p)| format!("{t}[{p}]")).collect();
-            match self.io.commit_orphaned_holds(&committed) {
-                Ok(producers) => tracing::warn!(
-                    state_partitions = ?names,
-                    producers,
-                    "held for seconds by a committed transaction: ended it committed (a transaction writing a tombstone to each held state partition, committed)"
-                ),
-                Err(e) => {
-                    telemetry::error(e.reason());
-                    tracing::warn!(error = %e, state_partitions = ?names, "releasing what is held failed; tried again while it stays held");
-                }
+        // First what is ended committed: an abort marker of a producer whose records a state
+        // partition holds would end them aborted.
+        let mut rolled = Vec::new();
+        let plan = |txn: Option<&str>| {
+            let release = held_release::commit_release(&held, txn, &ours);
+            if !release.is_empty() {
+                rolled.push((txn.map(str::to_string), release.clone()));
+            }
+            (release.states, by_group(&release.offsets))
+        };
+        match self.io.commit_orphaned_holds(plan) {
+            Ok(producers) if producers > 0 => tracing::warn!(
+                releases = ?rolled,
+                producers,
+                "held for seconds by a transaction that committed or is rolled forward: ended it committed (a transaction writing a tombstone to each held state partition and the offsets its records cover, committed)"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                telemetry::error(e.reason());
+                tracing::warn!(error = %e, releases = ?rolled, "releasing what is held failed; tried again while it stays held");
             }
         }
+        let (offsets, states) = held_release::abort_release(&held, &ours);
+        let groups = by_group(&offsets);
         if groups.is_empty() && states.is_empty() {
             return;
         }
-        let partitions: Vec<String> = held
-            .offsets
+        let partitions: Vec<String> = offsets
             .iter()
             .map(|h| format!("{}:{}[{}]@{}", h.group, h.topic, h.partition, h.committed))
             .collect();
         let state_partitions: Vec<String> =
             states.iter().map(|(t, p)| format!("{t}[{p}]")).collect();
+        let states: Vec<(&str, i32)> = states.iter().map(|(t, p)| (t.as_str(), *p)).collect();
         match self.io.release_orphaned_holds(&groups, &states) {
             Ok(producers) => tracing::warn!(
                 ?partitions,

@@ -715,9 +715,20 @@ fn report_held(
             _ => None,
         })
         .collect();
-    let (_, end) = uncommitted.fetch_watermarks(state_topic, p, OFFSETS_STEP)?;
-    let (_, last_stable) = reader.fetch_watermarks(state_topic, p, OFFSETS_STEP)?;
     let mut states = Vec::new();
+    // The offsets are reported even when the state partition's ends cannot be read.
+    let ends = uncommitted
+        .fetch_watermarks(state_topic, p, OFFSETS_STEP)
+        .and_then(|(_, end)| {
+            Ok((
+                end,
+                reader.fetch_watermarks(state_topic, p, OFFSETS_STEP)?.1,
+            ))
+        });
+    let (end, last_stable) = ends.unwrap_or_else(|e| {
+        tracing::warn!(partition = p, error = %e, "state restore: cannot tell whether the state partition is held too");
+        (0, 0)
+    });
     if last_stable < end {
         let undecided = undecided_covers(env, group, state_topic, p, last_stable, end);
         let committed: HashMap<String, Option<i64>> = held

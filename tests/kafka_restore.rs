@@ -639,54 +639,18 @@ fn restore_waits_for_an_undecided_transaction_in_the_state_partition() {
 /// that producer ends them.
 #[test]
 fn a_hold_covering_committed_offsets_is_released_by_a_commit() {
-    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-    use rdkafka::message::{Header, OwnedHeaders};
-    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
     use rdkafka::Message;
-    use slawatch::runtime::changelog::keys::{partition_key, RELEASE_KEY};
-    use slawatch::runtime::changelog::write::{covers_value, COVERS_HEADER};
+    use slawatch::runtime::changelog::keys::RELEASE_KEY;
     use slawatch::runtime::topics::{ensure_topics, Topics};
     let names = Names::new("restore-committed-hold");
     let cfg = config(&names, "i0", true, "");
     let input = names.input_topic_created();
     let topics = Topics::new(&cfg, false);
     ensure_topics(&cfg, &topics, true).expect("topics created");
-    // The group has committed offset 0 of every input partition.
-    let group: BaseConsumer = consumer_config(&bootstrap(), &topics.group_id)
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..3 {
-        tpl.add_partition_offset(&input, p, Offset::Offset(0))
-            .unwrap();
-    }
-    group
-        .commit(&tpl, CommitMode::Sync)
-        .expect("commit offsets");
-    // Another producer's transaction, left open, holds a partition record (a tombstone)
-    // covering offset 0 in every state partition.
-    let txn: BaseProducer = transactional_producer_config(&bootstrap(), &unique_name("covers"))
-        .create()
-        .expect("producer");
-    txn.init_transactions(TIMEOUT).expect("init_transactions");
-    txn.begin_transaction().expect("begin");
-    let key = partition_key(&input);
-    let covers = covers_value(&input, 0, None);
-    for p in 0..3 {
-        let headers = OwnedHeaders::new().insert(Header {
-            key: COVERS_HEADER,
-            value: Some(covers.as_bytes()),
-        });
-        txn.send(
-            BaseRecord::<[u8], [u8]>::to(&topics.state)
-                .key(key.as_slice())
-                .headers(headers)
-                .partition(p),
-        )
-        .map_err(|(e, _)| e)
-        .expect("send");
-    }
-    txn.flush(TIMEOUT).expect("flush");
+    // The group has committed offset 0 of every input partition; another producer's
+    // transaction, left open, holds a partition record (a tombstone) covering offset 0 in
+    // every state partition.
+    let txn = partition_records_covering(&input, &topics, 0, None);
 
     let h = start(&cfg, Arc::new(ManualClock::new(Ts::from_secs(0))));
     // While held, the releases are seen uncommitted (the open transaction before them holds
@@ -778,47 +742,38 @@ fn stable_committed(group: &str, topic: &str) -> Vec<Option<i64>> {
         .collect()
 }
 
-/// A transaction that no partition got a marker of (the broker skipped them all when it
-/// restarted mid-commit): the group's offsets held by its pending offset commit, every state
-/// partition by a partition record covering offset 1 of the input, written (by its
-/// `slawatch-covers` header) by `writer`. Left open by a producer of the test's own, as the
-/// orphan is by ours; the processor's restores find offsets and state held.
-fn orphan_holding_offsets_and_state(
+/// Commits offset 0 of the group for every input partition, then leaves a transaction open
+/// (a producer of the test's own) that holds a partition record (a tombstone) in every state
+/// partition, its `slawatch-covers` header naming input offset `offset` and `writer`.
+fn partition_records_covering(
     input: &str,
     topics: &slawatch::runtime::topics::Topics,
-    writer: &str,
+    offset: i64,
+    writer: Option<&str>,
 ) -> BaseProducer {
     use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
     use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
     use slawatch::runtime::changelog::keys::partition_key;
     use slawatch::runtime::changelog::write::{covers_value, COVERS_HEADER};
-    // One event in each input partition; the group has committed offset 0 of each.
-    let producer: BaseProducer = producer_config(&bootstrap()).create().expect("producer");
-    let (_, events) = sentinels(Ts::from_secs(1_800_000_000), 3);
-    produce_to_partitions(&producer, input, &events);
-    producer.flush(TIMEOUT).expect("flush");
     let group: BaseConsumer = consumer_config(&bootstrap(), &topics.group_id)
         .create()
         .expect("consumer");
-    let offsets = |o| {
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..3 {
-            tpl.add_partition_offset(input, p, Offset::Offset(o))
-                .unwrap();
-        }
-        tpl
-    };
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition_offset(input, p, Offset::Offset(0))
+            .unwrap();
+    }
     group
-        .commit(&offsets(0), CommitMode::Sync)
+        .commit(&tpl, CommitMode::Sync)
         .expect("commit offsets");
-    let txn: BaseProducer = transactional_producer_config(&bootstrap(), &unique_name("orphan"))
+    let txn: BaseProducer = transactional_producer_config(&bootstrap(), &unique_name("covers"))
         .create()
         .expect("producer");
     txn.init_transactions(TIMEOUT).expect("init_transactions");
     txn.begin_transaction().expect("begin");
     let key = partition_key(input);
-    let covers = covers_value(input, 1, Some(writer));
+    let covers = covers_value(input, offset, writer);
     for p in 0..3 {
         let headers = OwnedHeaders::new().insert(Header {
             key: COVERS_HEADER,
@@ -834,8 +789,38 @@ fn orphan_holding_offsets_and_state(
         .expect("send");
     }
     txn.flush(TIMEOUT).expect("flush");
+    txn
+}
+
+/// A transaction that no partition got a marker of (the broker skipped them all when it
+/// restarted mid-commit): the group's offsets held by its pending offset commit (1 of each
+/// input partition, holding one event), every state partition by a partition record
+/// covering them, written (by its `slawatch-covers` header) by `writer`. Left open by a
+/// producer of the test's own, as the orphan is by ours; the processor's restores find
+/// offsets and state held.
+fn orphan_holding_offsets_and_state(
+    input: &str,
+    topics: &slawatch::runtime::topics::Topics,
+    writer: &str,
+) -> BaseProducer {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    let producer: BaseProducer = producer_config(&bootstrap()).create().expect("producer");
+    let (_, events) = sentinels(Ts::from_secs(1_800_000_000), 3);
+    produce_to_partitions(&producer, input, &events);
+    producer.flush(TIMEOUT).expect("flush");
+    let txn = partition_records_covering(input, topics, 1, Some(writer));
+    let mut offsets = TopicPartitionList::new();
+    for p in 0..3 {
+        offsets
+            .add_partition_offset(input, p, Offset::Offset(1))
+            .unwrap();
+    }
+    let group: BaseConsumer = consumer_config(&bootstrap(), &topics.group_id)
+        .create()
+        .expect("consumer");
     let gm = group.group_metadata().expect("group metadata");
-    txn.send_offsets_to_transaction(&offsets(1), &gm, TIMEOUT)
+    txn.send_offsets_to_transaction(&offsets, &gm, TIMEOUT)
         .expect("pending offsets");
     txn
 }

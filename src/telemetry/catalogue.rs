@@ -76,6 +76,9 @@ pub const OUTPUT_DELAY_SECONDS: &str = "slawatch_output_delay_seconds";
 pub const TRANSACTION_COMMIT_SECONDS: &str = "slawatch_transaction_commit_seconds";
 /// Counter {outcome}: transactions committed / aborted.
 pub const TRANSACTIONS_TOTAL: &str = "slawatch_transactions_total";
+/// Counter {kind}: releases of what a broker outage left held (see
+/// `runtime::changelog::held`), one per producer transaction.
+pub const HELD_RELEASES_TOTAL: &str = "slawatch_held_releases_total";
 /// Counter {reason}: failures of the processor's Kafka work, by typed reason.
 pub const ERRORS_TOTAL: &str = "slawatch_errors_total";
 /// Gauge: the commit interval the commit policy chose for the last commit, seconds.
@@ -198,8 +201,10 @@ pub const CATALOGUE: &[MetricDef] = &[
         "Kafka transaction commit duration."),
     def!(TRANSACTIONS_TOTAL, Counter, Count, &["outcome"],
         "Kafka transactions by outcome (committed | aborted)."),
+    def!(HELD_RELEASES_TOTAL, Counter, Count, &["kind"],
+        "Releases of committed offsets or state partitions held for seconds after a broker outage, one per producer transaction: aborted (what our producers left open, dropped), committed (records of a transaction that committed without its markers there), rolled_forward (a transaction of ours no partition got a marker of: its state and offsets committed). Any but aborted means the broker skipped transaction markers."),
     def!(ERRORS_TOTAL, Counter, Count, &["reason"],
-        "Failures of the processor's Kafka work by reason (the operation that failed: begin_transaction, send_offsets, commit_transaction, abort_transaction, commit_offsets, produce, delivery, undelivered, no_group_metadata, consumer_fatal, restore); each one aborts and restores, stops, or retries."),
+        "Failures of the processor's Kafka work by reason (the operation that failed: begin_transaction, send_offsets, commit_transaction, abort_transaction, commit_offsets, produce, delivery, undelivered, commit_stuck, no_group_metadata, consumer_fatal, restore); each one aborts and restores, stops, or retries."),
     def!(COMMIT_INTERVAL_SECONDS, Gauge, Seconds, &[],
         "Commit interval chosen for the last commit: commit_interval_ms when caught up (and for the first commit after partitions go live), 10x that while a backlog drains."),
     def!(RESTORE_DURATION_SECONDS, Histogram, Seconds, &[],

@@ -205,6 +205,12 @@ label_enum!(
 );
 
 label_enum!(
+    /// How a release of held offsets or state partitions ended (see
+    /// `runtime::changelog::held`).
+    HeldRelease { Aborted => "aborted", Committed => "committed", RolledForward => "rolled_forward" }
+);
+
+label_enum!(
     /// Outcome of a Kafka transaction.
     TxnOutcome { Committed => "committed", Aborted => "aborted" }
 );
@@ -221,6 +227,7 @@ label_enum!(
         Produce => "produce",
         Delivery => "delivery",
         Undelivered => "undelivered",
+        CommitStuck => "commit_stuck",
         NoGroupMetadata => "no_group_metadata",
         ConsumerFatal => "consumer_fatal",
         Restore => "restore",

@@ -311,6 +311,11 @@ pub fn transaction(outcome: TxnOutcome, commit_time: Option<Duration>) {
     }
 }
 
+/// `count` releases of held offsets or state partitions ended as `kind`.
+pub fn held_releases(kind: HeldRelease, count: usize) {
+    counter!(HELD_RELEASES_TOTAL, "kind" => kind.as_str()).increment(count as u64);
+}
+
 /// A failure of the processor's Kafka work.
 pub fn error(reason: ErrorReason) {
     counter!(ERRORS_TOTAL, "reason" => reason.as_str()).increment(1);
@@ -365,6 +370,9 @@ pub fn register_fixed_series() {
     }
     for o in TxnOutcome::ALL {
         counter!(TRANSACTIONS_TOTAL, "outcome" => o.as_str()).absolute(0);
+    }
+    for k in HeldRelease::ALL {
+        counter!(HELD_RELEASES_TOTAL, "kind" => k.as_str()).absolute(0);
     }
     for d in SurgeDimension::ALL {
         for t in SurgeTransition::ALL {

@@ -91,6 +91,8 @@ pub struct Pipeline<P: TxnProducer> {
     /// The outcome of the last commit, not yet taken by [`Pipeline::poll_commit`].
     outcome: Option<Result<Duration, TxnError>>,
     pub exactly_once: bool,
+    /// Bound on one broker operation (the transactions' own).
+    timeout: Duration,
 }
 
 impl<P> Pipeline<P>
@@ -119,6 +121,7 @@ where
             held_bytes: 0,
             outcome: None,
             exactly_once,
+            timeout,
         })
     }
 
@@ -281,15 +284,65 @@ where
     }
 
     /// Forgets failures, held records and open transactions (the producers were replaced
-    /// after an outage; a commit in flight is waited for first).
+    /// after an outage; a commit in flight is waited for first). After a stuck commit (the
+    /// committer and its producer given up), `second` becomes the spare on a new committer.
     pub fn replace(&mut self, first: P, second: Option<P>) {
         let _ = self.wait_commit();
         self.held.clear();
         self.held_bytes = 0;
         self.active.replace(first);
-        if let (Some(spare), Some(p)) = (&mut self.spare, second) {
-            spare.replace(p);
+        match (&mut self.spare, second) {
+            (Some(spare), Some(p)) => spare.replace(p),
+            (None, Some(p)) if self.exactly_once && self.committer.is_none() => {
+                match Committer::start() {
+                    Ok(c) => {
+                        self.committer = Some(c);
+                        self.spare = Some(Txn::new(p, true, self.timeout));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start a committer thread: commits are not pipelined")
+                    }
+                }
+            }
+            _ => {}
         }
+    }
+
+    /// How long a commit in flight may take before its committer is given up: its own
+    /// bound (drain, offsets and commit), then the abort's, and a sixth of one as margin
+    /// (65 s with the processor's 30 s bound).
+    fn stuck_after(&self) -> Duration {
+        self.timeout * 2 + self.timeout / 6
+    }
+
+    /// Gives the committer up when its commit has been in flight for longer than
+    /// [`Pipeline::stuck_after`]: its thread is left blocked where it is (never joined; it
+    /// ends by itself if librdkafka ever returns, its reports going nowhere), the commit's
+    /// outcome is [`TxnError::CommitStuck`], and the pipeline goes on with the active
+    /// producer alone until [`Pipeline::replace`] brings new ones. The new producers'
+    /// `init_transactions` fences the given-up one, so its transaction can never commit
+    /// after this (the coordinator aborts it).
+    fn give_up_if_stuck(&mut self) -> bool {
+        let Some(f) = &self.in_flight else {
+            return false;
+        };
+        let waited = f.started.elapsed();
+        if waited < self.stuck_after() {
+            return false;
+        }
+        tracing::error!(
+            waited_s = waited.as_secs(),
+            "the commit in flight has not returned: giving its producer up (librdkafka can block for ever in send_offsets_to_transaction after a broker restart)"
+        );
+        if let Some(mut c) = self.committer.take() {
+            // Detached: dropping the handle does not wait for the thread.
+            c.thread.take();
+        }
+        self.in_flight = None;
+        self.held.clear();
+        self.held_bytes = 0;
+        self.outcome = Some(Err(TxnError::CommitStuck { waited }));
+        true
     }
 
     /// Releases what our producers may have left behind after a broker outage (see
@@ -367,30 +420,54 @@ where
     /// Takes the committer's reports; `block` waits for one. `false` when the committer
     /// is gone.
     fn take_reports(&mut self, block: bool) -> bool {
-        let Some(c) = &self.committer else {
+        if self.give_up_if_stuck() {
             return false;
-        };
+        }
         let mut got = Vec::new();
         if block {
             let since = Instant::now();
+            let mut next_log = WAIT_LOG_EVERY;
             loop {
-                match c.reports.recv_timeout(WAIT_LOG_EVERY) {
+                let Some(c) = &self.committer else {
+                    return false;
+                };
+                // Wake for the next log line, or when the commit would count as stuck.
+                let until_stuck = self
+                    .in_flight
+                    .as_ref()
+                    .map(|f| self.stuck_after().saturating_sub(f.started.elapsed()));
+                let wait = next_log
+                    .saturating_sub(since.elapsed())
+                    .min(until_stuck.unwrap_or(Duration::MAX))
+                    .max(Duration::from_millis(1));
+                match c.reports.recv_timeout(wait) {
                     Ok(r) => {
                         got.push(r);
                         break;
                     }
-                    Err(mpsc::RecvTimeoutError::Timeout) => tracing::warn!(
-                        waited_s = since.elapsed().as_secs(),
-                        in_flight_s = self
-                            .in_flight
-                            .as_ref()
-                            .map(|f| f.started.elapsed().as_secs()),
-                        "still waiting for the commit in flight"
-                    ),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if self.give_up_if_stuck() {
+                            return false;
+                        }
+                        if since.elapsed() >= next_log {
+                            next_log += WAIT_LOG_EVERY;
+                            tracing::warn!(
+                                waited_s = since.elapsed().as_secs(),
+                                in_flight_s = self
+                                    .in_flight
+                                    .as_ref()
+                                    .map(|f| f.started.elapsed().as_secs()),
+                                "still waiting for the commit in flight"
+                            )
+                        }
+                    }
                     Err(mpsc::RecvTimeoutError::Disconnected) => return self.committer_gone(),
                 }
             }
         }
+        let Some(c) = &self.committer else {
+            return false;
+        };
         loop {
             match c.reports.try_recv() {
                 Ok(r) => got.push(r),
@@ -556,6 +633,7 @@ fn offsets_summary<G>(offsets: &[GroupOffsets<G>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::kafka::txn::Recovery;
     use rdkafka::error::KafkaError;
     use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
     use std::sync::{Arc, Mutex};
@@ -970,6 +1048,57 @@ mod tests {
         p.start_commit(offsets(6)).unwrap();
         p.wait_commit().unwrap().unwrap();
         assert_eq!(k.calls().last().unwrap(), "a commit");
+    }
+
+    #[test]
+    fn a_commit_that_never_returns_is_given_up_and_new_producers_pipeline_again() {
+        let k = Knobs::new();
+        // 30 ms bound: given up after 65 ms.
+        let mut p = pipeline_with_timeout(&k, true, Duration::from_millis(30));
+        k.hold_commit.store(true, Ordering::SeqCst);
+        send(&mut p, "out1");
+        p.start_commit(offsets(1)).unwrap();
+        let t0 = Instant::now();
+        let outcome = p.wait_commit();
+        assert!(
+            matches!(outcome, Some(Err(TxnError::CommitStuck { .. }))),
+            "{outcome:?}"
+        );
+        assert!(
+            t0.elapsed() >= Duration::from_millis(60),
+            "not before its bound"
+        );
+        assert_eq!(
+            outcome.unwrap().unwrap_err().recovery(),
+            Recovery::Fatal,
+            "new clients, as after a fatal error"
+        );
+        assert!(!p.is_pipelined() && !p.committing());
+        assert!(p.wait_commit().is_none(), "nothing in flight any more");
+        // The processor recreates the producers: pipelined again, with a new committer.
+        let fresh = |name| Fake {
+            name,
+            knobs: k.clone(),
+            in_flight: AtomicI32::new(0),
+        };
+        p.replace(fresh("c"), Some(fresh("d")));
+        assert!(p.is_pipelined());
+        send(&mut p, "out2");
+        p.start_commit(offsets(2)).unwrap();
+        k.hold_commit.store(false, Ordering::SeqCst);
+        p.wait_commit().unwrap().unwrap();
+        assert_eq!(k.calls().last().unwrap(), "c commit", "{:?}", k.calls());
+        assert_eq!(p.transactional_id(), Some("d"));
+        // The given-up thread returns once its commit does; its report reaches nobody.
+        let until = Instant::now() + Duration::from_secs(5);
+        while k.count("a commit") == 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(k.count("a commit"), 1);
+        assert!(
+            p.poll_commit().is_none(),
+            "its outcome is not the pipeline's"
+        );
     }
 
     #[test]

@@ -83,6 +83,13 @@ pub enum TxnError {
     Undelivered { count: i32, waited: Duration },
     #[error("no consumer group metadata")]
     NoGroupMetadata,
+    /// A pipelined commit did not return within twice its operation bound: librdkafka can
+    /// block in `send_offsets_to_transaction` for ever after a broker restart, its timeout
+    /// unheeded (librdkafka issues #5456, #5511; seen in the broker-restart fault test,
+    /// the committer thread waiting in `rd_kafka_txn_op_req0` with no timeout). The
+    /// producer is given up: new clients, as after a fatal error.
+    #[error("the commit in flight has not returned after {waited:?} (the producer is given up)")]
+    CommitStuck { waited: Duration },
 }
 
 /// What the processor does about a failure.
@@ -115,7 +122,7 @@ impl TxnError {
 
     pub fn recovery(&self) -> Recovery {
         match self {
-            TxnError::Op { fatal: true, .. } => Recovery::Fatal,
+            TxnError::Op { fatal: true, .. } | TxnError::CommitStuck { .. } => Recovery::Fatal,
             _ => Recovery::Reset,
         }
     }
@@ -134,6 +141,7 @@ impl TxnError {
             TxnError::Delivery { .. } => ErrorReason::Delivery,
             TxnError::Undelivered { .. } => ErrorReason::Undelivered,
             TxnError::NoGroupMetadata => ErrorReason::NoGroupMetadata,
+            TxnError::CommitStuck { .. } => ErrorReason::CommitStuck,
         }
     }
 

@@ -356,11 +356,21 @@ impl Processor {
             (release.states, by_group(&release.offsets))
         };
         match self.io.commit_orphaned_holds(plan) {
-            Ok(producers) if producers > 0 => tracing::warn!(
-                releases = ?rolled,
-                producers,
-                "held for seconds by a transaction that committed or is rolled forward: ended it committed (a transaction writing a tombstone to each held state partition and the offsets its records cover, committed)"
-            ),
+            Ok(producers) if producers > 0 => {
+                for (_, release) in &rolled {
+                    let kind = if release.offsets.is_empty() {
+                        telemetry::HeldRelease::Committed
+                    } else {
+                        telemetry::HeldRelease::RolledForward
+                    };
+                    telemetry::held_releases(kind, 1);
+                }
+                tracing::warn!(
+                    releases = ?rolled,
+                    producers,
+                    "held for seconds by a transaction that committed or is rolled forward: ended it committed (a transaction writing a tombstone to each held state partition and the offsets its records cover, committed)"
+                )
+            }
             Ok(_) => {}
             Err(e) => {
                 telemetry::error(e.reason());
@@ -380,12 +390,15 @@ impl Processor {
             states.iter().map(|(t, p)| format!("{t}[{p}]")).collect();
         let states: Vec<(&str, i32)> = states.iter().map(|(t, p)| (t.as_str(), *p)).collect();
         match self.io.release_orphaned_holds(&groups, &states) {
-            Ok(producers) => tracing::warn!(
+            Ok(producers) => {
+                telemetry::held_releases(telemetry::HeldRelease::Aborted, producers);
+                tracing::warn!(
                 ?partitions,
                 ?state_partitions,
                 producers,
                 "held for seconds: ended whatever our producers left open there (a transaction writing a tombstone to each held state partition and the stable offsets, aborted)"
-            ),
+                )
+            }
             Err(e) => {
                 telemetry::error(e.reason());
                 tracing::warn!(error = %e, ?partitions, ?state_partitions, "releasing what is held failed; tried again while it stays held");

@@ -1,5 +1,5 @@
-//! The admin HTTP listener: `/metrics` (Prometheus text), `/healthz` (the processing thread
-//! runs), `/readyz` (every assigned partition is restored), `GET /tickets/{tenant}/{id}`
+//! The admin HTTP listener: `/metrics` (Prometheus text), `/healthz` (the processing threads
+//! run and make progress), `/readyz` (every assigned partition is restored), `GET /tickets/{tenant}/{id}`
 //! and, for a ticket without tenant, `GET /tickets/{id}` (a ticket's live clocks and
 //! deadlines, answered by the processing thread; a ticket is (tenant, id), rule 11; a `/`
 //! inside a tenant or id is written `%2F`) and `GET /tickets/{tenant}/{id}/timeline` (its
@@ -71,6 +71,31 @@ fn text(status: StatusCode, body: impl Into<Bytes>, ct: &'static str) -> Respons
     r
 }
 
+/// The `/healthz` answer at `now`: every processing thread runs and has made progress
+/// within [`crate::runtime::heartbeat::STALL_BOUND`].
+fn health(control: &Control, now: std::time::Instant) -> (StatusCode, String) {
+    if !control.is_alive() {
+        let why = control
+            .last_error()
+            .unwrap_or_else(|| "processor not running".into());
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"));
+    }
+    match control.heartbeats.stalled_at(now) {
+        Some(s) => {
+            tracing::error!(thread = s.thread, stalled_s = s.since.as_secs(), "a processing thread makes no progress (a client call that never returns): not healthy");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "processing thread {} has made no progress for {} s\n",
+                    s.thread,
+                    s.since.as_secs()
+                ),
+            )
+        }
+        None => (StatusCode::OK, "ok\n".into()),
+    }
+}
+
 async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
     const PLAIN: &str = "text/plain; charset=utf-8";
     const JSON: &str = "application/json";
@@ -96,15 +121,8 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
             ),
         },
         "/healthz" => {
-            if state.control.is_alive() {
-                text(StatusCode::OK, "ok\n", PLAIN)
-            } else {
-                let why = state
-                    .control
-                    .last_error()
-                    .unwrap_or_else(|| "processor not running".into());
-                text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"), PLAIN)
-            }
+            let (status, body) = health(&state.control, std::time::Instant::now());
+            text(status, body, PLAIN)
         }
         "/readyz" => {
             let c = &state.control;
@@ -269,6 +287,36 @@ mod tests {
         assert_eq!(percent_decode("T%2F1"), "T/1");
         assert_eq!(percent_decode("abc"), "abc");
         assert_eq!(percent_decode("a%2"), "a%2");
+    }
+
+    #[test]
+    fn health_fails_when_a_running_thread_makes_no_progress() {
+        use crate::runtime::heartbeat::STALL_BOUND;
+        use std::time::{Duration, Instant};
+        let control = Control::new();
+        let _queries = control.start_threads(1);
+        let now = Instant::now();
+        assert_eq!(
+            health(&control, now).0,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not started"
+        );
+        control.thread_alive(true);
+        let beat = control.heartbeats.register(0);
+        beat.beat();
+        assert_eq!(
+            health(&control, Instant::now()),
+            (StatusCode::OK, "ok\n".into())
+        );
+        let (status, body) = health(
+            &control,
+            Instant::now() + STALL_BOUND + Duration::from_secs(1),
+        );
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            body.starts_with("processing thread 0 has made no progress for 18"),
+            "{body}"
+        );
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub struct Control {
     /// Of which: moving watermarks and producing what fires.
     pub advance_micros: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// Each processing thread's progress (`/healthz` fails on a stalled one).
+    pub heartbeats: crate::runtime::heartbeat::Heartbeats,
     /// What start-up is doing while it has not handed over to the processing thread (e.g.
     /// "connecting to Kafka at …: attempt 3 failed: …"); `None` afterwards.
     starting: Mutex<Option<String>>,
@@ -108,6 +110,7 @@ impl Control {
             after_batch_micros: AtomicU64::new(0),
             advance_micros: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            heartbeats: Default::default(),
             starting: Mutex::new(None),
             commit_times: Mutex::new(std::collections::VecDeque::new()),
         })

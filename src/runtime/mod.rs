@@ -21,6 +21,7 @@ pub mod changelog;
 pub mod commit_policy;
 pub mod config;
 pub mod control;
+pub mod heartbeat;
 pub mod kafka;
 pub mod partitions;
 pub mod processor;

@@ -68,6 +68,7 @@ use crate::runtime::commit_policy::{
 };
 use crate::runtime::config::{Config, OutputFormat};
 use crate::runtime::control::{Control, TicketQuery};
+use crate::runtime::heartbeat::Heartbeat;
 use crate::runtime::kafka::pipeline::{GroupOffsets, Pipeline};
 use crate::runtime::kafka::recovery::{self, Trouble};
 use crate::runtime::kafka::txn::{self, ProducerCtx, Recovery, TxnError, TxnOp};
@@ -348,6 +349,7 @@ fn start_thread(
         "processor started"
     );
     let thread_control = control;
+    let heartbeat = thread_control.heartbeats.register(k);
     std::thread::Builder::new()
         .name(format!("slawatch-processor-{k}"))
         .spawn(move || {
@@ -359,13 +361,14 @@ fn start_thread(
                     clients.1,
                     processor.clone(),
                     &thread_control,
+                    &heartbeat,
                     &restore_rx,
                     &query_rx,
                 );
                 match r {
                     Err(ProcessorError::Fatal(e)) if lock(&processor).may_recover() => {
                         tracing::warn!(error = %e, "fatal Kafka client error after a broker outage; recreating the clients and restoring every partition from the state topics");
-                        match reconnect(&processor, &thread_control) {
+                        match reconnect(&processor, &thread_control, &heartbeat) {
                             Ok(Some(c)) => clients = c,
                             Ok(None) => break Ok(()),
                             Err(e) => break Err(e),
@@ -470,6 +473,7 @@ type OutProducer = BaseProducer<ProducerCtx>;
 fn reconnect(
     processor: &Arc<Mutex<Processor>>,
     control: &Control,
+    heartbeat: &Heartbeat,
 ) -> Result<Option<Clients>, ProcessorError> {
     let (cfg, topics, trouble, auth) = {
         let mut c = lock(processor);
@@ -484,6 +488,7 @@ fn reconnect(
     };
     let mut delay = Duration::from_millis(500);
     let (producer, second) = loop {
+        heartbeat.beat();
         if control.shutdown_requested() {
             return Ok(None);
         }
@@ -531,10 +536,12 @@ fn run_loop(
     surge: Arc<Consumer>,
     processor: Arc<Mutex<Processor>>,
     control: &Control,
+    heartbeat: &Heartbeat,
     restore_rx: &mpsc::Receiver<RestoreResult>,
     query_rx: &mpsc::Receiver<TicketQuery>,
 ) -> Result<(), ProcessorError> {
     let mut result = loop {
+        heartbeat.beat();
         if control.shutdown_requested() {
             break Ok(());
         }

@@ -99,11 +99,15 @@ fn longest_stall(
 mod tests {
     use super::*;
 
+    /// (thread, heartbeat) of heartbeats listed by thread.
+    fn beats(b: &[u64]) -> impl Iterator<Item = (usize, u64)> + '_ {
+        b.iter().copied().enumerate()
+    }
+
     #[test]
     fn the_thread_longest_without_a_heartbeat_past_the_bound_is_stalled() {
         let bound = Duration::from_secs(180);
         let at = |s: u64| s * 1000;
-        let beats = |b: &[u64]| b.to_vec().into_iter().enumerate();
         assert_eq!(
             longest_stall(beats(&[at(100), at(200)]), at(250), bound),
             None

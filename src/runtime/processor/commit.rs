@@ -2,7 +2,7 @@
 //! committer thread with exactly-once, see [`Pipeline`]); a failure aborts and restores
 //! every partition.
 use super::*;
-use crate::runtime::changelog::held::{self as held_release, HeldOffset};
+use crate::runtime::changelog::held::{self as held_release, HeldOffset, HeldReport};
 use crate::runtime::changelog::write::{covers_value, COVERS_HEADER};
 
 /// The [`COVERS_HEADER`] of a state record whose transaction commits `offset` of `topic`,
@@ -13,6 +13,36 @@ fn covers_headers(topic: &str, offset: i64, txn: Option<&str>) -> OwnedHeaders {
         key: COVERS_HEADER,
         value: Some(value.as_bytes()),
     })
+}
+
+/// `offsets` (each at its `committed` value) as partition lists per consumer group of
+/// `groups`, with the group's metadata (a group without metadata yet is left for a later
+/// release).
+fn group_offsets_of(
+    groups: &[(String, Arc<Consumer>); 2],
+    offsets: &[HeldOffset],
+) -> Vec<GroupOffsets<ConsumerGroupMetadata>> {
+    let mut out = Vec::with_capacity(2);
+    for (group, consumer) in groups {
+        let mut tpl = TopicPartitionList::new();
+        for h in offsets.iter().filter(|h| &h.group == group) {
+            if let Err(e) =
+                tpl.add_partition_offset(&h.topic, h.partition, Offset::Offset(h.committed))
+            {
+                tracing::warn!(error = %e, topic = %h.topic, partition = h.partition, "cannot release a held offset");
+            }
+        }
+        if tpl.count() == 0 {
+            continue;
+        }
+        match consumer.group_metadata() {
+            Some(gm) => out.push((tpl, gm)),
+            None => {
+                tracing::warn!(group = %group, "no group metadata yet; held offsets released later")
+            }
+        }
+    }
+    out
 }
 
 /// How often what the restores found held is released at most (a restore reports it every
@@ -294,9 +324,10 @@ impl Processor {
 
     /// Releases what the restores found held for seconds, in case one of our producers
     /// left what holds it (see [`changelog::held`]): pending offset commits, and undecided
-    /// records in state partitions. On each producer that is idle
-    /// ([`Pipeline::release_orphaned_holds`]), at most every [`RELEASE_EVERY`]. What is
-    /// still held afterwards is reported again by its restore.
+    /// records in state partitions. First what is ended committed (an abort marker of the
+    /// producer whose records a state partition holds would end them aborted), then the
+    /// rest by aborts; on each producer that is idle, at most every [`RELEASE_EVERY`]. What
+    /// is still held afterwards is reported again by its restore.
     pub(super) fn release_holds(&mut self) {
         if !self.io.exactly_once
             || self.held.is_empty()
@@ -311,53 +342,39 @@ impl Processor {
         };
         self.last_release = Some(Instant::now());
         let held = self.held.take();
-        let ours: Vec<&str> = self
-            .topics
-            .transactional_ids
-            .iter()
-            .map(String::as_str)
-            .collect();
-        let groups = [
-            (self.topics.group_id.as_str(), &c.main),
-            (self.topics.surge_group_id.as_str(), &c.surge),
-        ];
-        // Per group: the offsets of `held` as a partition list, with the group's metadata.
-        let by_group = |offsets: &[HeldOffset]| {
-            let mut out = Vec::with_capacity(2);
-            for (group, consumer) in groups {
-                let mut tpl = TopicPartitionList::new();
-                for h in offsets.iter().filter(|h| h.group == group) {
-                    if let Err(e) =
-                        tpl.add_partition_offset(&h.topic, h.partition, Offset::Offset(h.committed))
-                    {
-                        tracing::warn!(error = %e, topic = %h.topic, partition = h.partition, "cannot release a held offset");
-                    }
-                }
-                if tpl.count() == 0 {
-                    continue;
-                }
-                match consumer.group_metadata() {
-                    Some(gm) => out.push((tpl, gm)),
-                    None => {
-                        tracing::warn!(group = %group, "no group metadata yet; held offsets released later")
-                    }
-                }
-            }
-            out
-        };
-        // First what is ended committed: an abort marker of a producer whose records a state
-        // partition holds would end them aborted.
-        let mut rolled = Vec::new();
+        let ids = self.topics.transactional_ids.clone();
+        let ours: Vec<&str> = ids.iter().map(String::as_str).collect();
+        self.release_committed(&c, &held, &ours);
+        self.release_aborted(&c, &held, &ours);
+    }
+
+    /// The two consumer groups (name, consumer) whose offsets a release sends.
+    fn held_groups(&self, c: &Consumers) -> [(String, Arc<Consumer>); 2] {
+        [
+            (self.topics.group_id.clone(), c.main.clone()),
+            (self.topics.surge_group_id.clone(), c.surge.clone()),
+        ]
+    }
+
+    /// The committed releases ([`held_release::commit_release`]): each idle producer ends
+    /// committed the held state partitions of committed transactions, and those of its own
+    /// it rolls forward with the offsets they cover.
+    fn release_committed(&mut self, c: &Consumers, held: &HeldReport, ours: &[&str]) {
+        let mut planned = Vec::new();
+        let groups = self.held_groups(c);
         let plan = |txn: Option<&str>| {
-            let release = held_release::commit_release(&held, txn, &ours);
+            let release = held_release::commit_release(held, txn, ours);
+            let offsets = group_offsets_of(&groups, &release.offsets);
             if !release.is_empty() {
-                rolled.push((txn.map(str::to_string), release.clone()));
+                planned.push((txn.map(str::to_string), release.clone()));
             }
-            (release.states, by_group(&release.offsets))
+            (release.states, offsets)
         };
-        match self.io.commit_orphaned_holds(plan) {
-            Ok(producers) if producers > 0 => {
-                for (_, release) in &rolled {
+        let result = self.io.commit_orphaned_holds(plan);
+        match result {
+            Ok(0) => {}
+            Ok(producers) => {
+                for (_, release) in &planned {
                     let kind = if release.offsets.is_empty() {
                         telemetry::HeldRelease::Committed
                     } else {
@@ -366,19 +383,24 @@ impl Processor {
                     telemetry::held_releases(kind, 1);
                 }
                 tracing::warn!(
-                    releases = ?rolled,
+                    releases = ?planned,
                     producers,
                     "held for seconds by a transaction that committed or is rolled forward: ended it committed (a transaction writing a tombstone to each held state partition and the offsets its records cover, committed)"
                 )
             }
-            Ok(_) => {}
             Err(e) => {
                 telemetry::error(e.reason());
-                tracing::warn!(error = %e, releases = ?rolled, "releasing what is held failed; tried again while it stays held");
+                tracing::warn!(error = %e, releases = ?planned, "releasing what is held failed; tried again while it stays held");
             }
         }
-        let (offsets, states) = held_release::abort_release(&held, &ours);
-        let groups = by_group(&offsets);
+    }
+
+    /// The aborted release ([`held_release::abort_release`]): each idle producer writes a
+    /// tombstone to the other held state partitions, sends the held offsets' stable values,
+    /// and aborts.
+    fn release_aborted(&mut self, c: &Consumers, held: &HeldReport, ours: &[&str]) {
+        let (offsets, states) = held_release::abort_release(held, ours);
+        let groups = group_offsets_of(&self.held_groups(c), &offsets);
         if groups.is_empty() && states.is_empty() {
             return;
         }
@@ -393,10 +415,10 @@ impl Processor {
             Ok(producers) => {
                 telemetry::held_releases(telemetry::HeldRelease::Aborted, producers);
                 tracing::warn!(
-                ?partitions,
-                ?state_partitions,
-                producers,
-                "held for seconds: ended whatever our producers left open there (a transaction writing a tombstone to each held state partition and the stable offsets, aborted)"
+                    ?partitions,
+                    ?state_partitions,
+                    producers,
+                    "held for seconds: ended whatever our producers left open there (a transaction writing a tombstone to each held state partition and the stable offsets, aborted)"
                 )
             }
             Err(e) => {

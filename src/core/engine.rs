@@ -330,11 +330,11 @@ impl Engine {
             room += cap - t.seen().len();
             if let Some(x) = &t.extras {
                 extras += chunk(std::mem::size_of::<crate::core::ticket::Extras>())
-                    + if x.actions_fired.spilled() {
-                        chunk(x.actions_fired.capacity() * 8)
-                    } else {
-                        0
-                    }
+                    + x.actions_fired
+                        .heap_requests()
+                        .map(chunk)
+                        .iter()
+                        .sum::<usize>()
                     + rare(x.check_since.len() * 16)
                     + rare(x.pauses.len() * 8);
                 for p in x.pauses.iter().flatten() {

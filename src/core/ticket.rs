@@ -232,11 +232,10 @@ impl CompactAttrs {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Extras {
     /// Hashes of the `clock` names of actions already fired (at most once per ticket).
-    /// Two inline, in the 24 bytes a `Vec` header took: a ticket fires one action or two
-    /// (an urgent ticket's on `opened`), and a `Vec` of one hash was a 48-byte malloc chunk
-    /// beside the extras' own 80 (issue 14: 16 % of the bench's tickets). Encoded as the
-    /// `Vec` was (a sequence).
-    pub actions_fired: SmallVec<[u64; 2]>,
+    /// The first inline ([`Fired`]: 16 bytes, so that the extras of a ticket that fired one
+    /// action, the usual ones, are 32 bytes and a 32-byte block, not 40 in a 48-byte one).
+    /// Encoded as the `Vec` was (a sequence).
+    pub actions_fired: Fired,
     /// Per check of the policy file: the last `since` event not yet judged.
     pub check_since: RareVec<Option<Ts>>,
     /// Paused intervals by clock index, for clocks that paused since their start (kept
@@ -324,6 +323,87 @@ impl<T: Serialize> Serialize for RareVec<T> {
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for RareVec<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Vec::<T>::deserialize(d).map(RareVec::from)
+    }
+}
+
+/// The fired actions' hashes ([`Extras::actions_fired`]): none, one inline, or more in a
+/// boxed `SmallVec` (two of them inline in its box). 16 bytes; the `SmallVec<[u64; 2]>` it
+/// replaces was 24, which made the extras 40 bytes, held by mimalloc in its 48-byte class
+/// (issue 14: 16 % of the bench's tickets, all with one fired action). Reads as a slice;
+/// equal, printed and encoded as the `Vec` (a sequence), so the record's form is unchanged.
+#[derive(Clone, Default)]
+pub enum Fired {
+    #[default]
+    None,
+    One(u64),
+    Many(Box<SmallVec<[u64; 2]>>),
+}
+
+impl Fired {
+    pub fn push(&mut self, h: u64) {
+        *self = match std::mem::take(self) {
+            Fired::None => Fired::One(h),
+            Fired::One(a) => Fired::Many(Box::new(smallvec::smallvec![a, h])),
+            Fired::Many(mut v) => {
+                v.push(h);
+                Fired::Many(v)
+            }
+        }
+    }
+
+    /// The bytes of the heap blocks holding the hashes (the box, the `SmallVec`'s buffer;
+    /// 0 for none), for the engine's memory breakdown.
+    pub fn heap_requests(&self) -> [usize; 2] {
+        match self {
+            Fired::Many(v) if v.spilled() => [24, v.capacity() * 8],
+            Fired::Many(_) => [24, 0],
+            _ => [0, 0],
+        }
+    }
+}
+
+impl std::ops::Deref for Fired {
+    type Target = [u64];
+    fn deref(&self) -> &[u64] {
+        match self {
+            Fired::None => &[],
+            Fired::One(h) => std::slice::from_ref(h),
+            Fired::Many(v) => v,
+        }
+    }
+}
+
+impl FromIterator<u64> for Fired {
+    fn from_iter<I: IntoIterator<Item = u64>>(it: I) -> Self {
+        let mut f = Fired::None;
+        for h in it {
+            f.push(h);
+        }
+        f
+    }
+}
+
+impl PartialEq for Fired {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl std::fmt::Debug for Fired {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+impl Serialize for Fired {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (**self).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Fired {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<u64>::deserialize(d).map(|v| v.into_iter().collect())
     }
 }
 
@@ -1078,7 +1158,32 @@ mod tests {
         assert!(r.0.is_some());
         r.drop_if_empty();
         assert!(r.0.is_none());
-        assert_eq!(std::mem::size_of::<Extras>(), 40);
+        assert_eq!(std::mem::size_of::<Extras>(), 32);
+    }
+
+    /// `Fired` reads, compares, prints and encodes as the `Vec` of the hashes pushed, at
+    /// every length through its three forms.
+    #[test]
+    fn fired_is_a_vec() {
+        let mut f = Fired::default();
+        let mut v: Vec<u64> = Vec::new();
+        assert_eq!(std::mem::size_of::<Fired>(), 16);
+        for h in [7, u64::MAX, 0, 7, 1 << 63] {
+            assert_eq!(&*f, &v[..]);
+            assert_eq!(f, v.iter().copied().collect::<Fired>());
+            assert_eq!(format!("{f:?}"), format!("{v:?}"));
+            let bytes = postcard::to_allocvec(&v).unwrap();
+            assert_eq!(postcard::to_allocvec(&f).unwrap(), bytes);
+            assert_eq!(postcard::from_bytes::<Fired>(&bytes).unwrap(), f);
+            assert_eq!(f.clone(), f);
+            assert_eq!(f.heap_requests()[0] > 0, v.len() > 1);
+            assert_eq!(f.heap_requests()[1] > 0, v.len() > 2);
+            assert!(v.is_empty() || f != Fired::default());
+            f.push(h);
+            v.push(h);
+        }
+        assert_eq!(&*f, &v[..]);
+        assert_ne!(f, [7, u64::MAX, 0, 7].into_iter().collect::<Fired>());
     }
 
     /// An open ticket's fixed part (the slab holds it inline, 1 M of them in the engine

@@ -11,7 +11,7 @@ use crate::core::clock::{ClockCore, ClockStatus, Pauses};
 use crate::core::clocks::Clocks;
 use crate::core::model::{Category, Channel, Tier, Urgency};
 use crate::core::policy::Phase;
-use crate::core::ticket::Extras;
+use crate::core::ticket::{Extras, Fired};
 use crate::core::ticket_id::TicketId;
 use crate::core::time::Ts;
 use smallvec::SmallVec;
@@ -133,9 +133,9 @@ impl<'a> Reader<'a> {
             None
         })
     }
-    fn u64s(&mut self) -> Option<SmallVec<[u64; 2]>> {
+    fn u64s(&mut self) -> Option<Fired> {
         let n = self.seq(1)?;
-        let mut v = SmallVec::with_capacity(n);
+        let mut v = Fired::None;
         for _ in 0..n {
             v.push(self.u64()?);
         }

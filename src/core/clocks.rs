@@ -500,14 +500,19 @@ impl Clocks {
         }
         // SAFETY: the `k` stored states of a block this owns (`EMPTY` stores none).
         let states = unsafe { std::slice::from_raw_parts_mut(self.clocks_ptr(), k) };
-        if bits == 0 {
-            states.iter_mut().enumerate().for_each(|(i, c)| f(i, c));
-            return;
-        }
-        let mut m = bits ^ (1 << n);
-        for c in states {
-            f(m.trailing_zeros() as usize, c);
-            m &= m - 1;
+        // One loop, so that `f` has one call site and is inlined (issue 14: with a loop per
+        // form it was an out-of-line call per stored clock). The dense form (`bits` 0)
+        // numbers the states in order; the sparse form by its bits, lowest first.
+        let dense = bits == 0;
+        let mut m = if dense { 0 } else { bits ^ (1 << n) };
+        for (j, c) in states.iter_mut().enumerate() {
+            let i = if dense {
+                j
+            } else {
+                m.trailing_zeros() as usize
+            };
+            m &= m.wrapping_sub(1);
+            f(i, c);
         }
     }
 

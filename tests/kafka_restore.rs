@@ -528,20 +528,37 @@ fn open_transaction_in_state(
     partitions: std::ops::Range<i32>,
 ) -> BaseProducer {
     use slawatch::runtime::changelog::keys::ticket_key;
+    let key = ticket_key(&names.input, "", "nobody");
+    open_tombstones(state_topic, &key, partitions, None)
+}
+
+/// A transactional producer of the test's own with a transaction left open that holds a
+/// tombstone of `key` in each of `partitions` of `state_topic`, each with `covers` as its
+/// `slawatch-covers` header if given.
+fn open_tombstones(
+    state_topic: &str,
+    key: &[u8],
+    partitions: std::ops::Range<i32>,
+    covers: Option<&str>,
+) -> BaseProducer {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use slawatch::runtime::changelog::write::COVERS_HEADER;
     let txn: BaseProducer = transactional_producer_config(&bootstrap(), &unique_name("undecided"))
         .create()
         .expect("producer");
     txn.init_transactions(TIMEOUT).expect("init_transactions");
     txn.begin_transaction().expect("begin");
-    let key = ticket_key(&names.input, "", "nobody");
     for p in partitions {
-        txn.send(
-            BaseRecord::<[u8], [u8]>::to(state_topic)
-                .key(key.as_slice())
-                .partition(p),
-        )
-        .map_err(|(e, _)| e)
-        .expect("send");
+        let mut rec = BaseRecord::<[u8], [u8]>::to(state_topic)
+            .key(key)
+            .partition(p);
+        if let Some(c) = covers {
+            rec = rec.headers(OwnedHeaders::new().insert(Header {
+                key: COVERS_HEADER,
+                value: Some(c.as_bytes()),
+            }));
+        }
+        txn.send(rec).map_err(|(e, _)| e).expect("send");
     }
     txn.flush(TIMEOUT).expect("flush");
     txn
@@ -752,10 +769,9 @@ fn partition_records_covering(
     writer: Option<&str>,
 ) -> BaseProducer {
     use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-    use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
     use slawatch::runtime::changelog::keys::partition_key;
-    use slawatch::runtime::changelog::write::{covers_value, COVERS_HEADER};
+    use slawatch::runtime::changelog::write::covers_value;
     let group: BaseConsumer = consumer_config(&bootstrap(), &topics.group_id)
         .create()
         .expect("consumer");
@@ -767,29 +783,8 @@ fn partition_records_covering(
     group
         .commit(&tpl, CommitMode::Sync)
         .expect("commit offsets");
-    let txn: BaseProducer = transactional_producer_config(&bootstrap(), &unique_name("covers"))
-        .create()
-        .expect("producer");
-    txn.init_transactions(TIMEOUT).expect("init_transactions");
-    txn.begin_transaction().expect("begin");
-    let key = partition_key(input);
     let covers = covers_value(input, offset, writer);
-    for p in 0..3 {
-        let headers = OwnedHeaders::new().insert(Header {
-            key: COVERS_HEADER,
-            value: Some(covers.as_bytes()),
-        });
-        txn.send(
-            BaseRecord::<[u8], [u8]>::to(&topics.state)
-                .key(key.as_slice())
-                .headers(headers)
-                .partition(p),
-        )
-        .map_err(|(e, _)| e)
-        .expect("send");
-    }
-    txn.flush(TIMEOUT).expect("flush");
-    txn
+    open_tombstones(&topics.state, &partition_key(input), 0..3, Some(&covers))
 }
 
 /// A transaction that no partition got a marker of (the broker skipped them all when it

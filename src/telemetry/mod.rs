@@ -69,7 +69,6 @@ pub use quantiles::*;
 
 use crate::core::model::{Channel, OutputBody, SlaOutput, Urgency};
 use crate::core::policy::LatencyMetric;
-use crate::core::ticket::Observation;
 use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, SharedString,
     Unit,
@@ -125,48 +124,6 @@ pub fn record_latency(
 /// The value a censored sample is recorded at: twice the largest finite bucket, so it falls in
 /// the `+Inf` bucket only (rule 12).
 pub const CENSORED_SAMPLE_SECONDS: f64 = 1_209_600.0;
-
-/// One censored sample (a clock with this metric ended without its stop): the histogram's
-/// `+Inf` bucket, and `+Inf` in this replica's window (so its p95 gauge reads `+Inf` when the
-/// p95 falls among unanswered tickets).
-pub fn record_censored(kind: LatencyKind, policy: &str, channel: Channel, urgency: Urgency) {
-    let policy = policy_label(policy);
-    histogram!(kind.histogram(),
-        "policy" => policy.clone(),
-        "channel" => channel_label(channel),
-        "urgency" => urgency_label(urgency))
-    .record(CENSORED_SAMPLE_SECONDS);
-    windows().record(
-        WindowKey {
-            kind,
-            policy,
-            channel,
-            urgency: urgency.effective(),
-        },
-        f64::INFINITY,
-        Instant::now(),
-    );
-}
-
-/// Records an engine observation in the histogram its clock's `metric` names (none without
-/// a metric): its counted time when answered, `+Inf` when censored.
-pub fn record_observation(obs: &Observation) {
-    let Some(metric) = obs.metric else {
-        return;
-    };
-    let kind = LatencyKind::of(metric);
-    if obs.censored {
-        record_censored(kind, &obs.policy_id, obs.channel, obs.urgency);
-    } else {
-        record_latency(
-            kind,
-            &obs.policy_id,
-            obs.channel,
-            obs.urgency,
-            obs.counted.as_secs_f64(),
-        );
-    }
-}
 
 /// First response: the first_response clock stopped in time or after its breach.
 pub fn record_first_response(policy: &str, channel: Channel, urgency: Urgency, secs: f64) {

@@ -122,6 +122,16 @@ impl LatencyWindows {
             .push(now, secs);
     }
 
+    /// [`LatencyWindows::record`] for many samples, in one lock.
+    pub fn record_all(&self, samples: impl IntoIterator<Item = (WindowKey, f64)>, now: Instant) {
+        let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, secs) in samples {
+            w.entry(key)
+                .or_insert_with(|| SlidingWindow::new(self.cap))
+                .push(now, secs);
+        }
+    }
+
     /// Ages samples out and computes every window's p50 / p95 (sorted by key labels).
     pub fn snapshot(&self, now: Instant) -> Vec<WindowQuantiles> {
         let cutoff = now.checked_sub(self.max_age);

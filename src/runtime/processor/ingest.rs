@@ -11,14 +11,16 @@ fn header<'a>(m: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a [u8]> {
 
 impl Processor {
     pub(super) fn on_message(&mut self, m: &BorrowedMessage<'_>) {
-        if m.topic() == self.topics.repartition {
+        // librdkafka hands the topic as a C string: measured and checked once per record.
+        let topic_name = m.topic();
+        if topic_name == self.topics.repartition {
             self.on_repartition_record(m);
             return;
         }
         self.control
             .records_consumed
             .fetch_add(1, Ordering::Relaxed);
-        let Some(idx) = self.input_index(m.topic()) else {
+        let Some(idx) = self.input_index(topic_name) else {
             self.stray += 1;
             return;
         };
@@ -35,7 +37,7 @@ impl Processor {
             self.stray += 1;
             if self.stray.is_power_of_two() {
                 tracing::warn!(
-                    topic = m.topic(),
+                    topic = topic_name,
                     partition = p,
                     offset,
                     "record of a partition not ready (ignored; it is re-read after its restore)"
@@ -263,11 +265,12 @@ impl Processor {
 
     pub(super) fn forward_observations(&mut self) {
         for obs in self.out.observations.drain(..) {
-            telemetry::record_observation(&obs);
+            self.meters.observation(&obs);
             if let Some(h) = &self.on_observation {
                 h(&obs);
             }
         }
+        self.meters.flush_windows();
         for n in self.out.notices.drain(..) {
             let crate::core::engine::Notice::IdleDropped { ticket, last_event } = n;
             telemetry::idle_tickets_dropped(1);

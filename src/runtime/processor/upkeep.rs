@@ -25,6 +25,7 @@ impl Processor {
             );
         }
         register_policy(&set);
+        self.meters.forget_labelled();
         tracing::info!(
             version = format!("{:016x}", set.version),
             "policy reloaded; tickets opened from now on use it"

@@ -72,7 +72,9 @@ use crate::runtime::heartbeat::Heartbeat;
 use crate::runtime::kafka::pipeline::{GroupOffsets, Pipeline};
 use crate::runtime::kafka::recovery::{self, Trouble};
 use crate::runtime::kafka::txn::{self, ProducerCtx, Recovery, TxnError, TxnOp};
-use crate::runtime::kafka::{cached_watermarks, consumer_config, producer_config, AuthFailure};
+use crate::runtime::kafka::{
+    cached_positions, cached_watermarks, consumer_config, producer_config, AuthFailure,
+};
 use crate::runtime::partitions::{Key as PartKey, Partitions, RestorePlan, Source};
 use crate::runtime::records::{self, check_input, InputLimits, CONTENT_TYPE};
 use crate::runtime::tasks::{InputTask, SurgeTask, WatermarkMark};

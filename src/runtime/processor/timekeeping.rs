@@ -31,17 +31,22 @@ impl Processor {
         let Some(c) = self.consumers.clone() else {
             return;
         };
+        let repartition = self.topics.repartition.clone();
         let main_pos = if self.inputs.is_empty() {
             None
         } else {
-            c.main.position().ok()
+            let owned = self
+                .inputs
+                .values()
+                .map(|t| (self.topics.inputs[t.topic].as_str(), t.partition));
+            cached_positions(&*c.main, owned)
         };
         let surge_pos = if self.surges.is_empty() {
             None
         } else {
-            c.surge.position().ok()
+            let owned = self.surges.values().map(|s| (repartition.as_str(), s.partition));
+            cached_positions(&*c.surge, owned)
         };
-        let repartition = self.topics.repartition.clone();
         let pos_of = |topic: &str, p: i32| -> Option<i64> {
             let positions = if topic == repartition {
                 &surge_pos

@@ -184,6 +184,11 @@ pub trait TxnProducer {
     fn send<'a>(&self, rec: OutRecord<'a>) -> Result<(), SendRefused<'a>>;
     /// Serves delivery reports without blocking.
     fn serve(&self);
+    /// Waits up to `wait` for what is queued to be delivered, having it sent at once
+    /// (regardless of `linger.ms`). A fake has nothing to send: it sleeps.
+    fn hurry(&self, wait: Duration) {
+        std::thread::sleep(wait);
+    }
     fn in_flight(&self) -> i32;
     fn send_offsets(
         &self,
@@ -207,6 +212,9 @@ const COMMIT_ATTEMPTS: u32 = 4;
 /// the delivery reports of what is in flight, which only a poll serves: the abort is called
 /// in short steps with the reports served between them, until done or the operation bound.
 const ABORT_STEP: Duration = Duration::from_millis(20);
+
+/// One wait of [`Txn::drain`] for the queue to empty (it returns as soon as it is).
+const HURRY_STEP: Duration = Duration::from_millis(1);
 
 /// What is left of an operation bound (at least a millisecond: librdkafka treats a zero
 /// timeout as "do not wait at all", which fails an operation that is already under way).
@@ -303,7 +311,8 @@ impl<P: TxnProducer> Txn<P> {
     /// Waits until nothing is in flight, serving delivery reports in short steps. (A
     /// `commit_transaction` with records in flight waits in 100 ms steps; and rust-rdkafka's
     /// `poll(1 ms)` busy-loops for its sub-millisecond remainder, which on a small box takes
-    /// the CPU the broker and librdkafka's threads need — so: serve, then sleep 200 µs.)
+    /// the CPU the broker and librdkafka's threads need — so: serve, then wait up to a
+    /// [`HURRY_STEP`] for the queue to empty, with what lingers sent at once.)
     pub fn drain(&self) -> Result<(), TxnError> {
         self.drain_until(Instant::now() + self.timeout)
     }
@@ -323,7 +332,7 @@ impl<P: TxnProducer> Txn<P> {
                     waited: started.elapsed(),
                 });
             }
-            std::thread::sleep(Duration::from_micros(200));
+            self.producer.hurry(HURRY_STEP);
         }
     }
 
@@ -716,6 +725,20 @@ impl TxnProducer for BaseProducer<ProducerCtx> {
     fn serve(&self) {
         for _ in 0..4 {
             self.poll(Duration::ZERO);
+        }
+    }
+
+    /// `rd_kafka_flush`: while it waits, librdkafka sends what is queued regardless of
+    /// `linger.ms` (so a commit does not wait out the linger of its last records), and it
+    /// waits on a condition variable, not in a poll loop. Delivery reports are events here
+    /// (rust-rdkafka's), so it serves none: [`TxnProducer::serve`] does, between waits.
+    fn hurry(&self, wait: Duration) {
+        let ms = wait.as_millis().clamp(1, i32::MAX as u128) as i32;
+        // SAFETY: the client pointer is valid for the producer's lifetime; flush only waits
+        // on the producer's message count (it returns TIMED_OUT while some remain, which
+        // the caller sees from `in_flight`).
+        unsafe {
+            rdkafka::bindings::rd_kafka_flush(self.client().native_ptr(), ms);
         }
     }
 

@@ -751,11 +751,7 @@ pub fn live_trail(t: &Ticket, tenant: &CompactString, plan: &Plan, now: Ts) -> L
             outputs: outs,
         });
     }
-    let fired: Vec<u64> = t
-        .extras
-        .as_ref()
-        .map(|x| x.actions_fired.to_vec())
-        .unwrap_or_default();
+    let fired: Vec<u64> = t.actions_fired().collect();
     let actions_fired = plan
         .actions
         .iter()

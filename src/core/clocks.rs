@@ -1,7 +1,8 @@
 //! A ticket's clock states and its dedup hashes in one heap block (issue 14, bytes per
 //! open ticket): `[header | last event | prefix words | stored ClockCore × k | 48-bit hash
-//! × seen | room]`, the prefix being the dense form's clock count and a closed ticket's closing
-//! instant (`clocks/closed.rs`), each only when present. The last event's instant
+//! × seen | room]`, the prefix being the dense form's clock count, a closed ticket's closing
+//! instant (`clocks/closed.rs`) and the hash of the first action the ticket fired
+//! (`clocks/fired.rs`), each only when present. The last event's instant
 //! ([`Clocks::last_event`]) is the ticket's, kept here rather than in the ticket (session
 //! 14: `Ticket` 72 → 64 bytes; mimalloc's size class of every block the engine bench
 //! allocates had the 8 bytes spare). A `Box<[ClockCore]>`
@@ -57,7 +58,8 @@ struct Header {
     /// Room after the hashes, in bytes: for hashes ([`HASH`] bytes each), clocks that
     /// start and a closing instant.
     room: u16,
-    /// Low 23 bits: hashes after the clock states ([`Header::seen`]). Bit 23: [`CLOSED`].
+    /// Low 22 bits: hashes after the clock states ([`Header::seen`]). Bit 22: [`FIRED`],
+    /// bit 23: [`CLOSED`].
     /// High 8 bits: the clock states stored, in the sparse form ([`Header::stored`]):
     /// kept, not counted from `bits` (the default x86-64 target has no `popcnt`: a
     /// software popcount was ~15 instructions each time the hashes or the stored states
@@ -65,9 +67,11 @@ struct Header {
     counts: u32,
 }
 
-/// The hashes' share of [`Header::counts`] (a ticket of more than 8 M event hashes is
+/// The hashes' share of [`Header::counts`] (a ticket of more than 4 M event hashes is
 /// refused: `contains` over them per event would be the problem long before).
-const SEEN_MASK: u32 = (1 << 23) - 1;
+const SEEN_MASK: u32 = (1 << 22) - 1;
+/// In [`Header::counts`]: the block holds a fired action's hash (`clocks/fired.rs`).
+const FIRED: u32 = 1 << 22;
 /// In [`Header::counts`]: the block holds a closing instant (`clocks/closed.rs`).
 const CLOSED: u32 = 1 << 23;
 /// One stored state in [`Header::counts`].
@@ -206,7 +210,13 @@ impl Clocks {
     /// A block holding `clocks` and `seen`, with room for `capacity` hashes in all and for
     /// every idle clock to start (as many bytes as when every clock was stored).
     pub fn new(clocks: &[ClockCore], seen: &[u64], capacity: usize) -> Clocks {
-        let room = (capacity.max(seen.len()) - seen.len()) * HASH + start_room(clocks);
+        Clocks::with_words(clocks, seen, capacity, 0)
+    }
+
+    /// [`Clocks::new`] with room for `words` prefix words more (a restored ticket's closing
+    /// instant and fired action's hash, set next).
+    pub fn with_words(clocks: &[ClockCore], seen: &[u64], capacity: usize, words: usize) -> Clocks {
+        let room = (capacity.max(seen.len()) - seen.len()) * HASH + start_room(clocks) + 8 * words;
         Clocks::build(clocks, seen.len(), room, |c| {
             for (k, &h) in seen.iter().enumerate() {
                 // SAFETY: the block holds `seen.len()` hashes.
@@ -333,10 +343,11 @@ impl Clocks {
     }
 
     /// Words between the header and the clock states: the dense form's count, a closing
-    /// instant.
+    /// instant, a fired action's hash.
     #[inline]
     fn prefix(&self) -> usize {
-        self.is_dense() as usize + self.has_closed() as usize
+        let c = self.header().counts;
+        self.is_dense() as usize + (c & CLOSED != 0) as usize + (c & FIRED != 0) as usize
     }
 
     /// Clocks of the ticket's plan (stored or not).
@@ -618,6 +629,7 @@ impl Clocks {
             unsafe { std::ptr::copy_nonoverlapping(self.seen_ptr(), c.seen_ptr(), seen * HASH) }
         });
         new.set_closed_at(self.closed_at());
+        new.set_fired(self.fired());
         new.set_last_event(self.last_event());
         *self = new;
     }
@@ -670,6 +682,7 @@ impl PartialEq for Clocks {
             && self.iter().zip(other.iter()).all(|(a, b)| a == b)
             && self.seen().eq(other.seen())
             && self.closed_at() == other.closed_at()
+            && self.fired() == other.fired()
             && self.last_event() == other.last_event()
     }
 }
@@ -680,12 +693,14 @@ impl std::fmt::Debug for Clocks {
             .field("clocks", &self.dense().as_slice())
             .field("seen", &self.seen().collect::<Vec<_>>())
             .field("closed_at", &self.closed_at())
+            .field("fired", &self.fired())
             .field("last_event", &self.last_event())
             .finish()
     }
 }
 
 mod closed;
+mod fired;
 mod read;
 mod seen;
 pub use seen::Seen;

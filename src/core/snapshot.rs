@@ -251,8 +251,48 @@ struct TicketOut<'a> {
     last_event: Ts,
     closed_at: Option<Ts>,
     clocks: ClocksOut<'a>,
-    extras: Option<&'a Extras>,
+    extras: Option<ExtrasOut<'a>>,
     seen: SeenOut<'a>,
+}
+
+/// A ticket's extras as the record encodes them ([`Extras`]' fields in its order: the
+/// fired actions' hashes, the checks' instants), the first fired hash from the clock block
+/// (`Ticket::actions_fired`) ahead of the extras' own.
+struct ExtrasOut<'a> {
+    first_fired: Option<u64>,
+    extras: Option<&'a Extras>,
+}
+
+impl<'a> ExtrasOut<'a> {
+    /// The record's extras of `t`: present when the extras are
+    /// ([`Extras::on_wire`]) or the block holds a fired hash.
+    fn of(t: &'a Ticket) -> Option<ExtrasOut<'a>> {
+        let first_fired = t.clocks.fired();
+        (first_fired.is_some() || Extras::on_wire(&t.extras)).then_some(ExtrasOut {
+            first_fired,
+            extras: t.extras.as_deref(),
+        })
+    }
+}
+
+impl Serialize for ExtrasOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        struct FiredOut<'a>(Option<u64>, &'a [u64]);
+        impl Serialize for FiredOut<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.iter().chain(self.1))
+            }
+        }
+        let (rest, since) = match self.extras {
+            Some(x) => (&x.actions_fired[..], &x.check_since[..]),
+            None => (&[][..], &[][..]),
+        };
+        let mut st = s.serialize_struct("Extras", 2)?;
+        st.serialize_field("actions_fired", &FiredOut(self.first_fired, rest))?;
+        st.serialize_field("check_since", since)?;
+        st.end()
+    }
 }
 
 /// A ticket's dedup hashes as the record encodes them: a sequence of u64 (the low 48 bits
@@ -446,7 +486,7 @@ impl<'a> TicketOut<'a> {
             last_event: t.last_event(),
             closed_at: t.closed_at(),
             clocks: ClocksOut::Ticket(t),
-            extras: Extras::wire(&t.extras),
+            extras: ExtrasOut::of(t),
             seen: SeenOut::Ticket(t.seen()),
         }
     }
@@ -454,11 +494,20 @@ impl<'a> TicketOut<'a> {
 
 impl<'a> TicketIn<'a> {
     fn decoded(self) -> TicketDecoded<'a> {
-        // A closing instant takes a word of the block's room (`Clocks::set_closed_at`).
+        // A closing instant takes a word of the block's room (`Clocks::set_closed_at`), the
+        // first fired action's hash another (`Clocks::set_fired`).
+        let mut extras = self.extras;
+        let fired = Extras::take_first_fired(&mut extras);
         let capacity = restored_dedup_capacity(self.phase, self.seen.len())
             + self.closed_at.is_some() as usize;
-        let mut clocks = Clocks::new(&self.clocks.cores, &self.seen, capacity);
+        let mut clocks = Clocks::with_words(
+            &self.clocks.cores,
+            &self.seen,
+            capacity,
+            fired.is_some() as usize,
+        );
         clocks.set_closed_at(self.closed_at);
+        clocks.set_fired(fired);
         TicketDecoded {
             id: TicketId::from(&self.id),
             attrs: self.attrs,
@@ -470,7 +519,7 @@ impl<'a> TicketIn<'a> {
             closed_at: self.closed_at,
             clocks,
             pauses: self.clocks.pauses,
-            extras: self.extras,
+            extras,
         }
     }
 }

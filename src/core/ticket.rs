@@ -362,6 +362,18 @@ impl Fired {
     }
 }
 
+impl Fired {
+    /// The first hash, and the others as a `Fired` (a restored ticket's first goes to its
+    /// clock block, [`Ticket::actions_fired`]).
+    pub fn split_first(self) -> (Option<u64>, Fired) {
+        match self {
+            Fired::None => (None, Fired::None),
+            Fired::One(h) => (Some(h), Fired::None),
+            Fired::Many(v) => (v.first().copied(), v.iter().skip(1).copied().collect()),
+        }
+    }
+}
+
 impl std::ops::Deref for Fired {
     type Target = [u64];
     fn deref(&self) -> &[u64] {
@@ -408,12 +420,30 @@ impl<'de> Deserialize<'de> for Fired {
 }
 
 impl Extras {
-    /// What the record's `extras` holds (`None` when these extras hold paused intervals
-    /// only, which the record keeps with the clocks).
-    pub fn wire(x: &Option<Box<Extras>>) -> Option<&Extras> {
-        x.as_deref().filter(|e| {
+    /// Whether the record's `extras` is present for these extras (not when they hold
+    /// paused intervals only, which the record keeps with the clocks), apart from the
+    /// first fired action's hash in the clock block (`core::snapshot`'s `ExtrasOut`).
+    pub fn on_wire(x: &Option<Box<Extras>>) -> bool {
+        x.as_deref().is_some_and(|e| {
             e.pauses.is_empty() || !e.actions_fired.is_empty() || !e.check_since.is_empty()
         })
+    }
+
+    /// Takes the first fired action's hash out of a decoded record's extras (a ticket keeps
+    /// it in its clock block, [`Ticket::actions_fired`]); extras then holding nothing are
+    /// dropped, as a live ticket that fired one action has none.
+    pub fn take_first_fired(x: &mut Option<Box<Extras>>) -> Option<u64> {
+        let e = x.as_mut()?;
+        let (first, rest) = std::mem::take(&mut e.actions_fired).split_first();
+        e.actions_fired = rest;
+        if first.is_some()
+            && e.actions_fired.is_empty()
+            && e.pauses.is_empty()
+            && e.check_since.is_empty()
+        {
+            *x = None;
+        }
+        first
     }
 }
 
@@ -517,6 +547,35 @@ impl Ticket {
         }
         self.clocks.push_seen(h);
         false
+    }
+
+    /// The hashes of the actions fired (rule: each at most once per ticket), in the order
+    /// fired: the first in the clock block ([`Clocks::fired`]), the others in the extras.
+    pub fn actions_fired(&self) -> impl Iterator<Item = u64> + '_ {
+        let rest = self
+            .extras
+            .as_ref()
+            .map_or(&[][..], |x| &x.actions_fired[..]);
+        self.clocks.fired().into_iter().chain(rest.iter().copied())
+    }
+
+    /// Records action hash `h` as fired; false when it already was. The first goes to the
+    /// clock block (no extras for a ticket that fires one action), later ones to the extras.
+    fn record_fired(&mut self, h: u64) -> bool {
+        match self.clocks.fired() {
+            None => self.clocks.set_fired(Some(h)),
+            Some(first) => {
+                if first == h {
+                    return false;
+                }
+                let x = self.extras.get_or_insert_with(Default::default);
+                if x.actions_fired.contains(&h) {
+                    return false;
+                }
+                x.actions_fired.push(h);
+            }
+        }
+        true
     }
 
     fn check_since(&self, k: usize) -> Option<Ts> {
@@ -853,11 +912,9 @@ impl Ticket {
                 continue;
             }
             let h = id_hash(&a.clock);
-            let extras = self.extras.get_or_insert_with(Default::default);
-            if extras.actions_fired.contains(&h) {
+            if !self.record_fired(h) {
                 continue;
             }
-            extras.actions_fired.push(h);
             let body = OutputBody::Escalation {
                 level: a.level,
                 notify: a.notify.clone(),
@@ -1184,6 +1241,72 @@ mod tests {
         }
         assert_eq!(&*f, &v[..]);
         assert_ne!(f, [7, u64::MAX, 0, 7].into_iter().collect::<Fired>());
+        for n in 0..5 {
+            let (first, rest) = v[..n].iter().copied().collect::<Fired>().split_first();
+            assert_eq!(
+                (first, &*rest),
+                (v.first().copied().filter(|_| n > 0), &v[n.min(1)..n])
+            );
+        }
+    }
+
+    /// A ticket's first fired action's hash sits in its clock block (in the room, no extras),
+    /// the others in the extras after it; a decoded record's extras give their first back
+    /// to the block and are dropped when that was all they held.
+    #[test]
+    fn the_first_fired_action_is_in_the_clock_block() {
+        let mut t = Ticket {
+            id: TicketId::from("T1"),
+            attrs: CompactAttrs::default(),
+            plan: 0,
+            phase: Phase::Open,
+            cycle: 0,
+            opened_at: Ts(1),
+            clocks: Clocks::open(3, 2, DEDUP_INITIAL),
+            extras: None,
+        };
+        let bytes = t.clocks.heap_bytes();
+        assert!(t.record_fired(7));
+        assert!(!t.record_fired(7));
+        assert_eq!((t.clocks.fired(), t.extras.is_none()), (Some(7), true));
+        assert_eq!(
+            t.clocks.heap_bytes(),
+            bytes + 8,
+            "a word added, the room kept"
+        );
+        assert_eq!(
+            t.clocks.seen_capacity(),
+            DEDUP_INITIAL + 2 * 16 / crate::core::clocks::HASH
+        );
+        assert!(t.record_fired(u64::MAX));
+        assert!(t.record_fired(0));
+        assert!(!t.record_fired(u64::MAX) && !t.record_fired(0) && !t.record_fired(7));
+        assert_eq!(t.actions_fired().collect::<Vec<_>>(), [7, u64::MAX, 0]);
+        assert_eq!(&*t.extras.as_ref().unwrap().actions_fired, &[u64::MAX, 0]);
+        let decoded = |fired: &[u64], since: Vec<Option<Ts>>| {
+            Some(Box::new(Extras {
+                actions_fired: fired.iter().copied().collect(),
+                check_since: since.into(),
+                pauses: Default::default(),
+            }))
+        };
+        let mut x = decoded(&[7], vec![]);
+        assert_eq!((Extras::take_first_fired(&mut x), x), (Some(7), None));
+        let mut x = decoded(&[7, 8], vec![]);
+        assert_eq!(
+            (Extras::take_first_fired(&mut x), x),
+            (Some(7), decoded(&[8], vec![]))
+        );
+        let mut x = decoded(&[7], vec![None]);
+        assert_eq!(
+            (Extras::take_first_fired(&mut x), x),
+            (Some(7), decoded(&[], vec![None]))
+        );
+        let mut x = decoded(&[], vec![]);
+        assert_eq!(
+            (Extras::take_first_fired(&mut x), x),
+            (None, decoded(&[], vec![]))
+        );
     }
 
     /// An open ticket's fixed part (the slab holds it inline, 1 M of them in the engine

@@ -29,6 +29,10 @@ impl Clocks {
 
     /// Room for `additional` more hashes (exactly, as `Vec::reserve_exact`).
     pub fn reserve_seen_exact(&mut self, additional: usize) {
+        assert!(
+            self.header().seen() + additional <= SEEN_MASK as usize,
+            "clock block too large"
+        );
         self.reserve_room(additional * HASH);
     }
 

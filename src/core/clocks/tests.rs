@@ -120,9 +120,10 @@ fn sparse_block_equals_a_dense_model() {
         let mut model: Vec<ClockCore> = vec![IDLE; n];
         let mut seen: Vec<u64> = Vec::new();
         let mut closed: Option<Ts> = None;
+        let mut fired: Option<u64> = None;
         let mut last = Ts(0);
         for step in 0..60 {
-            match next(5) {
+            match next(6) {
                 0 if n > 0 => {
                     let i = next(n as u64) as usize;
                     model[i] = match next(3) {
@@ -186,6 +187,24 @@ fn sparse_block_equals_a_dense_model() {
                         _ => assert_eq!(room_now, room),
                     }
                 }
+                4 => {
+                    // A fired action's hash: a word added to the block (its room kept),
+                    // given to the room when cleared; the closing instant, states and
+                    // hashes stay.
+                    let was = fired;
+                    fired = (next(3) != 0).then(|| next(u64::MAX) ^ (1 << 63));
+                    let (before, room) = (c.heap_bytes(), c.header().room as usize);
+                    c.set_fired(fired);
+                    let room_now = c.header().room as usize;
+                    match (was.is_some(), fired.is_some()) {
+                        (false, true) if before > 0 => {
+                            assert_eq!((c.heap_bytes(), room_now), (before + 8, room))
+                        }
+                        (false, true) => assert_eq!((c.heap_bytes(), room_now), (24, 0)),
+                        (true, false) => assert_eq!((c.heap_bytes(), room_now), (before, room + 8)),
+                        _ => assert_eq!(room_now, room),
+                    }
+                }
                 _ => {
                     // The last event is written in place: no room taken, nothing moves.
                     last = Ts(next(1 << 40) as i64 - (1 << 39));
@@ -196,6 +215,7 @@ fn sparse_block_equals_a_dense_model() {
             }
             assert_eq!(c.last_event(), last);
             assert_eq!(c.closed_at(), closed);
+            assert_eq!(c.fired(), fired);
             assert_eq!(c.len(), n);
             assert_eq!(c.dense().as_slice(), &model[..]);
             assert!(c.iter().eq(model.iter()));
@@ -237,9 +257,24 @@ fn sparse_block_equals_a_dense_model() {
                 // Restored: room for one more hash and for every idle clock to start.
                 assert_eq!(r.header().room as usize, HASH + CORE * (n - stored));
             }
+            assert_eq!(r == c, closed.is_none() && fired.is_none());
+            r.set_fired(fired);
             assert_eq!(r == c, closed.is_none());
             r.set_closed_at(closed);
             assert_eq!(r, c);
+            // Both words set the other way round, and through a re-match's rebuild.
+            let mut q = Clocks::new(&model, &seen, seen.len() + 1);
+            q.set_last_event(last);
+            q.set_closed_at(closed);
+            q.set_fired(fired);
+            assert_eq!(q, c);
+            let mut m = c.clone();
+            m.resize(n + 1);
+            assert_eq!(
+                (m.fired(), m.closed_at(), m.last_event(), m.len()),
+                (fired, closed, last, n + 1)
+            );
+            assert!(m.seen().eq(seen.iter().copied()));
         }
     }
 }

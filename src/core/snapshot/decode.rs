@@ -267,7 +267,7 @@ fn ticket<'a>(r: &mut Reader<'a>) -> Option<TicketDecoded<'a>> {
             pauses[i] = p;
         }
     }
-    let extras = if r.option()? {
+    let mut extras = if r.option()? {
         let actions_fired = r.u64s()?;
         let n = r.seq(1)?;
         let mut check_since = Vec::with_capacity(n);
@@ -284,11 +284,14 @@ fn ticket<'a>(r: &mut Reader<'a>) -> Option<TicketDecoded<'a>> {
     };
     // The hashes straight into the ticket's block, with room for the next event's.
     let seen = r.seq(1)?;
-    // A closing instant takes a word of the block's room (`Clocks::set_closed_at`).
+    // A closing instant takes a word of the block's room (`Clocks::set_closed_at`), the
+    // first fired action's hash another (`Clocks::set_fired`).
+    let fired = Extras::take_first_fired(&mut extras);
     let capacity = restored_dedup_capacity(phase, seen) + closed_at.is_some() as usize;
-    let mut clocks = Clocks::new(&cores[..n], &[], capacity);
+    let mut clocks = Clocks::with_words(&cores[..n], &[], capacity, fired.is_some() as usize);
     clocks.fill_seen(seen, || r.u64())?;
     clocks.set_closed_at(closed_at);
+    clocks.set_fired(fired);
     Some(TicketDecoded {
         id,
         attrs,
@@ -441,7 +444,10 @@ mod tests {
                 last_event: *last_event,
                 closed_at: *closed_at,
                 clocks: super::super::ClocksOut::States(clocks),
-                extras: extras.as_deref(),
+                extras: extras.as_deref().map(|x| super::super::ExtrasOut {
+                    first_fired: None,
+                    extras: Some(x),
+                }),
                 seen: super::super::SeenOut::Values(seen),
             },
         };

@@ -18,10 +18,10 @@ use metrics::{counter, histogram, Counter, Histogram};
 use rustc_hash::FxHasher;
 
 use super::{
-    channel_label, clean_secs, level_label, policy_label, record_output_kind_counters,
-    rule_label, urgency_label, windows, FormatLabel, LatencyKind, OutputKind, WindowKey,
-    CENSORED_SAMPLE_SECONDS, ESCALATIONS_TOTAL, EVENTS_CONSUMED_TOTAL,
-    EVENT_TO_DECISION_SECONDS, OUTPUT_DELAY_SECONDS, SLA_OUTPUTS_TOTAL,
+    channel_label, clean_secs, level_label, policy_label, record_output_kind_counters, rule_label,
+    urgency_label, windows, FormatLabel, LatencyKind, OutputKind, WindowKey,
+    CENSORED_SAMPLE_SECONDS, ESCALATIONS_TOTAL, EVENTS_CONSUMED_TOTAL, EVENT_TO_DECISION_SECONDS,
+    OUTPUT_DELAY_SECONDS, SLA_OUTPUTS_TOTAL,
 };
 use crate::core::model::{Channel, OutputBody, SlaOutput, Urgency};
 use crate::core::ticket::Observation;
@@ -121,10 +121,7 @@ impl HotMeters {
             .entry(
                 hash,
                 |m| {
-                    m.kind == kind
-                        && m.level == level
-                        && *m.policy == **policy
-                        && *m.rule == **rule
+                    m.kind == kind && m.level == level && *m.policy == **policy && *m.rule == **rule
                 },
                 |m| output_hash(m.kind, &m.policy, &m.rule, m.level),
             )
@@ -327,12 +324,16 @@ mod tests {
         let text = handle.render();
         let series = format!("{{policy=\"{policy}\",channel=\"chat\",urgency=\"general\"}}");
         for line in [
-            "slawatch_sla_outputs_total{kind=\"escalation\",policy=\"chat\",rule=\"R7\"} 3".to_string(),
+            "slawatch_sla_outputs_total{kind=\"escalation\",policy=\"chat\",rule=\"R7\"} 3"
+                .to_string(),
             "slawatch_escalations_total{policy=\"chat\",rule=\"R7\",level=\"2\"} 2".to_string(),
             "slawatch_escalations_total{policy=\"chat\",rule=\"R7\",level=\"3\"} 1".to_string(),
             // Two answered, one censored (above every finite bucket); none without a metric.
             format!("slawatch_first_response_seconds_count{series} 3"),
-            format!("slawatch_first_response_seconds_sum{series} {}", 120.0 + CENSORED_SAMPLE_SECONDS),
+            format!(
+                "slawatch_first_response_seconds_sum{series} {}",
+                120.0 + CENSORED_SAMPLE_SECONDS
+            ),
         ] {
             assert!(text.contains(&line), "missing {line} in\n{text}");
         }

@@ -275,7 +275,8 @@ pub fn cached_positions<'a, C: ConsumerContext>(
     }
     // SAFETY: the client pointer is valid for the consumer's lifetime and the list is ours;
     // the call only writes the offsets (and per-partition errors) of the list's elements.
-    let err = unsafe { rdkafka::bindings::rd_kafka_position(consumer.client().native_ptr(), tpl.ptr()) };
+    let err =
+        unsafe { rdkafka::bindings::rd_kafka_position(consumer.client().native_ptr(), tpl.ptr()) };
     (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR).then_some(tpl)
 }
 
@@ -468,10 +469,16 @@ mod tests {
     #[test]
     fn a_transactional_producer_lingers_longer_unless_told() {
         let cfg = config("");
-        assert_eq!(producer_config(&cfg, Some("g-0")).get("linger.ms"), Some("20"));
+        assert_eq!(
+            producer_config(&cfg, Some("g-0")).get("linger.ms"),
+            Some("20")
+        );
         assert_eq!(producer_config(&cfg, None).get("linger.ms"), Some("2"));
         let told = config("[kafka]\n\"linger.ms\" = \"5\"");
-        assert_eq!(producer_config(&told, Some("g-0")).get("linger.ms"), Some("5"));
+        assert_eq!(
+            producer_config(&told, Some("g-0")).get("linger.ms"),
+            Some("5")
+        );
         assert_eq!(producer_config(&told, None).get("linger.ms"), Some("5"));
     }
 

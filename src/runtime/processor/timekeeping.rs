@@ -44,7 +44,10 @@ impl Processor {
         let surge_pos = if self.surges.is_empty() {
             None
         } else {
-            let owned = self.surges.values().map(|s| (repartition.as_str(), s.partition));
+            let owned = self
+                .surges
+                .values()
+                .map(|s| (repartition.as_str(), s.partition));
             cached_positions(&*c.surge, owned)
         };
         let pos_of = |topic: &str, p: i32| -> Option<i64> {

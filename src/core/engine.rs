@@ -18,7 +18,7 @@ use crate::core::surge::SurgeDetector;
 use crate::core::ticket::{CompactAttrs, Observation, Sink, Ticket};
 use crate::core::time::{Dur, Ts};
 use compact_str::CompactString;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -247,7 +247,6 @@ impl Engine {
     /// ticket was freed (a tombstone). Records are [`Engine::ticket_record`] bytes.
     pub fn take_changes(&mut self) -> Vec<(TicketKey, Option<Vec<u8>>)> {
         let mut out = Vec::with_capacity(self.dirty.len() + self.freed_ids.len());
-        let mut live = FxHashMap::default();
         for slot in std::mem::take(&mut self.dirty) {
             self.is_dirty[slot as usize] = false;
             if let Some(t) = self.tickets.get(slot) {
@@ -255,14 +254,16 @@ impl Engine {
                     tenant: self.tickets.tenant(t).clone(),
                     id: t.id.to_compact(),
                 };
-                live.insert(key.clone(), ());
                 out.push((key, Some(self.ticket_record(t))));
             }
         }
-        for id in std::mem::take(&mut self.freed_ids) {
-            if !live.contains_key(&id) {
-                out.push((id, None));
-            }
+        let freed = std::mem::take(&mut self.freed_ids);
+        if !freed.is_empty() {
+            // A freed id that is live again (reopened since) keeps its record.
+            let live: FxHashSet<&TicketKey> = out.iter().map(|(k, _)| k).collect();
+            let tombstones: Vec<TicketKey> =
+                freed.into_iter().filter(|id| !live.contains(id)).collect();
+            out.extend(tombstones.into_iter().map(|id| (id, None)));
         }
         out
     }

@@ -24,6 +24,9 @@ use std::sync::Arc;
 
 mod decode;
 
+/// The capacity a ticket record is written into.
+const TICKET_RECORD_CAPACITY: usize = 256;
+
 impl Engine {
     /// One ticket's state with its plan named (so it restores under any plan table).
     pub fn ticket_record(&self, t: &Ticket) -> Vec<u8> {
@@ -36,7 +39,9 @@ impl Engine {
             },
             ticket: TicketOut::of(t, &self.tickets),
         };
-        postcard::to_stdvec(&rec).expect("ticket serialises")
+        // Sized for a usual record (~100-200 bytes), so it is not grown byte by byte.
+        postcard::to_extend(&rec, Vec::with_capacity(TICKET_RECORD_CAPACITY))
+            .expect("ticket serialises")
     }
 
     /// Partition-level state (watermark, pending and pre-open events, surge windows,

@@ -196,15 +196,16 @@ pub fn engine_reason(r: Refusal) -> RejectReason {
 }
 
 /// Kafka key of an SLA event: the ticket id, or `surge/<tenant>/<dimension>` for surges.
-pub fn output_key(o: &SlaOutput) -> String {
+pub fn output_key(o: &SlaOutput) -> std::borrow::Cow<'_, str> {
     match &o.body {
         OutputBody::SurgeStarted {
             channel, category, ..
         }
         | OutputBody::SurgeEnded {
             channel, category, ..
-        } => surge_key(&o.tenant, dimension(*channel, *category)),
-        _ => o.ticket_id.to_string(),
+        } => surge_key(&o.tenant, dimension(*channel, *category)).into(),
+        // Borrowed: a ticket's outputs are most of the records, and the producer copies it.
+        _ => o.ticket_id.as_str().into(),
     }
 }
 

@@ -31,6 +31,14 @@ pub const RARE_STARTS: MatcherSet = MatcherSet::of(&[
     Matcher::UrgencyChanged,
 ]);
 
+/// Start matchers of the events that end a ticket's open life (resolution, closing): a
+/// clock started only by these (a follow-up visit) gets no room reserved in a new ticket's
+/// clock block either ([`Plan::routine_starts`]). The block grows when it starts, once in
+/// the ticket's life, instead of carrying the clock's 16 bytes of room through the whole
+/// open life (issue 14, bytes per open ticket: in the engine bench, a fifth of the open
+/// tickets' blocks fell a size class, −8 B per open ticket). Memory only, as above.
+pub const CLOSING_STARTS: MatcherSet = MatcherSet::of(&[Matcher::Resolved, Matcher::Closed]);
+
 /// Indices of a plan's overlays in its policy set.
 pub type OverlayIndices = SmallVec<[usize; 4]>;
 
@@ -107,7 +115,7 @@ impl Plan {
             .collect();
         let routine_starts = clocks
             .iter()
-            .filter(|c| c.start.0 & !RARE_STARTS.0 != 0)
+            .filter(|c| c.start.0 & !(RARE_STARTS.0 | CLOSING_STARTS.0) != 0)
             .count();
         Plan {
             set: set.clone(),
@@ -139,10 +147,11 @@ impl Plan {
         Plan::build(set, policy_index, &overlays)
     }
 
-    /// Clocks an ordinary ticket life may start: those with a start matcher other than
-    /// the rare ones of [`RARE_STARTS`]. A new ticket's clock block keeps room for them
-    /// (`Clocks::open`), so a clock starting on a reply or a customer message does not
-    /// reallocate; one started by an escalation or a department handoff does.
+    /// Clocks an ordinary ticket life may start while open: those with a start matcher
+    /// other than the rare ones of [`RARE_STARTS`] and the closing ones of
+    /// [`CLOSING_STARTS`]. A new ticket's clock block keeps room for them (`Clocks::open`),
+    /// so a clock starting on a reply or a customer message does not reallocate; one
+    /// started by an escalation, a department handoff or the resolution does.
     pub fn routine_starts(&self) -> usize {
         self.routine_starts
     }

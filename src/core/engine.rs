@@ -1081,13 +1081,7 @@ mod tests {
         let (policy, rule): (Arc<str>, Arc<str>) = ("p".into(), "r".into());
         let clocks: [Arc<str>; 3] = ["a".into(), "b".into(), "c".into()];
         let tenants = [CompactString::from(""), CompactString::from("acme")];
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move |k: u64| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % k
-        };
+        let mut next = crate::core::xorshift(0x9e37_79b9_7f4a_7c15);
         let mut scratch = Vec::new();
         for case in 0..600 {
             let n = next(40) as usize;

@@ -18,3 +18,15 @@ pub mod ticket;
 pub mod ticket_id;
 pub mod time;
 pub mod timers;
+
+/// A seeded xorshift generator for randomised model tests: `next(k)` is in `0..k`.
+#[cfg(test)]
+pub(crate) fn xorshift(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut rng = seed;
+    move |k| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % k
+    }
+}

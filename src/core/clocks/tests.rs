@@ -106,13 +106,7 @@ fn block_behaves_as_a_slice_and_a_vec() {
 /// reallocates only when the room is short.
 #[test]
 fn sparse_block_equals_a_dense_model() {
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move |k: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % k
-    };
+    let mut next = crate::core::xorshift(0x9e37_79b9_7f4a_7c15);
     for case in 0..400 {
         let n = (case % 19) as usize;
         let starts = next(n as u64 + 1) as usize;

@@ -116,10 +116,7 @@ impl LatencyWindows {
     }
 
     pub fn record(&self, key: WindowKey, secs: f64, now: Instant) {
-        let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        w.entry(key)
-            .or_insert_with(|| SlidingWindow::new(self.cap))
-            .push(now, secs);
+        self.record_all([(key, secs)], now);
     }
 
     /// [`LatencyWindows::record`] for many samples, in one lock.

@@ -18,10 +18,10 @@ use metrics::{counter, histogram, Counter, Histogram};
 use rustc_hash::FxHasher;
 
 use super::{
-    channel_label, clean_secs, level_label, policy_label, record_output_kind_counters, rule_label,
-    urgency_label, windows, FormatLabel, LatencyKind, OutputKind, WindowKey,
-    CENSORED_SAMPLE_SECONDS, ESCALATIONS_TOTAL, EVENTS_CONSUMED_TOTAL, EVENT_TO_DECISION_SECONDS,
-    OUTPUT_DELAY_SECONDS, SLA_OUTPUTS_TOTAL,
+    channel_label, clean_secs, level_label, policy_label, rule_label, surge_transition,
+    urgency_label, windows, FormatLabel, LatencyKind, OutputKind, SurgeDimension, SurgeTransition,
+    WindowKey, CENSORED_SAMPLE_SECONDS, ESCALATIONS_TOTAL, EVENTS_CONSUMED_TOTAL,
+    EVENT_TO_DECISION_SECONDS, OUTPUT_DELAY_SECONDS, SLA_OUTPUTS_TOTAL,
 };
 use crate::core::model::{Channel, OutputBody, SlaOutput, Urgency};
 use crate::core::ticket::Observation;
@@ -143,9 +143,17 @@ impl HotMeters {
             })
             .into_mut();
         m.outputs.increment(1);
-        match &m.escalations {
-            Some(e) => e.increment(1),
-            None => record_output_kind_counters(out),
+        if let Some(e) = &m.escalations {
+            e.increment(1);
+        }
+        let transition = match out.body {
+            OutputBody::SurgeStarted { channel, .. } => Some((channel, SurgeTransition::Started)),
+            OutputBody::SurgeEnded { channel, .. } => Some((channel, SurgeTransition::Ended)),
+            _ => None,
+        };
+        // Rare (a tenant's surge starting or ending): through the registry.
+        if let Some((channel, t)) = transition {
+            surge_transition(SurgeDimension::of(channel), t);
         }
     }
 
@@ -312,6 +320,16 @@ mod tests {
             m.output(&escalation("R7", 2));
             m.output(&escalation("R7", 2));
             m.output(&escalation("R7", 3));
+            m.output(&SlaOutput {
+                body: crate::core::model::OutputBody::SurgeStarted {
+                    channel: Channel::Chat,
+                    category: crate::core::model::Category::Unspecified,
+                    observed_per_min: 30.0,
+                    baseline_per_min: 5.0,
+                    ratio: 6.0,
+                },
+                ..breach("chat", "R10")
+            });
             m.observation(&observation(policy, 30, false));
             m.observation(&observation(policy, 90, false));
             m.observation(&observation(policy, 10, true));
@@ -328,6 +346,8 @@ mod tests {
                 .to_string(),
             "slawatch_escalations_total{policy=\"chat\",rule=\"R7\",level=\"2\"} 2".to_string(),
             "slawatch_escalations_total{policy=\"chat\",rule=\"R7\",level=\"3\"} 1".to_string(),
+            "slawatch_surge_transitions_total{dimension=\"channel\",transition=\"started\"} 1"
+                .to_string(),
             // Two answered, one censored (above every finite bucket); none without a metric.
             format!("slawatch_first_response_seconds_count{series} 3"),
             format!(

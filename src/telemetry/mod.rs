@@ -67,7 +67,7 @@ pub use hot::HotMeters;
 pub use labels::*;
 pub use quantiles::*;
 
-use crate::core::model::{Channel, OutputBody, SlaOutput, Urgency};
+use crate::core::model::{Channel, OutputBody, Urgency};
 use crate::core::policy::LatencyMetric;
 use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, SharedString,
@@ -156,21 +156,6 @@ pub fn escalation(policy: &str, rule: &str, level: u32) {
         "rule" => rule_label(rule),
         "level" => level_label(level))
     .increment(1);
-}
-
-/// The counters an output adds to besides `slawatch_sla_outputs_total`: escalations and
-/// surge transitions ([`HotMeters::output`] counts the output itself).
-fn record_output_kind_counters(out: &SlaOutput) {
-    match &out.body {
-        OutputBody::Escalation { level, .. } => escalation(&out.policy_id, &out.rule_id, *level),
-        OutputBody::SurgeStarted { channel, .. } => {
-            surge_transition(SurgeDimension::of(*channel), SurgeTransition::Started)
-        }
-        OutputBody::SurgeEnded { channel, .. } => {
-            surge_transition(SurgeDimension::of(*channel), SurgeTransition::Ended)
-        }
-        _ => {}
-    }
 }
 
 /// A surge started or ended.
@@ -389,6 +374,7 @@ pub fn register_policy_target(policy: &str, metric: LatencyMetric, target_secs: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::model::SlaOutput;
     use metrics_exporter_prometheus::PrometheusRecorder;
 
     fn local_recorder() -> PrometheusRecorder {

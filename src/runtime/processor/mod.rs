@@ -71,7 +71,7 @@ use crate::runtime::control::{Control, TicketQuery};
 use crate::runtime::heartbeat::Heartbeat;
 use crate::runtime::kafka::pipeline::{GroupOffsets, Pipeline};
 use crate::runtime::kafka::recovery::{self, Trouble};
-use crate::runtime::kafka::txn::{self, ProducerCtx, Recovery, TxnError, TxnOp};
+use crate::runtime::kafka::txn::{self, OutputProducer, ProducerCtx, Recovery, TxnError, TxnOp};
 use crate::runtime::kafka::{
     cached_positions, cached_watermarks, consumer_config, producer_config, AuthFailure,
 };
@@ -88,7 +88,6 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message, OwnedHeaders};
-use rdkafka::producer::BaseProducer;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rustc_hash::FxHashMap;
 use std::collections::{HashMap, HashSet};
@@ -466,7 +465,7 @@ fn producer_settings(cfg: &Config, topics: &Topics, which: usize) -> rdkafka::Cl
     )
 }
 
-type OutProducer = BaseProducer<ProducerCtx>;
+type OutProducer = OutputProducer;
 
 /// After a fatal client error that followed a broker outage (see [`Trouble`]): new
 /// producer (`init_transactions`, retried until the brokers answer) and new consumers, with

@@ -2,7 +2,7 @@
 //! the surge stage, and what the engines emit, encoded and handed to the producer.
 use super::*;
 
-fn header<'a>(m: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a [u8]> {
+fn header<'a, M: Message>(m: &'a M, name: &str) -> Option<&'a [u8]> {
     let h = m.headers()?;
     h.iter()
         .find(|h| h.key.eq_ignore_ascii_case(name))
@@ -10,7 +10,7 @@ fn header<'a>(m: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a [u8]> {
 }
 
 impl Processor {
-    pub(super) fn on_message(&mut self, m: &BorrowedMessage<'_>) {
+    pub(super) fn on_message<M: Message>(&mut self, m: &M) {
         // librdkafka hands the topic as a C string: measured and checked once per record.
         let topic_name = m.topic();
         if topic_name == self.topics.repartition {
@@ -124,7 +124,7 @@ impl Processor {
         }
     }
 
-    pub(super) fn on_repartition_record(&mut self, m: &BorrowedMessage<'_>) {
+    pub(super) fn on_repartition_record<M: Message>(&mut self, m: &M) {
         let p = m.partition();
         let Some(s) = self.surges.get_mut(&p) else {
             self.stray += 1;

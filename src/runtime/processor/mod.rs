@@ -69,6 +69,7 @@ use crate::runtime::commit_policy::{
 use crate::runtime::config::{Config, OutputFormat};
 use crate::runtime::control::{Control, TicketQuery};
 use crate::runtime::heartbeat::Heartbeat;
+use crate::runtime::kafka::consume::{ConsumerQueue, Polled};
 use crate::runtime::kafka::pipeline::{GroupOffsets, Pipeline};
 use crate::runtime::kafka::recovery::{self, Trouble};
 use crate::runtime::kafka::txn::{self, OutputProducer, ProducerCtx, Recovery, TxnError, TxnOp};
@@ -87,7 +88,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer as _, ConsumerContext, ConsumerGroupMetadata, Rebalance,
 };
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Headers, Message, OwnedHeaders};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rustc_hash::FxHashMap;
 use std::collections::{HashMap, HashSet};
@@ -542,6 +543,15 @@ fn run_loop(
     restore_rx: &mpsc::Receiver<RestoreResult>,
     query_rx: &mpsc::Receiver<TicketQuery>,
 ) -> Result<(), ProcessorError> {
+    // Both consumers are in groups, so each has a consumer queue; the handles are given
+    // back before the consumers are dropped below.
+    let (Some(main_queue), Some(surge_queue)) =
+        (ConsumerQueue::of(&main), ConsumerQueue::of(&surge))
+    else {
+        return Err(ProcessorError::Fatal(
+            "a consumer has no consumer queue".into(),
+        ));
+    };
     let mut result = loop {
         heartbeat.beat();
         if control.shutdown_requested() {
@@ -570,9 +580,9 @@ fn run_loop(
         // The input consumer may block for the timeout; the surge stage's consumer is then
         // drained without blocking (surges work on minute boundaries).
         let t0 = Instant::now();
-        let n = poll_batch(&main, &processor, timeout);
+        let n = poll_batch(&main, &main_queue, &processor, timeout);
         let t1 = Instant::now();
-        poll_batch(&surge, &processor, Duration::ZERO);
+        poll_batch(&surge, &surge_queue, &processor, Duration::ZERO);
         lock(&processor).after_batch();
         let t2 = Instant::now();
         control.loop_stats(n, t1 - t0, t2 - t1);
@@ -596,33 +606,43 @@ fn run_loop(
         c.surges.clear();
         c.consumers = None;
     }
+    drop(main_queue);
+    drop(surge_queue);
     drop(main);
     drop(surge);
     result
 }
 
-/// Polls up to [`MAX_BATCH`] records (the first poll may wait `timeout`).
-fn poll_batch(consumer: &Consumer, processor: &Mutex<Processor>, timeout: Duration) -> usize {
-    let mut msg = consumer.poll(timeout);
-    let polled = Instant::now();
+/// Polls up to [`MAX_BATCH`] records from `consumer`'s queue (the first poll may wait
+/// `timeout`). The processor is locked per record, not across a poll: a rebalance served
+/// by the poll locks it from the consumer's context.
+fn poll_batch(
+    consumer: &Consumer,
+    queue: &ConsumerQueue<'_>,
+    processor: &Mutex<Processor>,
+    timeout: Duration,
+) -> usize {
+    let mut polled = queue.poll(consumer, timeout);
+    let at = Instant::now();
     let mut n = 0;
     loop {
-        match msg {
-            None => break,
-            Some(Ok(m)) => {
+        match polled {
+            Polled::Nothing => break,
+            Polled::Served => {}
+            Polled::Record(m) => {
                 let mut p = lock(processor);
                 p.on_message(&m);
                 // From the poll that returned the record to the engine having taken it in.
-                p.meters.event_to_decision(polled.elapsed());
+                p.meters.event_to_decision(at.elapsed());
                 n += 1;
             }
-            Some(Err(KafkaError::PartitionEOF(_))) => {}
-            Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
+            Polled::Error(KafkaError::PartitionEOF(_)) => {}
+            Polled::Error(KafkaError::MessageConsumptionFatal(code)) => {
                 telemetry::error(telemetry::ErrorReason::ConsumerFatal);
                 lock(processor).fatal = Some(ProcessorError::Fatal(format!("consumer: {code}")));
                 break;
             }
-            Some(Err(e)) => {
+            Polled::Error(e) => {
                 tracing::warn!(error = %e, "consumer error");
                 break;
             }
@@ -630,7 +650,7 @@ fn poll_batch(consumer: &Consumer, processor: &Mutex<Processor>, timeout: Durati
         if n >= MAX_BATCH {
             break;
         }
-        msg = consumer.poll(Duration::ZERO);
+        polled = queue.poll(consumer, Duration::ZERO);
     }
     n
 }

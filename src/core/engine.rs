@@ -565,7 +565,9 @@ impl Engine {
         let Some((ticket, names)) = self.tickets.get_mut_named(slot) else {
             return;
         };
-        let plan = self.registry.plans[ticket.plan as usize].clone();
+        // Borrowed, not cloned: a clone and drop of the `Arc` per fire was ~1.4 % of a
+        // drain's processing thread (docs/performance.md, session 18).
+        let plan = &self.registry.plans[ticket.plan as usize];
         let before = out.outputs.len();
         let tenant = names.get(ticket.attrs.tenant);
         let mut sink = Sink {
@@ -574,14 +576,14 @@ impl Engine {
             observations: &mut out.observations,
             late: false,
         };
-        let clock_due = ticket.fire_timers(&plan, at, &mut sink);
+        let clock_due = ticket.fire_timers(plan, at, &mut sink);
         // Housekeeping (event time): an idle ticket, or a closed one past its retention,
         // becomes an expired tombstone; an expired tombstone past its retention is freed.
         let tombstone = ticket.phase == Phase::Expired;
         let idle = !tombstone && ticket.last_event().saturating_add(self.cfg.idle_ttl) <= at;
         if idle {
             // Rule 12: clocks dropped unanswered count as censored.
-            ticket.censor_running(&plan, at, &mut sink);
+            ticket.censor_running(plan, at, &mut sink);
         }
         let fired = out.outputs.len() != before;
         let retained = ticket.closed_at().is_some_and(|closed| {

@@ -1087,7 +1087,9 @@ mod tests {
         p.start_commit(offsets(2)).unwrap();
         k.hold_commit.store(false, Ordering::SeqCst);
         p.wait_commit().unwrap().unwrap();
-        assert_eq!(k.calls().last().unwrap(), "c commit", "{:?}", k.calls());
+        // Not "the last call": the given-up thread's commit, released by the same store,
+        // may log after it.
+        assert_eq!(k.count("c commit"), 1, "{:?}", k.calls());
         assert_eq!(p.transactional_id(), Some("d"));
         // The given-up thread returns once its commit does; its report reaches nobody.
         let until = Instant::now() + Duration::from_secs(5);

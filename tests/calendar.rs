@@ -770,6 +770,36 @@ proptest! {
         }
     }
 
+    /// A calendar answers from the open interval its last answer fell in when a call's range
+    /// lies inside it (a per-thread cache): a run of nearby calls, as a ticket's clocks
+    /// make, answers as a freshly built calendar (whose first call walks the days) does.
+    #[test]
+    fn answers_from_the_last_open_interval_match_fresh_ones(
+        cal in arb_refcal(ALL),
+        zone_base in prop::sample::select(DST_DAYS),
+        calls in prop::collection::vec((0u8..3, 0i64..(3 * 86_400), 0i64..(8 * 3_600), 0i64..1_000), 1..12),
+    ) {
+        let (tz, base) = zone_base;
+        let base = date(base);
+        let mut cal = cal.shifted((base - base_date()).num_days());
+        cal.tz = tz;
+        let c = cal.build();
+        let origin = base.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp();
+        for (kind, at, len, nanos) in calls {
+            let from = Ts::from_secs(origin + at);
+            let from = Ts(from.0 + nanos * 1_000_000);
+            let fresh = cal.build();
+            match kind {
+                0 => prop_assert_eq!(c.advance(from, Dur::from_secs(len)), fresh.advance(from, Dur::from_secs(len))),
+                1 => {
+                    let to = Ts(from.0 + len * NANOS_PER_SEC);
+                    prop_assert_eq!(c.counted(from, to), fresh.counted(from, to));
+                }
+                _ => prop_assert_eq!(c.next_open(from), fresh.next_open(from)),
+            }
+        }
+    }
+
     /// Additivity over arbitrary cut points (including DST zones).
     #[test]
     fn counted_is_additive(cal in arb_refcal(ALL), a in 0i64..(50 * 86_400), b in 0i64..(50 * 86_400), c in 0i64..(50 * 86_400)) {

@@ -88,6 +88,15 @@ impl<'c> ConsumerQueue<'c> {
             }
             rdsys::RD_KAFKA_EVENT_REBALANCE => {
                 let err = unsafe { rdsys::rd_kafka_event_error(event.0.as_ptr()) };
+                if !matches!(
+                    err,
+                    rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS
+                        | rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS
+                ) {
+                    // As rust-rdkafka: no hook runs for a rebalance event of another kind.
+                    tracing::warn!(error = %RDKafkaErrorCode::from(err), "invalid rebalance event");
+                    return Polled::Served;
+                }
                 let native =
                     unsafe { rdsys::rd_kafka_event_topic_partition_list(event.0.as_ptr()) };
                 let mut tpl = unsafe { copy_list(native) };

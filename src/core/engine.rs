@@ -429,7 +429,7 @@ impl Engine {
 
     /// The earliest instant at which advancing the watermark would do something.
     pub fn next_wakeup(&self) -> Option<Ts> {
-        let ev = self.pending.peek_time();
+        let ev = self.pending.peek_time().map(|t| Ts(t.0.saturating_add(1)));
         let tm = self.peek_timer().map(|t| Ts(t.0.saturating_add(1)));
         match (ev, tm) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -476,6 +476,19 @@ impl Engine {
         self.sort_outputs_from(start, out);
     }
 
+    /// [`Engine::advance_to`] that also applies the events at `wm` itself (not the timers
+    /// due then): a trace that steps event by event (`whatif::trace`) sees each event's
+    /// effect at once. A stream cut so puts an instant's outputs into two calls, so the
+    /// live path never does.
+    pub fn advance_through_events(&mut self, wm: Ts, out: &mut Emitted) {
+        if wm > self.watermark {
+            self.watermark = wm;
+        }
+        let start = out.outputs.len();
+        self.run_events(self.watermark, true, false, out);
+        self.sort_outputs_from(start, out);
+    }
+
     /// Sorts the outputs from `start` (those of one call) with the kept scratch, which is
     /// freed after a sort that grew it past [`SORT_SCRATCH_KEEP`] entries.
     fn sort_outputs_from(&mut self, start: usize, out: &mut Emitted) {
@@ -498,8 +511,20 @@ impl Engine {
     }
 
     fn run(&mut self, wm: Ts, inclusive: bool, out: &mut Emitted) {
+        self.run_events(wm, inclusive, inclusive, out)
+    }
+
+    /// Applies the events and fires the timers up to `wm`: those at `wm` itself only when
+    /// `events_at` / `inclusive` say so.
+    fn run_events(&mut self, wm: Ts, events_at: bool, inclusive: bool, out: &mut Emitted) {
         loop {
-            let ev_t = self.pending.peek_time().filter(|t| *t <= wm);
+            // An event at the watermark's instant waits, as a timer due then does: both are
+            // taken once the watermark passes it (or at the end), in one call, so the outputs
+            // of one instant are sorted together (rule 3) however the calls are cut.
+            let ev_t = self
+                .pending
+                .peek_time()
+                .filter(|t| *t < wm || (events_at && *t <= wm));
             let tm_t = self
                 .tickets
                 .timers

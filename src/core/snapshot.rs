@@ -869,7 +869,8 @@ mod tests {
         for (n, (x, has_pauses)) in steps.into_iter().enumerate() {
             let at = x.occurred_at;
             e.ingest(x, &mut out);
-            e.advance_to(at, &mut out);
+            // Past the event's instant: an event at the watermark's instant waits.
+            e.advance_to(crate::core::time::Ts(at.0 + 1), &mut out);
             let t = e.ticket("acme", "T1").expect("ticket");
             let resolution = e
                 .plan_of(t)

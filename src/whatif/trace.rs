@@ -503,7 +503,7 @@ pub fn trace(
         let before = engine.stats().clone();
         let open_before = lookup(&engine, &ev.event).is_some();
         engine.ingest(ev.event.clone(), &mut out);
-        engine.advance_to(at, &mut out);
+        engine.advance_through_events(at, &mut out);
         let after = engine.stats();
         let taken = if after.duplicates > before.duplicates {
             Taken::Duplicate

@@ -392,6 +392,14 @@ pub fn event_to_protobuf(ev: &Event) -> Vec<u8> {
     event_to_proto(ev).encode_to_vec()
 }
 
+/// [`event_to_protobuf`], appended to `out` (a reused buffer).
+pub fn event_to_protobuf_into(ev: &Event, out: &mut Vec<u8>) {
+    let msg = event_to_proto(ev);
+    out.reserve(msg.encoded_len());
+    // A `Vec` grows as needed: encoding into it cannot run out of room.
+    let _ = msg.encode(out);
+}
+
 /// Domain output → `slawatch.v1.SlaEvent` (decoding tests and the encoders' reference; the
 /// runtime writes outputs with [`output`]).
 pub fn output_to_proto(o: &SlaOutput) -> pb::SlaEvent {

@@ -8,6 +8,7 @@
 //! | [`records`]   | input hygiene, dead-letter headers, output keys and encodings           |
 //! | [`changelog`] | state topics: [`changelog::keys`], [`changelog::write`] (what a commit writes), [`changelog::restore`] |
 //! | [`commit_policy`] | how long a transaction stays open, from the partitions' lag     |
+//! | [`stage`]     | the record path as free functions: input hygiene → engine → outbox      |
 //! | [`tasks`]     | per-partition state: an engine per input partition, a surge detector per repartition partition |
 //! | [`partitions`] | owned partitions: restoring (epoch) or live; assign / revoke / lost rules |
 //! | [`processor`] | the processing thread: poll loop, watermarks, transactions, rebalances  |
@@ -27,6 +28,7 @@ pub mod partitions;
 pub mod processor;
 pub mod records;
 pub mod service;
+pub mod stage;
 pub mod tasks;
 pub mod time_source;
 pub mod topics;

@@ -22,8 +22,13 @@
 //!   back closed (committed or aborted).
 //!
 //! At-least-once has no transactions: one producer, and the caller flushes synchronously.
+//!
+//! The stages write their records into the pipeline's [`Outbox`]; it is drained into the
+//! active transaction before any other record is sent and before a commit starts, and
+//! discarded by an abort (its records belong to the aborted transaction).
 use crate::runtime::changelog::keys::RELEASE_KEY;
 use crate::runtime::kafka::txn::{OutRecord, Txn, TxnError, TxnProducer};
+use crate::runtime::stage::Outbox;
 use rdkafka::message::OwnedHeaders;
 use rdkafka::topic_partition_list::TopicPartitionList;
 use std::sync::mpsc;
@@ -88,6 +93,8 @@ pub struct Pipeline<P: TxnProducer> {
     /// Records of the active transaction held back until the previous one is drained.
     held: Vec<Held>,
     held_bytes: usize,
+    /// What the stages wrote and the active transaction has not been sent yet.
+    outbox: Outbox,
     /// The outcome of the last commit, not yet taken by [`Pipeline::poll_commit`].
     outcome: Option<Result<Duration, TxnError>>,
     pub exactly_once: bool,
@@ -119,6 +126,7 @@ where
             in_flight: None,
             held: Vec::new(),
             held_bytes: 0,
+            outbox: Outbox::default(),
             outcome: None,
             exactly_once,
             timeout,
@@ -140,9 +148,26 @@ where
         self.active.is_open()
     }
 
-    /// Whether records were sent (or are held) since the active transaction began.
+    /// Whether records were sent (or are held, or wait in the outbox) since the active
+    /// transaction began.
     pub fn has_pending(&self) -> bool {
-        self.active.has_pending() || !self.held.is_empty()
+        self.active.has_pending() || !self.held.is_empty() || !self.outbox.is_empty()
+    }
+
+    /// The outbox the stages write into (drained by [`Pipeline::flush_outbox`], and before
+    /// anything else is sent or committed).
+    pub fn outbox(&mut self) -> &mut Outbox {
+        &mut self.outbox
+    }
+
+    /// Sends what waits in the outbox into the active transaction, in order.
+    pub fn flush_outbox(&mut self) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        let mut outbox = std::mem::take(&mut self.outbox);
+        outbox.drain(|rec| self.send_one(rec));
+        self.outbox = outbox;
     }
 
     /// The producer the processing thread sends with (for its context).
@@ -150,9 +175,14 @@ where
         &self.active.producer
     }
 
-    /// Sends a record into the active transaction, or holds it while the previous
-    /// transaction's records are still being delivered.
+    /// Sends a record into the active transaction (after what waits in the outbox), or
+    /// holds it while the previous transaction's records are still being delivered.
     pub fn send(&mut self, rec: OutRecord<'_>) {
+        self.flush_outbox();
+        self.send_one(rec);
+    }
+
+    fn send_one(&mut self, rec: OutRecord<'_>) {
         if self.in_flight.as_ref().is_some_and(|f| !f.drained) {
             self.take_reports(false);
         }
@@ -198,6 +228,7 @@ where
     /// and the restore's offset fetch would wait for it) and takes the committer's reports
     /// (releasing held records once the previous transaction is drained); never blocks.
     pub fn serve(&mut self) {
+        self.flush_outbox();
         self.active.tend();
         if let Some(spare) = &mut self.spare {
             spare.tend();
@@ -216,6 +247,10 @@ where
         if self.in_flight.is_some() {
             return Err(offsets);
         }
+        if self.committer.is_none() || self.spare.is_none() {
+            return Err(offsets);
+        }
+        self.flush_outbox();
         let (Some(committer), Some(next)) = (&self.committer, self.spare.take()) else {
             return Err(offsets);
         };
@@ -243,6 +278,7 @@ where
         &mut self,
         offsets: &[(&TopicPartitionList, &P::Group)],
     ) -> Result<(), TxnError> {
+        self.flush_outbox();
         self.release_held();
         self.active.commit(offsets)
     }
@@ -280,6 +316,7 @@ where
         }
         self.held.clear();
         self.held_bytes = 0;
+        self.outbox.clear();
         self.active.abort().map(|a| a || aborted)
     }
 
@@ -290,6 +327,7 @@ where
         let _ = self.wait_commit();
         self.held.clear();
         self.held_bytes = 0;
+        self.outbox.clear();
         self.active.replace(first);
         match (&mut self.spare, second) {
             (Some(spare), Some(p)) => spare.replace(p),
@@ -810,6 +848,72 @@ mod tests {
         );
         assert_eq!(k.count("b commit"), 0, "N+1 not committed yet");
         assert!(p.is_open() && p.has_pending());
+    }
+
+    /// Writes a record for topic `topic` into the pipeline's outbox.
+    fn stage(p: &mut Pipeline<Fake>, topic: &str) {
+        let ob = p.outbox();
+        let t = ob.topic(topic);
+        ob.push(t, None, b"k", Some(b"v"), None);
+    }
+
+    #[test]
+    fn the_outbox_goes_out_first_in_order_and_counts_as_pending() {
+        let k = Knobs::new();
+        let mut p = pipeline(&k, true);
+        stage(&mut p, "staged1");
+        stage(&mut p, "staged2");
+        assert!(p.has_pending(), "staged records are pending");
+        assert_eq!(k.count("a send staged1"), 0, "not sent before a flush");
+        send(&mut p, "direct");
+        let calls: Vec<String> = k
+            .calls()
+            .into_iter()
+            .filter(|c| c.contains("send"))
+            .collect();
+        assert_eq!(
+            calls,
+            ["a send staged1", "a send staged2", "a send direct"],
+            "the outbox is sent before a record sent directly"
+        );
+        assert!(p.outbox().is_empty());
+    }
+
+    #[test]
+    fn a_commit_takes_what_waits_in_the_outbox_and_an_abort_discards_it() {
+        let k = Knobs::new();
+        let mut p = pipeline(&k, true);
+        stage(&mut p, "out1");
+        p.start_commit(offsets(1)).unwrap();
+        p.wait_commit().unwrap().unwrap();
+        let (sent, committed) = (k.position("a send out1"), k.position("a commit"));
+        assert!(
+            sent.unwrap() < committed.unwrap(),
+            "the staged record is in the committed transaction: {:?}",
+            k.calls()
+        );
+        send(&mut p, "open");
+        stage(&mut p, "doomed");
+        p.abort().unwrap();
+        assert!(p.outbox().is_empty() && !p.has_pending());
+        p.serve();
+        assert_eq!(
+            k.calls()
+                .iter()
+                .filter(|c| c.ends_with("send doomed"))
+                .count(),
+            0,
+            "an aborted transaction's staged records are never sent: {:?}",
+            k.calls()
+        );
+
+        // Without pipelining the commit on this thread takes them too.
+        let k = Knobs::new();
+        let mut p = pipeline(&k, false);
+        stage(&mut p, "out");
+        p.commit_now(&[]).unwrap();
+        assert!(k.position("a send out").is_some(), "{:?}", k.calls());
+        assert!(p.outbox().is_empty());
     }
 
     #[test]

@@ -103,9 +103,11 @@ impl Processor {
         }
     }
 
-    /// Sends changed tickets, partition states and surge states to the state topic.
+    /// Writes changed tickets, partition states and surge states for the state topics into
+    /// the outbox (the commit that follows sends them first).
     pub(super) fn write_state(&mut self) {
-        let state_topic = self.topics.state.clone();
+        let state_topic = self.routes.state;
+        let txn_id = self.io.transactional_id().map(str::to_string);
         for t in self.inputs.values_mut() {
             if t.rebuilding() {
                 continue; // a rebuild writes its state once it reaches the committed offset
@@ -114,25 +116,25 @@ impl Processor {
             let p = t.partition;
             let records =
                 changelog::ticket_records(topic, t.engine.take_changes(), t.stale_keys.take());
+            let outbox = self.io.outbox();
             for r in records {
-                self.io
-                    .produce(&state_topic, Some(p), &r.key, r.value.as_deref(), None);
+                outbox.push(state_topic, Some(p), &r.key, r.value.as_deref(), None);
             }
             if t.changed {
                 let ps = t.engine.partition_state();
-                self.io.produce(
-                    &state_topic,
+                outbox.push(
+                    state_topic,
                     Some(p),
                     &partition_key(topic),
                     Some(&ps),
                     t.next_offset
-                        .map(|o| covers_headers(topic, o, self.io.transactional_id())),
+                        .map(|o| covers_headers(topic, o, txn_id.as_deref())),
                 );
                 t.changed = false;
             }
         }
         let key = surge_state_key(&self.topics.repartition);
-        let surge_state_topic = self.topics.surge_state.clone();
+        let surge_state_topic = self.routes.surge_state;
         for s in self.surges.values_mut() {
             if !s.dirty {
                 continue;
@@ -145,13 +147,13 @@ impl Processor {
             };
             match rec.encode() {
                 Ok(bytes) => {
-                    self.io.produce(
-                        &surge_state_topic,
+                    self.io.outbox().push(
+                        surge_state_topic,
                         Some(s.partition),
                         &key,
                         Some(&bytes),
                         s.next_offset.map(|o| {
-                            covers_headers(&self.topics.repartition, o, self.io.transactional_id())
+                            covers_headers(&self.topics.repartition, o, txn_id.as_deref())
                         }),
                     );
                     s.dirty = false;

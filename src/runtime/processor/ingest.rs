@@ -1,13 +1,6 @@
-//! Records in: input hygiene (dead letters), the engine, the re-keyed `opened` events for
-//! the surge stage, and what the engines emit, encoded and handed to the producer.
+//! Records in and outputs out: routes each record to its partition's task and runs the
+//! stages ([`stage::input`], [`stage::emit`]) into the outbox; the metrics and hooks.
 use super::*;
-
-fn header<'a, M: Message>(m: &'a M, name: &str) -> Option<&'a [u8]> {
-    let h = m.headers()?;
-    h.iter()
-        .find(|h| h.key.eq_ignore_ascii_case(name))
-        .and_then(|h| h.value)
-}
 
 impl Processor {
     pub(super) fn on_message<M: Message>(&mut self, m: &M) {
@@ -45,71 +38,28 @@ impl Processor {
             }
             return;
         };
-        if let Some(next) = task.next_offset {
-            if offset < next {
-                return; // already processed (re-delivered after a seek)
-            }
-            if offset > next && !task.rebuilding() {
-                // Gaps are normal (transaction markers, compaction); note them at debug.
-                tracing::trace!(partition = p, offset, next, "offset gap");
-            }
-        }
-        task.next_offset = Some(offset + 1);
+        let cx = stage::input::InputCx {
+            limits: &self.limits,
+            format: self.input_formats[idx],
+            topic: &self.topics.inputs[idx],
+            routes: &self.routes,
+        };
         let suppressed = task.suppressed_at(offset);
-        let content_type = header(m, CONTENT_TYPE);
-        let checked = check_input(
-            m.key(),
-            m.payload(),
-            content_type,
-            m.timestamp().to_millis(),
-            self.input_formats[idx],
-            &self.limits,
-        );
-        let topic = &self.topics.inputs[idx];
-        match checked {
-            Ok(acc) => {
-                self.meters.event_consumed(Some(acc.format).into());
-                if acc.unknown_enums > 0 {
-                    telemetry::unknown_enum_values(acc.unknown_enums as u64);
+        match stage::input::take_record(task, m, &cx, &mut self.out, self.io.outbox()) {
+            stage::input::Taken::Again => return,
+            stage::input::Taken::Accepted {
+                format,
+                unknown_enums,
+            } => {
+                self.meters.event_consumed(Some(format).into());
+                if unknown_enums > 0 {
+                    telemetry::unknown_enum_values(unknown_enums as u64);
                 }
-                let ev = acc.event;
-                if let Body::Opened { .. } = ev.body {
-                    // Re-key by tenant for surge detection (rule 10), in the same
-                    // transaction. A ticket already open (second `opened`, or a duplicate)
-                    // is not counted again.
-                    if !suppressed && task.engine.ticket(&ev.tenant, &ev.ticket_id).is_none() {
-                        let value = codec::event_to_protobuf(&ev);
-                        self.io.produce(
-                            &self.topics.repartition,
-                            None,
-                            ev.tenant.as_bytes(),
-                            Some(&value),
-                            None,
-                        );
-                    }
-                }
-                task.engine.ingest(ev, &mut self.out);
-                task.changed = true;
             }
-            Err(rej) => {
-                self.meters.event_consumed(rej.format.into());
-                telemetry::event_rejected(rej.reason);
+            stage::input::Taken::Rejected { format, reason } => {
+                self.meters.event_consumed(format.into());
+                telemetry::event_rejected(reason);
                 if !suppressed {
-                    let headers = records::dead_letter_headers(
-                        rej.reason,
-                        &rej.error,
-                        topic,
-                        p,
-                        Some(offset),
-                        content_type,
-                    );
-                    self.io.produce(
-                        &self.topics.dead_letters,
-                        None,
-                        m.key().unwrap_or(&[]),
-                        m.payload(),
-                        Some(headers),
-                    );
                     self.control
                         .dead_letters_produced
                         .fetch_add(1, Ordering::Relaxed);
@@ -135,7 +85,7 @@ impl Processor {
             return;
         }
         s.next_offset = Some(offset + 1);
-        if header(m, WatermarkMark::HEADER).is_some() {
+        if stage::input::header(m, WatermarkMark::HEADER).is_some() {
             match WatermarkMark::parse(m.key().unwrap_or(&[]), m.payload().unwrap_or(&[])) {
                 Some((topic, source, wm, n)) => {
                     let e = s.sources.entry((topic, source)).or_insert(Ts::MIN);
@@ -175,7 +125,6 @@ impl Processor {
     /// Produces what an engine emitted (outputs by kind, dead letters, metrics, hooks).
     pub(super) fn emit(&mut self, idx: usize, p: i32, suppressed: bool, caught_up: bool) {
         let now = self.clock.now();
-        let topic_name = self.topics.inputs[idx].clone();
         let mut out = std::mem::take(&mut self.out);
         if !out.outputs.is_empty() || !out.dead_letters.is_empty() {
             if let Some(t) = self.inputs.get_mut(&(idx, p)) {
@@ -183,40 +132,36 @@ impl Processor {
             }
         }
         if !suppressed {
+            stage::emit::outputs(
+                &out.outputs,
+                self.output_format,
+                &self.routes,
+                self.io.outbox(),
+            );
             for o in &out.outputs {
-                self.produce_output(o, now, caught_up);
+                self.output_sent(o, now, caught_up);
             }
         }
-        for (ev, reason) in out.dead_letters.drain(..) {
-            let reason = records::engine_reason(reason);
+        for (_, reason) in &out.dead_letters {
+            let reason = records::engine_reason(*reason);
             telemetry::event_rejected(reason);
             if reason == telemetry::RejectReason::Capacity {
                 self.log_capacity(p);
             }
-            if suppressed {
-                continue;
-            }
-            let value = codec::event_to_protobuf(&ev);
-            let error = format!("rejected by the engine: {}", reason.as_str());
-            let headers = records::dead_letter_headers(
-                reason,
-                &error,
-                &topic_name,
+        }
+        if !suppressed && !out.dead_letters.is_empty() {
+            stage::emit::engine_dead_letters(
+                &out.dead_letters,
+                &self.topics.inputs[idx],
                 p,
-                None,
-                Some(records::PROTOBUF.as_bytes()),
-            );
-            self.io.produce(
-                &self.topics.dead_letters,
-                None,
-                ev.ticket_id.as_bytes(),
-                Some(&value),
-                Some(headers),
+                &self.routes,
+                self.io.outbox(),
             );
             self.control
                 .dead_letters_produced
-                .fetch_add(1, Ordering::Relaxed);
+                .fetch_add(out.dead_letters.len() as u64, Ordering::Relaxed);
         }
+        out.dead_letters.clear();
         out.outputs.clear();
         self.out = out;
         self.forward_observations();
@@ -237,19 +182,8 @@ impl Processor {
         }
     }
 
-    pub(super) fn produce_output(&mut self, o: &SlaOutput, now: Ts, caught_up: bool) {
-        self.scratch.clear();
-        let ct = records::encode_output_into(o, self.output_format, &mut self.scratch);
-        let key = records::output_key(o);
-        let headers = records::output_headers(ct, o.body.kind_name());
-        let topic = self.topics.for_output(&o.body);
-        self.io.produce(
-            topic,
-            None,
-            key.as_bytes(),
-            Some(&self.scratch),
-            Some(headers),
-        );
+    /// Counts an output written to the outbox (metrics, the emitted latency, the hook).
+    pub(super) fn output_sent(&mut self, o: &SlaOutput, now: Ts, caught_up: bool) {
         self.control
             .outputs_produced
             .fetch_add(1, Ordering::Relaxed);

@@ -48,7 +48,8 @@
 //! # Layout
 //! This file: the clients, the loop and the state ([`Processor`]); the consumer groups and
 //! their rebalance callbacks in `group`; `Processor`'s work by phase in `ingest` (records
-//! in, outputs out), `timekeeping` (after each batch: positions, watermarks, timers),
+//! in, outputs out, through the stages of [`crate::runtime::stage`] into the pipeline's
+//! outbox, which is handed to the producer at the end of each batch), `timekeeping` (after each batch: positions, watermarks, timers),
 //! `commit`, `assignment` (assign, revoke, lost, restore) and `upkeep` (admin queries,
 //! reloads, metrics).
 use crate::codec;
@@ -77,7 +78,8 @@ use crate::runtime::kafka::{
     cached_positions, cached_watermarks, consumer_config, producer_config, AuthFailure,
 };
 use crate::runtime::partitions::{Key as PartKey, Partitions, RestorePlan, Source};
-use crate::runtime::records::{self, check_input, InputLimits, CONTENT_TYPE};
+use crate::runtime::records::{self, InputLimits};
+use crate::runtime::stage::{self, Routes};
 use crate::runtime::tasks::{InputTask, SurgeTask, WatermarkMark};
 use crate::runtime::time_source::Clock;
 use crate::runtime::topics::{ensure_topics, TopicError, Topics};
@@ -88,7 +90,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer as _, ConsumerContext, ConsumerGroupMetadata, Rebalance,
 };
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message, OwnedHeaders};
+use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rustc_hash::FxHashMap;
 use std::collections::{HashMap, HashSet};
@@ -109,6 +111,9 @@ use group::{new_consumers, Clients, Consumer, Consumers, Role};
 const IDLE_POLL: Duration = Duration::from_millis(50);
 /// Records handled between two watermark / commit checks.
 const MAX_BATCH: usize = 4096;
+/// Records the outbox holds before a batch hands them to the producer (they are handed over
+/// at the end of every batch anyway).
+const OUTBOX_RECORDS: usize = 1024;
 /// Longest poll while a commit is in flight.
 const COMMITTING_POLL: Duration = Duration::from_millis(2);
 /// Bound on one broker operation of the commit path.
@@ -282,8 +287,9 @@ fn start_thread(
     let producers_started = Instant::now();
     let (producer, second) = new_producers(cfg, &topics, &trouble, &auth)?;
     let producers_ms = producers_started.elapsed().as_millis() as u64;
-    let io = Pipeline::new(producer, second, exactly_once, OP_TIMEOUT)
+    let mut io = Pipeline::new(producer, second, exactly_once, OP_TIMEOUT)
         .map_err(|e| ProcessorError::Fatal(format!("cannot spawn the committer thread: {e}")))?;
+    let routes = Routes::new(&topics, io.outbox());
     let (restore_tx, restore_rx) = mpsc::channel();
     let engine_cfg = engine_config(cfg);
     let processor = Arc::new(Mutex::new(Processor {
@@ -292,6 +298,7 @@ fn start_thread(
         reported: Reported::default(),
         meters: telemetry::HotMeters::new(),
         io,
+        routes,
         auth: auth.clone(),
         cfg: cfg.clone(),
         topics: topics.clone(),
@@ -336,7 +343,6 @@ fn start_thread(
         committing_inputs: Vec::new(),
         commit_failure: None,
         commit_pace: CommitPace::Live,
-        scratch: Vec::with_capacity(1024),
     }));
     let (main, surge) = new_consumers(cfg, &topics, &processor, &trouble, &auth)?;
     let subscribed: Vec<&str> = topics.inputs.iter().map(|s| s.as_str()).collect();
@@ -614,8 +620,9 @@ fn run_loop(
 }
 
 /// Polls up to [`MAX_BATCH`] records from `consumer`'s queue (the first poll may wait
-/// `timeout`). The processor is locked per record, not across a poll: a rebalance served
-/// by the poll locks it from the consumer's context.
+/// `timeout`), then hands what the stages wrote to the producer. The processor is locked
+/// per record, not across a poll: a rebalance served by the poll locks it from the
+/// consumer's context (and any commit it runs sends the outbox first).
 fn poll_batch(
     consumer: &Consumer,
     queue: &ConsumerQueue<'_>,
@@ -634,6 +641,9 @@ fn poll_batch(
                 p.on_message(&m);
                 // From the poll that returned the record to the engine having taken it in.
                 p.meters.event_to_decision(at.elapsed());
+                if p.io.outbox().len() >= OUTBOX_RECORDS {
+                    p.io.flush_outbox();
+                }
                 n += 1;
             }
             Polled::Error(KafkaError::PartitionEOF(_)) => {}
@@ -651,6 +661,9 @@ fn poll_batch(
             break;
         }
         polled = queue.poll(consumer, Duration::ZERO);
+    }
+    if n > 0 {
+        lock(processor).io.flush_outbox();
     }
     n
 }
@@ -672,8 +685,11 @@ struct Processor {
     reported: Reported,
     /// The per-record metrics' handles (registered once, after the recorder is installed).
     meters: telemetry::HotMeters,
-    /// The output producers: one transaction open for sending, the previous one committing.
+    /// The output producers: one transaction open for sending, the previous one committing;
+    /// the stages write into its outbox.
     io: Pipeline<OutProducer>,
+    /// The topics the stages write, as ids of the outbox's table.
+    routes: Routes,
     /// Authentication failures of any client (the producers' contexts record them too).
     auth: AuthFailure,
     cfg: Config,
@@ -735,8 +751,6 @@ struct Processor {
     committing_inputs: Vec<(usize, i32)>,
     /// The mode of the last commit's plan (a drain keeps its interval while the lag lasts).
     commit_pace: CommitPace,
-    /// Reused buffer for encoding an output.
-    scratch: Vec<u8>,
     /// The last commit's failure (cleared by a successful commit): a graceful stop reports
     /// it instead of claiming everything was committed.
     commit_failure: Option<String>,

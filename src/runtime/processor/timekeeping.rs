@@ -150,8 +150,9 @@ impl Processor {
             s.dirty = true;
             let caught_up = s.caught_up;
             let outs = std::mem::take(&mut self.surge_out);
+            stage::emit::outputs(&outs, self.output_format, &self.routes, self.io.outbox());
             for o in &outs {
-                self.produce_output(o, now, caught_up);
+                self.output_sent(o, now, caught_up);
             }
             self.surge_out = outs;
             self.surge_out.clear();
@@ -181,8 +182,8 @@ impl Processor {
                     key: WatermarkMark::HEADER,
                     value: Some("1"),
                 });
-                self.io.produce(
-                    &self.topics.repartition,
+                self.io.outbox().push(
+                    self.routes.repartition,
                     Some(r),
                     &key,
                     Some(&value),

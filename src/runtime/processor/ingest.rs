@@ -98,26 +98,18 @@ impl Processor {
             }
             return;
         }
-        match codec::decode_protobuf(m.payload().unwrap_or(&[])) {
-            Ok(d) => {
-                if let Body::Opened {
-                    channel, category, ..
-                } = d.event.body
-                {
-                    s.detector.observe_opened(
-                        &d.event.tenant,
-                        channel,
-                        category,
-                        d.event.occurred_at,
-                    );
-                    if d.event.occurred_at > s.max_seen {
-                        s.max_seen = d.event.occurred_at;
-                    }
-                    s.dirty = true;
+        match stage::rekey::read(m.payload().unwrap_or(&[])) {
+            Ok(o) => {
+                let tenant = std::str::from_utf8(m.key().unwrap_or(&[])).unwrap_or("");
+                s.detector
+                    .observe_opened(tenant, o.channel, o.category, o.occurred_at);
+                if o.occurred_at > s.max_seen {
+                    s.max_seen = o.occurred_at;
                 }
+                s.dirty = true;
             }
             Err(e) => {
-                tracing::warn!(partition = p, offset, error = %e, "undecodable repartition record skipped")
+                tracing::warn!(partition = p, offset, error = %e, "repartition record skipped")
             }
         }
     }

@@ -52,10 +52,9 @@
 //! outbox, which is handed to the producer at the end of each batch), `timekeeping` (after each batch: positions, watermarks, timers),
 //! `commit`, `assignment` (assign, revoke, lost, restore) and `upkeep` (admin queries,
 //! reloads, metrics).
-use crate::codec;
 use crate::codec::framing::InputFormat;
 use crate::core::engine::{Emitted, Engine, EngineConfig};
-use crate::core::model::{Body, SlaOutput};
+use crate::core::model::SlaOutput;
 use crate::core::policy::PolicySet;
 use crate::core::ticket::Observation;
 use crate::core::time::{Dur, Ts};

@@ -1,12 +1,12 @@
 //! The input stage: one consumed record of an input partition → input hygiene
 //! ([`records::check_input`]) → the partition's engine, or a dead letter. An accepted
 //! `opened` of a ticket not yet open is also re-keyed by tenant for the surge stage (rule 10).
-use crate::codec;
 use crate::codec::framing::{InputFormat, WireFormat};
 use crate::core::engine::Emitted;
 use crate::core::model::Body;
 use crate::runtime::records::{self, check_input, InputLimits, CONTENT_TYPE};
 use crate::runtime::stage::outbox::{Outbox, Routes};
+use crate::runtime::stage::rekey;
 use crate::runtime::tasks::InputTask;
 use crate::telemetry::RejectReason;
 use rdkafka::message::{Headers, Message};
@@ -85,12 +85,20 @@ pub fn take_record<M: Message>(
     match checked {
         Ok(acc) => {
             let ev = acc.event;
-            if let Body::Opened { .. } = ev.body {
+            if let Body::Opened {
+                channel, category, ..
+            } = ev.body
+            {
                 // Re-keyed by tenant in the same transaction. A ticket already open (a
                 // second `opened`, or a duplicate) is not counted again.
                 if !suppressed && task.engine.ticket(&ev.tenant, &ev.ticket_id).is_none() {
                     outbox.push_written(cx.routes.repartition, None, ev.tenant.as_bytes(), |buf| {
-                        codec::event_to_protobuf_into(&ev, buf);
+                        let o = rekey::Opened {
+                            channel,
+                            category,
+                            occurred_at: ev.occurred_at,
+                        };
+                        rekey::write(&o, buf);
                         None
                     });
                 }
@@ -141,6 +149,9 @@ mod tests {
     use std::sync::Arc;
 
     const AT: &str = "2026-03-02T10:00:00Z";
+
+    /// A record in the outbox: topic, key, value.
+    type Written = (String, Vec<u8>, Vec<u8>);
     const LIMITS: InputLimits = InputLimits {
         max_record_bytes: 4096,
         max_clock_skew: Dur(300_000_000_000),
@@ -173,7 +184,7 @@ mod tests {
         }
 
         /// Runs the stage on `m`; the outcome and the records it wrote (taken out).
-        fn take(&mut self, m: &OwnedMessage) -> (Taken, Vec<(String, Vec<u8>, Vec<u8>)>) {
+        fn take(&mut self, m: &OwnedMessage) -> (Taken, Vec<Written>) {
             let cx = InputCx {
                 limits: &LIMITS,
                 format: InputFormat::Auto,
@@ -242,8 +253,9 @@ mod tests {
         let (topic, key, value) = &recs[0];
         assert_eq!(topic, &f.topics.repartition);
         assert_eq!(key, b"acme");
-        let ev = codec::decode_protobuf(value).unwrap().event;
-        assert_eq!((ev.ticket_id.as_str(), ev.tenant.as_str()), ("T1", "acme"));
+        let o = rekey::read(value).unwrap();
+        assert_eq!(o.channel, crate::core::model::Channel::Chat);
+        assert_eq!(o.occurred_at, Ts::parse_rfc3339(AT).unwrap());
 
         // Once the engine has the ticket open, a second `opened` is not counted again.
         let after = Ts::parse_rfc3339(AT).unwrap().saturating_add(Dur(1));

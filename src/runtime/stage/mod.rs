@@ -13,5 +13,6 @@
 pub mod emit;
 pub mod input;
 pub mod outbox;
+pub mod rekey;
 
 pub use outbox::{Outbox, Routes, TopicId};

@@ -1,5 +1,5 @@
 //! Records in and outputs out: routes each record to its partition's task and runs the
-//! stages ([`stage::input`], [`stage::emit`]) into the outbox; the metrics and hooks.
+//! stages ([`stage::admit`], [`stage::emit`]) into the outbox; the metrics and hooks.
 use super::*;
 
 impl Processor {
@@ -38,16 +38,16 @@ impl Processor {
             }
             return;
         };
-        let cx = stage::input::InputCx {
+        let cx = stage::admit::InputCx {
             limits: &self.limits,
             format: self.input_formats[idx],
             topic: &self.topics.inputs[idx],
             routes: &self.routes,
         };
         let suppressed = task.suppressed_at(offset);
-        match stage::input::take_record(task, m, &cx, &mut self.out, self.io.outbox()) {
-            stage::input::Taken::Again => return,
-            stage::input::Taken::Accepted {
+        match stage::admit::admit_record(task, m, &cx, &mut self.out, self.io.outbox()) {
+            stage::admit::Taken::Again => return,
+            stage::admit::Taken::Accepted {
                 format,
                 unknown_enums,
             } => {
@@ -56,7 +56,7 @@ impl Processor {
                     telemetry::unknown_enum_values(unknown_enums as u64);
                 }
             }
-            stage::input::Taken::Rejected { format, reason } => {
+            stage::admit::Taken::Rejected { format, reason } => {
                 self.meters.event_consumed(format.into());
                 telemetry::event_rejected(reason);
                 if !suppressed {
@@ -85,7 +85,7 @@ impl Processor {
             return;
         }
         s.next_offset = Some(offset + 1);
-        if stage::input::header(m, WatermarkMark::HEADER).is_some() {
+        if stage::admit::header(m, WatermarkMark::HEADER).is_some() {
             match WatermarkMark::parse(m.key().unwrap_or(&[]), m.payload().unwrap_or(&[])) {
                 Some((topic, source, wm, n)) => {
                     let e = s.sources.entry((topic, source)).or_insert(Ts::MIN);

@@ -1,4 +1,4 @@
-//! The input stage: one consumed record of an input partition → input hygiene
+//! The admit stage: one consumed record of an input partition → input hygiene
 //! ([`records::check_input`]) → the partition's engine, or a dead letter. An accepted
 //! `opened` of a ticket not yet open is also re-keyed by tenant for the surge stage (rule 10).
 use crate::codec::framing::{InputFormat, WireFormat};
@@ -54,7 +54,7 @@ pub fn header<'a, M: Message>(m: &'a M, name: &str) -> Option<&'a [u8]> {
 /// Takes one record of `task`'s partition: what the engine emits goes to `out`, the
 /// records to produce (the surge stage's re-keyed `opened`, a dead letter) to `outbox` —
 /// none while the partition rebuilds below the record's offset.
-pub fn take_record<M: Message>(
+pub fn admit_record<M: Message>(
     task: &mut InputTask,
     m: &M,
     cx: &InputCx<'_>,
@@ -191,7 +191,7 @@ mod tests {
                 topic: "in",
                 routes: &self.routes,
             };
-            let taken = take_record(
+            let taken = admit_record(
                 &mut self.task,
                 m,
                 &cx,
@@ -286,7 +286,7 @@ mod tests {
             routes: &f.routes,
         };
         let m = record("OTHER", opened("T1"), 12);
-        let taken = take_record(&mut f.task, &m, &cx, &mut Emitted::default(), &mut f.outbox);
+        let taken = admit_record(&mut f.task, &m, &cx, &mut Emitted::default(), &mut f.outbox);
         assert_eq!(
             taken,
             Taken::Rejected {

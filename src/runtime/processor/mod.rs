@@ -49,9 +49,9 @@
 //! This file: the clients, the loop and the state ([`Processor`]); the consumer groups and
 //! their rebalance callbacks in `group`; `Processor`'s work by phase in `ingest` (records
 //! in, outputs out, through the stages of [`crate::runtime::stage`] into the pipeline's
-//! outbox, which is handed to the producer at the end of each batch), `timekeeping` (after each batch: positions, watermarks, timers),
-//! `commit`, `assignment` (assign, revoke, lost, restore) and `upkeep` (admin queries,
-//! reloads, metrics).
+//! outbox, which is handed to the producer at the end of each batch), `timekeeping` (after
+//! each batch: positions, watermarks, timers), `commit`, `assignment` (assign, revoke,
+//! lost, restore) and `upkeep` (admin queries, reloads, metrics).
 use crate::codec::framing::InputFormat;
 use crate::core::engine::{Emitted, Engine, EngineConfig};
 use crate::core::model::SlaOutput;
@@ -120,8 +120,8 @@ const OP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on one partition's restore.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Called with every observation (a stopped clock's counted time) and every output handed to
-/// the producer; the demo and the benchmarks use them.
+/// Called with every observation (a stopped clock's counted time) and every output written
+/// for the producer; the demo and the benchmarks use them.
 pub type ObservationHook = Arc<dyn Fn(&Observation) + Send + Sync>;
 pub type OutputHook = Arc<dyn Fn(&SlaOutput, Ts) + Send + Sync>;
 
@@ -135,7 +135,8 @@ pub struct ProcessorOptions {
     /// with outputs suppressed up to the committed offset.
     pub rebuild_from_input: bool,
     pub on_observation: Option<ObservationHook>,
-    /// Called with each output and the clock's `now` when it was handed to the producer.
+    /// Called with each output and the clock's `now` when it was written to the outbox (the
+    /// producer has it by the end of the same batch).
     pub on_output: Option<OutputHook>,
     /// Check the state topic's cleanup policy with DescribeConfigs (advisory; off for
     /// librdkafka's mock cluster, which does not answer it).

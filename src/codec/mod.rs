@@ -389,7 +389,9 @@ pub fn event_to_json(ev: &Event) -> String {
 }
 
 pub fn event_to_protobuf(ev: &Event) -> Vec<u8> {
-    event_to_proto(ev).encode_to_vec()
+    let mut out = Vec::new();
+    event_to_protobuf_into(ev, &mut out);
+    out
 }
 
 /// [`event_to_protobuf`], appended to `out` (a reused buffer).

@@ -86,16 +86,19 @@ impl Topics {
         }
     }
 
-    /// Where an SLA event goes: Breach and Cleared → breaches; Warning → warnings;
-    /// Escalation → escalations; ProgressReminder and FollowUpDue → reminders; surges →
-    /// surges.
+    /// Where an SLA event goes (see [`OutputTopic::of`]).
     pub fn for_output(&self, body: &OutputBody) -> &str {
-        match body {
-            OutputBody::Breach { .. } | OutputBody::Cleared { .. } => &self.breaches,
-            OutputBody::Warning { .. } => &self.warnings,
-            OutputBody::Escalation { .. } => &self.escalations,
-            OutputBody::ProgressReminder { .. } | OutputBody::FollowUpDue => &self.reminders,
-            OutputBody::SurgeStarted { .. } | OutputBody::SurgeEnded { .. } => &self.surges,
+        self.output_topic(OutputTopic::of(body))
+    }
+
+    /// The name of an output topic.
+    pub fn output_topic(&self, t: OutputTopic) -> &str {
+        match t {
+            OutputTopic::Breaches => &self.breaches,
+            OutputTopic::Warnings => &self.warnings,
+            OutputTopic::Escalations => &self.escalations,
+            OutputTopic::Reminders => &self.reminders,
+            OutputTopic::Surges => &self.surges,
         }
     }
 
@@ -111,6 +114,39 @@ impl Topics {
         v.sort();
         v.dedup();
         v
+    }
+}
+
+/// The output topics, by what they carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputTopic {
+    Breaches,
+    Warnings,
+    Escalations,
+    Reminders,
+    Surges,
+}
+
+impl OutputTopic {
+    pub const ALL: [OutputTopic; 5] = [
+        OutputTopic::Breaches,
+        OutputTopic::Warnings,
+        OutputTopic::Escalations,
+        OutputTopic::Reminders,
+        OutputTopic::Surges,
+    ];
+
+    /// Where an SLA event goes: Breach and Cleared → breaches; Warning → warnings;
+    /// Escalation → escalations; ProgressReminder and FollowUpDue → reminders; surges →
+    /// surges.
+    pub fn of(body: &OutputBody) -> OutputTopic {
+        match body {
+            OutputBody::Breach { .. } | OutputBody::Cleared { .. } => OutputTopic::Breaches,
+            OutputBody::Warning { .. } => OutputTopic::Warnings,
+            OutputBody::Escalation { .. } => OutputTopic::Escalations,
+            OutputBody::ProgressReminder { .. } | OutputBody::FollowUpDue => OutputTopic::Reminders,
+            OutputBody::SurgeStarted { .. } | OutputBody::SurgeEnded { .. } => OutputTopic::Surges,
+        }
     }
 }
 

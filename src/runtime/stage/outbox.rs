@@ -5,7 +5,7 @@
 //! whose offsets cover them.
 use crate::core::model::OutputBody;
 use crate::runtime::kafka::txn::OutRecord;
-use crate::runtime::topics::Topics;
+use crate::runtime::topics::{OutputTopic, Topics};
 use rdkafka::message::OwnedHeaders;
 use std::ops::Range;
 
@@ -153,11 +153,8 @@ pub struct Held<'a> {
 /// The topics a processing thread writes, as ids of its outbox's table.
 #[derive(Clone, Copy, Debug)]
 pub struct Routes {
-    breaches: TopicId,
-    warnings: TopicId,
-    escalations: TopicId,
-    reminders: TopicId,
-    surges: TopicId,
+    /// By [`OutputTopic`], in the order of [`OutputTopic::ALL`].
+    outputs: [TopicId; 5],
     pub dead_letters: TopicId,
     pub repartition: TopicId,
     pub state: TopicId,
@@ -168,11 +165,7 @@ impl Routes {
     /// Registers `topics`' output, dead-letter, repartition and state topics in `outbox`.
     pub fn new(topics: &Topics, outbox: &mut Outbox) -> Routes {
         Routes {
-            breaches: outbox.topic(&topics.breaches),
-            warnings: outbox.topic(&topics.warnings),
-            escalations: outbox.topic(&topics.escalations),
-            reminders: outbox.topic(&topics.reminders),
-            surges: outbox.topic(&topics.surges),
+            outputs: OutputTopic::ALL.map(|t| outbox.topic(topics.output_topic(t))),
             dead_letters: outbox.topic(&topics.dead_letters),
             repartition: outbox.topic(&topics.repartition),
             state: outbox.topic(&topics.state),
@@ -180,15 +173,9 @@ impl Routes {
         }
     }
 
-    /// The topic of an output, by kind (as [`Topics::for_output`]).
+    /// The topic of an output, by kind ([`OutputTopic::of`]).
     pub fn for_output(&self, body: &OutputBody) -> TopicId {
-        match body {
-            OutputBody::Breach { .. } | OutputBody::Cleared { .. } => self.breaches,
-            OutputBody::Warning { .. } => self.warnings,
-            OutputBody::Escalation { .. } => self.escalations,
-            OutputBody::ProgressReminder { .. } | OutputBody::FollowUpDue => self.reminders,
-            OutputBody::SurgeStarted { .. } | OutputBody::SurgeEnded { .. } => self.surges,
-        }
+        self.outputs[OutputTopic::of(body) as usize]
     }
 }
 
@@ -272,12 +259,37 @@ mod tests {
         let topics = Topics::new(&cfg, false);
         let mut ob = Outbox::default();
         let routes = Routes::new(&topics, &mut ob);
+        for (i, t) in OutputTopic::ALL.iter().enumerate() {
+            assert_eq!(*t as usize, i, "ALL is in declaration order");
+        }
+        let d = crate::core::time::Dur(0);
         let bodies = [
-            B::FollowUpDue,
-            B::Cleared {
-                overdue: crate::core::time::Dur(0),
-            },
             B::Warning { fraction: 0.5 },
+            B::Breach { overdue: d },
+            B::Escalation {
+                level: 1,
+                notify: Vec::new().into(),
+                reason: "breach".into(),
+            },
+            B::ProgressReminder {
+                nth: 1,
+                interval: d,
+            },
+            B::FollowUpDue,
+            B::SurgeStarted {
+                channel: Default::default(),
+                category: Default::default(),
+                observed_per_min: 1.0,
+                baseline_per_min: 1.0,
+                ratio: 1.0,
+            },
+            B::SurgeEnded {
+                channel: Default::default(),
+                category: Default::default(),
+                observed_per_min: 1.0,
+                baseline_per_min: 1.0,
+            },
+            B::Cleared { overdue: d },
         ];
         for body in &bodies {
             assert_eq!(

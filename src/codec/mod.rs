@@ -196,28 +196,7 @@ pub(crate) fn from_parts(
     raw_json: Option<&[u8]>,
 ) -> Result<Decoded, DecodeError> {
     use pb::conversation_event::Body as B;
-    if msg.ticket_id.is_empty() {
-        return Err(DecodeError::MissingField("ticket_id"));
-    }
-    if msg.event_id.is_empty() {
-        return Err(DecodeError::MissingField("event_id"));
-    }
-    let ts = msg
-        .occurred_at
-        .ok_or(DecodeError::MissingField("occurred_at"))?;
-    if !(0..1_000_000_000).contains(&ts.nanos) {
-        return Err(DecodeError::InvalidValue(format!(
-            "occurred_at nanos {} out of range",
-            ts.nanos
-        )));
-    }
-    // Keep within i64 nanoseconds (years 1678–2262).
-    if ts.seconds.abs() > 9_000_000_000 {
-        return Err(DecodeError::InvalidValue(format!(
-            "occurred_at seconds {} out of range",
-            ts.seconds
-        )));
-    }
+    let occurred_at = head_instant(&msg)?;
     let body = body.ok_or(DecodeError::MissingField("body"))?;
     let mut unknown = 0u32;
     let mut zero_enum_fields: Vec<(&str, &str)> = Vec::new();
@@ -260,22 +239,10 @@ pub(crate) fn from_parts(
             misrouted: t.misrouted,
         },
         B::UrgencyChanged(u) => {
-            let urgency = enum_or_unknown(u.urgency, Urgency::from_i32, &mut unknown);
-            if urgency == Urgency::Unspecified {
-                return Err(DecodeError::InvalidValue(
-                    "urgency_changed to URGENCY_UNSPECIFIED".into(),
-                ));
-            }
-            Body::UrgencyChanged(urgency)
+            Body::UrgencyChanged(enum_or_unknown(u.urgency, Urgency::from_i32, &mut unknown))
         }
         B::Escalated(e) => {
-            let role = enum_or_unknown(e.to_role, Role::from_i32, &mut unknown);
-            if role == Role::Unspecified {
-                return Err(DecodeError::InvalidValue(
-                    "escalated to ROLE_UNSPECIFIED".into(),
-                ));
-            }
-            Body::Escalated(role)
+            Body::Escalated(enum_or_unknown(e.to_role, Role::from_i32, &mut unknown))
         }
         B::EscalationAnswered(e) => {
             if e.role == 0 {
@@ -297,19 +264,69 @@ pub(crate) fn from_parts(
         B::OnHold(_) => Body::OnHold,
         B::Resumed(_) => Body::Resumed,
     };
+    check_body(&body)?;
     if let (Some(raw), false) = (raw_json, zero_enum_fields.is_empty()) {
         unknown += count_unknown_json_enums(raw, &zero_enum_fields);
     }
-    Ok(Decoded {
+    Ok(decoded(&msg, occurred_at, body, unknown))
+}
+
+/// The head's checks (rule 9), in the order every decoder reports them: ticket id, event
+/// id, then the timestamp (present, nanoseconds in range, seconds within `Ts`'s range).
+pub(crate) fn head_instant(msg: &Head<'_>) -> Result<Ts, DecodeError> {
+    if msg.ticket_id.is_empty() {
+        return Err(DecodeError::MissingField("ticket_id"));
+    }
+    if msg.event_id.is_empty() {
+        return Err(DecodeError::MissingField("event_id"));
+    }
+    let ts = msg
+        .occurred_at
+        .ok_or(DecodeError::MissingField("occurred_at"))?;
+    if !(0..1_000_000_000).contains(&ts.nanos) {
+        return Err(DecodeError::InvalidValue(format!(
+            "occurred_at nanos {} out of range",
+            ts.nanos
+        )));
+    }
+    // Keep within i64 nanoseconds (years 1678–2262).
+    if ts.seconds.abs() > 9_000_000_000 {
+        return Err(DecodeError::InvalidValue(format!(
+            "occurred_at seconds {} out of range",
+            ts.seconds
+        )));
+    }
+    Ok(Ts::from_parts(ts.seconds, ts.nanos))
+}
+
+/// A converted body's refusals (rule 9), checked after the head's: `urgency_changed` to
+/// UNSPECIFIED and `escalated` to an UNSPECIFIED role (unknown values included: they
+/// convert to UNSPECIFIED).
+pub(crate) fn check_body(body: &Body) -> Result<(), DecodeError> {
+    match body {
+        Body::UrgencyChanged(Urgency::Unspecified) => Err(DecodeError::InvalidValue(
+            "urgency_changed to URGENCY_UNSPECIFIED".into(),
+        )),
+        Body::Escalated(Role::Unspecified) => Err(DecodeError::InvalidValue(
+            "escalated to ROLE_UNSPECIFIED".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The decoded event of a checked head and body.
+#[inline]
+pub(crate) fn decoded(msg: &Head<'_>, occurred_at: Ts, body: Body, unknown: u32) -> Decoded {
+    Decoded {
         event: Event {
             event_id: CompactString::from(msg.event_id),
             ticket_id: CompactString::from(msg.ticket_id),
-            occurred_at: Ts::from_parts(ts.seconds, ts.nanos),
+            occurred_at,
             tenant: CompactString::from(msg.tenant),
             body,
         },
         unknown_enums: unknown,
-    })
+    }
 }
 
 fn ts_pb(t: Ts) -> pbjson_types::Timestamp {

@@ -9,11 +9,14 @@
 //! a repeated message field (prost merges those), a group, a malformed record — answers
 //! `None`, and the caller decodes with prost, so the result (or the error's wording) is
 //! prost's in every case. `tests` checks that on arbitrary and mutated bytes.
-use super::{from_parts, DecodeError, Decoded, Head};
-use crate::proto::v1 as pb;
-use pb::conversation_event::Body as B;
+use super::{check_body, decoded, enum_or_unknown, head_instant, DecodeError, Decoded, Head};
+use crate::core::model::{Audience, Body, Category, Channel, ReplyKind, Role, Tier, Urgency};
 
 /// Decodes `bytes`, or `None` when the record needs prost (see the module doc).
+///
+/// The body is read straight into the domain's [`Body`] (issue 14: going through prost's
+/// message types and converting them was ~290 instructions per event); the checks and
+/// their order are [`super::from_parts`]'s (head, body present, body refusals).
 pub fn decode(bytes: &[u8]) -> Option<Result<Decoded, DecodeError>> {
     let mut r = Reader(bytes);
     let mut head = Head {
@@ -23,6 +26,7 @@ pub fn decode(bytes: &[u8]) -> Option<Result<Decoded, DecodeError>> {
         tenant: "",
     };
     let mut body = None;
+    let mut unknown = 0u32;
     while !r.is_empty() {
         let (field, wire) = r.key()?;
         match (field, wire) {
@@ -30,12 +34,23 @@ pub fn decode(bytes: &[u8]) -> Option<Result<Decoded, DecodeError>> {
             (2, LEN) => head.ticket_id = r.str()?,
             (4, LEN) => head.tenant = r.str()?,
             (3, LEN) if head.occurred_at.is_none() => head.occurred_at = Some(timestamp(r.len()?)?),
-            (10..=29, LEN) if body.is_none() => body = Some(body_of(field, r.len()?)?),
+            (10..=29, LEN) if body.is_none() => {
+                body = Some(body_of(field, r.len()?, &mut unknown)?)
+            }
             (1..=4 | 10..=29, _) => return None,
             _ => r.skip(wire)?,
         }
     }
-    Some(from_parts(head, body, None))
+    Some(finish(&head, body, unknown))
+}
+
+/// The checks of [`super::from_parts`] over a body already converted.
+#[inline]
+fn finish(head: &Head<'_>, body: Option<Body>, unknown: u32) -> Result<Decoded, DecodeError> {
+    let occurred_at = head_instant(head)?;
+    let body = body.ok_or(DecodeError::MissingField("body"))?;
+    check_body(&body)?;
+    Ok(decoded(head, occurred_at, body, unknown))
 }
 
 const VARINT: u8 = 0;
@@ -198,28 +213,30 @@ fn enum_only(bytes: &[u8]) -> Option<i32> {
     Some(v)
 }
 
-/// The `body` oneof's message at `field`, with the fields `from_parts` reads.
-fn body_of(field: u32, bytes: &[u8]) -> Option<B> {
+/// The `body` oneof's message at `field`, as the domain's [`Body`]: the fields
+/// [`super::from_parts`] reads, enums converted as it converts them (unknown values become
+/// `Unspecified` and are counted in `unknown`).
+fn body_of(field: u32, bytes: &[u8], unknown: &mut u32) -> Option<Body> {
     Some(match field {
         10 => {
-            let mut o = pb::TicketOpened::default();
+            let (mut channel, mut category, mut urgency, mut tier) = (0, 0, 0, 0);
             let mut team = "";
             fields(bytes, &[1, 2, 3, 4, 5, 6], |field, wire, r| {
                 Some(match (field, wire) {
                     (1, VARINT) => {
-                        o.channel = r.int32()?;
+                        channel = r.int32()?;
                         true
                     }
                     (2, VARINT) => {
-                        o.category = r.int32()?;
+                        category = r.int32()?;
                         true
                     }
                     (3, VARINT) => {
-                        o.urgency = r.int32()?;
+                        urgency = r.int32()?;
                         true
                     }
                     (4, VARINT) => {
-                        o.tier = r.int32()?;
+                        tier = r.int32()?;
                         true
                     }
                     (5, LEN) => {
@@ -233,15 +250,20 @@ fn body_of(field: u32, bytes: &[u8]) -> Option<B> {
                     _ => false,
                 })
             })?;
-            o.team = team.to_owned();
-            B::Opened(o)
+            Body::Opened {
+                channel: enum_or_unknown(channel, Channel::from_i32, unknown),
+                category: enum_or_unknown(category, Category::from_i32, unknown),
+                urgency: enum_or_unknown(urgency, Urgency::from_i32, unknown),
+                tier: enum_or_unknown(tier, Tier::from_i32, unknown),
+                team: team.into(),
+            }
         }
         11 => {
             strings_only(bytes, &[])?;
-            B::CustomerMessage(pb::CustomerMessage {})
+            Body::CustomerMessage
         }
         12 => {
-            let mut m = pb::AgentMessage::default();
+            let (mut kind, mut audience) = (0, 0);
             fields(bytes, &[1, 2, 3], |field, wire, r| {
                 Some(match (field, wire) {
                     (1, LEN) => {
@@ -249,25 +271,28 @@ fn body_of(field: u32, bytes: &[u8]) -> Option<B> {
                         true
                     }
                     (2, VARINT) => {
-                        m.kind = r.int32()?;
+                        kind = r.int32()?;
                         true
                     }
                     (3, VARINT) => {
-                        m.audience = r.int32()?;
+                        audience = r.int32()?;
                         true
                     }
                     _ => false,
                 })
             })?;
-            B::AgentMessage(m)
+            Body::AgentMessage {
+                kind: enum_or_unknown(kind, ReplyKind::from_i32, unknown),
+                audience: enum_or_unknown(audience, Audience::from_i32, unknown),
+            }
         }
         13 => {
             strings_only(bytes, &[])?;
-            B::AutoReply(pb::AutoReply {})
+            Body::AutoReply
         }
         14 => {
             strings_only(bytes, &[1, 2])?;
-            B::Assigned(pb::Assigned::default())
+            Body::Assigned
         }
         15 => {
             let mut misrouted = false;
@@ -284,14 +309,13 @@ fn body_of(field: u32, bytes: &[u8]) -> Option<B> {
                     _ => false,
                 })
             })?;
-            B::Transferred(pb::Transferred {
-                misrouted,
-                ..Default::default()
-            })
+            Body::Transferred { misrouted }
         }
-        16 => B::UrgencyChanged(pb::UrgencyChanged {
-            urgency: enum_only(bytes)?,
-        }),
+        16 => Body::UrgencyChanged(enum_or_unknown(
+            enum_only(bytes)?,
+            Urgency::from_i32,
+            unknown,
+        )),
         17 => {
             let mut to_role = 0;
             fields(bytes, &[1, 2], |field, wire, r| {
@@ -307,70 +331,65 @@ fn body_of(field: u32, bytes: &[u8]) -> Option<B> {
                     _ => false,
                 })
             })?;
-            B::Escalated(pb::Escalated {
-                to_role,
-                reason: String::new(),
-            })
+            Body::Escalated(enum_or_unknown(to_role, Role::from_i32, unknown))
         }
-        18 => B::EscalationAnswered(pb::EscalationAnswered {
-            role: enum_only(bytes)?,
-        }),
+        18 => Body::EscalationAnswered(enum_or_unknown(enum_only(bytes)?, Role::from_i32, unknown)),
         19 => {
             strings_only(bytes, &[1])?;
-            B::DepartmentRequested(Default::default())
+            Body::DepartmentRequested
         }
         20 => {
             strings_only(bytes, &[1])?;
-            B::HandedToDepartment(Default::default())
+            Body::HandedToDepartment
         }
         21 => {
             strings_only(bytes, &[1])?;
-            B::DepartmentStarted(Default::default())
+            Body::DepartmentStarted
         }
         22 => {
             strings_only(bytes, &[])?;
-            B::WaitingOnCustomer(pb::WaitingOnCustomer {})
+            Body::WaitingOnCustomer
         }
         23 => {
             strings_only(bytes, &[])?;
-            B::Resolved(pb::Resolved {})
+            Body::Resolved
         }
         24 => {
-            let mut f = pb::CustomerFeedback::default();
+            let mut satisfied = None;
             fields(bytes, &[1, 2], |field, wire, r| {
                 Some(match (field, wire) {
                     (1, VARINT) => {
-                        f.satisfied = Some(r.varint()? != 0);
+                        satisfied = Some(r.varint()? != 0);
                         true
                     }
                     (2, VARINT) => {
-                        f.score = r.int32()?;
+                        r.int32()?; // score: not used
                         true
                     }
                     _ => false,
                 })
             })?;
-            B::CustomerFeedback(f)
+            Body::Feedback { satisfied }
         }
         25 => {
             strings_only(bytes, &[])?;
-            B::Reopened(pb::Reopened {})
+            Body::Reopened
         }
         26 => {
             strings_only(bytes, &[])?;
-            B::FollowUpDone(pb::FollowUpDone {})
+            Body::FollowUpDone
         }
         27 => {
             strings_only(bytes, &[])?;
-            B::Closed(pb::Closed {})
+            Body::Closed
         }
         28 => {
             strings_only(bytes, &[1])?;
-            B::OnHold(pb::OnHold::default())
+            Body::OnHold
         }
         29 => {
             strings_only(bytes, &[])?;
-            B::Resumed(pb::Resumed {})
+            Body::Resumed
         }
         _ => return None,
     })

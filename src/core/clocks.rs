@@ -213,16 +213,42 @@ impl Clocks {
         Clocks::with_words(clocks, seen, capacity, 0)
     }
 
-    /// [`Clocks::new`] with room for `words` prefix words more (a restored ticket's closing
-    /// instant and fired action's hash, set next).
-    pub fn with_words(clocks: &[ClockCore], seen: &[u64], capacity: usize, words: usize) -> Clocks {
+    /// [`Clocks::new`] with room for `words` prefix words more.
+    fn with_words(clocks: &[ClockCore], seen: &[u64], capacity: usize, words: usize) -> Clocks {
         let room = (capacity.max(seen.len()) - seen.len()) * HASH + start_room(clocks) + 8 * words;
-        Clocks::build(clocks, seen.len(), room, |c| {
+        Clocks::build(clocks, seen.len(), [None, None], room, |c| {
             for (k, &h) in seen.iter().enumerate() {
                 // SAFETY: the block holds `seen.len()` hashes.
                 unsafe { c.write_hash(k, h) };
             }
         })
+    }
+
+    /// A restored ticket's block, its `seen` hashes to be written next
+    /// ([`Clocks::fill_seen`]): `clocks`, the closing instant and first fired action's
+    /// hash written in place as prefix words, room for `capacity` hashes in all (one of
+    /// them given to a closing instant's word) and for every idle clock to start. Built
+    /// as a new ticket's block and then given the words by `set_closed_at` and
+    /// `set_fired`, every word moved the states after it, and the fired hash's
+    /// reallocated the block (`set_fired` keeps the room; 16 % of the engine bench's
+    /// tickets; issue 14, restore per ticket).
+    pub fn restored(
+        clocks: &[ClockCore],
+        seen: usize,
+        capacity: usize,
+        closed_at: Option<Ts>,
+        fired: Option<u64>,
+    ) -> Clocks {
+        let room = (capacity * HASH + start_room(clocks))
+            .saturating_sub(8 * closed_at.is_some() as usize)
+            .max(seen * HASH);
+        Clocks::build(
+            clocks,
+            0,
+            [closed_at.map(|t| t.0), fired.map(|h| h as i64)],
+            room,
+            |_| {},
+        )
     }
 
     /// A new ticket's block: `n` idle clocks, room for `capacity` hashes and for `starts`
@@ -231,7 +257,7 @@ impl Clocks {
     pub fn open(n: usize, starts: usize, capacity: usize) -> Clocks {
         if n > SPARSE_MAX {
             let v: Dense = std::iter::repeat_n(IDLE, n).collect();
-            return Clocks::build(&v, 0, capacity * HASH, |_| {});
+            return Clocks::build(&v, 0, [None, None], capacity * HASH, |_| {});
         }
         let room = capacity * HASH + CORE * starts.min(n);
         if n == 0 && room == 0 {
@@ -251,10 +277,18 @@ impl Clocks {
     }
 
     /// A block holding `clocks` (the idle ones only if the plan is too large for the
-    /// sparse form) and `seen` hashes, which `fill` writes, with `room` bytes after them.
-    fn build(clocks: &[ClockCore], seen: usize, room: usize, fill: impl FnOnce(&Clocks)) -> Clocks {
+    /// sparse form), the prefix `words` present (closing instant, fired hash) and `seen`
+    /// hashes, which `fill` writes, with `room` bytes after them.
+    fn build(
+        clocks: &[ClockCore],
+        seen: usize,
+        words: [Option<i64>; 2],
+        room: usize,
+        fill: impl FnOnce(&Clocks),
+    ) -> Clocks {
         let n = clocks.len();
-        if n == 0 && seen == 0 && room == 0 {
+        let [closed, fired] = words;
+        if n == 0 && seen == 0 && room == 0 && closed.is_none() && fired.is_none() {
             return Clocks::default();
         }
         assert!(
@@ -276,18 +310,28 @@ impl Clocks {
             }
             bits
         };
-        let ptr = alloc_block(layout(dense as usize, stored.len(), seen, room));
-        // SAFETY: a new block of this layout; the writes stay inside it.
+        let prefix = dense as usize + closed.is_some() as usize + fired.is_some() as usize;
+        let ptr = alloc_block(layout(prefix, stored.len(), seen, room));
+        // SAFETY: a new block of this layout; the writes stay inside it (the prefix words
+        // in the order `prefix()` counts them: the dense count, closing instant, fired hash).
         unsafe {
             let p = ptr.as_ptr().cast::<u8>();
             let k = if dense { 0 } else { stored.len() as u32 };
+            let flags =
+                if closed.is_some() { CLOSED } else { 0 } | if fired.is_some() { FIRED } else { 0 };
             ptr.as_ptr().write(Header {
                 bits,
                 room: room as u16,
-                counts: seen as u32 | (k * ONE_STORED),
+                counts: seen as u32 | (k * ONE_STORED) | flags,
             });
+            let mut word = p.add(HEADER).cast::<i64>();
             if dense {
-                p.add(HEADER).cast::<u64>().write(n as u64);
+                word.write(n as i64);
+                word = word.add(1);
+            }
+            for w in words.into_iter().flatten() {
+                word.write(w);
+                word = word.add(1);
             }
             let c = Clocks { ptr };
             std::ptr::copy_nonoverlapping(stored.as_ptr(), c.clocks_ptr(), stored.len());
@@ -624,7 +668,7 @@ impl Clocks {
     pub fn set_clocks(&mut self, clocks: &[ClockCore]) {
         let (seen, cap) = (self.header().seen(), self.seen_capacity());
         let room = (cap - seen) * HASH + start_room(clocks);
-        let mut new = Clocks::build(clocks, seen, room, |c| {
+        let mut new = Clocks::build(clocks, seen, [None, None], room, |c| {
             // SAFETY: `seen` hashes in each block, in the same form.
             unsafe { std::ptr::copy_nonoverlapping(self.seen_ptr(), c.seen_ptr(), seen * HASH) }
         });

@@ -499,20 +499,21 @@ impl<'a> TicketOut<'a> {
 
 impl<'a> TicketIn<'a> {
     fn decoded(self) -> TicketDecoded<'a> {
-        // A closing instant takes a word of the block's room (`Clocks::set_closed_at`), the
-        // first fired action's hash another (`Clocks::set_fired`).
+        // The closing instant and the first fired action's hash are prefix words of the
+        // block, written as it is built (`Clocks::restored`); the instant takes a hash's room.
         let mut extras = self.extras;
         let fired = Extras::take_first_fired(&mut extras);
         let capacity = restored_dedup_capacity(self.phase, self.seen.len())
             + self.closed_at.is_some() as usize;
-        let mut clocks = Clocks::with_words(
+        let mut clocks = Clocks::restored(
             &self.clocks.cores,
-            &self.seen,
+            self.seen.len(),
             capacity,
-            fired.is_some() as usize,
+            self.closed_at,
+            fired,
         );
-        clocks.set_closed_at(self.closed_at);
-        clocks.set_fired(fired);
+        let mut seen = self.seen.iter();
+        clocks.fill_seen(self.seen.len(), || seen.next().copied());
         TicketDecoded {
             id: TicketId::from(&self.id),
             attrs: self.attrs,

@@ -44,7 +44,7 @@ impl Clocks {
         }
         assert!(bytes <= u16::MAX as usize, "clock block too large");
         if self.is_shared_empty() {
-            *self = Clocks::build(&[], 0, bytes, |_| {});
+            *self = Clocks::build(&[], 0, [None, None], bytes, |_| {});
             return;
         }
         let (prefix, stored) = (self.prefix(), self.stored_len());
@@ -102,6 +102,10 @@ impl Clocks {
         }
         let len = self.header().seen();
         assert!(len + n <= SEEN_MASK as usize, "clock block too large");
+        // Where the hashes go, found once: `next` borrows something else mutably, so the
+        // compiler re-read the header behind `write_hash`'s pointer at every hash.
+        // SAFETY: hash `len` is in the block (its room holds `n > 0` more).
+        let mut at = unsafe { self.seen_ptr().add(len * HASH) };
         let mut done = 0;
         let mut ok = true;
         while done < n {
@@ -109,9 +113,12 @@ impl Clocks {
                 ok = false;
                 break;
             };
-            // SAFETY: `len + done < len + n`, inside the room (not `EMPTY`: it has no room
-            // and `n > 0`).
-            unsafe { self.write_hash(len + done, h) };
+            // SAFETY: hash `len + done < len + n`, inside the room (not `EMPTY`: it has no
+            // room and `n > 0`).
+            unsafe {
+                std::ptr::copy_nonoverlapping(h.to_le_bytes().as_ptr(), at, HASH);
+                at = at.add(HASH);
+            }
             done += 1;
         }
         // SAFETY: a block this owns (see above).

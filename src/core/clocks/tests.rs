@@ -272,3 +272,55 @@ fn sparse_block_equals_a_dense_model() {
         }
     }
 }
+
+/// A restored block (`Clocks::restored`: the closing instant and fired hash written as it
+/// is built) equals the block built and then given its words (`set_closed_at`,
+/// `set_fired`), for sparse and dense plans, idle clocks among the stored ones, and every
+/// combination of the two words; its room is the hashes' capacity and the idle clocks'
+/// starts (less the closing instant's word), and it takes no more bytes than the other.
+#[test]
+fn restored_block_equals_one_given_its_words_after() {
+    for n in [0usize, 1, 5, 15, 16, 18] {
+        let cores: Vec<ClockCore> = (0..n as i64)
+            .map(|k| if k % 3 == 1 { IDLE } else { core(k + 1) })
+            .collect();
+        let idle = if n > SPARSE_MAX {
+            0
+        } else {
+            cores.iter().filter(|c| is_idle(c)).count()
+        };
+        for seen in [0usize, 1, 9] {
+            let hashes: Vec<u64> = (0..seen as u64).map(|h| h * 0x1_0000_0001 + 7).collect();
+            for closed in [None, Some(Ts(1_234_567))] {
+                for fired in [None, Some(0xdead_beef_u64)] {
+                    let capacity = seen + 1 + closed.is_some() as usize;
+                    let mut r = Clocks::restored(&cores, seen, capacity, closed, fired);
+                    let mut it = hashes.iter().copied();
+                    assert_eq!(r.fill_seen(seen, || it.next()), Some(()));
+                    let mut old =
+                        Clocks::with_words(&cores, &hashes, capacity, fired.is_some() as usize);
+                    old.set_closed_at(closed);
+                    old.set_fired(fired);
+                    assert_eq!(r, old, "{n} clocks, {seen} hashes, {closed:?}, {fired:?}");
+                    assert_eq!(r.closed_at(), closed);
+                    assert_eq!(r.fired(), fired);
+                    assert_eq!(r.dense().as_slice(), &cores[..]);
+                    assert_eq!(r.seen().collect::<Vec<_>>(), hashes);
+                    let room = (capacity * HASH + CORE * idle)
+                        .saturating_sub(8 * closed.is_some() as usize)
+                        - seen * HASH;
+                    assert_eq!(r.header().room as usize, room);
+                    assert!(r.heap_bytes() <= old.heap_bytes());
+                    // The block stays usable: a hash and a closing change after it.
+                    r.reserve_seen_exact(1);
+                    r.push_seen(99);
+                    r.set_closed_at(None);
+                    old.reserve_seen_exact(1);
+                    old.push_seen(99);
+                    old.set_closed_at(None);
+                    assert_eq!(r, old);
+                }
+            }
+        }
+    }
+}

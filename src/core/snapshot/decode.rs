@@ -85,13 +85,17 @@ impl<'a> Reader<'a> {
     fn u16(&mut self) -> Option<u16> {
         self.varint(3, 0x03).map(|v| v as u16)
     }
+    #[inline(always)]
     fn len(&mut self) -> Option<usize> {
         self.u64().map(|v| v as usize)
     }
+    #[inline(always)]
     fn i64(&mut self) -> Option<i64> {
         let n = self.u64()?;
         Some(((n >> 1) as i64) ^ -((n & 1) as i64))
     }
+    /// Inlined, as `u64` is (an out-of-line call at each of a record's ~8 instants).
+    #[inline(always)]
     fn ts(&mut self) -> Option<Ts> {
         self.i64().map(Ts)
     }
@@ -284,14 +288,12 @@ fn ticket<'a>(r: &mut Reader<'a>) -> Option<TicketDecoded<'a>> {
     };
     // The hashes straight into the ticket's block, with room for the next event's.
     let seen = r.seq(1)?;
-    // A closing instant takes a word of the block's room (`Clocks::set_closed_at`), the
-    // first fired action's hash another (`Clocks::set_fired`).
+    // The closing instant and the first fired action's hash are prefix words of the block,
+    // written as it is built (`Clocks::restored`); the instant takes a hash's room.
     let fired = Extras::take_first_fired(&mut extras);
     let capacity = restored_dedup_capacity(phase, seen) + closed_at.is_some() as usize;
-    let mut clocks = Clocks::with_words(&cores[..n], &[], capacity, fired.is_some() as usize);
+    let mut clocks = Clocks::restored(&cores[..n], seen, capacity, closed_at, fired);
     clocks.fill_seen(seen, || r.u64())?;
-    clocks.set_closed_at(closed_at);
-    clocks.set_fired(fired);
     Some(TicketDecoded {
         id,
         attrs,

@@ -79,7 +79,20 @@ impl<'a> Reader<'a> {
         self.b = &self.b[10..];
         Some(low | ((b8 & 0x7f) as u64) << 56 | (b9 as u64) << 63)
     }
+    /// A `u32` varint: one byte inlined (a record's plan, phase, cycle and enum values),
+    /// longer ones out of line.
+    #[inline(always)]
     fn u32(&mut self) -> Option<u32> {
+        if let Some((&x, rest)) = self.b.split_first() {
+            if x < 0x80 {
+                self.b = rest;
+                return Some(x as u32);
+            }
+        }
+        self.u32_long()
+    }
+    #[inline(never)]
+    fn u32_long(&mut self) -> Option<u32> {
         self.varint(5, 0x0f).map(|v| v as u32)
     }
     fn u16(&mut self) -> Option<u16> {
@@ -109,6 +122,7 @@ impl<'a> Reader<'a> {
     fn option(&mut self) -> Option<bool> {
         self.bool()
     }
+    #[inline(always)]
     fn str(&mut self) -> Option<&'a str> {
         let n = self.len()?;
         if n > self.b.len() {
@@ -126,6 +140,7 @@ impl<'a> Reader<'a> {
     /// A sequence's length, refused when the record cannot hold that many elements of at
     /// least `min` bytes each (postcard would fail on it too; this only keeps a corrupt
     /// length from reserving memory).
+    #[inline(always)]
     fn seq(&mut self, min: usize) -> Option<usize> {
         let n = self.len()?;
         (n.checked_mul(min)? <= self.b.len()).then_some(n)
@@ -183,11 +198,14 @@ fn status(i: u32) -> Option<ClockStatus> {
     })
 }
 
-/// One clock of a record: its core and its paused intervals, if any.
+/// One clock of a record: its core and its paused intervals, if any. The usual clock's
+/// path is inlined into the ticket's loop (an out-of-line call per clock, ~5 per record,
+/// returned its 24-byte result through memory), any other out of line.
+#[inline(always)]
 fn clock(r: &mut Reader) -> Option<(ClockCore, Option<Box<Pauses>>)> {
     // The usual clock: status, two bools, two bytes and `nth` of one byte each, a
     // timestamp, no pauses. Its six leading bytes are checked at once; anything else takes
-    // the field-by-field path below.
+    // the field-by-field path.
     if let Some(&[s, once_used, breached, warned, escalated, nth]) = r.b.first_chunk::<6>() {
         if s < 4 && once_used <= 1 && breached <= 1 && nth < 0x80 {
             let mut rest = Reader { b: &r.b[6..] };
@@ -208,6 +226,12 @@ fn clock(r: &mut Reader) -> Option<(ClockCore, Option<Box<Pauses>>)> {
             }
         }
     }
+    clock_fields(r)
+}
+
+/// [`clock`] field by field: any clock, with its paused intervals.
+#[inline(never)]
+fn clock_fields(r: &mut Reader) -> Option<(ClockCore, Option<Box<Pauses>>)> {
     let status = status(r.u32()?)?;
     let once_used = r.bool()?;
     let breached = r.bool()?;

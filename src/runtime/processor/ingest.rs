@@ -98,9 +98,17 @@ impl Processor {
             }
             return;
         }
+        let Ok(tenant) = std::str::from_utf8(m.key().unwrap_or(&[])) else {
+            // We key these records by a (UTF-8) tenant: another key is not ours to count.
+            tracing::warn!(
+                partition = p,
+                offset,
+                "repartition record with a non-UTF-8 tenant key skipped"
+            );
+            return;
+        };
         match stage::rekey::read(m.payload().unwrap_or(&[])) {
             Ok(o) => {
-                let tenant = std::str::from_utf8(m.key().unwrap_or(&[])).unwrap_or("");
                 s.detector
                     .observe_opened(tenant, o.channel, o.category, o.occurred_at);
                 if o.occurred_at > s.max_seen {
